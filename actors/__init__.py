@@ -1,0 +1,1 @@
+"""baton.actors: the Ray shell, where every side effect lives."""

@@ -1,0 +1,114 @@
+"""Test helpers for users' own policies: drive the decider with scripted stimuli.
+
+No Ray and no disk: a `Scenario` holds a run's log in memory (or appends it to a store
+you pass), feeds it the stimuli you script, and shows you the decisions that follow.
+
+    run = Scenario(tasks=[Task(id="a", capability="echo")],
+                   handlers=[HandlerInfo(name="echo", capabilities=("echo",))])
+    [a] = run.in_flight
+    run.succeed(a.id, {"ok": True})
+    assert run.state.status == "completed"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import JsonValue
+
+from baton.events.decider import RunState, step
+from baton.events.model import Assignment, Failure, FailureKind, HandlerInfo, Result, Task
+from baton.events.policy import DefaultPolicy, Policy
+from baton.events.schema import (
+    CancelRequested,
+    CoordinatorRestarted,
+    Decision,
+    Envelope,
+    FailureReported,
+    HumanAction,
+    HumanAnswered,
+    ResultReceived,
+    RunRequested,
+    Stimulus,
+    TimerFired,
+)
+from baton.events.store import EventStore
+
+
+class Scenario:
+    """A run driven by hand: each call records one stimulus and returns its decisions."""
+
+    def __init__(
+        self,
+        tasks: Sequence[Task],
+        handlers: Sequence[HandlerInfo],
+        policy: Policy | None = None,
+        *,
+        run_id: str = "run-1",
+        goal: str = "",
+        store: EventStore | None = None,
+    ):
+        self.run_id = run_id
+        self.policy = policy or DefaultPolicy()
+        self.state = RunState()
+        self.log: list[Envelope] = []
+        self.store = store
+        self.first = self.stimulate(
+            RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers)
+        )
+
+    def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:
+        """Record a stimulus of type `kind` and return the decisions that follow."""
+        stimulus = kind(run_id=self.run_id, seq=self.state.seq + 1, **fields)
+        expected = self.state.seq
+        decisions = step(self.state, stimulus, self.policy)
+        self.log.extend([stimulus, *decisions])
+        if self.store is not None:
+            self.store.append(self.run_id, [stimulus, *decisions], expected)
+        return decisions
+
+    @property
+    def in_flight(self) -> list[Assignment]:
+        """The assignments in flight now, in plan order."""
+        records = (self.state.tasks[tid] for tid in self.state.in_flight.values())
+        return [r.assignment for r in sorted(records, key=lambda r: r.index) if r.assignment]
+
+    def assignment(self, task_id: str) -> Assignment:
+        """The current (or last) assignment of `task_id`."""
+        found = self.state.tasks[task_id].assignment
+        if found is None:
+            raise KeyError(f"task {task_id!r} has not been dispatched")
+        return found
+
+    def succeed(self, assignment_id: str, output: JsonValue) -> list[Decision]:
+        """A worker returns `output` for the assignment."""
+        return self.stimulate(ResultReceived, result=Result(assignment_id=assignment_id,
+                                                            output=output))
+
+    def fail(
+        self, assignment_id: str, message: str = "", *, kind: FailureKind = "error",
+        error_type: str = "",
+    ) -> list[Decision]:
+        """A worker reports that the assignment failed."""
+        failure = Failure(assignment_id=assignment_id, kind=kind, error_type=error_type,
+                          message=message)
+        return self.stimulate(FailureReported, failure=failure)
+
+    def time_out(self, assignment_id: str) -> list[Decision]:
+        """The assignment's deadline passes."""
+        return self.stimulate(TimerFired, assignment_id=assignment_id)
+
+    def answer(
+        self, escalation_id: str, action: HumanAction, *, handler: str | None = None,
+        note: str = "", output: JsonValue = None,
+    ) -> list[Decision]:
+        """A person answers an escalation."""
+        return self.stimulate(HumanAnswered, escalation_id=escalation_id, action=action,
+                              handler=handler, note=note, output=output)
+
+    def cancel(self, note: str = "") -> list[Decision]:
+        return self.stimulate(CancelRequested, note=note)
+
+    def restart(self) -> list[Decision]:
+        return self.stimulate(CoordinatorRestarted)

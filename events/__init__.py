@@ -1,0 +1,54 @@
+"""baton.events: the pure core. What can happen in a run, and what follows from it.
+
+Nothing here touches Ray, a clock, randomness or the disk; `events.store` (persistence)
+is kept apart and never imported from here.
+"""
+
+from .decider import INITIAL_STATE, RunState, TaskRecord, decide, evolve, fold, plan_problems, step
+from .errors import BadLog, BadSpec, BadStoreURL, BatonError, ConcurrencyConflict
+from .model import (
+    Assignment,
+    Budget,
+    Check,
+    Failure,
+    FromTask,
+    HandlerInfo,
+    Result,
+    Task,
+    Verdict,
+    from_task,
+)
+from .policy import Candidate, DefaultPolicy, PlanView, Policy, Recovery, RecoveryFacts, Routing
+
+__all__ = [
+    "INITIAL_STATE",
+    "Assignment",
+    "BadLog",
+    "BadSpec",
+    "BadStoreURL",
+    "BatonError",
+    "Budget",
+    "Candidate",
+    "Check",
+    "ConcurrencyConflict",
+    "DefaultPolicy",
+    "Failure",
+    "FromTask",
+    "HandlerInfo",
+    "PlanView",
+    "Policy",
+    "Recovery",
+    "RecoveryFacts",
+    "Result",
+    "Routing",
+    "RunState",
+    "Task",
+    "TaskRecord",
+    "Verdict",
+    "decide",
+    "evolve",
+    "fold",
+    "from_task",
+    "plan_problems",
+    "step",
+]

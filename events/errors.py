@@ -1,0 +1,44 @@
+"""The errors Baton raises: one root, a few children, each message saying what to fix."""
+
+from __future__ import annotations
+
+
+class BatonError(Exception):
+    """Root of every error Baton raises on purpose; catch this to catch them all."""
+
+
+class BadSpec(BatonError):
+    """A spec or plan cannot run as written: a duplicate task id, a cycle, an unknown
+    capability or dependency. Nothing has been dispatched when this is raised."""
+
+
+class BadLog(BatonError):
+    """A recorded log cannot be read back faithfully: a gap or repeat in `seq`, an
+    unknown event type, a malformed record, a broken digest chain. Names run and seq."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, seq: int | None = None):
+        where = ""
+        if run_id is not None:
+            where = f"run {run_id!r}" + (f" at seq {seq}" if seq is not None else "") + ": "
+        super().__init__(where + message)
+        self.run_id = run_id
+        self.seq = seq
+
+
+class ConcurrencyConflict(BatonError):
+    """Another writer appended to the run first; nothing of this batch was written.
+    Re-read the run's log, re-decide, and append again."""
+
+    def __init__(self, run_id: str, expected_last_seq: int, actual_last_seq: int | None):
+        actual = "unknown" if actual_last_seq is None else str(actual_last_seq)
+        super().__init__(
+            f"run {run_id!r}: expected the log to end at seq {expected_last_seq}, "
+            f"but it ends at seq {actual}; another writer appended first"
+        )
+        self.run_id = run_id
+        self.expected_last_seq = expected_last_seq
+        self.actual_last_seq = actual_last_seq
+
+
+class BadStoreURL(BatonError):
+    """A store URL Baton cannot open; the message lists the schemes it knows."""

@@ -1,0 +1,250 @@
+"""The nouns of a run: Task, Assignment, Result, Failure, Verdict (frozen, JSON-safe).
+
+Everything here is recorded in a log, so every field is plain data. Outputs, inputs and
+facts are JSON values; they are typed `Any` because validating arbitrary JSON trees
+twice (once by the JSON parser, once by pydantic) doubles the cost of reading a log. An output schema is
+recorded by its topic (``module:QualName``); the class itself is looked up when needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import operator
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import BadSpec
+
+
+class Frozen(BaseModel):
+    """Base of every recorded value: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- output schemas, recorded by topic -------------------------------------------------
+
+_SCHEMAS: dict[str, type[BaseModel]] = {}
+
+
+def schema_topic(model: type[BaseModel]) -> str:
+    """The topic under which an output schema class is recorded, and remember the class."""
+    topic = f"{model.__module__}:{model.__qualname__}"
+    _SCHEMAS[topic] = model
+    return topic
+
+
+def resolve_schema(topic: str) -> type[BaseModel]:
+    """The output schema class recorded as `topic`; raises BadSpec if it cannot be found."""
+    if topic in _SCHEMAS:
+        return _SCHEMAS[topic]
+    module_name, _, qualname = topic.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as error:
+        raise BadSpec(
+            f"output schema {topic!r} cannot be imported ({error}); "
+            "define it at module level in an importable module"
+        ) from error
+    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
+        raise BadSpec(f"output schema {topic!r} is not a pydantic model class")
+    _SCHEMAS[topic] = obj
+    return obj
+
+
+# --- canonical JSON --------------------------------------------------------------------
+
+
+def canonical_json(value: Any) -> bytes:
+    """Stable bytes for a JSON value: sorted keys, no spaces (for digests)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(data: bytes) -> str:
+    """A short hex digest of bytes (sha256, 32 hex characters)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+# --- tasks -----------------------------------------------------------------------------
+
+
+class FromTask(Frozen):
+    """An input that is another task's accepted output (an allowlisted reference)."""
+
+    from_task: str
+
+
+def from_task(task_id: str) -> FromTask:
+    """Refer to `task_id`'s accepted output as an input; this also makes it a dependency."""
+    return FromTask(from_task=task_id)
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "in": lambda a, b: a in b,
+    "not_in": lambda a, b: a not in b,
+}
+
+CheckOp = Literal["==", "!=", "<", "<=", ">", ">=", "in", "not_in", "nonempty"]
+
+
+def _lookup(output: Any, path: str) -> Any:
+    value = output
+    for part in path.split(".") if path else ():
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            raise KeyError(path)
+    return value
+
+
+class Check(Frozen):
+    """One condition an output must meet to count as done, e.g. ``lines >= 0`` or
+    ``functions <= lines`` (compare against another field with `other`)."""
+
+    field: str = Field(description="dotted path into the output; empty means the output")
+    op: CheckOp
+    value: Any = None
+    other: str | None = Field(default=None, description="compare against this field instead")
+    message: str = ""
+
+    def problem(self, output: Any) -> str | None:
+        """None when the output meets this check, else a sentence saying how it does not."""
+        label = self.message or self.describe()
+        try:
+            left = _lookup(output, self.field)
+            right = _lookup(output, self.other) if self.other is not None else self.value
+        except KeyError as missing:
+            return f"{label}: the output has no field {missing.args[0]!r}"
+        if self.op == "nonempty":
+            return None if left else f"{label}: {self.field or 'output'} is empty"
+        try:
+            holds = _COMPARE[self.op](left, right)
+        except TypeError:
+            holds = False
+        return None if holds else f"{label}: got {left!r}"
+
+    def describe(self) -> str:
+        """The check as a short sentence, e.g. ``lines >= 0``."""
+        right = self.other if self.other is not None else json.dumps(self.value)
+        subject = self.field or "output"
+        return f"{subject} {self.op}" + ("" if self.op == "nonempty" else f" {right}")
+
+
+class Budget(Frozen):
+    """What a task may spend: attempts per handler before reassigning, and a timeout."""
+
+    attempts: int = Field(default=2, ge=1, description="attempts on one handler")
+    timeout_s: float | None = Field(default=None, gt=0)
+
+
+class Task(Frozen):
+    """A unit of work in the plan: what to do, who can do it, what counts as done."""
+
+    id: str = Field(min_length=1, pattern=r"^[^#\s]+$")
+    capability: str = Field(min_length=1)
+    instructions: str = ""
+    done_when: tuple[Check, ...] = ()
+    inputs: dict[str, FromTask | Any] = Field(default_factory=dict)
+    output_schema: str | None = None
+    depends_on: tuple[str, ...] = ()
+    required: bool = True
+    budget: Budget = Budget()
+
+    @field_validator("output_schema", mode="before")
+    @classmethod
+    def _schema_class_to_topic(cls, value: Any) -> Any:
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return schema_topic(value)
+        return value
+
+    @property
+    def dependencies(self) -> tuple[str, ...]:
+        """Every task this one waits for: `depends_on`, then tasks named by its inputs."""
+        seen = dict.fromkeys(self.depends_on)
+        for value in self.inputs.values():
+            if isinstance(value, FromTask):
+                seen.setdefault(value.from_task)
+        return tuple(seen)
+
+
+class HandlerInfo(Frozen):
+    """A handler as the coordinator sees it: a name, what it can do, how much at once."""
+
+    name: str = Field(min_length=1)
+    capabilities: tuple[str, ...]
+    capacity: int | None = Field(default=None, ge=1, description="None means unbounded")
+
+
+# --- one attempt and what came of it ---------------------------------------------------
+
+
+def assignment_id(task_id: str, attempt: int) -> str:
+    """The derived id of `task_id`'s attempt number `attempt` (1-based): ``task#attempt``."""
+    return f"{task_id}#{attempt}"
+
+
+class Assignment(Frozen):
+    """One attempt at a task, carrying exactly the context the task allows."""
+
+    id: str
+    task_id: str
+    attempt: int = Field(ge=1)
+    handler: str
+    capability: str
+    instructions: str
+    feedback: tuple[str, ...] = ()
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    context_digest: str
+    output_schema: str | None = None
+    timeout_s: float | None = None
+
+
+class Result(Frozen):
+    """What a worker returned for an assignment."""
+
+    assignment_id: str
+    output: Any
+
+
+FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]
+
+
+class Failure(Frozen):
+    """A structured report that an assignment did not produce an output."""
+
+    assignment_id: str
+    kind: FailureKind = "error"
+    error_type: str = ""
+    message: str = ""
+    traceback: str = ""
+
+    def summary(self) -> str:
+        """One line: the kind, the exception type and the message."""
+        head = self.kind if not self.error_type else f"{self.kind} ({self.error_type})"
+        return f"{head}: {self.message}" if self.message else head
+
+
+class Verdict(Frozen):
+    """The coordinator's judgement of an output: accepted, or the problems found."""
+
+    accepted: bool
+    problems: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(problems: list[str] | tuple[str, ...]) -> Verdict:
+        """Accepted when there are no problems."""
+        return Verdict(accepted=not problems, problems=tuple(problems))

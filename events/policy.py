@@ -1,0 +1,169 @@
+"""The decision rules: the Policy protocol and DefaultPolicy.
+
+A policy is pure: each rule sees only what the decider hands it (all of it recorded in
+the log) and returns a choice plus the name of the rule that made it. Override one rule
+at a time by subclassing DefaultPolicy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from pydantic import JsonValue, ValidationError
+
+from .model import Task, Verdict, resolve_schema
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A handler that could take an assignment now: its in-flight load and capacity."""
+
+    handler: str
+    load: int
+    capacity: int | None
+
+    def as_fact(self) -> dict[str, JsonValue]:
+        return {"handler": self.handler, "load": self.load, "capacity": self.capacity}
+
+
+@dataclass(frozen=True)
+class Routing:
+    """The handler chosen for an assignment, and the rule that chose it."""
+
+    handler: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class RecoveryFacts:
+    """What the recovery rule knows about a failed or rejected attempt."""
+
+    problem: str
+    kind: str
+    attempts: int
+    handler: str
+    attempts_on_handler: int
+    attempt_budget: int
+    alternatives: tuple[Candidate, ...]
+    required: bool
+
+    @property
+    def budget_left(self) -> int:
+        """Attempts still allowed on the current handler."""
+        return max(0, self.attempt_budget - self.attempts_on_handler)
+
+    def as_facts(self) -> dict[str, JsonValue]:
+        return {
+            "problem": self.problem,
+            "kind": self.kind,
+            "attempts": self.attempts,
+            "handler": self.handler,
+            "attempts_on_handler": self.attempts_on_handler,
+            "attempt_budget": self.attempt_budget,
+            "budget_left": self.budget_left,
+            "alternatives": [c.handler for c in self.alternatives],
+            "required": self.required,
+        }
+
+
+RecoveryChoice = Literal["retry", "reassign", "escalate", "abandon"]
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What to do about a failed or rejected attempt."""
+
+    action: RecoveryChoice
+    rule: str
+    handler: str | None = None
+    feedback: str = ""
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """The plan as a rule may read it: tasks in plan order, accepted outputs by task id."""
+
+    tasks: Sequence[Task]
+    outputs: Mapping[str, JsonValue] = field(default_factory=dict)
+
+
+class Policy(Protocol):
+    """The rules a coordinator decides by. Each must be a pure function of its arguments."""
+
+    def route(self, task: Task, candidates: Sequence[Candidate]) -> Routing:
+        """Choose one of `candidates` (never empty, all with free capacity) for `task`."""
+        ...
+
+    def validate(self, task: Task, output: JsonValue) -> Verdict:
+        """Judge an output: does it meet the task's schema and its `done_when` checks?"""
+        ...
+
+    def recover(self, task: Task, facts: RecoveryFacts) -> Recovery:
+        """Decide what a failed or rejected attempt leads to."""
+        ...
+
+    def expand(self, task: Task, output: JsonValue) -> Sequence[Task]:
+        """New tasks that an accepted output proposes (validated by the decider)."""
+        ...
+
+    def check(self, plan: PlanView) -> Verdict:
+        """Judge the results together once all work is settled (coverage, contradictions)."""
+        ...
+
+    def synthesize(self, plan: PlanView) -> JsonValue:
+        """Combine the accepted outputs into the run's final output."""
+        ...
+
+
+def schema_problems(task: Task, output: JsonValue) -> list[str]:
+    """How `output` fails the task's output schema (empty when it fits or there is none)."""
+    if task.output_schema is None:
+        return []
+    model = resolve_schema(task.output_schema)
+    try:
+        model.model_validate(output)
+    except ValidationError as error:
+        return [
+            f"output does not match {model.__name__}: "
+            f"{'.'.join(str(p) for p in e['loc']) or 'output'}: {e['msg']}"
+            for e in error.errors()
+        ]
+    return []
+
+
+class DefaultPolicy:
+    """Useful rules on their own: least-loaded routing, schema and check validation,
+    retry then reassign then escalate (required) or abandon (optional), coverage check,
+    and a synthesis mapping each task id to its accepted output."""
+
+    def route(self, task: Task, candidates: Sequence[Candidate]) -> Routing:
+        best = min(candidates, key=lambda c: (c.load, c.handler))
+        return Routing(handler=best.handler, rule="route.least_loaded")
+
+    def validate(self, task: Task, output: JsonValue) -> Verdict:
+        problems = schema_problems(task, output)
+        if not problems:
+            problems = [p for check in task.done_when if (p := check.problem(output))]
+        return Verdict.of(problems)
+
+    def recover(self, task: Task, facts: RecoveryFacts) -> Recovery:
+        if facts.budget_left > 0:
+            return Recovery("retry", "recover.retry", facts.handler, facts.problem)
+        if facts.alternatives:
+            other = min(facts.alternatives, key=lambda c: (c.load, c.handler)).handler
+            return Recovery("reassign", "recover.reassign", other, facts.problem)
+        if facts.required:
+            return Recovery("escalate", "recover.escalate_required", None, facts.problem)
+        return Recovery("abandon", "recover.abandon_optional", None, facts.problem)
+
+    def expand(self, task: Task, output: JsonValue) -> Sequence[Task]:
+        return ()
+
+    def check(self, plan: PlanView) -> Verdict:
+        missing = [t.id for t in plan.tasks if t.required and t.id not in plan.outputs]
+        return Verdict.of([f"required task {tid!r} was not accepted" for tid in missing])
+
+    def synthesize(self, plan: PlanView) -> JsonValue:
+        return {t.id: plan.outputs[t.id] for t in plan.tasks if t.id in plan.outputs}

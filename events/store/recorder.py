@@ -1,0 +1,237 @@
+"""EventStore: a run's log kept by the eventsourcing library's recorders.
+
+One stream per run: the run id is the originator id and `seq` the originator version,
+so the recorder's unique (originator, version) key is what turns a second writer's
+append into a ConcurrencyConflict. The recorder's notification log is the store-wide
+order that projections follow. Selected by URL: ``memory://``, ``sqlite:///path``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    StoredEvent,
+)
+
+from ..decider import RunState
+from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
+from ..schema import Envelope, Event, RunRequested
+from .codec import Codec
+
+DEFAULT_URL = "sqlite:///.baton/baton.db"
+PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the store lists it."""
+
+    run_id: str
+    goal: str
+    tasks: int
+    requested_at: float | None
+    position: int
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event at its position in the store-wide order."""
+
+    position: int
+    event: Event
+
+
+class EventStore:
+    """Append and read runs' logs. Open one with `open_store(url)`."""
+
+    def __init__(
+        self,
+        recorder: ApplicationRecorder,
+        url: str,
+        codec: Codec | None = None,
+        close: Callable[[], None] = lambda: None,
+    ):
+        self.recorder = recorder
+        self.url = url
+        self.codec = codec or Codec()
+        self._close = close
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._close()
+
+    def __repr__(self) -> str:
+        return f"EventStore({self.url!r})"
+
+    # --- writing -----------------------------------------------------------------------
+
+    def append(self, run_id: str, events: Sequence[Envelope], expected_last_seq: int) -> None:
+        """Append `events` to the run's log in one transaction, provided the log still ends
+        at `expected_last_seq`; otherwise raise ConcurrencyConflict and write nothing."""
+        if not events:
+            return
+        for offset, event in enumerate(events, start=1):
+            if event.run_id != run_id or event.seq != expected_last_seq + offset:
+                raise BadLog(
+                    f"cannot append {type(event).__name__} for run {event.run_id!r} at seq "
+                    f"{event.seq}: expected run {run_id!r} seq {expected_last_seq + offset}",
+                    run_id=run_id,
+                    seq=event.seq,
+                )
+        actual = self.last_seq(run_id)
+        if actual != expected_last_seq:
+            raise ConcurrencyConflict(run_id, expected_last_seq, actual)
+        stored = [
+            StoredEvent(
+                originator_id=run_id,
+                originator_version=event.seq,
+                topic=event.type,  # type: ignore[attr-defined]
+                state=self.codec.encode(event),
+            )
+            for event in events
+        ]
+        try:
+            self.recorder.insert_events(stored)
+        except IntegrityError:
+            # Another writer took one of these seqs between our check and our insert;
+            # the recorder rolled the whole batch back.
+            raise ConcurrencyConflict(run_id, expected_last_seq, self.last_seq(run_id)) from None
+
+    # --- reading -----------------------------------------------------------------------
+
+    def last_seq(self, run_id: str) -> int:
+        """The seq the run's log ends at (0 when the run has no events)."""
+        last = self.recorder.select_events(run_id, desc=True, limit=1)
+        return last[0].originator_version if last else 0
+
+    def read_recorded(
+        self, run_id: str, *, after: int = 0, until: int | None = None
+    ) -> Iterator[tuple[Event, bytes]]:
+        """The run's events with seq in (after, until], each with its bytes as stored."""
+        position = after
+        while until is None or position < until:
+            limit = PAGE if until is None else min(PAGE, until - position)
+            page = self.recorder.select_events(run_id, gt=position, lte=until, limit=limit)
+            for stored in page:
+                seq = stored.originator_version
+                if seq != position + 1:
+                    raise BadLog(
+                        f"expected seq {position + 1}, found {seq}: the log has a gap",
+                        run_id=run_id,
+                        seq=seq,
+                    )
+                yield self.codec.decode(stored.state, run_id=run_id, seq=seq), stored.state
+                position = seq
+            if len(page) < limit:
+                return
+
+    def read(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
+        """The run's events with seq in (after, until], in order."""
+        return [event for event, _ in self.read_recorded(run_id, after=after, until=until)]
+
+    def state(self, run_id: str, *, until: int | None = None) -> RunState:
+        """The run's state folded from its log (checking seqs and the digest chain)."""
+        state = RunState()
+        for event, recorded in self.read_recorded(run_id, until=until):
+            state.apply(event, recorded)
+        return state
+
+    def runs(self) -> list[RunInfo]:
+        """Every run in the store, newest first."""
+        found: list[RunInfo] = []
+        for note in self.notifications(topics=("RunRequested",)):
+            event = note.event
+            assert isinstance(event, RunRequested)
+            found.append(
+                RunInfo(event.run_id, event.goal, len(event.tasks), event.recorded_at,
+                        note.position)
+            )
+        found.reverse()
+        return found
+
+    def notifications(
+        self, after: int = 0, *, topics: Sequence[str] = (), page: int = PAGE
+    ) -> Iterator[Notification]:
+        """Every event in the store after position `after`, in the order recorded."""
+        position = after
+        while True:
+            batch = self.recorder.select_notifications(
+                position, page, topics=topics, inclusive_of_start=False
+            )
+            for note in batch:
+                run_id = str(note.originator_id)
+                event = self.codec.decode(note.state, run_id=run_id, seq=note.originator_version)
+                yield Notification(note.id, event)
+                position = note.id
+            if len(batch) < page:
+                return
+
+    def max_position(self) -> int:
+        """The position of the last event recorded in the store (0 when empty)."""
+        return self.recorder.max_notification_id() or 0
+
+
+def _open_memory(url: str) -> EventStore:
+    factory = InfrastructureFactory.construct({"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    return EventStore(factory.application_recorder(), url, close=factory.close)
+
+
+def _open_sqlite(url: str) -> EventStore:
+    path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise BadStoreURL(
+            f"store URL {url!r} names no file; write sqlite:///relative/path.db "
+            "or sqlite:////absolute/path.db"
+        )
+    file = Path(path)
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BadStoreURL(f"cannot create the directory for {url!r}: {error}") from None
+    factory = InfrastructureFactory.construct(
+        {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": str(file),
+            "ORIGINATOR_ID_TYPE": "text",
+        }
+    )
+    return EventStore(factory.application_recorder(), url, close=factory.close)
+
+
+def _not_yet(url: str) -> EventStore:
+    raise BadStoreURL(
+        f"store URL {url!r}: PostgreSQL is not available in this version of Baton; "
+        "use sqlite:///path or memory://"
+    )
+
+
+_OPENERS: dict[str, Callable[[str], EventStore]] = {
+    "memory": _open_memory,
+    "sqlite": _open_sqlite,
+    "postgresql": _not_yet,
+    "postgres": _not_yet,
+}
+
+
+def open_store(url: str | None = None) -> EventStore:
+    """Open the event store at `url` (default ``sqlite:///.baton/baton.db``)."""
+    url = url or DEFAULT_URL
+    scheme = urlparse(url).scheme
+    opener = _OPENERS.get(scheme)
+    if opener is None:
+        raise BadStoreURL(
+            f"unknown store URL {url!r}; use sqlite:///path/to/file.db or memory://"
+        )
+    return opener(url)

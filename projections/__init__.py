@@ -1,0 +1,1 @@
+"""baton.projections: what is read back from logs."""
