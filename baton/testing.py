@@ -101,11 +101,12 @@ class Scenario:
 
     def answer(
         self, escalation_id: str, action: HumanAction, *, handler: str | None = None,
-        note: str = "", output: JsonValue = None,
+        note: str = "", output: JsonValue = None, answered_by: str = "",
     ) -> list[Decision]:
         """A person answers an escalation."""
         return self.stimulate(HumanAnswered, escalation_id=escalation_id, action=action,
-                              handler=handler, note=note, output=output)
+                              handler=handler, note=note, output=output,
+                              answered_by=answered_by)
 
     def cancel(self, note: str = "") -> list[Decision]:
         return self.stimulate(CancelRequested, note=note)

@@ -89,7 +89,8 @@ class Codec:
             version += 1
             obj["schema_version"] = version
         try:
-            return EVENT_ADAPTER.validate_python(obj)
+            event: Event = EVENT_TYPES[kind].model_validate(obj)  # type: ignore[assignment]
+            return event
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -1,0 +1,207 @@
+"""One store contract, run against every backend (memory and SQLite)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from eventsourcing.persistence import IntegrityError, StoredEvent
+
+from baton import BadLog, BadStoreURL, ConcurrencyConflict, open_store
+from baton.events.schema import Envelope
+from baton.events.store import EventStore
+from baton.testing import Scenario
+from tests.fixtures.specs import counting, handlers
+
+
+def recorded_run(run_id: str = "run-1") -> list[Envelope]:
+    run = Scenario([counting("a"), counting("b", depends_on=("a",))], handlers("h"),
+                   run_id=run_id, goal=f"goal of {run_id}")
+    run.succeed("a#1", {"count": 1})
+    run.succeed("b#1", {"count": 2})
+    return run.log
+
+
+class StoreContract:
+    """Behaviour every backend must have. Subclasses say how to open one."""
+
+    def open(self) -> EventStore:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def store(self) -> EventStore:
+        with self.open() as store:
+            yield store
+
+    def test_appended_events_read_back_equal_and_in_order(self, store: EventStore) -> None:
+        """What is appended is what is read, whole or by seq range."""
+        log = recorded_run()
+        store.append("run-1", log[:4], 0)
+        store.append("run-1", log[4:], 4)
+        assert store.read("run-1") == log
+        assert store.read("run-1", after=2, until=5) == log[2:5]
+        assert store.last_seq("run-1") == len(log)
+        assert store.last_seq("no-such-run") == 0 and store.read("no-such-run") == []
+
+    def test_a_conflicting_writer_gets_the_concurrency_error(self, store: EventStore) -> None:
+        """Appending at a stale expected seq raises ConcurrencyConflict and writes nothing."""
+        log = recorded_run()
+        store.append("run-1", log[:3], 0)
+        with pytest.raises(ConcurrencyConflict, match="expected the log to end at seq 2, "
+                                                      "but it ends at seq 3"):
+            store.append("run-1", log[2:6], 2)
+        assert store.read("run-1") == log[:3]
+
+    def test_a_batch_is_one_transaction(self, store: EventStore) -> None:
+        """When one event of a batch collides, none of the batch is written."""
+        log = recorded_run()
+        store.append("run-1", log[:3], 0)
+        stored = [StoredEvent("run-1", e.seq, e.type, store.codec.encode(e)) for e in log[3:6]]
+        clash = StoredEvent("run-1", 3, "X", b"{}")
+        with pytest.raises(IntegrityError):
+            store.recorder.insert_events([*stored, clash])
+        assert store.last_seq("run-1") == 3
+
+    def test_an_append_out_of_sequence_is_refused(self, store: EventStore) -> None:
+        """Events must continue the run's seq and belong to the run they are appended to."""
+        log = recorded_run()
+        with pytest.raises(BadLog, match="expected run 'run-1' seq 1"):
+            store.append("run-1", log[1:3], 0)
+        with pytest.raises(BadLog, match="expected run 'other' seq 1"):
+            store.append("other", log[:1], 0)
+
+    def test_runs_are_listed_newest_first(self, store: EventStore) -> None:
+        """runs() lists each run once, with its goal and task count, newest first."""
+        for run_id in ("first", "second"):
+            log = recorded_run(run_id)
+            store.append(run_id, log, 0)
+        runs = store.runs()
+        assert [r.run_id for r in runs] == ["second", "first"]
+        assert runs[0].goal == "goal of second" and runs[0].tasks == 2
+
+    def test_the_notification_log_follows_every_run_in_order(self, store: EventStore) -> None:
+        """notifications(after) yields the store-wide order from a position on."""
+        one, two = recorded_run("one"), recorded_run("two")
+        store.append("one", one[:2], 0)
+        store.append("two", two[:2], 0)
+        store.append("one", one[2:4], 2)
+        notes = list(store.notifications())
+        assert [(n.event.run_id, n.event.seq) for n in notes] == [
+            ("one", 1), ("one", 2), ("two", 1), ("two", 2), ("one", 3), ("one", 4)]
+        later = list(store.notifications(after=notes[3].position))
+        assert [n.position for n in later] == [n.position for n in notes[4:]]
+        assert store.max_position() == notes[-1].position
+
+    @pytest.mark.parametrize(
+        ("record", "message"),
+        [
+            (b"\x00garbage", "record is not JSON"),
+            (b'{"type": "Bogus", "run_id": "run-1", "seq": 4}', "unknown event type 'Bogus'"),
+            (b'{"type": "TimerFired", "run_id": "run-1", "seq": 4}',
+             "malformed TimerFired record: assignment_id: Field required"),
+            (b'{"type": "TimerFired", "run_id": "run-1", "seq": 9, "assignment_id": "a#1"}',
+             "record says run 'run-1' seq 9 but is filed under"),
+        ],
+    )
+    def test_a_corrupt_record_is_reported_not_skipped(
+        self, store: EventStore, record: bytes, message: str
+    ) -> None:
+        """Reading past a bad record raises BadLog naming the run, the seq and the fault."""
+        store.append("run-1", recorded_run()[:3], 0)
+        store.recorder.insert_events([StoredEvent("run-1", 4, "TimerFired", record)])
+        with pytest.raises(BadLog, match=r"run 'run-1' at seq 4: ") as raised:
+            store.read("run-1")
+        assert message in str(raised.value)
+        assert raised.value.run_id == "run-1" and raised.value.seq == 4
+
+    def test_a_gap_in_the_stored_log_is_reported(self, store: EventStore) -> None:
+        """A missing seq is an error when read, never silently stepped over."""
+        log = recorded_run()
+        store.append("run-1", log[:3], 0)
+        stored = StoredEvent("run-1", 5, log[4].type, store.codec.encode(log[4]))
+        store.recorder.insert_events([stored])
+        with pytest.raises(BadLog, match="at seq 5: expected seq 4, found 5"):
+            store.read("run-1")
+
+    def test_the_folded_state_matches_the_live_run(self, store: EventStore) -> None:
+        """state(run) folds the stored bytes and reaches the same digest as the live run."""
+        run = Scenario([counting("a")], handlers("h"))
+        run.succeed("a#1", {"count": 4})
+        store.append("run-1", run.log, 0)
+        state = store.state("run-1")
+        assert state.digest == run.state.digest and state.output == {"a": {"count": 4}}
+        assert store.state("run-1", until=2).seq == 2
+
+
+class TestMemoryStore(StoreContract):
+    def open(self) -> EventStore:
+        return open_store("memory://")
+
+
+class TestSQLiteStore(StoreContract):
+    @pytest.fixture(autouse=True)
+    def _path(self, tmp_path: Path) -> None:
+        self.path = tmp_path / "nested" / "baton.db"
+
+    def open(self) -> EventStore:
+        return open_store(f"sqlite:///{self.path}")
+
+    def test_a_reopened_file_yields_the_same_events(self) -> None:
+        """Close the store, open the file again: the same events, the same digest."""
+        log = recorded_run()
+        with self.open() as store:
+            store.append("run-1", log, 0)
+            digest = store.state("run-1").digest
+        with self.open() as again:
+            assert again.read("run-1") == log
+            assert again.state("run-1").digest == digest
+
+    def test_two_writers_on_one_file_conflict(self) -> None:
+        """Two processes' stores on one file: the second append at the same seq fails."""
+        log = recorded_run()
+        with self.open() as a, self.open() as b:
+            a.append("run-1", log[:2], 0)
+            b_seen = b.last_seq("run-1")
+            a.append("run-1", log[2:4], 2)
+            with pytest.raises(ConcurrencyConflict):
+                b.append("run-1", log[2:3], b_seen)
+
+    def test_an_edited_event_is_caught_by_the_digest_chain(self) -> None:
+        """A plausible edit made with sqlite3 reads fine but fails the fold, at its seq."""
+        log = recorded_run()
+        with self.open() as store:
+            store.append("run-1", log, 0)
+        with sqlite3.connect(self.path) as db:
+            (state,) = db.execute("SELECT state FROM stored_events WHERE originator_version=3"
+                                  ).fetchone()
+            db.execute("UPDATE stored_events SET state=? WHERE originator_version=3",
+                       (state.replace(b'"handler":"h"', b'"handler":"h" '),))
+        with self.open() as store:
+            store.read("run-1")  # every record is still well-formed
+            with pytest.raises(BadLog, match=r"at seq 5: ResultValidated .* edited or reordered"):
+                store.state("run-1")
+
+
+def test_the_default_store_is_a_sqlite_file_under_dot_baton(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    """open_store() with no URL creates .baton/baton.db in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    with open_store() as store:
+        store.append("run-1", recorded_run()[:2], 0)
+    assert (tmp_path / ".baton" / "baton.db").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://db/baton", "unknown store URL 'mysql://db/baton'; use sqlite:///"),
+        ("sqlite://", "names no file"),
+        ("postgresql://localhost/baton", "PostgreSQL is not available in this version"),
+    ],
+)
+def test_a_store_url_baton_cannot_open_is_refused_clearly(url: str, message: str) -> None:
+    """Unknown schemes and incomplete URLs raise BadStoreURL saying what to write."""
+    with pytest.raises(BadStoreURL, match=message):
+        open_store(url)

@@ -1,0 +1,68 @@
+"""The nouns: tasks, checks, assignments' derived ids, schema topics."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from baton import BadSpec, Check, Task, from_task
+from baton.events.model import assignment_id, resolve_schema, schema_topic
+from tests.fixtures.specs import Count
+
+
+def test_a_task_depends_on_what_it_names_and_what_its_inputs_use() -> None:
+    """`dependencies` is depends_on followed by tasks referenced by inputs, without repeats."""
+    task = Task(id="t", capability="c", depends_on=("a",),
+                inputs={"x": from_task("b"), "y": from_task("a"), "z": 1})
+    assert task.dependencies == ("a", "b")
+
+
+def test_a_task_is_frozen_and_refuses_unknown_fields() -> None:
+    """Recorded values cannot change after the fact and typos are errors, not ignored."""
+    task = Task(id="t", capability="c")
+    with pytest.raises(ValidationError):
+        task.id = "u"  # type: ignore[misc]
+    with pytest.raises(ValidationError, match="capabilty"):
+        Task(id="t", capabilty="c")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("bad_id", ["", "a#1", "has space"])
+def test_a_task_id_must_be_usable_in_a_derived_assignment_id(bad_id: str) -> None:
+    """Task ids are non-empty, without '#' or spaces, so `task#attempt` stays unambiguous."""
+    with pytest.raises(ValidationError):
+        Task(id=bad_id, capability="c")
+
+
+def test_assignment_ids_are_derived_not_random() -> None:
+    """The id of attempt n of task t is `t#n`."""
+    assert assignment_id("audit-os", 3) == "audit-os#3"
+
+
+def test_an_output_schema_class_is_recorded_by_topic_and_resolved_back() -> None:
+    """Task(output_schema=Model) records `module:Name`, which resolves to Model."""
+    task = Task(id="t", capability="c", output_schema=Count)
+    assert task.output_schema == "tests.fixtures.specs:Count" == schema_topic(Count)
+    assert resolve_schema(task.output_schema) is Count
+    with pytest.raises(BadSpec, match="cannot be imported"):
+        resolve_schema("tests.fixtures.specs:Missing")
+
+
+@pytest.mark.parametrize(
+    ("check", "output", "problem"),
+    [
+        (Check(field="n", op=">=", value=0), {"n": 1}, None),
+        (Check(field="n", op=">=", value=0), {"n": -1}, "n >= 0: got -1"),
+        (Check(field="a", op="<=", other="b"), {"a": 5, "b": 3}, "a <= b: got 5"),
+        (Check(field="items", op="nonempty"), {"items": []}, "items nonempty: items is empty"),
+        (Check(field="kind", op="in", value=["x", "y"]), {"kind": "z"}, 'kind in ["x", "y"]: '
+         "got 'z'"),
+        (Check(field="deep.n", op="==", value=2), {"deep": {"n": 2}}, None),
+        (Check(field="n", op=">", value=0, message="n is positive"), {}, "n is positive: the "
+         "output has no field 'n'"),
+        (Check(field="n", op="<", value=3), {"n": "text"}, "n < 3: got 'text'"),
+    ],
+)
+def test_a_check_says_how_an_output_falls_short(check: Check, output: object,
+                                                 problem: str | None) -> None:
+    """Checks compare a field with a value or another field and explain any failure."""
+    assert check.problem(output) == problem
