@@ -15,10 +15,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import JsonValue
-
 from baton.events.decider import RunState, step
-from baton.events.model import Assignment, Failure, FailureKind, HandlerInfo, Result, Task
+from baton.events.model import (
+    Assignment,
+    Failure,
+    FailureKind,
+    HandlerInfo,
+    Json,
+    Result,
+    Task,
+)
 from baton.events.policy import DefaultPolicy, Policy
 from baton.events.schema import (
     CancelRequested,
@@ -81,7 +87,7 @@ class Scenario:
             raise KeyError(f"task {task_id!r} has not been dispatched")
         return found
 
-    def succeed(self, assignment_id: str, output: JsonValue) -> list[Decision]:
+    def succeed(self, assignment_id: str, output: Json) -> list[Decision]:
         """A worker returns `output` for the assignment."""
         return self.stimulate(ResultReceived, result=Result(assignment_id=assignment_id,
                                                             output=output))
@@ -101,7 +107,7 @@ class Scenario:
 
     def answer(
         self, escalation_id: str, action: HumanAction, *, handler: str | None = None,
-        note: str = "", output: JsonValue = None, answered_by: str = "",
+        note: str = "", output: Json = None, answered_by: str = "",
     ) -> list[Decision]:
         """A person answers an escalation."""
         return self.stimulate(HumanAnswered, escalation_id=escalation_id, action=action,

@@ -20,13 +20,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import JsonValue
-
 from .errors import BadLog, BadSpec
 from .model import (
     Assignment,
     FromTask,
     HandlerInfo,
+    Json,
     Task,
     Verdict,
     assignment_id,
@@ -97,8 +96,8 @@ class TaskRecord:
         self.feedback: tuple[str, ...] = ()
         self.pinned: str | None = None  # handler the next attempt must go to
         self.token = 0  # which queue entry is live; older entries are stale
-        self.received: JsonValue = None  # output awaiting validation
-        self.output: JsonValue = None  # accepted output
+        self.received: Json = None  # output awaiting validation
+        self.output: Json = None  # accepted output
         self.escalation: str | None = None
 
     @property
@@ -125,11 +124,12 @@ class RunState:
         self.digest = GENESIS_DIGEST
         self.status: RunStatus = "new"
         self.goal = ""
+        self.requested: tuple[Task, ...] = ()  # the plan as RunRequested proposed it
         self.handlers: dict[str, HandlerInfo] = {}
         self.by_capability: dict[str, tuple[str, ...]] = {}
         self.load: dict[str, int] = {}
         self.tasks: dict[str, TaskRecord] = {}
-        self.dependents: dict[str, list[str]] = {}
+        self.dependents: dict[str, deque[str]] = {}
         self.ready: dict[str, deque[tuple[str, int]]] = {}  # capability -> (task, token)
         self.pinned: dict[str, deque[tuple[str, int]]] = {}  # handler -> (task, token)
         self.in_flight: dict[str, str] = {}  # assignment id -> task id
@@ -137,10 +137,10 @@ class RunState:
         self.open_tasks = 0  # neither accepted nor abandoned
         self.accepted = 0
         self.queued = 0
-        self.output: JsonValue = None
+        self.output: Json = None
         self.error = ""
         self.frozen = False
-        self._journal: list[tuple[Callable[..., Any], tuple[Any, ...]]] | None = None
+        self._plain_mutators()
 
     # --- reading -----------------------------------------------------------------------
 
@@ -154,7 +154,7 @@ class RunState:
             and self.queued == 0
         )
 
-    def outputs(self) -> dict[str, JsonValue]:
+    def outputs(self) -> dict[str, Json]:
         """Accepted outputs by task id, in plan order."""
         return {tid: r.output for tid, r in self.tasks.items() if r.status == "accepted"}
 
@@ -169,13 +169,13 @@ class RunState:
         clone.by_capability = dict(self.by_capability)
         clone.load = dict(self.load)
         clone.tasks = {tid: r.copy() for tid, r in self.tasks.items()}
-        clone.dependents = {tid: list(d) for tid, d in self.dependents.items()}
+        clone.dependents = {tid: deque(d) for tid, d in self.dependents.items()}
         clone.ready = {c: deque(q) for c, q in self.ready.items()}
         clone.pinned = {h: deque(q) for h, q in self.pinned.items()}
         clone.in_flight = dict(self.in_flight)
         clone.escalations = dict(self.escalations)
         clone.frozen = False
-        clone._journal = None
+        clone._plain_mutators()
         return clone
 
     def freeze(self) -> RunState:
@@ -183,49 +183,60 @@ class RunState:
         self.frozen = True
         return self
 
-    # --- journaled mutation: every change goes through these ---------------------------
+    # --- mutation: every change goes through these five --------------------------------
+    #
+    # Outside a trial they are the builtins themselves (no Python frame per change, which
+    # is most of what a fold costs); inside `_trial` they are the journaling versions below.
 
-    def _set(self, obj: object, attr: str, value: Any) -> None:
-        if self._journal is not None:
-            self._journal.append((setattr, (obj, attr, getattr(obj, attr))))
-        setattr(obj, attr, value)
+    def _plain_mutators(self) -> None:
+        self._set: Callable[[object, str, Any], None] = setattr
+        self._put: Callable[[dict[Any, Any], Any, Any], None] = dict.__setitem__
+        self._del: Callable[[dict[Any, Any], Any], None] = dict.__delitem__
+        self._push: Callable[[deque[Any], Any], None] = deque.append
+        self._popleft: Callable[[deque[Any]], Any] = deque.popleft
 
-    def _put(self, mapping: dict[Any, Any], key: Any, value: Any) -> None:
-        if self._journal is not None:
+    def _journaled_mutators(self, journal: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                            ) -> None:
+        def set_(obj: object, attr: str, value: Any) -> None:
+            journal.append((setattr, (obj, attr, getattr(obj, attr))))
+            setattr(obj, attr, value)
+
+        def put(mapping: dict[Any, Any], key: Any, value: Any) -> None:
             if key in mapping:
-                self._journal.append((mapping.__setitem__, (key, mapping[key])))
+                journal.append((mapping.__setitem__, (key, mapping[key])))
             else:
-                self._journal.append((mapping.__delitem__, (key,)))
-        mapping[key] = value
+                journal.append((mapping.__delitem__, (key,)))
+            mapping[key] = value
 
-    def _del(self, mapping: dict[Any, Any], key: Any) -> None:
-        if self._journal is not None:
-            # Re-inserting would move the key to the end; nothing reads these dicts'
-            # order (in-flight work is ordered by dispatch seq when it matters).
-            self._journal.append((mapping.__setitem__, (key, mapping[key])))
-        del mapping[key]
+        def del_(mapping: dict[Any, Any], key: Any) -> None:
+            # Re-inserting moves the key to the end; nothing reads these dicts' order
+            # (in-flight work is put in plan order where order matters).
+            journal.append((mapping.__setitem__, (key, mapping[key])))
+            del mapping[key]
 
-    def _push(self, queue: deque[Any] | list[Any], item: Any) -> None:
-        if self._journal is not None:
-            self._journal.append((queue.pop, ()))
-        queue.append(item)
+        def push(queue: deque[Any], item: Any) -> None:
+            journal.append((queue.pop, ()))
+            queue.append(item)
 
-    def _popleft(self, queue: deque[Any]) -> Any:
-        item = queue.popleft()
-        if self._journal is not None:
-            self._journal.append((queue.appendleft, (item,)))
-        return item
+        def popleft(queue: deque[Any]) -> Any:
+            item = queue.popleft()
+            journal.append((queue.appendleft, (item,)))
+            return item
+
+        self._set, self._put, self._del, self._push, self._popleft = (
+            set_, put, del_, push, popleft)
 
     @contextmanager
     def _trial(self) -> Iterator[None]:
         """Run a block whose changes to this state are all undone afterwards."""
-        if self._journal is not None:
+        if self._set is not setattr:
             raise RuntimeError("decide() is not re-entrant on one state")
-        self._journal = []
+        journal: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._journaled_mutators(journal)
         try:
             yield
         finally:
-            journal, self._journal = self._journal, None
+            self._plain_mutators()
             for undo, args in reversed(journal):
                 undo(*args)
 
@@ -264,7 +275,9 @@ class RunState:
                 seq=event.seq,
             ) from None
         self._set(self, "seq", event.seq)
-        self._set(self, "digest", chain(self.digest, encode(event) if recorded is None else recorded))
+        if recorded is None:
+            recorded = encode(event)
+        self._set(self, "digest", chain(self.digest, recorded))
 
     def _on_run_requested(self, e: RunRequested) -> None:
         if e.seq != 1:
@@ -273,6 +286,7 @@ class RunState:
         self._set(self, "run_id", e.run_id)
         self._set(self, "status", "running")
         self._set(self, "goal", e.goal)
+        self._set(self, "requested", e.tasks)
         caps: dict[str, list[str]] = {}
         for h in e.handlers:
             self._put(self.handlers, h.name, h)
@@ -285,13 +299,13 @@ class RunState:
             self._put(self.ready, cap, deque())
 
     def _on_plan_changed(self, e: PlanChanged) -> None:
-        for task in e.added:
+        for task in self.requested if e.requested else e.added:
             blockers = 0
             for dep in task.dependencies:
                 if dep in self.dependents:
                     self._push(self.dependents[dep], task.id)
                 else:
-                    self._put(self.dependents, dep, [task.id])
+                    self._put(self.dependents, dep, deque([task.id]))
                 dep_record = self.tasks.get(dep)
                 if dep_record is None or dep_record.status != "accepted":
                     blockers += 1
@@ -543,7 +557,7 @@ class _Turn:
         s = self.state
         if s.status != "running" and not isinstance(self.stimulus, RunRequested):
             return []  # a finished run records late stimuli and decides nothing
-        handle = getattr(self, "_on_" + self.stimulus.type)
+        handle = getattr(self, "_on_" + type(self.stimulus).__name__)
         handle(self.stimulus)
         if s.status == "running":
             self._fill()
@@ -554,8 +568,8 @@ class _Turn:
         self,
         cls: type[Decision],
         rule: str,
-        facts: dict[str, JsonValue] | None = None,
-        candidates: Sequence[dict[str, JsonValue]] = (),
+        facts: dict[str, Json] | None = None,
+        candidates: Sequence[dict[str, Json]] = (),
         **fields: Any,
     ) -> Any:
         s = self.state
@@ -579,14 +593,14 @@ class _Turn:
         names = [h.name for h in e.handlers]
         if len(set(names)) != len(names):
             problems.append("handler names are not unique: " + ", ".join(names))
-        facts: dict[str, JsonValue] = {"tasks": len(e.tasks), "handlers": names}
+        facts: dict[str, Json] = {"tasks": len(e.tasks), "handlers": names}
         if problems:
             self.emit(RunFailed, "plan.invalid", {**facts, "problems": problems},
                       error="the plan cannot run: " + "; ".join(problems))
         elif not e.tasks:
             self.emit(RunFailed, "plan.empty", facts, error="the plan has no tasks")
         else:
-            self.emit(PlanChanged, "plan.initial", facts, added=e.tasks)
+            self.emit(PlanChanged, "plan.initial", facts, requested=True)
 
     def _on_ResultReceived(self, e: ResultReceived) -> None:
         aid = e.result.assignment_id
@@ -619,7 +633,7 @@ class _Turn:
         if task_id is None:
             return  # callers refuse answers to closed escalations before recording them
         record = s.tasks[task_id]
-        facts: dict[str, JsonValue] = {
+        facts: dict[str, Json] = {
             "escalation": e.escalation_id,
             "answered_by": e.answered_by,
             "note": e.note,
@@ -662,7 +676,7 @@ class _Turn:
     def _ignore(self, aid: str, rule: str) -> None:
         task_id = aid.rsplit("#", 1)[0]
         record = self.state.tasks.get(task_id)
-        facts: dict[str, JsonValue] = {
+        facts: dict[str, Json] = {
             "assignment": aid,
             "current": record.current if record else None,
             "task_status": record.status if record else None,
@@ -671,7 +685,7 @@ class _Turn:
         self.emit(ResultValidated, rule, facts, assignment_id=aid, task_id=task_id,
                   outcome="ignored", verdict=Verdict(accepted=False, problems=(problem,)))
 
-    def _judge(self, record: TaskRecord, aid: str, output: JsonValue) -> None:
+    def _judge(self, record: TaskRecord, aid: str, output: Json) -> None:
         task = record.task
         verdict = self.policy.validate(task, output)
         proposed: Sequence[Task] = ()
@@ -680,7 +694,7 @@ class _Turn:
             problems = plan_problems(proposed, self.state.tasks, self.state.by_capability)
             if problems:
                 verdict = Verdict.of([f"proposed tasks rejected: {p}" for p in problems])
-        facts: dict[str, JsonValue] = {"assignment": aid, "checks": len(task.done_when),
+        facts: dict[str, Json] = {"assignment": aid, "checks": len(task.done_when),
                                        "output_schema": task.output_schema}
         outcome = "accepted" if verdict.accepted else "rejected"
         self.emit(ResultValidated, f"validate.{outcome}", facts, assignment_id=aid,
@@ -802,7 +816,7 @@ class _Turn:
         self, record: TaskRecord, handler: str, rule: str, weighed: Sequence[Candidate]
     ) -> None:
         task = record.task
-        inputs: dict[str, JsonValue] = {}
+        inputs: dict[str, Json] = {}
         for name, value in task.inputs.items():
             if isinstance(value, FromTask):
                 inputs[name] = self.state.tasks[value.from_task].output
@@ -811,9 +825,10 @@ class _Turn:
         attempt = record.attempts + 1
         instructions = task.instructions
         if record.feedback:
-            instructions += "\n\nEarlier attempts were not accepted:\n" + "\n".join(
+            earlier = "Earlier attempts were not accepted:\n" + "\n".join(
                 f"- {f}" for f in record.feedback
             )
+            instructions = f"{instructions}\n\n{earlier}" if instructions else earlier
         assignment = Assignment(
             id=assignment_id(task.id, attempt),
             task_id=task.id,
@@ -827,7 +842,7 @@ class _Turn:
             output_schema=task.output_schema,
             timeout_s=task.budget.timeout_s,
         )
-        facts: dict[str, JsonValue] = {"task": task.id, "attempt": attempt,
+        facts: dict[str, Json] = {"task": task.id, "attempt": attempt,
                                        "capability": task.capability,
                                        "inputs": sorted(inputs)}
         self.emit(AssignmentDispatched, rule, facts, [c.as_fact() for c in weighed],
@@ -839,7 +854,7 @@ class _Turn:
             return
         plan = s.plan_view()
         verdict = self.policy.check(plan)
-        facts: dict[str, JsonValue] = {"tasks": len(s.tasks), "accepted": s.accepted}
+        facts: dict[str, Json] = {"tasks": len(s.tasks), "accepted": s.accepted}
         self.emit(ResultsChecked, "check.all_settled", facts, verdict=verdict)
         if verdict.accepted:
             self.emit(RunCompleted, "run.completed", facts, output=self.policy.synthesize(plan))

@@ -2,8 +2,9 @@
 
 Everything here is recorded in a log, so every field is plain data. Outputs, inputs and
 facts are JSON values; they are typed `Any` because validating arbitrary JSON trees
-twice (once by the JSON parser, once by pydantic) doubles the cost of reading a log. An output schema is
-recorded by its topic (``module:QualName``); the class itself is looked up when needed.
+twice (once by the JSON parser, once by pydantic) doubles the cost of reading a log.
+An output schema is recorded by its topic (``module:QualName``); the class itself is
+looked up when needed.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import importlib
 import json
 import operator
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import BadSpec
+
+Json: TypeAlias = Any
+"""A JSON value: None, bool, int, float, str, list of Json, dict of str to Json."""
 
 
 class Frozen(BaseModel):
@@ -117,7 +121,7 @@ class Check(Frozen):
 
     field: str = Field(description="dotted path into the output; empty means the output")
     op: CheckOp
-    value: Any = None
+    value: Json = None
     other: str | None = Field(default=None, description="compare against this field instead")
     message: str = ""
 
@@ -158,7 +162,7 @@ class Task(Frozen):
     capability: str = Field(min_length=1)
     instructions: str = ""
     done_when: tuple[Check, ...] = ()
-    inputs: dict[str, FromTask | Any] = Field(default_factory=dict)
+    inputs: dict[str, FromTask | Json] = Field(default_factory=dict)
     output_schema: str | None = None
     depends_on: tuple[str, ...] = ()
     required: bool = True
@@ -207,7 +211,7 @@ class Assignment(Frozen):
     capability: str
     instructions: str
     feedback: tuple[str, ...] = ()
-    inputs: dict[str, Any] = Field(default_factory=dict)
+    inputs: dict[str, Json] = Field(default_factory=dict)
     context_digest: str
     output_schema: str | None = None
     timeout_s: float | None = None
@@ -217,7 +221,7 @@ class Result(Frozen):
     """What a worker returned for an assignment."""
 
     assignment_id: str
-    output: Any
+    output: Json
 
 
 FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]

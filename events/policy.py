@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from pydantic import JsonValue, ValidationError
+from pydantic import ValidationError
 
-from .model import Task, Verdict, resolve_schema
+from .model import Json, Task, Verdict, resolve_schema
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class Candidate:
     load: int
     capacity: int | None
 
-    def as_fact(self) -> dict[str, JsonValue]:
+    def as_fact(self) -> dict[str, Json]:
         return {"handler": self.handler, "load": self.load, "capacity": self.capacity}
 
 
@@ -54,7 +54,7 @@ class RecoveryFacts:
         """Attempts still allowed on the current handler."""
         return max(0, self.attempt_budget - self.attempts_on_handler)
 
-    def as_facts(self) -> dict[str, JsonValue]:
+    def as_facts(self) -> dict[str, Json]:
         return {
             "problem": self.problem,
             "kind": self.kind,
@@ -86,7 +86,7 @@ class PlanView:
     """The plan as a rule may read it: tasks in plan order, accepted outputs by task id."""
 
     tasks: Sequence[Task]
-    outputs: Mapping[str, JsonValue] = field(default_factory=dict)
+    outputs: Mapping[str, Json] = field(default_factory=dict)
 
 
 class Policy(Protocol):
@@ -96,7 +96,7 @@ class Policy(Protocol):
         """Choose one of `candidates` (never empty, all with free capacity) for `task`."""
         ...
 
-    def validate(self, task: Task, output: JsonValue) -> Verdict:
+    def validate(self, task: Task, output: Json) -> Verdict:
         """Judge an output: does it meet the task's schema and its `done_when` checks?"""
         ...
 
@@ -104,7 +104,7 @@ class Policy(Protocol):
         """Decide what a failed or rejected attempt leads to."""
         ...
 
-    def expand(self, task: Task, output: JsonValue) -> Sequence[Task]:
+    def expand(self, task: Task, output: Json) -> Sequence[Task]:
         """New tasks that an accepted output proposes (validated by the decider)."""
         ...
 
@@ -112,12 +112,12 @@ class Policy(Protocol):
         """Judge the results together once all work is settled (coverage, contradictions)."""
         ...
 
-    def synthesize(self, plan: PlanView) -> JsonValue:
+    def synthesize(self, plan: PlanView) -> Json:
         """Combine the accepted outputs into the run's final output."""
         ...
 
 
-def schema_problems(task: Task, output: JsonValue) -> list[str]:
+def schema_problems(task: Task, output: Json) -> list[str]:
     """How `output` fails the task's output schema (empty when it fits or there is none)."""
     if task.output_schema is None:
         return []
@@ -142,7 +142,7 @@ class DefaultPolicy:
         best = min(candidates, key=lambda c: (c.load, c.handler))
         return Routing(handler=best.handler, rule="route.least_loaded")
 
-    def validate(self, task: Task, output: JsonValue) -> Verdict:
+    def validate(self, task: Task, output: Json) -> Verdict:
         problems = schema_problems(task, output)
         if not problems:
             problems = [p for check in task.done_when if (p := check.problem(output))]
@@ -158,12 +158,12 @@ class DefaultPolicy:
             return Recovery("escalate", "recover.escalate_required", None, facts.problem)
         return Recovery("abandon", "recover.abandon_optional", None, facts.problem)
 
-    def expand(self, task: Task, output: JsonValue) -> Sequence[Task]:
+    def expand(self, task: Task, output: Json) -> Sequence[Task]:
         return ()
 
     def check(self, plan: PlanView) -> Verdict:
         missing = [t.id for t in plan.tasks if t.required and t.id not in plan.outputs]
         return Verdict.of([f"required task {tid!r} was not accepted" for tid in missing])
 
-    def synthesize(self, plan: PlanView) -> JsonValue:
+    def synthesize(self, plan: PlanView) -> Json:
         return {t.id: plan.outputs[t.id] for t in plan.tasks if t.id in plan.outputs}

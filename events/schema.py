@@ -11,19 +11,19 @@ stimuli (`recorded_at`); no decision reads it.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Any, Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias
 
-from pydantic import Field, JsonValue, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-from .model import Assignment, Failure, Frozen, HandlerInfo, Result, Task, Verdict
+from .model import Assignment, Failure, Frozen, HandlerInfo, Json, Result, Task, Verdict
 
 
 class Reason(Frozen):
     """Why a decision was taken: the rule, the facts it read, the candidates weighed."""
 
     rule: str
-    facts: dict[str, Any] = Field(default_factory=dict)
-    candidates: tuple[dict[str, Any], ...] = ()
+    facts: dict[str, Json] = Field(default_factory=dict)
+    candidates: tuple[dict[str, Json], ...] = ()
 
 
 class Envelope(Frozen):
@@ -94,7 +94,7 @@ class HumanAnswered(Stimulus):
     action: HumanAction
     handler: str | None = None
     note: str = ""
-    output: Any = None
+    output: Json = None
     answered_by: str = ""
 
 
@@ -116,10 +116,12 @@ class CoordinatorRestarted(Stimulus):
 
 
 class PlanChanged(Decision):
-    """Tasks were added to the plan."""
+    """Tasks were added to the plan: those in `added`, or, when `requested` is true, the
+    tasks the RunRequested at seq 1 proposed (accepted by reference, not copied)."""
 
     type: Literal["PlanChanged"] = "PlanChanged"
-    added: tuple[Task, ...]
+    added: tuple[Task, ...] = ()
+    requested: bool = False
 
 
 class AssignmentDispatched(Decision):
@@ -176,7 +178,7 @@ class RunCompleted(Decision):
     """The run finished; its synthesized output."""
 
     type: Literal["RunCompleted"] = "RunCompleted"
-    output: Any
+    output: Json
 
 
 class RunFailed(Decision):

@@ -8,9 +8,12 @@ order that projections follow. Selected by URL: ``memory://``, ``sqlite:///path`
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from eventsourcing.persistence import (
@@ -19,6 +22,8 @@ from eventsourcing.persistence import (
     IntegrityError,
     StoredEvent,
 )
+from eventsourcing.popo import POPOApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
 from ..decider import RunState
 from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
@@ -90,9 +95,6 @@ class EventStore:
                     run_id=run_id,
                     seq=event.seq,
                 )
-        actual = self.last_seq(run_id)
-        if actual != expected_last_seq:
-            raise ConcurrencyConflict(run_id, expected_last_seq, actual)
         stored = [
             StoredEvent(
                 originator_id=run_id,
@@ -103,10 +105,10 @@ class EventStore:
             for event in events
         ]
         try:
-            self.recorder.insert_events(stored)
+            self.recorder.insert_events(stored, expected_last_seq=expected_last_seq)
         except IntegrityError:
-            # Another writer took one of these seqs between our check and our insert;
-            # the recorder rolled the whole batch back.
+            # A writer in another process took one of these seqs after our check, inside
+            # its own transaction; the recorder rolled our whole batch back.
             raise ConcurrencyConflict(run_id, expected_last_seq, self.last_seq(run_id)) from None
 
     # --- reading -----------------------------------------------------------------------
@@ -144,8 +146,9 @@ class EventStore:
     def state(self, run_id: str, *, until: int | None = None) -> RunState:
         """The run's state folded from its log (checking seqs and the digest chain)."""
         state = RunState()
-        for event, recorded in self.read_recorded(run_id, until=until):
-            state.apply(event, recorded)
+        with _collector_paused():
+            for event, recorded in self.read_recorded(run_id, until=until):
+                state.apply(event, recorded)
         return state
 
     def runs(self) -> list[RunInfo]:
@@ -183,9 +186,61 @@ class EventStore:
         return self.recorder.max_notification_id() or 0
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a log is folded. A fold allocates
+    many long-lived objects and no cycles; left on, the collector rescans the growing
+    state again and again, which made folding cost grow with the size of the run."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: int) -> None:
+    """Inside the insert's transaction: the run's log must end where the writer thinks."""
+    expected = kwargs.get("expected_last_seq")
+    if expected is not None and stored and last != expected:
+        raise ConcurrencyConflict(str(stored[0].originator_id), expected, last)
+
+
+class _SQLiteRunRecorder(SQLiteApplicationRecorder):
+    """The library's SQLite recorder, checking the expected last seq in the same
+    transaction as the insert, and inserting a batch with one executemany."""
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if stored_events:
+            c.execute(
+                f"SELECT MAX(originator_version) FROM {self.events_table_name} "
+                "WHERE originator_id=?",
+                (str(stored_events[0].originator_id),),
+            )
+            _check_expected(stored_events, kwargs, c.fetchone()[0] or 0)
+        c.executemany(
+            self.insert_events_statement,
+            [(str(s.originator_id), s.originator_version, s.topic, s.state)
+             for s in stored_events],
+        )
+        return None
+
+
+class _MemoryRunRecorder(POPOApplicationRecorder):
+    """The library's in-memory recorder, checking the expected last seq under its lock."""
+
+    def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
+        if stored_events:
+            index = self._stored_events_index[str(stored_events[0].originator_id)]
+            _check_expected(stored_events, kwargs, next(reversed(index), 0))
+        super()._assert_uniqueness(stored_events, **kwargs)
+
+
 def _open_memory(url: str) -> EventStore:
-    factory = InfrastructureFactory.construct({"PERSISTENCE_MODULE": "eventsourcing.popo"})
-    return EventStore(factory.application_recorder(), url, close=factory.close)
+    return EventStore(_MemoryRunRecorder(), url)
 
 
 def _open_sqlite(url: str) -> EventStore:
@@ -205,6 +260,7 @@ def _open_sqlite(url: str) -> EventStore:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": str(file),
             "ORIGINATOR_ID_TYPE": "text",
+            "APPLICATION_RECORDER_TOPIC": f"{__name__}:_SQLiteRunRecorder",
         }
     )
     return EventStore(factory.application_recorder(), url, close=factory.close)

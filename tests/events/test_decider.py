@@ -6,7 +6,7 @@ import pytest
 
 from baton import BadLog, Budget, HandlerInfo, Task, from_task
 from baton.events.decider import INITIAL_STATE, RunState, decide, evolve, fold
-from baton.events.model import canonical_json, digest
+from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
     AssignmentDispatched,
     EscalationRaised,
@@ -15,9 +15,7 @@ from baton.events.schema import (
     ResultReceived,
     ResultValidated,
     RunCompleted,
-    RunFailed,
 )
-from baton.events.model import Result
 from baton.testing import Scenario
 from tests.fixtures.specs import ExpandingPolicy, Listing, counting, handlers
 

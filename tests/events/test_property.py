@@ -12,7 +12,7 @@ from baton.events.decider import RunState, decide
 from baton.events.schema import Decision, Stimulus
 from baton.projections.replay import verify
 from baton.testing import Scenario
-from tests.fixtures.specs import Count, NOT_NEGATIVE
+from tests.fixtures.specs import NOT_NEGATIVE, Count
 
 CAPABILITIES = ("p", "q")
 

@@ -1,0 +1,99 @@
+"""Shared by the benchmarks: a generated run log and the eventsourcing reference lines."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from baton import HandlerInfo, Task
+from baton.events.decider import RunState, step
+from baton.events.model import Result
+from baton.events.policy import DefaultPolicy
+from baton.events.schema import Envelope, ResultReceived, RunRequested
+
+
+def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], float]:
+    """A completed run of `tasks` independent tasks on two handlers (capacity 8 each),
+    made by the real decider; returns the log and the seconds spent deciding it."""
+    policy = DefaultPolicy()
+    state = RunState()
+    plan = tuple(Task(id=f"t{i}", capability="work", inputs={"item": i}) for i in range(tasks))
+    handlers = tuple(HandlerInfo(name=f"w{j}", capabilities=("work",), capacity=8)
+                     for j in range(2))
+    started = time.perf_counter()
+    request = RunRequested(run_id=run_id, seq=1, tasks=plan, handlers=handlers)
+    log: list[Envelope] = [request, *step(state, request, policy)]
+    while state.in_flight:
+        aid = next(iter(state.in_flight))
+        received = ResultReceived(run_id=run_id, seq=state.seq + 1,
+                                  result=Result(assignment_id=aid, output={"lines": 42}))
+        log.append(received)
+        log.extend(step(state, received, policy))
+    return log, time.perf_counter() - started
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="baton-bench-") as name:
+        yield Path(name)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class Ledger(Aggregate):
+    """The reference aggregate: one small event per change, as in the library's docs."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    @event("Recorded")
+    def record(self, amount: int) -> None:
+        self.total += amount
+
+
+def eventsourcing_reference(events: int, batch: int) -> tuple[float, float]:
+    """The eventsourcing library's own Aggregate on SQLite: events/s saved (in saves of
+    `batch` events) and events/s reconstructed, for one aggregate of `events` events."""
+    with scratch_dir() as tmp:
+        app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                               "SQLITE_DBNAME": str(tmp / "reference.db")})
+        ledger = Ledger()
+        app.save(ledger)
+        saved = 1
+        elapsed = 0.0
+        while saved < events:
+            for _ in range(min(batch, events - saved)):
+                ledger.record(1)
+            started = time.perf_counter()
+            app.save(ledger)
+            elapsed += time.perf_counter() - started
+            saved = ledger.version
+        started = time.perf_counter()
+        with gc_paused():
+            back = app.repository.get(ledger.id)
+        reconstruct = time.perf_counter() - started
+        assert back.version == events
+        app.close()
+    return (events - 1) / elapsed, events / reconstruct
+
+
+def machine() -> str:
+    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
