@@ -4,7 +4,11 @@ A coordinator decides and records; workers execute; every decision is an event w
 before its effect, so any run can be replayed, traced and forked from its log.
 """
 
+from baton.actors.handlers import Handler, handler
+from baton.actors.launcher import ClusterUnavailable, RunResult, run
+from baton.actors.spec import Spec, load_spec
 from baton.events import (
+    Assignment,
     BadLog,
     BadSpec,
     BadStoreURL,
@@ -24,21 +28,29 @@ from baton.events import (
 from baton.events.store import EventStore, open_store
 
 __all__ = [
+    "Assignment",
     "BadLog",
     "BadSpec",
     "BadStoreURL",
     "BatonError",
     "Budget",
     "Check",
+    "ClusterUnavailable",
     "ConcurrencyConflict",
     "DefaultPolicy",
     "EventStore",
+    "Handler",
     "HandlerInfo",
     "Policy",
+    "RunResult",
     "RunState",
+    "Spec",
     "Task",
     "decide",
     "evolve",
     "from_task",
+    "handler",
+    "load_spec",
     "open_store",
+    "run",
 ]

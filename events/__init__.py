@@ -5,7 +5,7 @@ is kept apart and never imported from here.
 """
 
 from .decider import INITIAL_STATE, RunState, TaskRecord, decide, evolve, fold, plan_problems, step
-from .errors import BadLog, BadSpec, BadStoreURL, BatonError, ConcurrencyConflict
+from .errors import BadLog, BadSpec, BadStoreURL, BatonError, ConcurrencyConflict, UnknownRun
 from .model import (
     Assignment,
     Budget,
@@ -44,6 +44,7 @@ __all__ = [
     "RunState",
     "Task",
     "TaskRecord",
+    "UnknownRun",
     "Verdict",
     "decide",
     "evolve",

@@ -40,5 +40,13 @@ class ConcurrencyConflict(BatonError):
         self.actual_last_seq = actual_last_seq
 
 
+class UnknownRun(BatonError):
+    """No run with this id is in the store; `baton runs` lists the ones that are."""
+
+    def __init__(self, run_id: str, store: str):
+        super().__init__(f"no run {run_id!r} in {store}; `baton runs` lists the runs there")
+        self.run_id = run_id
+
+
 class BadStoreURL(BatonError):
     """A store URL Baton cannot open; the message lists the schemes it knows."""

@@ -42,6 +42,12 @@ def schema_topic(model: type[BaseModel]) -> str:
     return topic
 
 
+def register_schema(topic: str, model: type[BaseModel]) -> None:
+    """Make `topic` resolve to `model` in this process (for classes that cannot be
+    imported by name here, such as those of a spec loaded from a file)."""
+    _SCHEMAS[topic] = model
+
+
 def resolve_schema(topic: str) -> type[BaseModel]:
     """The output schema class recorded as `topic`; raises BadSpec if it cannot be found."""
     if topic in _SCHEMAS:

@@ -118,6 +118,14 @@ class EventStore:
         last = self.recorder.select_events(run_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
 
+    def last_event(self, run_id: str) -> Event | None:
+        """The run's last recorded event, or None when it has none."""
+        last = self.recorder.select_events(run_id, desc=True, limit=1)
+        if not last:
+            return None
+        stored = last[0]
+        return self.codec.decode(stored.state, run_id=run_id, seq=stored.originator_version)
+
     def read_recorded(
         self, run_id: str, *, after: int = 0, until: int | None = None
     ) -> Iterator[tuple[Event, bytes]]:

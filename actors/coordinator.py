@@ -1,0 +1,214 @@
+"""The coordinator: one Ray actor per run that decides, records, then acts.
+
+Each turn it takes the stimuli that have arrived (worker results and failures, in the
+order they finished), folds each into the run's state and decides what follows, appends
+the turn's stimuli and decisions to the log in one transaction, and only then performs
+the effects — dispatching assignments to worker actors (write-ahead: invariant 3).
+Sequence numbers are assigned here and nowhere else. No handler code runs in this
+process (invariant 1): it holds worker handles, never handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError, RayError
+
+from baton.events.decider import step
+from baton.events.model import Failure, Result, register_schema
+from baton.events.policy import Policy
+from baton.events.schema import (
+    AssignmentDispatched,
+    Decision,
+    Envelope,
+    FailureReported,
+    ResultReceived,
+    RunRequested,
+    Stimulus,
+)
+from baton.events.store import open_store
+
+StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
+
+
+@dataclass
+class Progress:
+    """How a run stands, as the coordinator sees it now."""
+
+    run_id: str
+    status: str  # running, waiting (on people), completed, failed
+    tasks: int = 0
+    accepted: int = 0
+    abandoned: int = 0
+    in_flight: int = 0
+    escalations: int = 0
+    dispatched: int = 0
+    failures: int = 0
+    rejections: int = 0
+    recoveries: int = 0
+    events: int = 0
+    elapsed_s: float = 0.0
+    output: Any = None
+    error: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def assignments_per_s(self) -> float:
+        return self.dispatched / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Coordinator:
+    """The coordinator of one run (wrapped with ray.remote by the launcher)."""
+
+    def __init__(
+        self,
+        run_id: str,
+        store_url: str,
+        policy: Policy,
+        pools: dict[str, Sequence[ActorHandle]],
+        request: RunRequested | None = None,
+        schemas: dict[str, type[BaseModel]] | None = None,
+    ):
+        for topic, model in (schemas or {}).items():
+            register_schema(topic, model)
+        self.run_id = run_id
+        self.store = open_store(store_url)
+        self.policy = policy
+        self.pools = {name: list(workers) for name, workers in pools.items()}
+        self.held: dict[tuple[str, int], int] = {
+            (name, i): 0 for name, workers in self.pools.items() for i in range(len(workers))
+        }
+        self.request = request
+        self.state = self.store.state(run_id)
+        self.arrived: asyncio.Queue[tuple[StimulusMaker, tuple[str, int] | None]] | None = None
+        self.outstanding = 0
+        self.started = time.monotonic()
+        self.tally: Counter[str] = Counter()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def drive(self) -> dict[str, Any]:
+        """Run until the run ends, or only people can move it on; its final progress."""
+        self.arrived = asyncio.Queue()
+        if self.state.seq == 0:
+            if self.request is None:
+                raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
+            request = self.request
+            self._turn([lambda seq: request.model_copy(update={"seq": seq,
+                                                               "recorded_at": time.time()})])
+        while self.state.status == "running" and (self.outstanding or not self.arrived.empty()):
+            makers = [await self.arrived.get()]
+            while not self.arrived.empty():
+                makers.append(self.arrived.get_nowait())
+            for _, worker in makers:
+                if worker is not None:
+                    self.held[worker] -= 1
+            self._turn([make for make, _ in makers])
+        return self.progress_now().as_dict()
+
+    def _turn(self, makers: Sequence[StimulusMaker]) -> None:
+        expected = self.state.seq
+        events: list[Envelope] = []
+        decisions: list[Decision] = []
+        for make in makers:
+            stimulus = make(self.state.seq + 1)
+            decided = step(self.state, stimulus, self.policy)
+            events.append(stimulus)
+            events.extend(decided)
+            decisions.extend(decided)
+        self.store.append(self.run_id, events, expected)  # write-ahead: durable, then act
+        for event in events:
+            self.tally[event.type] += 1  # type: ignore[attr-defined]
+        for decision in decisions:
+            if isinstance(decision, AssignmentDispatched):
+                self._dispatch(decision)
+
+    def _dispatch(self, decision: AssignmentDispatched) -> None:
+        assignment = decision.assignment
+        name = assignment.handler
+        index = min(range(len(self.pools[name])), key=lambda i: (self.held[(name, i)], i))
+        worker = (name, index)
+        self.held[worker] += 1
+        self.outstanding += 1
+        ref = self.pools[name][index].run.remote(assignment)
+        asyncio.ensure_future(self._collect(ref, assignment.id, worker))
+
+    async def _collect(self, ref: ray.ObjectRef, assignment_id: str,
+                       worker: tuple[str, int]) -> None:
+        try:
+            outcome: Result | Failure = await ref
+        except RayActorError as error:
+            outcome = Failure(assignment_id=assignment_id, kind="worker_lost",
+                              error_type=type(error).__name__,
+                              message=f"worker {worker[0]}[{worker[1]}] was lost: {error}")
+        except RayError as error:
+            outcome = Failure(assignment_id=assignment_id, kind="error",
+                              error_type=type(error).__name__, message=str(error))
+        self.outstanding -= 1
+        assert self.arrived is not None
+        self.arrived.put_nowait((_stimulus_for(self.run_id, outcome), worker))
+
+    # --- reading -----------------------------------------------------------------------
+
+    def progress_now(self) -> Progress:
+        s = self.state
+        status = s.status
+        if status == "running" and s.waiting_on_people and not self.outstanding:
+            status = "waiting"
+        abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
+            status != "running") else 0
+        return Progress(
+            run_id=self.run_id,
+            status=status,
+            tasks=len(s.tasks),
+            accepted=s.accepted,
+            abandoned=abandoned,
+            in_flight=len(s.in_flight),
+            escalations=len(s.escalations),
+            dispatched=self.tally["AssignmentDispatched"],
+            failures=self.tally["FailureReported"],
+            rejections=self.tally["ResultValidated"] - s.accepted,
+            recoveries=self.tally["RecoveryChosen"],
+            events=s.seq,
+            elapsed_s=time.monotonic() - self.started,
+            output=s.output if status == "completed" else None,
+            error=s.error,
+            counts=dict(self.tally),
+        )
+
+    async def progress(self) -> dict[str, Any]:
+        """The run's progress now (callable while `drive` runs)."""
+        progress = self.progress_now()
+        progress.output = None  # the final output travels once, with drive()'s answer
+        return progress.as_dict()
+
+    async def pid(self) -> int:
+        """The coordinator's process id (tests prove handlers never run here)."""
+        return os.getpid()
+
+    async def peak_memory_mb(self) -> float:
+        """The coordinator process's peak resident memory, in MB."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _stimulus_for(run_id: str, outcome: Result | Failure) -> StimulusMaker:
+    now = time.time()
+    if isinstance(outcome, Result):
+        return lambda seq: ResultReceived(run_id=run_id, seq=seq, recorded_at=now,
+                                          result=outcome)
+    return lambda seq: FailureReported(run_id=run_id, seq=seq, recorded_at=now,
+                                       failure=outcome)
+

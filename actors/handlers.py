@@ -1,0 +1,115 @@
+"""@handler: mark a function or class as the code that does one kind of work.
+
+A handler is hosted in worker actors (its `replicas`), with the Ray resources it asks
+for. It receives one `Assignment` and returns an output (a pydantic model or a JSON
+value) or raises. The coordinator knows it only as a `HandlerInfo`: a name, the
+capabilities it offers, and how many assignments it can hold at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from baton.events.errors import BadSpec
+from baton.events.model import HandlerInfo
+
+DEFAULT_QUEUE_DEPTH = 2
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A handler as a spec declares it: the code, what it can do, where it runs."""
+
+    name: str
+    target: Any  # the function, or the class whose instances are called
+    capabilities: tuple[str, ...]
+    replicas: int = 1
+    num_cpus: float = 1.0
+    resources: dict[str, float] = field(default_factory=dict)
+    queue_depth: int = DEFAULT_QUEUE_DEPTH
+
+    @property
+    def is_class(self) -> bool:
+        return isinstance(self.target, type)
+
+    def info(self) -> HandlerInfo:
+        """What the coordinator records about this handler."""
+        return HandlerInfo(
+            name=self.name,
+            capabilities=self.capabilities,
+            capacity=self.replicas * self.queue_depth,
+        )
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the handler directly, as in a unit test (a class is instantiated first)."""
+        if self.is_class:
+            return self.target()(*args, **kwargs)
+        return self.target(*args, **kwargs)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def handler(target: F) -> Handler: ...
+
+
+@overload
+def handler(
+    target: None = None,
+    *,
+    capabilities: Sequence[str] | None = None,
+    replicas: int = 1,
+    num_cpus: float = 1.0,
+    resources: dict[str, float] | None = None,
+    queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    name: str | None = None,
+) -> Callable[[F], Handler]: ...
+
+
+def handler(
+    target: Any = None,
+    *,
+    capabilities: Sequence[str] | None = None,
+    replicas: int = 1,
+    num_cpus: float = 1.0,
+    resources: dict[str, float] | None = None,
+    queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    name: str | None = None,
+) -> Any:
+    """Declare a handler. Use bare (`@handler`: its capability is its name) or with
+    options: ``@handler(capabilities=["analyze"], replicas=4, num_cpus=0.5)``.
+
+    `queue_depth` is how many assignments each replica may hold at once (one running,
+    the rest queued in its mailbox, so a replica never idles between assignments)."""
+
+    def wrap(obj: Any) -> Handler:
+        if not callable(obj):
+            raise BadSpec(f"@handler decorates a function or a class, not {obj!r}")
+        own_name = name or getattr(obj, "__name__", None)
+        if not own_name:
+            raise BadSpec(f"@handler on {obj!r} needs name=...")
+        caps = tuple(capabilities) if capabilities is not None else (own_name,)
+        if not caps or not all(isinstance(c, str) and c for c in caps):
+            raise BadSpec(f"handler {own_name!r}: capabilities must be non-empty strings")
+        if replicas < 1:
+            raise BadSpec(f"handler {own_name!r}: replicas must be at least 1, not {replicas}")
+        if queue_depth < 1:
+            raise BadSpec(f"handler {own_name!r}: queue_depth must be at least 1")
+        if num_cpus < 0:
+            raise BadSpec(f"handler {own_name!r}: num_cpus cannot be negative")
+        return Handler(
+            name=own_name,
+            target=obj,
+            capabilities=caps,
+            replicas=replicas,
+            num_cpus=num_cpus,
+            resources=dict(resources or {}),
+            queue_depth=queue_depth,
+        )
+
+    if target is not None:
+        return wrap(target)
+    return wrap

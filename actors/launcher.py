@@ -1,0 +1,199 @@
+"""Launching a run: start or attach Ray, start the workers and the coordinator, wait.
+
+The same call works on a laptop and on a cluster: with no address (and no
+RAY_ADDRESS) it starts a quiet local Ray; with one, it attaches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from pydantic import BaseModel
+from ray.actor import ActorHandle
+from ray.exceptions import GetTimeoutError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from baton.events.errors import BadSpec, BatonError
+from baton.events.model import resolve_schema
+from baton.events.schema import RunRequested
+from baton.events.store import DEFAULT_URL, open_store
+
+from .coordinator import Coordinator, Progress
+from .spec import Spec
+from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
+
+NAMESPACE = "baton"
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+WORKERS_READY_TIMEOUT_S = 120.0
+
+
+class ClusterUnavailable(BatonError):
+    """Ray cannot be reached, or cannot host the handlers the spec asks for."""
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: its id, status, final output, and counts."""
+
+    run_id: str
+    status: str  # completed, failed, or waiting (on people)
+    output: Any
+    error: str
+    progress: Progress
+    store: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+
+def store_url(url: str | None) -> str:
+    """The store URL to use: `url`, else $BATON_STORE, else the default; with a SQLite
+    path made absolute, since actors may not share the caller's working directory."""
+    url = url or os.environ.get("BATON_STORE") or DEFAULT_URL
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        url = prefix + os.path.abspath(url[len(prefix) :])
+    return url
+
+
+def new_run_id() -> str:
+    """A fresh run id: the launch time and a short random suffix."""
+    return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Attach to Ray at `address` (or $RAY_ADDRESS), or start a quiet local one."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    options: dict[str, Any] = {
+        "namespace": NAMESPACE,
+        "logging_level": logging.ERROR,
+        "include_dashboard": False,
+        "configure_logging": True,
+    }
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **options)
+    except (ConnectionError, RuntimeError) as error:
+        where = f"at {address}" if address else "locally"
+        raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}") from error
+
+
+def _check_capacity(spec: Spec) -> None:
+    total = ray.cluster_resources()
+    cpus = sum(h.replicas * h.num_cpus for h in spec.handlers)
+    if cpus > total.get("CPU", 0):
+        asks = ", ".join(f"{h.name}: {h.replicas} x {h.num_cpus:g}" for h in spec.handlers)
+        raise ClusterUnavailable(
+            f"the handlers ask for {cpus:g} CPUs ({asks}) but the cluster has "
+            f"{total.get('CPU', 0):g}; lower replicas or num_cpus"
+        )
+    for h in spec.handlers:
+        for name, amount in h.resources.items():
+            if amount * h.replicas > total.get(name, 0):
+                raise ClusterUnavailable(
+                    f"handler {h.name!r} asks for {amount * h.replicas:g} of resource "
+                    f"{name!r}; the cluster has {total.get(name, 0):g}"
+                )
+
+
+def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHandle]]:
+    remote_worker = ray.remote(Worker)
+    pools: dict[str, list[ActorHandle]] = {}
+    for h in spec.handlers:
+        options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1}
+        if h.resources:
+            options["resources"] = h.resources
+        pools[h.name] = [
+            remote_worker.options(**options).remote(h, max_output_bytes)
+            for _ in range(h.replicas)
+        ]
+    everyone = [w for workers in pools.values() for w in workers]
+    try:
+        ray.get([w.pid.remote() for w in everyone], timeout=WORKERS_READY_TIMEOUT_S)
+    except GetTimeoutError:
+        _stop(everyone)
+        raise ClusterUnavailable(
+            f"worker actors did not start within {WORKERS_READY_TIMEOUT_S:g}s; "
+            "is the cluster busy?"
+        ) from None
+    except RayTaskError as error:
+        _stop(everyone)
+        raise BadSpec(f"a handler failed to start: {error.cause}") from None
+    return pools
+
+
+def _stop(actors: list[ActorHandle]) -> None:
+    for actor in actors:
+        ray.kill(actor)
+
+
+def run(
+    spec: Spec,
+    store: str | None = None,
+    address: str | None = None,
+    *,
+    run_id: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.25,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> RunResult:
+    """Run `spec` to its end on Ray and return how it ended.
+
+    Everything wrong with the spec, the store URL or the run id raises before anything
+    is dispatched (BadSpec, BadStoreURL); an unreachable or too-small cluster raises
+    ClusterUnavailable. `on_progress` is called with the run's Progress while it runs.
+    """
+    spec.validate()
+    url = store_url(store)
+    run_id = run_id or new_run_id()
+    if not RUN_ID.match(run_id):
+        raise BadSpec(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' "
+                      "(at most 100), starting with a letter or digit")
+    with open_store(url) as log:
+        if log.last_seq(run_id):
+            raise BadSpec(f"run {run_id!r} already exists in {url}; choose another run id")
+    schemas: dict[str, type[BaseModel]] = {
+        t.output_schema: resolve_schema(t.output_schema) for t in spec.tasks if t.output_schema
+    }
+    request = RunRequested(run_id=run_id, seq=1, goal=spec.goal, tasks=tuple(spec.tasks),
+                           handlers=spec.handler_infos(), policy=type(spec.policy).__qualname__)
+
+    ensure_ray(address)
+    _check_capacity(spec)
+    pools = _start_workers(spec, max_output_bytes)
+    options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE, "num_cpus": 0}
+    if url.startswith("sqlite:"):
+        # The SQLite file is on this machine: keep the coordinator beside it.
+        node = ray.get_runtime_context().get_node_id()
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
+    coordinator = ray.remote(Coordinator).options(**options).remote(
+        run_id, url, spec.policy, pools, request, schemas
+    )
+    actors = [coordinator, *(w for workers in pools.values() for w in workers)]
+    try:
+        done = coordinator.drive.remote()
+        while not ray.wait([done], timeout=poll_s)[0]:
+            if on_progress is not None:
+                on_progress(Progress(**ray.get(coordinator.progress.remote())))
+        try:
+            final = Progress(**ray.get(done))
+        except RayTaskError as error:
+            raise error.as_instanceof_cause() from None
+    finally:
+        _stop(actors)
+    return RunResult(run_id=run_id, status=final.status, output=final.output,
+                     error=final.error, progress=final, store=url)

@@ -1,0 +1,127 @@
+"""Spec: what a user hands Baton — a goal, a plan, handlers and a policy — and loading one.
+
+A spec is a Python module exposing `spec`; `baton run path/to/file.py` or
+`baton run package.module:spec`. Everything wrong with a spec is found here, before
+anything starts: a missing file, no `spec`, an unknown capability, a cycle, a duplicate.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import ray.cloudpickle
+
+from baton.events.decider import plan_problems
+from baton.events.errors import BadSpec
+from baton.events.model import HandlerInfo, Task
+from baton.events.policy import DefaultPolicy, Policy
+
+from .handlers import Handler
+
+
+@dataclass
+class Spec:
+    """A run to make: the goal, the initial plan, the handlers, the policy."""
+
+    goal: str
+    tasks: Sequence[Task]
+    handlers: Sequence[Handler]
+    policy: Policy = field(default_factory=DefaultPolicy)
+    source: str = ""  # where it was loaded from, for messages
+
+    def handler_infos(self) -> tuple[HandlerInfo, ...]:
+        return tuple(h.info() for h in self.handlers)
+
+    def problems(self) -> list[str]:
+        """Everything that stops this spec from running (empty when it can run)."""
+        problems: list[str] = []
+        for h in self.handlers:
+            if not isinstance(h, Handler):
+                problems.append(f"{h!r} is not a handler; decorate it with @baton.handler")
+        if problems:
+            return problems
+        names = [h.name for h in self.handlers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            problems.append(f"handler names used twice: {', '.join(duplicates)}")
+        if not self.tasks:
+            problems.append("the plan has no tasks")
+        for task in self.tasks:
+            if not isinstance(task, Task):
+                return [*problems, f"{task!r} in tasks is not a baton.Task"]
+        by_capability: dict[str, list[str]] = {}
+        for h in self.handlers:
+            for cap in h.capabilities:
+                by_capability.setdefault(cap, []).append(h.name)
+        problems += plan_problems(self.tasks, {}, by_capability)
+        return problems
+
+    def validate(self) -> None:
+        """Raise BadSpec listing every problem, if there are any."""
+        problems = self.problems()
+        if problems:
+            where = f"spec {self.source}" if self.source else "the spec"
+            raise BadSpec(f"{where} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def load_spec(ref: str) -> Spec:
+    """The Spec named by `ref`: ``path/to/file.py[:name]`` or ``package.module[:name]``
+    (the name defaults to `spec`; it may be a Spec or a function returning one)."""
+    target, _, name = ref.partition(":") if not _is_windows_drive(ref) else (ref, "", "")
+    name = name or "spec"
+    module = _import_file(target) if target.endswith(".py") else _import_module(target)
+    if not hasattr(module, name):
+        raise BadSpec(
+            f"{target} has no `{name}`; define `{name} = baton.Spec(goal=..., tasks=[...], "
+            "handlers=[...])` at module level"
+        )
+    found: Any = getattr(module, name)
+    if callable(found) and not isinstance(found, Spec):
+        found = found()
+    if not isinstance(found, Spec):
+        raise BadSpec(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
+    found.source = ref
+    return found
+
+
+def _is_windows_drive(ref: str) -> bool:
+    return len(ref) > 1 and ref[1] == ":" and ref[0].isalpha()
+
+
+def _import_file(path_text: str) -> ModuleType:
+    path = Path(path_text)
+    if not path.is_file():
+        raise BadSpec(f"spec file {path_text} does not exist")
+    module_name = f"baton_spec_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise BadSpec(f"spec file {path_text} cannot be loaded as Python")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[module_name]
+        raise BadSpec(f"spec file {path_text} failed to import: "
+                      f"{type(error).__name__}: {error}") from error
+    # Workers cannot import a file by path: send its code along with the handlers.
+    ray.cloudpickle.register_pickle_by_value(module)
+    return module
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        raise BadSpec(f"spec module {name!r} cannot be found ({error}); give a path to a "
+                      ".py file or an importable module") from error
+    except Exception as error:
+        raise BadSpec(f"spec module {name!r} failed to import: "
+                      f"{type(error).__name__}: {error}") from error

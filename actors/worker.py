@@ -1,0 +1,62 @@
+"""The worker: runs one handler on one assignment at a time and reports what happened.
+
+A worker sees only the `Assignment` it is given. It never retries and never swallows
+an error: an exception becomes a `Failure` carrying its type, message and traceback;
+an output that is not JSON, or is larger than the limit, becomes a `Failure` too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from typing import Any
+
+from pydantic import BaseModel
+
+from baton.events.model import Assignment, Failure, Result
+
+from .handlers import Handler
+
+DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+
+
+def to_outcome(assignment_id: str, value: Any, max_output_bytes: int) -> Result | Failure:
+    """The Result for a handler's return value, or the Failure that explains why not."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        return Failure(assignment_id=assignment_id, kind="unserializable",
+                       error_type=type(error).__name__,
+                       message=f"the output cannot be recorded as JSON: {error}")
+    if len(encoded) > max_output_bytes:
+        return Failure(assignment_id=assignment_id, kind="too_large",
+                       message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
+                       f"{max_output_bytes:,} (raise it with max_output_bytes)")
+    # Round-trip so what the coordinator records is exactly what a replay will read.
+    return Result(assignment_id=assignment_id, output=json.loads(encoded))
+
+
+class Worker:
+    """Hosts one handler in a Ray actor (wrapped with ray.remote by the launcher)."""
+
+    def __init__(self, handler: Handler, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES):
+        self.handler = handler
+        self.max_output_bytes = max_output_bytes
+        self.call = handler.target() if handler.is_class else handler.target
+
+    def run(self, assignment: Assignment) -> Result | Failure:
+        """Run the handler on one assignment: its Result, or a Failure saying why not."""
+        try:
+            value = self.call(assignment)
+        except Exception as error:
+            return Failure(assignment_id=assignment.id, kind="error",
+                           error_type=type(error).__qualname__, message=str(error),
+                           traceback=traceback.format_exc())
+        return to_outcome(assignment.id, value, self.max_output_bytes)
+
+    def pid(self) -> int:
+        """The process this worker runs in."""
+        return os.getpid()

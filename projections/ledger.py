@@ -1,0 +1,144 @@
+"""A run's ledger for reading: every task with its status, attempts, handler, outcome.
+
+A pure fold of the run's log. `status` adds one reading the decider does not need:
+a run still running whose only remaining work waits on people is `waiting`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from baton.events.decider import RunState
+from baton.events.schema import (
+    Envelope,
+    EscalationRaised,
+    FailureReported,
+    RecoveryChosen,
+    ResultValidated,
+    RunRequested,
+    Stimulus,
+    TimerFired,
+)
+
+
+@dataclass
+class TaskLine:
+    """One task as the ledger shows it."""
+
+    id: str
+    capability: str
+    required: bool
+    status: str
+    attempts: int
+    handler: str | None
+    outcome: str
+    output: Any = None
+
+
+@dataclass
+class Escalation:
+    """An open question to a person."""
+
+    id: str
+    task_id: str
+    question: str
+
+
+@dataclass
+class Ledger:
+    """A run as its log tells it, ready to print."""
+
+    run_id: str
+    goal: str
+    status: str
+    tasks: list[TaskLine]
+    output: Any
+    error: str
+    escalations: list[Escalation]
+    events: int
+    counts: dict[str, int] = field(default_factory=dict)
+    requested_at: float | None = None
+    last_recorded_at: float | None = None
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for t in self.tasks if t.status == "accepted")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def status_of(state: RunState) -> str:
+    """completed, failed, waiting (only people can move it on), or running."""
+    if state.status == "running" and state.waiting_on_people:
+        return "waiting"
+    return state.status
+
+
+def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
+    """Fold a run's log (events, or (event, stored bytes) pairs) into its Ledger."""
+    state = RunState()
+    outcome: dict[str, str] = {}
+    questions: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    requested_at = last_at = None
+    for item in log:
+        event, recorded = item if isinstance(item, tuple) else (item, None)
+        state.apply(event, recorded)
+        counts[type(event).__name__] += 1
+        if isinstance(event, Stimulus) and event.recorded_at is not None:
+            last_at = event.recorded_at
+            if isinstance(event, RunRequested):
+                requested_at = event.recorded_at
+        if isinstance(event, ResultValidated) and event.outcome != "ignored":
+            outcome[event.task_id] = ("accepted" if event.outcome == "accepted"
+                                      else "rejected: " + "; ".join(event.verdict.problems))
+        elif isinstance(event, FailureReported):
+            task_id = state.in_flight.get(event.failure.assignment_id)
+            if task_id:
+                outcome[task_id] = event.failure.summary()
+        elif isinstance(event, TimerFired):
+            task_id = state.in_flight.get(event.assignment_id)
+            if task_id:
+                outcome[task_id] = "timed out"
+        elif isinstance(event, RecoveryChosen) and event.action == "abandon":
+            outcome[event.task_id] = f"abandoned ({event.reason.rule}); " + outcome.get(
+                event.task_id, "")
+        elif isinstance(event, EscalationRaised):
+            questions[event.escalation_id] = event.question
+            outcome[event.task_id] = f"escalated as {event.escalation_id}; " + outcome.get(
+                event.task_id, "")
+    lines = [
+        TaskLine(
+            id=task_id,
+            capability=record.task.capability,
+            required=record.task.required,
+            status=record.status,
+            attempts=record.attempts,
+            handler=record.handler,
+            outcome=outcome.get(task_id, "").rstrip("; "),
+            output=record.output,
+        )
+        for task_id, record in state.tasks.items()
+    ]
+    escalations = [
+        Escalation(id=esc, task_id=task_id, question=questions[esc])
+        for esc, task_id in sorted(state.escalations.items())
+    ]
+    return Ledger(
+        run_id=state.run_id,
+        goal=state.goal,
+        status=status_of(state),
+        tasks=lines,
+        output=state.output,
+        error=state.error,
+        escalations=escalations,
+        events=state.seq,
+        counts=dict(counts),
+        requested_at=requested_at,
+        last_recorded_at=last_at,
+    )
+
