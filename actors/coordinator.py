@@ -95,6 +95,7 @@ class Coordinator:
         self.state = self.store.state(run_id)
         self.arrived: asyncio.Queue[tuple[StimulusMaker, tuple[str, int] | None]] | None = None
         self.outstanding = 0
+        self.waiters: set[asyncio.Future[None]] = set()
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
 
@@ -144,7 +145,9 @@ class Coordinator:
         self.held[worker] += 1
         self.outstanding += 1
         ref = self.pools[name][index].run.remote(assignment)
-        asyncio.ensure_future(self._collect(ref, assignment.id, worker))
+        waiter = asyncio.ensure_future(self._collect(ref, assignment.id, worker))
+        self.waiters.add(waiter)  # the loop keeps only weak references to tasks
+        waiter.add_done_callback(self.waiters.discard)
 
     async def _collect(self, ref: ray.ObjectRef, assignment_id: str,
                        worker: tuple[str, int]) -> None:
