@@ -10,7 +10,6 @@ process (invariant 1): it holds worker handles, never handlers.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import time
@@ -57,6 +56,9 @@ class Progress:
     rejections: int = 0
     recoveries: int = 0
     events: int = 0
+    turns: int = 0
+    deciding_s: float = 0.0
+    appending_s: float = 0.0
     elapsed_s: float = 0.0
     output: Any = None
     error: str = ""
@@ -71,7 +73,10 @@ class Progress:
 
 
 class Coordinator:
-    """The coordinator of one run (wrapped with ray.remote by the launcher)."""
+    """The coordinator of one run (wrapped with ray.remote by the launcher).
+
+    `drive` holds one thread for the whole run; the actor gets a second so `progress`
+    can be read meanwhile (it only reads counters)."""
 
     def __init__(
         self,
@@ -93,44 +98,65 @@ class Coordinator:
         }
         self.request = request
         self.state = self.store.state(run_id)
-        self.arrived: asyncio.Queue[tuple[StimulusMaker, tuple[str, int] | None]] | None = None
-        self.outstanding = 0
-        self.waiters: set[asyncio.Future[None]] = set()
+        self.pending: dict[ray.ObjectRef, tuple[str, tuple[str, int]]] = {}
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
+        self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
 
     # --- the loop ----------------------------------------------------------------------
 
-    async def drive(self) -> dict[str, Any]:
+    def drive(self) -> dict[str, Any]:
         """Run until the run ends, or only people can move it on; its final progress."""
-        self.arrived = asyncio.Queue()
         if self.state.seq == 0:
             if self.request is None:
                 raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
             request = self.request
             self._turn([lambda seq: request.model_copy(update={"seq": seq,
                                                                "recorded_at": time.time()})])
-        while self.state.status == "running" and (self.outstanding or not self.arrived.empty()):
-            makers = [await self.arrived.get()]
-            while not self.arrived.empty():
-                makers.append(self.arrived.get_nowait())
-            for _, worker in makers:
-                if worker is not None:
-                    self.held[worker] -= 1
-            self._turn([make for make, _ in makers])
+        while self.state.status == "running" and self.pending:
+            refs = list(self.pending)
+            # Everything finished by now joins this turn, in the order Ray reports it.
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            if not ready:
+                ready, _ = ray.wait(refs, num_returns=1)
+            try:
+                outcomes = ray.get(ready)
+            except RayError:  # one of them failed: fetch each alone to tell which
+                outcomes = [None] * len(ready)
+            self._turn([self._arrived(ref, outcome) for ref, outcome in zip(ready, outcomes)])
         return self.progress_now().as_dict()
+
+    def _arrived(self, ref: ray.ObjectRef, outcome: Result | Failure | None) -> StimulusMaker:
+        assignment_id, worker = self.pending.pop(ref)
+        self.held[worker] -= 1
+        try:
+            if outcome is None:
+                outcome = ray.get(ref)
+        except RayActorError as error:
+            outcome = Failure(assignment_id=assignment_id, kind="worker_lost",
+                              error_type=type(error).__name__,
+                              message=f"worker {worker[0]}[{worker[1]}] was lost: {error}")
+        except RayError as error:
+            outcome = Failure(assignment_id=assignment_id, kind="error",
+                              error_type=type(error).__name__, message=str(error))
+        return _stimulus_for(self.run_id, outcome)
 
     def _turn(self, makers: Sequence[StimulusMaker]) -> None:
         expected = self.state.seq
         events: list[Envelope] = []
         decisions: list[Decision] = []
+        started = time.perf_counter()
         for make in makers:
             stimulus = make(self.state.seq + 1)
             decided = step(self.state, stimulus, self.policy)
             events.append(stimulus)
             events.extend(decided)
             decisions.extend(decided)
+        decided_at = time.perf_counter()
         self.store.append(self.run_id, events, expected)  # write-ahead: durable, then act
+        self.timing[0] += 1
+        self.timing[1] += decided_at - started
+        self.timing[2] += time.perf_counter() - decided_at
         for event in events:
             self.tally[event.type] += 1  # type: ignore[attr-defined]
         for decision in decisions:
@@ -141,35 +167,16 @@ class Coordinator:
         assignment = decision.assignment
         name = assignment.handler
         index = min(range(len(self.pools[name])), key=lambda i: (self.held[(name, i)], i))
-        worker = (name, index)
-        self.held[worker] += 1
-        self.outstanding += 1
+        self.held[(name, index)] += 1
         ref = self.pools[name][index].run.remote(assignment)
-        waiter = asyncio.ensure_future(self._collect(ref, assignment.id, worker))
-        self.waiters.add(waiter)  # the loop keeps only weak references to tasks
-        waiter.add_done_callback(self.waiters.discard)
-
-    async def _collect(self, ref: ray.ObjectRef, assignment_id: str,
-                       worker: tuple[str, int]) -> None:
-        try:
-            outcome: Result | Failure = await ref
-        except RayActorError as error:
-            outcome = Failure(assignment_id=assignment_id, kind="worker_lost",
-                              error_type=type(error).__name__,
-                              message=f"worker {worker[0]}[{worker[1]}] was lost: {error}")
-        except RayError as error:
-            outcome = Failure(assignment_id=assignment_id, kind="error",
-                              error_type=type(error).__name__, message=str(error))
-        self.outstanding -= 1
-        assert self.arrived is not None
-        self.arrived.put_nowait((_stimulus_for(self.run_id, outcome), worker))
+        self.pending[ref] = (assignment.id, (name, index))
 
     # --- reading -----------------------------------------------------------------------
 
     def progress_now(self) -> Progress:
         s = self.state
         status = s.status
-        if status == "running" and s.waiting_on_people and not self.outstanding:
+        if status == "running" and s.waiting_on_people and not len(self.pending):
             status = "waiting"
         abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
             status != "running") else 0
@@ -186,23 +193,26 @@ class Coordinator:
             rejections=self.tally["ResultValidated"] - s.accepted,
             recoveries=self.tally["RecoveryChosen"],
             events=s.seq,
+            turns=int(self.timing[0]),
+            deciding_s=self.timing[1],
+            appending_s=self.timing[2],
             elapsed_s=time.monotonic() - self.started,
             output=s.output if status == "completed" else None,
             error=s.error,
             counts=dict(self.tally),
         )
 
-    async def progress(self) -> dict[str, Any]:
+    def progress(self) -> dict[str, Any]:
         """The run's progress now (callable while `drive` runs)."""
         progress = self.progress_now()
         progress.output = None  # the final output travels once, with drive()'s answer
         return progress.as_dict()
 
-    async def pid(self) -> int:
+    def pid(self) -> int:
         """The coordinator's process id (tests prove handlers never run here)."""
         return os.getpid()
 
-    async def peak_memory_mb(self) -> float:
+    def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, overload
 from baton.events.errors import BadSpec
 from baton.events.model import HandlerInfo
 
-DEFAULT_QUEUE_DEPTH = 2
+DEFAULT_QUEUE_DEPTH = 4
 
 
 @dataclass(frozen=True)

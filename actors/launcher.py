@@ -175,7 +175,8 @@ def run(
     ensure_ray(address)
     _check_capacity(spec)
     pools = _start_workers(spec, max_output_bytes)
-    options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE, "num_cpus": 0}
+    options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE,
+                               "num_cpus": 0, "max_concurrency": 2}
     if url.startswith("sqlite:"):
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()

@@ -1,0 +1,105 @@
+"""Assignments/s through Baton (durable SQLite log) beside raw Ray, in the same run.
+
+5,000 assignments of a handler that returns its input, with 2 and with 4 worker
+replicas. The raw Ray baseline: a driver sending the same 5,000 calls to the same number
+of plain actors and collecting every result. Target: Baton >= 0.8 of raw Ray.
+Then the coordinator's peak memory on a large run (target: under 300 MB at 100,000 tasks).
+
+    .venv/bin/python benchmarks/throughput.py [--quick] [--memory-tasks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import ray
+
+import baton
+from baton import Assignment, Spec, Task
+from baton.actors.launcher import ensure_ray
+from workload import machine, scratch_dir
+
+
+@baton.handler(capabilities=["echo"], replicas=1, num_cpus=0.5)
+def echo(assignment: Assignment) -> Any:
+    return assignment.inputs
+
+
+def echo_spec(tasks: int, replicas: int) -> Spec:
+    handler = baton.handler(capabilities=["echo"], replicas=replicas, num_cpus=0.5,
+                            name="echo")(echo.target)
+    plan = [Task(id=f"t{i}", capability="echo", inputs={"i": i}) for i in range(tasks)]
+    return Spec(goal=f"echo x{tasks}", tasks=plan, handlers=[handler])
+
+
+@ray.remote(num_cpus=0.5)
+class PlainEcho:
+    def echo(self, value: Any) -> Any:
+        return value
+
+
+def raw_ray(tasks: int, replicas: int) -> float:
+    actors = [PlainEcho.remote() for _ in range(replicas)]
+    ray.get([a.echo.remote(None) for a in actors])
+    started = time.perf_counter()
+    refs = [actors[i % replicas].echo.remote({"i": i}) for i in range(tasks)]
+    results = ray.get(refs)
+    elapsed = time.perf_counter() - started
+    assert len(results) == tasks
+    for actor in actors:
+        ray.kill(actor)
+    return tasks / elapsed
+
+
+def through_baton(tasks: int, replicas: int) -> tuple[float, float]:
+    with scratch_dir() as tmp:
+        result = baton.run(echo_spec(tasks, replicas), store=f"sqlite:///{tmp / 'bench.db'}")
+    assert result.ok and result.progress.dispatched == tasks, result
+    p = result.progress
+    print(f"    (baton: {p.turns} turns, deciding {p.deciding_s:.2f}s, appending "
+          f"{p.appending_s:.2f}s, of {p.elapsed_s:.2f}s)")
+    return tasks / result.progress.elapsed_s, result.progress.elapsed_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--memory-tasks", type=int, default=100_000)
+    args = parser.parse_args()
+    tasks = 1_000 if args.quick else 5_000
+    ensure_ray()
+    print(f"throughput: {tasks:,} echo assignments — {machine()}, Ray {ray.__version__}")
+    print(f"{'replicas':>8} {'baton a/s':>10} {'raw ray a/s':>12} {'ratio':>6}")
+    for replicas in (2, 4):
+        raw = raw_ray(tasks, replicas)
+        rate, _ = through_baton(tasks, replicas)
+        print(f"{replicas:>8} {rate:>10,.0f} {raw:>12,.0f} {rate / raw:>6.2f}")
+    print("target: baton >= 0.8 of raw Ray")
+    memory_tasks = 10_000 if args.quick else args.memory_tasks
+    print(f"coordinator peak memory, {memory_tasks:,}-task run: ", end="", flush=True)
+    print(f"{peak_memory_mb(memory_tasks):,.0f} MB (target: under 300 MB at 100,000 tasks)")
+
+
+def peak_memory_mb(tasks: int) -> float:
+    from baton.actors import launcher
+
+    seen: list[float] = []
+    original = launcher._stop
+
+    def stop_after_measuring(actors: list[Any]) -> None:
+        seen.append(ray.get(actors[0].peak_memory_mb.remote()))
+        original(actors)
+
+    launcher._stop = stop_after_measuring
+    try:
+        with scratch_dir() as tmp:
+            baton.run(echo_spec(tasks, 2), store=f"sqlite:///{tmp / 'memory.db'}")
+    finally:
+        launcher._stop = original
+    return seen[0]
+
+
+if __name__ == "__main__":
+    main()
