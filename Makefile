@@ -29,9 +29,14 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/fold.py
+	$(BIN)/python benchmarks/throughput.py
 
+DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
+
+# Audit the standard library on a local Ray, then show the run's ledger.
 demo: $(STAMP)
-	@echo "make demo arrives with the Ray runtime (issue 3); until then: make test, make bench"
+	$(BIN)/baton run examples/stdlib_audit.py --run-id $(DEMO_RUN)
+	$(BIN)/baton show $(DEMO_RUN)
 
 clean:
 	rm -rf $(VENV) .baton build *.egg-info

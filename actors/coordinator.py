@@ -56,6 +56,7 @@ class Progress:
     rejections: int = 0
     recoveries: int = 0
     events: int = 0
+    coordinator_pid: int = 0
     turns: int = 0
     deciding_s: float = 0.0
     appending_s: float = 0.0
@@ -83,7 +84,7 @@ class Coordinator:
         run_id: str,
         store_url: str,
         policy: Policy,
-        pools: dict[str, Sequence[ActorHandle]],
+        pools: dict[str, Sequence[ActorHandle[Any]]],
         request: RunRequested | None = None,
         schemas: dict[str, type[BaseModel]] | None = None,
     ):
@@ -98,7 +99,7 @@ class Coordinator:
         }
         self.request = request
         self.state = self.store.state(run_id)
-        self.pending: dict[ray.ObjectRef, tuple[str, tuple[str, int]]] = {}
+        self.pending: dict[ray.ObjectRef[Any], tuple[str, tuple[str, int]]] = {}
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
@@ -123,10 +124,13 @@ class Coordinator:
                 outcomes = ray.get(ready)
             except RayError:  # one of them failed: fetch each alone to tell which
                 outcomes = [None] * len(ready)
-            self._turn([self._arrived(ref, outcome) for ref, outcome in zip(ready, outcomes)])
+            arrived = zip(ready, outcomes, strict=True)
+            self._turn([self._arrived(ref, outcome) for ref, outcome in arrived])
         return self.progress_now().as_dict()
 
-    def _arrived(self, ref: ray.ObjectRef, outcome: Result | Failure | None) -> StimulusMaker:
+    def _arrived(
+        self, ref: ray.ObjectRef[Any], outcome: Result | Failure | None
+    ) -> StimulusMaker:
         assignment_id, worker = self.pending.pop(ref)
         self.held[worker] -= 1
         try:
@@ -168,14 +172,14 @@ class Coordinator:
         name = assignment.handler
         index = min(range(len(self.pools[name])), key=lambda i: (self.held[(name, i)], i))
         self.held[(name, index)] += 1
-        ref = self.pools[name][index].run.remote(assignment)
+        ref: ray.ObjectRef[Any] = self.pools[name][index].run.remote(assignment)
         self.pending[ref] = (assignment.id, (name, index))
 
     # --- reading -----------------------------------------------------------------------
 
     def progress_now(self) -> Progress:
         s = self.state
-        status = s.status
+        status: str = s.status
         if status == "running" and s.waiting_on_people and not len(self.pending):
             status = "waiting"
         abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
@@ -193,6 +197,7 @@ class Coordinator:
             rejections=self.tally["ResultValidated"] - s.accepted,
             recoveries=self.tally["RecoveryChosen"],
             events=s.seq,
+            coordinator_pid=os.getpid(),
             turns=int(self.timing[0]),
             deciding_s=self.timing[1],
             appending_s=self.timing[2],

@@ -110,9 +110,9 @@ def _check_capacity(spec: Spec) -> None:
                 )
 
 
-def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHandle]]:
-    remote_worker = ray.remote(Worker)
-    pools: dict[str, list[ActorHandle]] = {}
+def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHandle[Any]]]:
+    remote_worker: Any = ray.remote(Worker)
+    pools: dict[str, list[ActorHandle[Any]]] = {}
     for h in spec.handlers:
         options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1}
         if h.resources:
@@ -136,7 +136,7 @@ def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHan
     return pools
 
 
-def _stop(actors: list[ActorHandle]) -> None:
+def _stop(actors: list[ActorHandle[Any]]) -> None:
     for actor in actors:
         ray.kill(actor)
 
@@ -181,7 +181,8 @@ def run(
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
-    coordinator = ray.remote(Coordinator).options(**options).remote(
+    remote_coordinator: Any = ray.remote(Coordinator)
+    coordinator = remote_coordinator.options(**options).remote(
         run_id, url, spec.policy, pools, request, schemas
     )
     actors = [coordinator, *(w for workers in pools.values() for w in workers)]

@@ -23,10 +23,11 @@ from baton.actors.launcher import run as launch
 from baton.actors.spec import load_spec
 from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
 from baton.events.store import open_store
-from baton.projections.ledger import Ledger, ledger
+from baton.projections.ledger import Ledger, TaskLine, ledger
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, ClusterUnavailable)
+SHOW_ROWS = 40
 
 app = typer.Typer(
     name="baton",
@@ -98,7 +99,7 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     url = store_url(store)
     try:
         with open_store(url) as log:
-            rows = []
+            rows: list[dict[str, Any]] = []
             for info in log.runs():
                 last = log.last_event(info.run_id)
                 status = {"RunCompleted": "completed", "RunFailed": "failed"}.get(
@@ -125,6 +126,9 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
 def show(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id (see baton runs).")],
     store: Store = None,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help=f"List every task (by default, past {SHOW_ROWS} tasks, the accepted "
+        "first attempts are summarised).")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Show a run's ledger: each task's status, attempts, handler and outcome.
@@ -143,7 +147,7 @@ def show(
     if as_json:
         _emit_json(book.as_dict())
     else:
-        _print_ledger(book)
+        _print_ledger(book, show_all)
     raise typer.Exit(EXIT_DONE if book.status == "completed" else EXIT_FAILED)
 
 
@@ -211,14 +215,26 @@ def _print_result(result: RunResult) -> None:
     out.print(f"\nnext: baton show {result.run_id}")
 
 
-def _print_ledger(book: Ledger) -> None:
+def _print_ledger(book: Ledger, show_all: bool) -> None:
     out.print(f"[bold]{book.run_id}[/]  {_styled(book.status)}  {book.goal}")
     out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
-    table = Table("task", "status", "attempts", "handler", "outcome", box=None)
-    for line in book.tasks:
-        table.add_row(line.id + ("" if line.required else " (optional)"), _styled(line.status),
-                      str(line.attempts), line.handler or "-", _short(line.outcome, 90))
+    shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
+    rows = [(line.id + ("" if line.required else " (optional)"), line.status,
+             str(line.attempts), line.handler or "-", line.outcome) for line in shown]
+    headers = ("task", "status", "attempts", "handler")
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    table = Table(box=None)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    # The outcome gets what is left of the line, cut short rather than wrapped.
+    table.add_column("outcome", no_wrap=True, overflow="ellipsis",
+                     max_width=max(24, out.width - sum(widths) - 2 * len(widths) - 2))
+    for task, status, attempts, handler, outcome in rows:
+        table.add_row(task, _styled(status), attempts, handler, " ".join(outcome.split()))
     out.print(table)
+    if len(shown) < len(book.tasks):
+        out.print(f"… {len(book.tasks) - len(shown)} more accepted tasks "
+                  f"(baton show {book.run_id} --all lists every task)")
     if book.escalations:
         out.print(f"\n[yellow bold]waiting on people[/] ({len(book.escalations)}):")
         for esc in book.escalations:
@@ -228,6 +244,15 @@ def _print_ledger(book: Ledger) -> None:
     if book.status == "completed":
         out.print("\n[bold]output[/]")
         out.print_json(json.dumps(book.output, default=str))
+
+
+def _worth_showing(book: Ledger) -> list[TaskLine]:
+    """Every task that is not simply accepted, then accepted ones up to SHOW_ROWS."""
+    trouble = [t for t in book.tasks if t.status != "accepted" or t.attempts > 1]
+    room = max(0, SHOW_ROWS - len(trouble))
+    fine = [t for t in book.tasks if t.status == "accepted" and t.attempts <= 1][:room]
+    keep = {id(t) for t in trouble + fine}
+    return [t for t in book.tasks if id(t) in keep]
 
 
 def _styled(status: str) -> str:

@@ -105,12 +105,13 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
             if task_id:
                 outcome[task_id] = "timed out"
         elif isinstance(event, RecoveryChosen) and event.action == "abandon":
-            outcome[event.task_id] = f"abandoned ({event.reason.rule}); " + outcome.get(
-                event.task_id, "")
+            if event.reason.rule == "recover.dependency_abandoned":
+                outcome[event.task_id] = f"needs {event.reason.facts['dependency']}, abandoned"
+            elif event.reason.rule.startswith(("human.", "cancel.")):
+                outcome[event.task_id] = event.reason.rule.replace(".", ": ", 1)
         elif isinstance(event, EscalationRaised):
             questions[event.escalation_id] = event.question
-            outcome[event.task_id] = f"escalated as {event.escalation_id}; " + outcome.get(
-                event.task_id, "")
+            outcome[event.task_id] = f"{event.escalation_id}: " + outcome.get(event.task_id, "")
     lines = [
         TaskLine(
             id=task_id,
@@ -119,7 +120,7 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
             status=record.status,
             attempts=record.attempts,
             handler=record.handler,
-            outcome=outcome.get(task_id, "").rstrip("; "),
+            outcome=outcome.get(task_id, ""),
             output=record.output,
         )
         for task_id, record in state.tasks.items()

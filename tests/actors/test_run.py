@@ -1,0 +1,130 @@
+"""Runs on a real local Ray with a SQLite store: the coordinator, workers and launcher."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import baton
+from baton import open_store
+from baton.events.policy import DefaultPolicy
+from baton.events.schema import (
+    AssignmentDispatched,
+    FailureReported,
+    RecoveryChosen,
+    ResultReceived,
+    ResultValidated,
+    RunCompleted,
+)
+from baton.projections.replay import verify
+from tests.fixtures import ray_specs
+from tests.fixtures.specs import Count
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+
+def test_a_run_completes_and_its_log_is_legal_and_replays(store_url: str) -> None:
+    """Every task accepted; the log holds the decisions in a legal order and replays."""
+    result = baton.run(ray_specs.echo_spec(), store=store_url, run_id="e2e")
+    assert result.ok and result.progress.accepted == 3
+    assert set(result.output) == {"a", "secret", "b"}
+
+    with open_store(store_url) as store:
+        log = store.read("e2e")
+    kinds = [e.type for e in log]
+    assert kinds[:2] == ["RunRequested", "PlanChanged"] and kinds[-1] == "RunCompleted"
+    assert kinds[-2] == "ResultsChecked"
+    dispatched_at = {e.assignment.id: e.seq for e in log if isinstance(e, AssignmentDispatched)}
+    assert all(e.reason.rule == "route.least_loaded" and e.reason.candidates
+               for e in log if isinstance(e, AssignmentDispatched))
+    for event in log:
+        if isinstance(event, ResultReceived):  # a result follows its dispatch...
+            assert dispatched_at[event.result.assignment_id] < event.seq
+        if isinstance(event, ResultValidated):  # ...and is judged right after it arrives
+            assert log[event.cause - 1].type == "ResultReceived"
+    assert all(e.recorded_at for e in log if e.type in ("RunRequested", "ResultReceived"))
+    assert verify(log, DefaultPolicy()) is None
+
+
+def test_results_are_recorded_in_the_order_they_finish(store_url: str) -> None:
+    """A slow first task's result is recorded after a quick second task's."""
+    spec = baton.Spec(goal="race", handlers=[ray_specs.echo], tasks=[
+        baton.Task(id="slow", capability="echo", inputs={"sleep": 1.5}),
+        baton.Task(id="quick", capability="echo", inputs={"sleep": 0}),
+    ])
+    baton.run(spec, store=store_url, run_id="race")
+    with open_store(store_url) as store:
+        received = [e.result.assignment_id for e in store.read("race")
+                    if isinstance(e, ResultReceived)]
+    assert received == ["quick#1", "slow#1"]
+
+
+def test_an_assignment_sees_only_its_declared_inputs(store_url: str) -> None:
+    """`b` waits for `secret` but sees only its literal and `a`'s output, not the secret."""
+    result = baton.run(ray_specs.echo_spec(), store=store_url)
+    seen = result.output["b"]["inputs"]
+    assert seen == {"up": result.output["a"], "k": "v"}
+    assert "hunter2" not in str(seen)
+
+
+def test_handlers_never_run_in_the_coordinator_process(store_url: str) -> None:
+    """Each handler ran in a worker process: not the coordinator's, not the driver's."""
+    pids: set[int] = set()
+    result = baton.run(ray_specs.echo_spec(), store=store_url,
+                       on_progress=lambda p: pids.add(p.coordinator_pid))
+    coordinator = result.progress.coordinator_pid
+    handler_pids = {out["pid"] for out in result.output.values()}
+    assert coordinator and coordinator not in handler_pids and os.getpid() not in handler_pids
+    assert pids <= {coordinator}
+
+
+def test_invalid_output_is_retried_with_feedback(store_url: str) -> None:
+    """An impossible output is rejected; the retry carries why, and then succeeds."""
+    result = baton.run(ray_specs.feedback_spec(), store=store_url, run_id="feedback")
+    assert result.ok and Count.model_validate(result.output["c"]).count == 3
+    with open_store(store_url) as store:
+        log = store.read("feedback")
+    [rejected] = [e for e in log if isinstance(e, ResultValidated) and e.outcome == "rejected"]
+    [retry] = [e for e in log if isinstance(e, RecoveryChosen)]
+    assert retry.action == "retry" and "count must not be negative" in retry.feedback
+    second = [e.assignment for e in log if isinstance(e, AssignmentDispatched)][-1]
+    assert second.id == "c#2" and second.feedback == rejected.verdict.problems
+
+
+def test_handler_errors_and_unusable_outputs_become_failures(store_url: str) -> None:
+    """A raise, a non-JSON output and an oversized one are recorded Failures; the run
+    goes on and completes (those tasks are optional, so they are abandoned)."""
+    result = baton.run(ray_specs.misbehaving_spec(), store=store_url, run_id="misbehave",
+                       max_output_bytes=1_000)
+    assert result.ok and set(result.output) == {"fine"}
+    with open_store(store_url) as store:
+        failures = {e.failure.assignment_id: e.failure for e in store.read("misbehave")
+                    if isinstance(e, FailureReported)}
+    assert failures["raise#1"].kind == "error"
+    assert failures["raise#1"].error_type == "KeyError"
+    assert "the key that was not there" in failures["raise#1"].traceback
+    assert failures["object#1"].kind == "unserializable"
+    assert failures["large#1"].kind == "too_large" and "limit is 1,000" in (
+        failures["large#1"].message)
+
+
+def test_an_unanswered_escalation_leaves_the_run_waiting_not_hanging(store_url: str) -> None:
+    """When only a person can move a run on, run() returns with status `waiting`."""
+    result = baton.run(ray_specs.escalating_spec(), store=store_url, run_id="waits")
+    assert result.status == "waiting" and not result.ok
+    assert result.progress.escalations == 1 and result.progress.accepted == 1
+    with open_store(store_url) as store:
+        assert not isinstance(store.last_event("waits"), RunCompleted)
+
+
+def test_a_spec_the_cluster_cannot_host_is_refused_before_it_starts(store_url: str) -> None:
+    """Replicas asking for more CPUs than the cluster has: a clear error, nothing run."""
+    greedy = baton.handler(capabilities=["echo"], replicas=3, num_cpus=1, name="greedy")(
+        ray_specs.echo.target)
+    spec = baton.Spec(goal="too big", tasks=[baton.Task(id="t", capability="echo")],
+                      handlers=[greedy])
+    with pytest.raises(baton.ClusterUnavailable, match=r"ask for 3 CPUs \(greedy: 3 x 1\)"):
+        baton.run(spec, store=store_url, run_id="too-big")
+    with open_store(store_url) as store:
+        assert store.runs() == []

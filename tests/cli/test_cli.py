@@ -1,0 +1,98 @@
+"""The `baton` command, through the real CLI: run, runs, show, bad input, exit codes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from baton.cli import app
+
+SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs_cli"
+runner = CliRunner()
+
+
+def baton(*args: str) -> tuple[int, str, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_run_then_runs_then_show_through_the_cli(store_url: str) -> None:
+    """`baton run --json` completes with exit 0; `runs` lists it; `show` has its ledger."""
+    code, out, _ = baton("run", str(SPECS / "good.py"), "--store", store_url,
+                         "--run-id", "cli-1", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["run_id"] == "cli-1" and summary["status"] == "completed"
+    assert summary["counts"]["accepted"] == 3 and summary["counts"]["dispatched"] == 3
+
+    code, out, _ = baton("runs", "--store", store_url, "--json")
+    assert code == 0
+    [listed] = json.loads(out)
+    assert listed["run_id"] == "cli-1" and listed["status"] == "completed"
+
+    code, out, _ = baton("show", "cli-1", "--store", store_url, "--json")
+    assert code == 0
+    ledger = json.loads(out)
+    assert [(t["id"], t["status"], t["attempts"], t["handler"]) for t in ledger["tasks"]] == [
+        ("a", "accepted", 1, "echo"), ("secret", "accepted", 1, "echo"),
+        ("b", "accepted", 1, "echo")]
+    assert set(ledger["output"]) == {"a", "secret", "b"}
+
+    code, out, _ = baton("show", "cli-1", "--store", store_url)
+    assert code == 0 and "3 of 3 tasks accepted" in out and "output" in out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.py", "spec file .*missing.py does not exist"),
+        ("no_spec.py", "no_spec.py has no `spec`"),
+        ("unknown_capability.py", "needs capability 'paint', which no handler has"),
+        ("cycle.py", "dependency cycle: first -> second -> first"),
+        ("duplicate.py", "task id 'same' is used twice"),
+        ("broken.py", "failed to import: RuntimeError: this spec cannot even import"),
+    ],
+)
+def test_a_bad_spec_is_refused_with_exit_2_before_anything_runs(
+    spec: str, message: str, store_url: str
+) -> None:
+    """Bad specs exit 2 with a message naming the problem, and nothing is recorded."""
+    code, out, err = baton("run", str(SPECS / spec), "--store", store_url, "--json")
+    assert code == 2 and out == ""
+    assert re.search(message, " ".join(err.split()))
+    assert json.loads(baton("runs", "--store", store_url, "--json")[1]) == []
+
+
+def test_show_of_an_unknown_run_says_where_it_looked(store_url: str) -> None:
+    """An unknown run id exits 2 and points at `baton runs`."""
+    code, _, err = baton("show", "nope", "--store", store_url)
+    assert code == 2 and "no run 'nope'" in err and "baton runs" in err
+
+
+def test_a_store_url_baton_cannot_open_exits_2() -> None:
+    """A bad --store is bad input: exit 2, naming the URL forms that work."""
+    code, _, err = baton("runs", "--store", "mysql://x/y")
+    assert code == 2 and "sqlite:///" in err
+
+
+def test_runs_on_an_empty_store_says_how_to_start(store_url: str) -> None:
+    """No runs yet: say so, and how to start one."""
+    code, out, _ = baton("runs", "--store", store_url)
+    assert code == 0 and "no runs" in out and "baton run SPEC" in out
+
+
+def test_the_console_script_is_installed_and_teaches() -> None:
+    """`baton --help` (the installed command) lists run, runs and show."""
+    script = Path(sys.executable).with_name("baton")
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    for command in ("run", "runs", "show"):
+        assert f" {command} " in done.stdout
