@@ -15,7 +15,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import ray
@@ -23,12 +23,11 @@ from pydantic import BaseModel
 from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayError
 
-from baton.events.decider import step
+from baton.events.decider import turn
 from baton.events.model import Failure, Result, register_schema
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
-    Decision,
     Envelope,
     FailureReported,
     ResultReceived,
@@ -70,7 +69,8 @@ class Progress:
         return self.dispatched / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow: a large run's output is not worth a deep copy.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Coordinator:
@@ -111,9 +111,8 @@ class Coordinator:
         if self.state.seq == 0:
             if self.request is None:
                 raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
-            request = self.request
-            self._turn([lambda seq: request.model_copy(update={"seq": seq,
-                                                               "recorded_at": time.time()})])
+            request, self.request = self.request, None
+            self._turn([lambda seq: request])
         while self.state.status == "running" and self.pending:
             refs = list(self.pending)
             # Everything finished by now joins this turn, in the order Ray reports it.
@@ -148,24 +147,23 @@ class Coordinator:
     def _turn(self, makers: Sequence[StimulusMaker]) -> None:
         expected = self.state.seq
         events: list[Envelope] = []
-        decisions: list[Decision] = []
+        recorded: list[bytes] = []
         started = time.perf_counter()
         for make in makers:
-            stimulus = make(self.state.seq + 1)
-            decided = step(self.state, stimulus, self.policy)
-            events.append(stimulus)
-            events.extend(decided)
-            decisions.extend(decided)
+            for event, data in turn(self.state, make(self.state.seq + 1), self.policy):
+                events.append(event)
+                recorded.append(data)
         decided_at = time.perf_counter()
-        self.store.append(self.run_id, events, expected)  # write-ahead: durable, then act
+        # Write-ahead: the turn is durable before any of its effects happen.
+        self.store.append(self.run_id, events, expected, recorded)
         self.timing[0] += 1
         self.timing[1] += decided_at - started
         self.timing[2] += time.perf_counter() - decided_at
         for event in events:
             self.tally[event.type] += 1  # type: ignore[attr-defined]
-        for decision in decisions:
-            if isinstance(decision, AssignmentDispatched):
-                self._dispatch(decision)
+        for event in events:
+            if isinstance(event, AssignmentDispatched):
+                self._dispatch(event)
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         assignment = decision.assignment

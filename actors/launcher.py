@@ -169,8 +169,9 @@ def run(
     schemas: dict[str, type[BaseModel]] = {
         t.output_schema: resolve_schema(t.output_schema) for t in spec.tasks if t.output_schema
     }
-    request = RunRequested(run_id=run_id, seq=1, goal=spec.goal, tasks=tuple(spec.tasks),
-                           handlers=spec.handler_infos(), policy=type(spec.policy).__qualname__)
+    request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
+                           tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
+                           policy=type(spec.policy).__qualname__)
 
     ensure_ray(address)
     _check_capacity(spec)

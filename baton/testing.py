@@ -81,10 +81,10 @@ class Scenario:
         return [r.assignment for r in sorted(records, key=lambda r: r.index) if r.assignment]
 
     def assignment(self, task_id: str) -> Assignment:
-        """The current (or last) assignment of `task_id`."""
+        """The assignment of `task_id` in flight now."""
         found = self.state.tasks[task_id].assignment
         if found is None:
-            raise KeyError(f"task {task_id!r} has not been dispatched")
+            raise KeyError(f"task {task_id!r} has no assignment in flight")
         return found
 
     def succeed(self, assignment_id: str, output: Json) -> list[Decision]:

@@ -15,6 +15,7 @@ rolls it back, so the caller's state is left exactly as it was.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -92,7 +93,7 @@ class TaskRecord:
         self.attempts = 0
         self.tried: tuple[tuple[str, int], ...] = ()  # (handler, attempts) in order tried
         self.handler: str | None = None
-        self.assignment: Assignment | None = None  # the current or last attempt
+        self.assignment: Assignment | None = None  # the attempt in flight, if any
         self.feedback: tuple[str, ...] = ()
         self.pinned: str | None = None  # handler the next attempt must go to
         self.token = 0  # which queue entry is live; older entries are stale
@@ -242,9 +243,10 @@ class RunState:
 
     # --- evolve ------------------------------------------------------------------------
 
-    def apply(self, event: Envelope, recorded: bytes | None = None) -> None:
+    def apply(self, event: Envelope, recorded: bytes | None = None) -> bytes:
         """Fold one event into this state in place. `recorded` is the event's bytes as
-        stored (the digest chain runs over them); by default its canonical encoding."""
+        stored (the digest chain runs over them); by default its canonical encoding.
+        Returns the bytes it chained, so a writer need not encode the event again."""
         if event.seq != self.seq + 1:
             problem = "repeats an earlier seq" if event.seq <= self.seq else "leaves a gap"
             raise BadLog(
@@ -278,6 +280,7 @@ class RunState:
         if recorded is None:
             recorded = encode(event)
         self._set(self, "digest", chain(self.digest, recorded))
+        return recorded
 
     def _on_run_requested(self, e: RunRequested) -> None:
         if e.seq != 1:
@@ -359,6 +362,9 @@ class RunState:
         assert handler is not None
         self._del(self.in_flight, assignment)
         self._put(self.load, handler, self.load[handler] - 1)
+        # The log keeps every assignment; the state keeps only those in flight (they are
+        # most of a large run's memory otherwise).
+        self._set(record, "assignment", None)
 
     def _close_escalation(self, record: TaskRecord) -> None:
         if record.escalation is not None:
@@ -526,15 +532,40 @@ def _cycle(tasks: Mapping[str, Task]) -> list[str]:
 # --- decide ----------------------------------------------------------------------------
 
 
+def _is_json(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
+def _as_json(value: Any) -> Json:
+    """`value` as a reader of the log will decode it (tuples become lists, and so on),
+    so a replay compares like with like. Copies only when it has to."""
+    return value if _is_json(value) else json.loads(json.dumps(value, default=str))
+
+
 def step(
     state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None
 ) -> list[Decision]:
     """Fold `stimulus` into `state`, decide what follows, fold those decisions too, and
     return them. This is the coordinator's turn; `state` is advanced in place."""
+    decided = turn(state, stimulus, policy, recorded)[1:]
+    return [event for event, _ in decided]  # type: ignore[misc]
+
+
+def turn(
+    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None
+) -> list[tuple[Envelope, bytes]]:
+    """`step`, returning the stimulus and its decisions each with its canonical bytes,
+    ready to append (a large plan is encoded once, not twice)."""
     if not isinstance(stimulus, Stimulus):
         raise TypeError(f"decide() takes a stimulus, not {type(stimulus).__name__}")
-    state.apply(stimulus, recorded)
-    return _Turn(state, stimulus, policy).run()
+    first = (stimulus, state.apply(stimulus, recorded))
+    return [first, *_Turn(state, stimulus, policy).run()]
 
 
 def decide(state: RunState, stimulus: Stimulus, policy: Policy) -> list[Decision]:
@@ -551,9 +582,9 @@ class _Turn:
         self.state = state
         self.stimulus = stimulus
         self.policy = policy
-        self.out: list[Decision] = []
+        self.out: list[tuple[Decision, bytes]] = []
 
-    def run(self) -> list[Decision]:
+    def run(self) -> list[tuple[Decision, bytes]]:
         s = self.state
         if s.status != "running" and not isinstance(self.stimulus, RunRequested):
             return []  # a finished run records late stimuli and decides nothing
@@ -581,8 +612,7 @@ class _Turn:
             reason=Reason(rule=rule, facts=facts or {}, candidates=tuple(candidates)),
             **fields,
         )
-        s.apply(event)
-        self.out.append(event)
+        self.out.append((event, s.apply(event)))
         return event
 
     # --- stimuli -----------------------------------------------------------------------
@@ -691,7 +721,8 @@ class _Turn:
         proposed: Sequence[Task] = ()
         if verdict.accepted:
             proposed = tuple(self.policy.expand(task, output))
-            problems = plan_problems(proposed, self.state.tasks, self.state.by_capability)
+            problems = proposed and plan_problems(proposed, self.state.tasks,
+                                                  self.state.by_capability)
             if problems:
                 verdict = Verdict.of([f"proposed tasks rejected: {p}" for p in problems])
         facts: dict[str, Json] = {"assignment": aid, "checks": len(task.done_when),
@@ -857,7 +888,8 @@ class _Turn:
         facts: dict[str, Json] = {"tasks": len(s.tasks), "accepted": s.accepted}
         self.emit(ResultsChecked, "check.all_settled", facts, verdict=verdict)
         if verdict.accepted:
-            self.emit(RunCompleted, "run.completed", facts, output=self.policy.synthesize(plan))
+            output = _as_json(self.policy.synthesize(plan))
+            self.emit(RunCompleted, "run.completed", facts, output=output)
         else:
             self.emit(RunFailed, "run.check_failed", {**facts, "problems": list(verdict.problems)},
                       error="; ".join(verdict.problems))

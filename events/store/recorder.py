@@ -82,9 +82,16 @@ class EventStore:
 
     # --- writing -----------------------------------------------------------------------
 
-    def append(self, run_id: str, events: Sequence[Envelope], expected_last_seq: int) -> None:
+    def append(
+        self,
+        run_id: str,
+        events: Sequence[Envelope],
+        expected_last_seq: int,
+        recorded: Sequence[bytes] | None = None,
+    ) -> None:
         """Append `events` to the run's log in one transaction, provided the log still ends
-        at `expected_last_seq`; otherwise raise ConcurrencyConflict and write nothing."""
+        at `expected_last_seq`; otherwise raise ConcurrencyConflict and write nothing.
+        `recorded` may give the events' bytes when the caller has them already."""
         if not events:
             return
         for offset, event in enumerate(events, start=1):
@@ -100,9 +107,9 @@ class EventStore:
                 originator_id=run_id,
                 originator_version=event.seq,
                 topic=event.type,  # type: ignore[attr-defined]
-                state=self.codec.encode(event),
+                state=self.codec.encode(event) if recorded is None else recorded[i],
             )
-            for event in events
+            for i, event in enumerate(events)
         ]
         try:
             self.recorder.insert_events(stored, expected_last_seq=expected_last_seq)
