@@ -10,6 +10,7 @@ process (invariant 1): it holds worker handles, never handlers.
 
 from __future__ import annotations
 
+import heapq
 import os
 import resource
 import time
@@ -28,13 +29,17 @@ from baton.events.model import Failure, Result, register_schema
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
+    CoordinatorRestarted,
     Envelope,
     FailureReported,
     ResultReceived,
     RunRequested,
     Stimulus,
+    TimerFired,
 )
 from baton.events.store import open_store
+
+from .pool import Pool, Replica
 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
 
@@ -93,13 +98,11 @@ class Coordinator:
         self.run_id = run_id
         self.store = open_store(store_url)
         self.policy = policy
-        self.pools = {name: list(workers) for name, workers in pools.items()}
-        self.held: dict[tuple[str, int], int] = {
-            (name, i): 0 for name, workers in self.pools.items() for i in range(len(workers))
-        }
+        self.pool = Pool(pools)
         self.request = request
         self.state = self.store.state(run_id)
-        self.pending: dict[ray.ObjectRef[Any], tuple[str, tuple[str, int]]] = {}
+        self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
+        self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
@@ -107,38 +110,79 @@ class Coordinator:
     # --- the loop ----------------------------------------------------------------------
 
     def drive(self) -> dict[str, Any]:
-        """Run until the run ends, or only people can move it on; its final progress."""
+        """Run until the run ends, or only people can move it on; its final progress.
+
+        A fresh run records its request first. A run that already has a log (this actor
+        was restarted, or the run is resumed) records CoordinatorRestarted, and the
+        decider re-dispatches what was in flight under the same assignment ids."""
         if self.state.seq == 0:
             if self.request is None:
                 raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
             request, self.request = self.request, None
             self._turn([lambda seq: request])
-        while self.state.status == "running" and self.pending:
-            refs = list(self.pending)
+        elif self.state.status == "running":
+            note = f"pid {os.getpid()} took the run up at seq {self.state.seq}"
+            self._turn([lambda seq: CoordinatorRestarted(run_id=self.run_id, seq=seq,
+                                                         recorded_at=time.time(), note=note)])
+        while self.state.status == "running" and self._awaiting():
+            refs = list(self.pending) + self.pool.probe_refs()
             # Everything finished by now joins this turn, in the order Ray reports it.
             ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             if not ready:
-                ready, _ = ray.wait(refs, num_returns=1)
+                ready, _ = ray.wait(refs, num_returns=1, timeout=self._next_wake())
+            for ref in [r for r in ready if r in self.pool.probes]:
+                self.pool.probe_returned(ref)
+            ready = [r for r in ready if r in self.pending]
             try:
                 outcomes = ray.get(ready)
             except RayError:  # one of them failed: fetch each alone to tell which
                 outcomes = [None] * len(ready)
             arrived = zip(ready, outcomes, strict=True)
-            self._turn([self._arrived(ref, outcome) for ref, outcome in arrived])
+            makers = [self._arrived(ref, outcome) for ref, outcome in arrived]
+            makers += self._expired_timers()
+            if makers:
+                self._turn(makers)
         return self.progress_now().as_dict()
+
+    def _awaiting(self) -> bool:
+        """Is anything still coming that the decider cares about? (A late result for a
+        superseded attempt is recorded if it comes, but is not waited for.)"""
+        in_flight = self.state.in_flight
+        return any(aid in in_flight for aid, _ in self.pending.values())
+
+    def _next_wake(self) -> float | None:
+        """Seconds until the next timer or probe is due (None: nothing is scheduled)."""
+        waits = [self.pool.next_probe_in()]
+        if self.deadlines:
+            waits.append(max(0.0, self.deadlines[0][0] - time.monotonic()))
+        due = [w for w in waits if w is not None]
+        return min(due) if due else None
+
+    def _expired_timers(self) -> list[StimulusMaker]:
+        """TimerFired for each current attempt whose deadline has passed."""
+        now, fired = time.monotonic(), []
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, assignment_id = heapq.heappop(self.deadlines)
+            if assignment_id in self.state.in_flight:
+                fired.append(_timer_for(self.run_id, assignment_id))
+                for aid, replica in self.pending.values():
+                    if aid == assignment_id:
+                        self.pool.timed_out(replica)
+        return fired
 
     def _arrived(
         self, ref: ray.ObjectRef[Any], outcome: Result | Failure | None
     ) -> StimulusMaker:
-        assignment_id, worker = self.pending.pop(ref)
-        self.held[worker] -= 1
+        assignment_id, replica = self.pending.pop(ref)
+        self.pool.returned(replica)
         try:
             if outcome is None:
                 outcome = ray.get(ref)
         except RayActorError as error:
+            self.pool.lost(replica)
             outcome = Failure(assignment_id=assignment_id, kind="worker_lost",
                               error_type=type(error).__name__,
-                              message=f"worker {worker[0]}[{worker[1]}] was lost: {error}")
+                              message=f"worker {replica[0]}[{replica[1]}] was lost: {error}")
         except RayError as error:
             outcome = Failure(assignment_id=assignment_id, kind="error",
                               error_type=type(error).__name__, message=str(error))
@@ -167,11 +211,12 @@ class Coordinator:
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         assignment = decision.assignment
-        name = assignment.handler
-        index = min(range(len(self.pools[name])), key=lambda i: (self.held[(name, i)], i))
-        self.held[(name, index)] += 1
-        ref: ray.ObjectRef[Any] = self.pools[name][index].run.remote(assignment)
-        self.pending[ref] = (assignment.id, (name, index))
+        replica, worker = self.pool.choose(assignment.handler)
+        ref: ray.ObjectRef[Any] = worker.run.remote(assignment)
+        self.pending[ref] = (assignment.id, replica)
+        if assignment.timeout_s is not None:
+            deadline = time.monotonic() + assignment.timeout_s
+            heapq.heappush(self.deadlines, (deadline, assignment.id))
 
     # --- reading -----------------------------------------------------------------------
 
@@ -218,6 +263,12 @@ class Coordinator:
     def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _timer_for(run_id: str, assignment_id: str) -> StimulusMaker:
+    now = time.time()
+    return lambda seq: TimerFired(run_id=run_id, seq=seq, recorded_at=now,
+                                  assignment_id=assignment_id)
 
 
 def _stimulus_for(run_id: str, outcome: Result | Failure) -> StimulusMaker:

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel
 from ray.actor import ActorHandle
-from ray.exceptions import GetTimeoutError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import BadSpec, BatonError
@@ -114,7 +114,10 @@ def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHan
     remote_worker: Any = ray.remote(Worker)
     pools: dict[str, list[ActorHandle[Any]]] = {}
     for h in spec.handlers:
-        options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1}
+        # Ray restarts a dead worker in place (the pool keeps its size and its handles);
+        # calls it held fail, and the coordinator records them as worker_lost.
+        options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1,
+                                   "max_restarts": -1, "max_task_retries": 0}
         if h.resources:
             options["resources"] = h.resources
         pools[h.name] = [
@@ -176,8 +179,11 @@ def run(
     ensure_ray(address)
     _check_capacity(spec)
     pools = _start_workers(spec, max_output_bytes)
+    # A coordinator that dies is restarted by Ray and its drive() call retried: the new
+    # one folds the log, records CoordinatorRestarted and re-dispatches what was in flight.
     options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE,
-                               "num_cpus": 0, "max_concurrency": 2}
+                               "num_cpus": 0, "max_concurrency": 2,
+                               "max_restarts": -1, "max_task_retries": -1}
     if url.startswith("sqlite:"):
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()
@@ -191,7 +197,11 @@ def run(
         done = coordinator.drive.remote()
         while not ray.wait([done], timeout=poll_s)[0]:
             if on_progress is not None:
-                on_progress(Progress(**ray.get(coordinator.progress.remote())))
+                try:
+                    on_progress(Progress(**ray.get(coordinator.progress.remote())))
+                except RayActorError:
+                    continue  # the coordinator is restarting; its run goes on
+
         try:
             final = Progress(**ray.get(done))
         except RayTaskError as error:

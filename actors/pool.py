@@ -1,0 +1,84 @@
+"""The worker replicas of each handler, as the coordinator sees them.
+
+The decider chooses a handler; the pool chooses which of its replicas takes the
+assignment: the one with the fewest queued, avoiding replicas known to be down (a call
+to them failed; Ray is restarting them) or stuck (still running an attempt that timed
+out). A down replica is probed until it answers again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayError
+
+Replica = tuple[str, int]  # (handler name, index)
+PROBE_EVERY_S = 0.5
+
+
+class Pool:
+    """Replica bookkeeping for every handler of a run."""
+
+    def __init__(self, workers: dict[str, Sequence[ActorHandle[Any]]]):
+        self.workers = {name: list(handles) for name, handles in workers.items()}
+        self.held: dict[Replica, int] = {
+            (name, i): 0 for name, handles in self.workers.items() for i in range(len(handles))
+        }
+        self.stuck: set[Replica] = set()
+        self.down: set[Replica] = set()
+        self.probes: dict[ray.ObjectRef[Any], Replica] = {}
+        self.reprobe_at: dict[Replica, float] = {}
+
+    def choose(self, handler: str) -> tuple[Replica, ActorHandle[Any]]:
+        """The replica of `handler` to send the next assignment to (and count it held)."""
+        index = min(range(len(self.workers[handler])), key=lambda i: (
+            (handler, i) in self.down, (handler, i) in self.stuck, self.held[(handler, i)], i))
+        replica = (handler, index)
+        self.held[replica] += 1
+        return replica, self.workers[handler][index]
+
+    def returned(self, replica: Replica) -> None:
+        """A call to `replica` came back (with a result or an error)."""
+        self.held[replica] -= 1
+        self.stuck.discard(replica)
+
+    def timed_out(self, replica: Replica) -> None:
+        self.stuck.add(replica)
+
+    def lost(self, replica: Replica) -> None:
+        """A call to `replica` failed because the actor died: avoid it until it answers."""
+        if replica not in self.down:
+            self.down.add(replica)
+            self._probe(replica)
+
+    def _probe(self, replica: Replica) -> None:
+        name, index = replica
+        self.probes[self.workers[name][index].pid.remote()] = replica
+
+    def probe_refs(self) -> list[ray.ObjectRef[Any]]:
+        """Probes in flight, and any scheduled probe whose time has come, sent now."""
+        now = time.monotonic()
+        for replica, when in list(self.reprobe_at.items()):
+            if when <= now:
+                del self.reprobe_at[replica]
+                self._probe(replica)
+        return list(self.probes)
+
+    def next_probe_in(self) -> float | None:
+        if not self.reprobe_at:
+            return None
+        return max(0.0, min(self.reprobe_at.values()) - time.monotonic())
+
+    def probe_returned(self, ref: ray.ObjectRef[Any]) -> None:
+        """A probe answered: the replica is back, or still restarting (probe again)."""
+        replica = self.probes.pop(ref)
+        try:
+            ray.get(ref)
+        except RayError:
+            self.reprobe_at[replica] = time.monotonic() + PROBE_EVERY_S
+        else:
+            self.down.discard(replica)

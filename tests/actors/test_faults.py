@@ -1,0 +1,97 @@
+"""Real faults on real Ray: timeouts, a worker process dying, the coordinator killed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import ray
+
+import baton
+from baton import open_store
+from baton.events.policy import DefaultPolicy
+from baton.events.schema import (
+    AssignmentDispatched,
+    CoordinatorRestarted,
+    FailureReported,
+    ResultValidated,
+    TimerFired,
+)
+from baton.projections.replay import verify
+from tests.fixtures import ray_specs
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+
+def test_a_handler_past_its_timeout_is_retried_and_its_late_result_ignored(
+    store_url: str,
+) -> None:
+    """TimerFired after 1 s; attempt 2 succeeds; attempt 1's late result is ignored."""
+    result = baton.run(ray_specs.timeout_spec(), store=store_url, run_id="timeout")
+    assert result.ok and result.output == {"slow": {"attempt": 2}}
+    with open_store(store_url) as store:
+        log = store.read("timeout")
+    [timer] = [e for e in log if isinstance(e, TimerFired)]
+    assert timer.assignment_id == "slow#1"
+    recovery = log[timer.seq]  # the decision right after the timer
+    assert recovery.type == "RecoveryChosen" and recovery.reason.facts["kind"] == "timeout"
+    assert verify(log, DefaultPolicy()) is None
+
+
+def test_a_late_result_is_recorded_and_ignored_when_it_arrives(store_url: str) -> None:
+    """With other work still running, the superseded attempt's result is logged, ignored.
+    The retry goes to an idle replica, not behind the one still stuck on attempt 1."""
+    spec = ray_specs.timeout_spec()
+    spec.tasks = [*spec.tasks, baton.Task(id="later", capability="nap",
+                                          inputs={"seconds": 0.0}, depends_on=("slow",)),
+                  baton.Task(id="long", capability="nap", inputs={"seconds": 6.0})]
+    result = baton.run(spec, store=store_url, run_id="late")
+    assert result.ok
+    with open_store(store_url) as store:
+        log = store.read("late")
+    ignored = [e for e in log if isinstance(e, ResultValidated) and e.outcome == "ignored"]
+    assert [e.assignment_id for e in ignored] == ["slow#1"]
+    assert ignored[0].reason.rule == "result.not_current"
+
+
+def test_a_worker_that_dies_holding_an_assignment_is_recovered(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The worker process exits mid-assignment: worker_lost, a retry, a completed run."""
+    marker = tmp_path / "died"
+    result = baton.run(ray_specs.fragile_spec(str(marker)), store=store_url, run_id="dies")
+    assert marker.exists() and result.ok and len(result.output) == 6
+    with open_store(store_url) as store:
+        log = store.read("dies")
+    lost = [e.failure for e in log if isinstance(e, FailureReported)]
+    assert "f2#1" in {f.assignment_id for f in lost}
+    assert {f.kind for f in lost} == {"worker_lost"}
+    assert verify(log, DefaultPolicy()) is None
+
+
+def test_a_killed_coordinator_is_restarted_and_finishes_the_run(store_url: str) -> None:
+    """Kill the coordinator mid-run: it restarts, every task is accepted exactly once,
+    nothing is recorded twice, and the log replays to the same decisions."""
+    killed: list[int] = []
+
+    def kill_midway(progress: baton.actors.coordinator.Progress) -> None:
+        if not killed and progress.accepted >= 5:
+            coordinator = ray.get_actor("baton:crash", namespace="baton")
+            ray.kill(coordinator, no_restart=False)
+            killed.append(progress.accepted)
+
+    spec = ray_specs.fragile_spec(marker="", tasks=30, sleep=0.1)
+    result = baton.run(spec, store=store_url, run_id="crash", on_progress=kill_midway,
+                       poll_s=0.05)
+    assert killed and result.ok and len(result.output) == 30
+    with open_store(store_url) as store:
+        log = store.read("crash")
+    assert [e.type for e in log].count("CoordinatorRestarted") == 1
+    accepted = [e.task_id for e in log
+                if isinstance(e, ResultValidated) and e.outcome == "accepted"]
+    assert sorted(accepted) == sorted(f"f{i}" for i in range(30))  # each exactly once
+    restart = next(e for e in log if isinstance(e, CoordinatorRestarted))
+    redispatched = [e for e in log[restart.seq:] if isinstance(e, AssignmentDispatched)
+                    and e.reason.rule == "restart.redispatch_same_attempt"]
+    assert all(e.cause == restart.seq for e in redispatched)
+    assert verify(log, DefaultPolicy()) is None
