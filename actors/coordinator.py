@@ -13,6 +13,7 @@ from __future__ import annotations
 import heapq
 import os
 import resource
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -25,13 +26,17 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayError
 
 from baton.events.decider import turn
+from baton.events.errors import BadLog
 from baton.events.model import Failure, Result, register_schema
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
+    CancelRequested,
     CoordinatorRestarted,
     Envelope,
+    Event,
     FailureReported,
+    HumanAnswered,
     ResultReceived,
     RunRequested,
     Stimulus,
@@ -39,7 +44,10 @@ from baton.events.schema import (
 )
 from baton.events.store import open_store
 
+from . import inbox
 from .pool import Pool, Replica
+
+INBOX_POLL_S = 1.0
 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
 
@@ -92,6 +100,7 @@ class Coordinator:
         pools: dict[str, Sequence[ActorHandle[Any]]],
         request: RunRequested | None = None,
         schemas: dict[str, type[BaseModel]] | None = None,
+        detached: bool = False,
     ):
         for topic, model in (schemas or {}).items():
             register_schema(topic, model)
@@ -106,10 +115,26 @@ class Coordinator:
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
+        self.detached = detached
+        if detached:
+            # Nobody will call drive(): the run is this actor's own business now, and it
+            # waits for people's answers rather than returning when only they can help.
+            threading.Thread(target=self._drive_detached, name="baton-drive",
+                             daemon=True).start()
 
     # --- the loop ----------------------------------------------------------------------
 
-    def drive(self) -> dict[str, Any]:
+    def _drive_detached(self) -> None:
+        try:
+            self.drive(wait_for_people=True)
+        finally:
+            # The run is over: release its workers and this actor.
+            for handles in self.pool.workers.values():
+                for handle in handles:
+                    ray.kill(handle)
+            ray.kill(ray.get_runtime_context().current_actor)
+
+    def drive(self, wait_for_people: bool = False) -> dict[str, Any]:
         """Run until the run ends, or only people can move it on; its final progress.
 
         A fresh run records its request first. A run that already has a log (this actor
@@ -124,12 +149,17 @@ class Coordinator:
             note = f"pid {os.getpid()} took the run up at seq {self.state.seq}"
             self._turn([lambda seq: CoordinatorRestarted(run_id=self.run_id, seq=seq,
                                                          recorded_at=time.time(), note=note)])
-        while self.state.status == "running" and self._awaiting():
+        self._take_up_inbox()
+        while self.state.status == "running" and (
+            self._awaiting() or (wait_for_people and self.state.waiting_on_people)
+        ):
             refs = list(self.pending) + self.pool.probe_refs()
             # Everything finished by now joins this turn, in the order Ray reports it.
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-            if not ready:
+            ready = ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
+            if not ready and refs:
                 ready, _ = ray.wait(refs, num_returns=1, timeout=self._next_wake())
+            elif not ready:
+                time.sleep(self._next_wake())
             for ref in [r for r in ready if r in self.pool.probes]:
                 self.pool.probe_returned(ref)
             ready = [r for r in ready if r in self.pending]
@@ -142,7 +172,14 @@ class Coordinator:
             makers += self._expired_timers()
             if makers:
                 self._turn(makers)
+            self._take_up_inbox()
         return self.progress_now().as_dict()
+
+    def _take_up_inbox(self) -> None:
+        """Record what people sent since the last look (answers, cancels) and decide."""
+        entries = inbox.pending(self.store, self.run_id, self.state.inbox_seen)
+        if entries and self.state.status == "running":
+            self._turn([_from_inbox(self.run_id, entry) for entry in entries])
 
     def _awaiting(self) -> bool:
         """Is anything still coming that the decider cares about? (A late result for a
@@ -150,13 +187,12 @@ class Coordinator:
         in_flight = self.state.in_flight
         return any(aid in in_flight for aid, _ in self.pending.values())
 
-    def _next_wake(self) -> float | None:
-        """Seconds until the next timer or probe is due (None: nothing is scheduled)."""
-        waits = [self.pool.next_probe_in()]
+    def _next_wake(self) -> float:
+        """Seconds until the next timer, probe or look at the inbox is due."""
+        waits = [INBOX_POLL_S, self.pool.next_probe_in()]
         if self.deadlines:
             waits.append(max(0.0, self.deadlines[0][0] - time.monotonic()))
-        due = [w for w in waits if w is not None]
-        return min(due) if due else None
+        return min(w for w in waits if w is not None)
 
     def _expired_timers(self) -> list[StimulusMaker]:
         """TimerFired for each current attempt whose deadline has passed."""
@@ -263,6 +299,15 @@ class Coordinator:
     def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _from_inbox(run_id: str, entry: Event) -> StimulusMaker:
+    """The stimulus for an inbox entry, placed in the run's own log."""
+    if not isinstance(entry, HumanAnswered | CancelRequested):
+        raise BadLog(f"{type(entry).__name__} has no place in an inbox",
+                     run_id=entry.run_id, seq=entry.seq)
+    return lambda seq: entry.model_copy(update={"run_id": run_id, "seq": seq,
+                                                "inbox_seq": entry.seq})
 
 
 def _timer_for(run_id: str, assignment_id: str) -> StimulusMaker:

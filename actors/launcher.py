@@ -21,13 +21,13 @@ from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from baton.events.errors import BadSpec, BatonError
+from baton.events.errors import BadSpec, BatonError, UnknownRun
 from baton.events.model import resolve_schema
 from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, open_store
 
 from .coordinator import Coordinator, Progress
-from .spec import Spec
+from .spec import Spec, load_spec
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
 NAMESPACE = "baton"
@@ -92,6 +92,20 @@ def ensure_ray(address: str | None = None) -> None:
         raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}") from error
 
 
+def attach_ray(address: str | None = None) -> None:
+    """Attach to a running Ray (at `address`, $RAY_ADDRESS, or this machine's), never
+    starting one; ClusterUnavailable when there is none."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    target = address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        ray.init(address=target, namespace=NAMESPACE, logging_level=logging.ERROR,
+                 configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ClusterUnavailable(f"no Ray cluster at {target}: {error}") from error
+
+
 def _check_capacity(spec: Spec) -> None:
     total = ray.cluster_resources()
     cpus = sum(h.replicas * h.num_cpus for h in spec.handlers)
@@ -110,7 +124,9 @@ def _check_capacity(spec: Spec) -> None:
                 )
 
 
-def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHandle[Any]]]:
+def _start_workers(
+    spec: Spec, max_output_bytes: int, detach: bool
+) -> dict[str, list[ActorHandle[Any]]]:
     remote_worker: Any = ray.remote(Worker)
     pools: dict[str, list[ActorHandle[Any]]] = {}
     for h in spec.handlers:
@@ -120,6 +136,8 @@ def _start_workers(spec: Spec, max_output_bytes: int) -> dict[str, list[ActorHan
                                    "max_restarts": -1, "max_task_retries": 0}
         if h.resources:
             options["resources"] = h.resources
+        if detach:
+            options["lifetime"] = "detached"
         pools[h.name] = [
             remote_worker.options(**options).remote(h, max_output_bytes)
             for _ in range(h.replicas)
@@ -150,6 +168,7 @@ def run(
     address: str | None = None,
     *,
     run_id: str | None = None,
+    detach: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -159,6 +178,8 @@ def run(
     Everything wrong with the spec, the store URL or the run id raises before anything
     is dispatched (BadSpec, BadStoreURL); an unreachable or too-small cluster raises
     ClusterUnavailable. `on_progress` is called with the run's Progress while it runs.
+    With `detach`, the run is left to a detached coordinator (it outlives this process
+    and waits for people's answers) and this returns at once with status `running`.
     """
     spec.validate()
     url = store_url(store)
@@ -169,29 +190,110 @@ def run(
     with open_store(url) as log:
         if log.last_seq(run_id):
             raise BadSpec(f"run {run_id!r} already exists in {url}; choose another run id")
+    request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
+                           tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
+                           policy=type(spec.policy).__qualname__, spec=_resumable(spec))
+    return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
+                   max_output_bytes)
+
+
+def resume(
+    run_id: str,
+    store: str | None = None,
+    address: str | None = None,
+    *,
+    spec: Spec | None = None,
+    detach: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.25,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> RunResult:
+    """Continue `run_id` from its log with a new coordinator and workers (after its
+    driver died, or once people have answered a run that ended `waiting`). The spec is
+    the one the run was started from, unless `spec` is given."""
+    url = store_url(store)
+    with open_store(url) as log:
+        if not log.last_seq(run_id):
+            raise UnknownRun(run_id, url)
+        state = log.state(run_id)
+        [request] = log.read(run_id, until=1)
+    assert isinstance(request, RunRequested)
+    if state.status != "running":
+        raise BadSpec(f"run {run_id!r} has already {state.status}; there is nothing to resume")
+    if spec is None:
+        if not request.spec:
+            raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
+                          "recorded; pass the spec to resume it")
+        spec = load_spec(request.spec)
+    spec.validate()
+    recorded = {h.name: h.capabilities for h in request.handlers}
+    offered = {h.name: h.capabilities for h in spec.handler_infos()}
+    if recorded != offered:
+        raise BadSpec(f"the spec's handlers {offered} are not the run's {recorded}; "
+                      "resume with the spec the run was started from")
+    ensure_ray(address)
+    if coordinator_alive(run_id):
+        raise BadSpec(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
+                      "follows it")
+    return _launch(spec, url, address, run_id, None, detach, on_progress, poll_s,
+                   max_output_bytes)
+
+
+def coordinator_alive(run_id: str) -> bool:
+    """Is a coordinator for `run_id` alive in the Ray cluster this process is attached to?"""
+    try:
+        ray.get_actor(f"baton:{run_id}", namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
+def _resumable(spec: Spec) -> str:
+    """How a later `resume` can load this spec again: an absolute path for a file."""
+    if not spec.source:
+        return ""
+    target, sep, name = spec.source.partition(":")
+    if target.endswith(".py"):
+        target = os.path.abspath(target)
+    return target + sep + name
+
+
+def _launch(
+    spec: Spec,
+    url: str,
+    address: str | None,
+    run_id: str,
+    request: RunRequested | None,
+    detach: bool,
+    on_progress: Callable[[Progress], None] | None,
+    poll_s: float,
+    max_output_bytes: int,
+) -> RunResult:
     schemas: dict[str, type[BaseModel]] = {
         t.output_schema: resolve_schema(t.output_schema) for t in spec.tasks if t.output_schema
     }
-    request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
-                           tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
-                           policy=type(spec.policy).__qualname__)
-
     ensure_ray(address)
     _check_capacity(spec)
-    pools = _start_workers(spec, max_output_bytes)
+    pools = _start_workers(spec, max_output_bytes, detach)
     # A coordinator that dies is restarted by Ray and its drive() call retried: the new
     # one folds the log, records CoordinatorRestarted and re-dispatches what was in flight.
     options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE,
                                "num_cpus": 0, "max_concurrency": 2,
                                "max_restarts": -1, "max_task_retries": -1}
+    if detach:
+        options["lifetime"] = "detached"
     if url.startswith("sqlite:"):
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     remote_coordinator: Any = ray.remote(Coordinator)
     coordinator = remote_coordinator.options(**options).remote(
-        run_id, url, spec.policy, pools, request, schemas
+        run_id, url, spec.policy, pools, request, schemas, detach
     )
+    if detach:
+        ray.get(coordinator.pid.remote())  # started: the run is its own now
+        return RunResult(run_id=run_id, status="running", output=None, error="",
+                         progress=Progress(run_id=run_id, status="running"), store=url)
     actors = [coordinator, *(w for workers in pools.values() for w in workers)]
     try:
         done = coordinator.drive.remote()
@@ -201,7 +303,6 @@ def run(
                     on_progress(Progress(**ray.get(coordinator.progress.remote())))
                 except RayActorError:
                     continue  # the coordinator is restarting; its run goes on
-
         try:
             final = Progress(**ray.get(done))
         except RayTaskError as error:

@@ -138,6 +138,7 @@ class RunState:
         self.open_tasks = 0  # neither accepted nor abandoned
         self.accepted = 0
         self.queued = 0
+        self.inbox_seen = 0  # the last inbox entry (answers, cancels) taken into the log
         self.output: Json = None
         self.error = ""
         self.frozen = False
@@ -154,6 +155,11 @@ class RunState:
             and not self.in_flight
             and self.queued == 0
         )
+
+    @property
+    def phase(self) -> str:
+        """completed, failed, waiting (only people can move it on), running, or new."""
+        return "waiting" if self.waiting_on_people else self.status
 
     def outputs(self) -> dict[str, Json]:
         """Accepted outputs by task id, in plan order."""
@@ -348,7 +354,15 @@ class RunState:
         if task_id is not None:
             self._set(self.tasks[task_id], "received", e.result.output)
 
+    def _note_inbox(self, e: HumanAnswered | CancelRequested) -> None:
+        if e.inbox_seq is not None:
+            self._set(self, "inbox_seen", max(self.inbox_seen, e.inbox_seq))
+
+    def _on_cancel_requested(self, e: CancelRequested) -> None:
+        self._note_inbox(e)
+
     def _on_human_answered(self, e: HumanAnswered) -> None:
+        self._note_inbox(e)
         task_id = self.escalations.get(e.escalation_id)
         if task_id is not None and e.action == "accept":
             self._set(self.tasks[task_id], "received", e.output)
@@ -435,7 +449,7 @@ class RunState:
         FailureReported: _ignore,
         TimerFired: _ignore,
         HumanAnswered: _on_human_answered,
-        CancelRequested: _ignore,
+        CancelRequested: _on_cancel_requested,
         CoordinatorRestarted: _ignore,
         PlanChanged: _on_plan_changed,
         AssignmentDispatched: _on_dispatched,
@@ -783,7 +797,8 @@ class _Turn:
                 "or supply the output?"
             )
             self.emit(EscalationRaised, "escalate.ask_person", facts.as_facts(),
-                      escalation_id=f"esc-{s.seq + 1}", task_id=task.id, question=question)
+                      escalation_id=f"{s.run_id}:esc-{s.seq + 1}", task_id=task.id,
+                      question=question)
         elif choice.action == "abandon":
             self._abandon_dependents(task.id)
 

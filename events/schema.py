@@ -60,6 +60,7 @@ class RunRequested(Stimulus):
     tasks: tuple[Task, ...]
     handlers: tuple[HandlerInfo, ...]
     policy: str = ""
+    spec: str = Field(default="", description="where the spec was loaded from, for resume")
 
 
 class ResultReceived(Stimulus):
@@ -96,6 +97,7 @@ class HumanAnswered(Stimulus):
     note: str = ""
     output: Json = None
     answered_by: str = ""
+    inbox_seq: int | None = Field(default=None, description="its place in the run's inbox")
 
 
 class CancelRequested(Stimulus):
@@ -103,6 +105,7 @@ class CancelRequested(Stimulus):
 
     type: Literal["CancelRequested"] = "CancelRequested"
     note: str = ""
+    inbox_seq: int | None = Field(default=None, description="its place in the run's inbox")
 
 
 class CoordinatorRestarted(Stimulus):

@@ -71,13 +71,6 @@ class Ledger:
         return asdict(self)
 
 
-def status_of(state: RunState) -> str:
-    """completed, failed, waiting (only people can move it on), or running."""
-    if state.status == "running" and state.waiting_on_people:
-        return "waiting"
-    return state.status
-
-
 def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
     """Fold a run's log (events, or (event, stored bytes) pairs) into its Ledger."""
     state = RunState()
@@ -132,7 +125,7 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
     return Ledger(
         run_id=state.run_id,
         goal=state.goal,
-        status=status_of(state),
+        status=state.phase,
         tasks=lines,
         output=state.output,
         error=state.error,

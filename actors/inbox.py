@@ -1,0 +1,148 @@
+"""What people send a run: answers to escalations and requests to cancel.
+
+Both are written to the run's inbox, a stream of its own in the store (`RUN~inbox`), so
+sending one needs no Ray and no live coordinator. A live coordinator polls its inbox and
+takes each entry into the run's log as a stimulus (HumanAnswered, CancelRequested); a
+resumed one takes up whatever arrived while none was alive.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from baton.events.decider import turn
+from baton.events.errors import BadSpec, UnknownRun
+from baton.events.model import Json
+from baton.events.policy import DefaultPolicy
+from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
+from baton.events.store import EventStore
+
+
+def inbox_id(run_id: str) -> str:
+    """The store stream holding `run_id`'s inbox."""
+    return f"{run_id}~inbox"
+
+
+class BadAnswer(BadSpec):
+    """An answer that cannot apply: the escalation is not open, or the handler is wrong."""
+
+
+@dataclass(frozen=True)
+class OpenEscalation:
+    """A question a run is waiting on a person to answer."""
+
+    run_id: str
+    escalation_id: str
+    task_id: str
+    capability: str
+    question: str
+    handlers: tuple[str, ...]  # who could take it on reassignment
+    answered: bool  # an answer is in the inbox, not yet taken up by a coordinator
+
+
+def pending(store: EventStore, run_id: str, after: int) -> list[Event]:
+    """Inbox entries of `run_id` after position `after`, oldest first."""
+    return store.read(inbox_id(run_id), after=after)
+
+
+def open_escalations(store: EventStore, run_id: str | None = None) -> list[OpenEscalation]:
+    """Open escalations of one run, or of every run in the store that is not finished."""
+    run_ids = [run_id] if run_id else [r.run_id for r in store.runs()]
+    found: list[OpenEscalation] = []
+    for rid in run_ids:
+        if not store.last_seq(rid):
+            raise UnknownRun(rid, store.url)
+        last = store.last_event(rid)
+        if last is not None and last.type in ("RunCompleted", "RunFailed"):
+            continue
+        state = store.state(rid)
+        answered = {e.escalation_id for e in pending(store, rid, state.inbox_seen)
+                    if isinstance(e, HumanAnswered)}
+        for esc, task_id in sorted(state.escalations.items()):
+            task = state.tasks[task_id].task
+            question = _question(store, rid, esc)
+            found.append(OpenEscalation(
+                run_id=rid, escalation_id=esc, task_id=task_id, capability=task.capability,
+                question=question, handlers=state.by_capability.get(task.capability, ()),
+                answered=esc in answered))
+    return found
+
+
+def _question(store: EventStore, run_id: str, escalation_id: str) -> str:
+    seq = int(escalation_id.rsplit(":esc-", 1)[1])
+    [event] = store.read(run_id, after=seq - 1, until=seq)
+    return str(getattr(event, "question", ""))
+
+
+def answer(
+    store: EventStore,
+    escalation_id: str,
+    action: HumanAction,
+    *,
+    handler: str | None = None,
+    note: str = "",
+    output: Json = None,
+    answered_by: str = "",
+) -> HumanAnswered:
+    """Record a person's answer to an open escalation in its run's inbox."""
+    run_id, sep, _ = escalation_id.rpartition(":esc-")
+    if not sep:
+        raise BadAnswer(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
+                        "`baton inbox` lists the open ones")
+    escalation = next((e for e in open_escalations(store, run_id)
+                       if e.escalation_id == escalation_id), None)
+    if escalation is None:
+        raise BadAnswer(f"escalation {escalation_id!r} is not open; `baton inbox {run_id}` "
+                        "lists the open ones")
+    if escalation.answered:
+        raise BadAnswer(f"escalation {escalation_id!r} is already answered; the answer waits "
+                        f"for the run's coordinator (`baton resume {run_id}` if none is alive)")
+    if action == "reassign" and handler not in escalation.handlers:
+        raise BadAnswer(f"--reassign needs one of the handlers with capability "
+                        f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
+    return _post(store, run_id, lambda seq, rid: HumanAnswered(
+        run_id=rid, seq=seq, recorded_at=time.time(), escalation_id=escalation_id,
+        action=action, handler=handler, note=note, output=output, answered_by=answered_by))
+
+
+def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequested:
+    """Record a request to cancel `run_id` in its inbox."""
+    if not store.last_seq(run_id):
+        raise UnknownRun(run_id, store.url)
+    return _post(store, run_id, lambda seq, rid: CancelRequested(
+        run_id=rid, seq=seq, recorded_at=time.time(), note=note))
+
+
+Entry = TypeVar("Entry", HumanAnswered, CancelRequested)
+
+
+def _post(store: EventStore, run_id: str, make: Callable[[int, str], Entry]) -> Entry:
+    stream = inbox_id(run_id)
+    last = store.last_seq(stream)
+    entry = make(last + 1, stream)
+    store.append(stream, [entry], last)
+    return entry
+
+
+def run_status(store: EventStore, run_id: str) -> str:
+    """completed, failed, waiting (on people) or running, as the log says now."""
+    if not store.last_seq(run_id):
+        raise UnknownRun(run_id, store.url)
+    return store.state(run_id).phase
+
+
+def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> None:
+    """Take a cancel request into the log of a run no coordinator is driving: the
+    in-flight work is abandoned and the run fails, recorded as a coordinator would."""
+    state = store.state(run_id)
+    if state.status != "running":
+        return
+    stimulus = entry.model_copy(update={"run_id": run_id, "seq": state.seq + 1,
+                                        "inbox_seq": entry.seq})
+    expected = state.seq
+    # Cancelling consults no policy rule, so the default policy decides it exactly.
+    events = turn(state, stimulus, DefaultPolicy())
+    store.append(run_id, [e for e, _ in events], expected, [b for _, b in events])
