@@ -129,6 +129,7 @@ class RunState:
         self.handlers: dict[str, HandlerInfo] = {}
         self.by_capability: dict[str, tuple[str, ...]] = {}
         self.load: dict[str, int] = {}
+        self.streak: dict[str, int] = {}  # handler -> attempts failed or rejected in a row
         self.tasks: dict[str, TaskRecord] = {}
         self.dependents: dict[str, deque[str]] = {}
         self.ready: dict[str, deque[tuple[str, int]]] = {}  # capability -> (task, token)
@@ -175,6 +176,7 @@ class RunState:
         clone.handlers = dict(self.handlers)
         clone.by_capability = dict(self.by_capability)
         clone.load = dict(self.load)
+        clone.streak = dict(self.streak)
         clone.tasks = {tid: r.copy() for tid, r in self.tasks.items()}
         clone.dependents = {tid: deque(d) for tid, d in self.dependents.items()}
         clone.ready = {c: deque(q) for c, q in self.ready.items()}
@@ -300,6 +302,7 @@ class RunState:
         for h in e.handlers:
             self._put(self.handlers, h.name, h)
             self._put(self.load, h.name, 0)
+            self._put(self.streak, h.name, 0)
             self._put(self.pinned, h.name, deque())
             for cap in h.capabilities:
                 caps.setdefault(cap, []).append(h.name)
@@ -385,13 +388,28 @@ class RunState:
             self._del(self.escalations, record.escalation)
             self._set(record, "escalation", None)
 
+    def _failed_attempt(self, assignment_id: str) -> None:
+        task_id = self.in_flight.get(assignment_id)
+        handler = self.tasks[task_id].handler if task_id else None
+        if handler is not None:
+            self._put(self.streak, handler, self.streak[handler] + 1)
+
+    def _on_failure(self, e: FailureReported) -> None:
+        self._failed_attempt(e.failure.assignment_id)
+
+    def _on_timer(self, e: TimerFired) -> None:
+        self._failed_attempt(e.assignment_id)
+
     def _on_validated(self, e: ResultValidated) -> None:
         if e.outcome == "ignored":
             return
         record = self.tasks[e.task_id]
         if e.outcome == "rejected":
+            self._failed_attempt(e.assignment_id)
             self._release(e.assignment_id)
             return
+        if e.assignment_id in self.in_flight and record.handler is not None:
+            self._put(self.streak, record.handler, 0)
         self._release(e.assignment_id)
         self._close_escalation(record)
         self._set(record, "status", "accepted")
@@ -446,8 +464,8 @@ class RunState:
     _APPLY: dict[type[Any], Callable[[RunState, Any], None]] = {
         RunRequested: _on_run_requested,
         ResultReceived: _on_result_received,
-        FailureReported: _ignore,
-        TimerFired: _ignore,
+        FailureReported: _on_failure,
+        TimerFired: _on_timer,
         HumanAnswered: _on_human_answered,
         CancelRequested: _on_cancel_requested,
         CoordinatorRestarted: _ignore,
@@ -761,7 +779,7 @@ class _Turn:
         assert handler is not None
         tried = dict(record.tried)
         alternatives = tuple(
-            Candidate(h, s.load[h], s.handlers[h].capacity)
+            Candidate(h, s.load[h], s.handlers[h].capacity, s.streak[h])
             for h in s.by_capability[task.capability]
             if h not in tried
         )
@@ -774,6 +792,7 @@ class _Turn:
             attempt_budget=task.budget.attempts,
             alternatives=alternatives,
             required=task.required,
+            handler_failures_in_a_row=s.streak[handler],
         )
         choice = self.policy.recover(task, facts)
         target = choice.handler
@@ -826,40 +845,49 @@ class _Turn:
                 if record is None:
                     continue
                 rule = "dispatch.retry" if handler == record.handler else "dispatch.reassign"
-                candidate = Candidate(handler, s.load[handler], s.handlers[handler].capacity)
+                candidate = Candidate(handler, s.load[handler], s.handlers[handler].capacity,
+                                      s.streak[handler])
                 self._dispatch(record, handler, rule, [candidate])
         for capability, queue in s.ready.items():
             while queue:
-                free = [
-                    Candidate(h, s.load[h], s.handlers[h].capacity)
-                    for h in s.by_capability[capability]
-                    if self._has_room(h)
-                ]
-                if not free:
-                    break
-                record = self._live_head(queue)
+                record = self._live_head(queue, peek=True)
                 if record is None:
                     continue
-                routing = self.policy.route(record.task, free)
-                if routing.handler not in {c.handler for c in free}:
+                weighed = [
+                    Candidate(h, s.load[h], s.handlers[h].capacity, s.streak[h],
+                              self._has_room(h))
+                    for h in s.by_capability[capability]
+                ]
+                if not any(c.free for c in weighed):
+                    break
+                routing = self.policy.route(record.task, weighed)
+                if routing.handler is None:
+                    break  # the policy holds this capability's work for now
+                if routing.handler not in {c.handler for c in weighed if c.free}:
                     raise BadSpec(
                         f"policy.route chose {routing.handler!r} for task {record.task.id!r}, "
                         "which is not among the free candidates"
                     )
-                self._dispatch(record, routing.handler, routing.rule, free)
+                s._popleft(queue)
+                self._dispatch(record, routing.handler, routing.rule, weighed, routing.facts)
 
     def _has_room(self, handler: str) -> bool:
         capacity = self.state.handlers[handler].capacity
         return capacity is None or self.state.load[handler] < capacity
 
-    def _live_head(self, queue: deque[tuple[str, int]]) -> TaskRecord | None:
-        task_id, token = self.state._popleft(queue)
+    def _live_head(self, queue: deque[tuple[str, int]], peek: bool = False) -> TaskRecord | None:
+        """The task at the head of `queue` if its entry is live; a stale entry (the task
+        was queued again since, or dispatched) is dropped and None returned."""
+        task_id, token = queue[0]
         record = self.state.tasks[task_id]
         live = record.status == "queued" and record.token == token
+        if not live or not peek:
+            self.state._popleft(queue)
         return record if live else None
 
     def _dispatch(
-        self, record: TaskRecord, handler: str, rule: str, weighed: Sequence[Candidate]
+        self, record: TaskRecord, handler: str, rule: str, weighed: Sequence[Candidate],
+        noted: Mapping[str, Json] | None = None,
     ) -> None:
         task = record.task
         inputs: dict[str, Json] = {}
@@ -890,7 +918,7 @@ class _Turn:
         )
         facts: dict[str, Json] = {"task": task.id, "attempt": attempt,
                                        "capability": task.capability,
-                                       "inputs": sorted(inputs)}
+                                       "inputs": sorted(inputs), **(noted or {})}
         self.emit(AssignmentDispatched, rule, facts, [c.as_fact() for c in weighed],
                   assignment=assignment)
 

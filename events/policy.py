@@ -18,22 +18,28 @@ from .model import Json, Task, Verdict, resolve_schema
 
 @dataclass(frozen=True)
 class Candidate:
-    """A handler that could take an assignment now: its in-flight load and capacity."""
+    """A handler with the capability a task needs: its load, capacity, recent failures,
+    and whether it has room for one more assignment now."""
 
     handler: str
     load: int
     capacity: int | None
+    failures_in_a_row: int = 0  # attempts it failed or had rejected since its last success
+    free: bool = True  # has room for one more assignment now
 
     def as_fact(self) -> dict[str, Json]:
-        return {"handler": self.handler, "load": self.load, "capacity": self.capacity}
+        return {"handler": self.handler, "load": self.load, "capacity": self.capacity,
+                "failures_in_a_row": self.failures_in_a_row, "free": self.free}
 
 
 @dataclass(frozen=True)
 class Routing:
-    """The handler chosen for an assignment, and the rule that chose it."""
+    """The handler chosen for an assignment (None: hold the work for now), and the rule
+    that chose it, with any facts it wants recorded."""
 
-    handler: str
+    handler: str | None
     rule: str
+    facts: dict[str, Json] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class RecoveryFacts:
     attempt_budget: int
     alternatives: tuple[Candidate, ...]
     required: bool
+    handler_failures_in_a_row: int = 0
 
     @property
     def budget_left(self) -> int:
@@ -65,6 +72,7 @@ class RecoveryFacts:
             "budget_left": self.budget_left,
             "alternatives": [c.handler for c in self.alternatives],
             "required": self.required,
+            "handler_failures_in_a_row": self.handler_failures_in_a_row,
         }
 
 
@@ -93,7 +101,8 @@ class Policy(Protocol):
     """The rules a coordinator decides by. Each must be a pure function of its arguments."""
 
     def route(self, task: Task, candidates: Sequence[Candidate]) -> Routing:
-        """Choose one of `candidates` (never empty, all with free capacity) for `task`."""
+        """Choose a free one of `candidates` (at least one is free) for `task`, or hold
+        the work (handler None) until the next turn."""
         ...
 
     def validate(self, task: Task, output: Json) -> Verdict:
@@ -134,13 +143,33 @@ def schema_problems(task: Task, output: Json) -> list[str]:
 
 
 class DefaultPolicy:
-    """Useful rules on their own: least-loaded routing, schema and check validation,
-    retry then reassign then escalate (required) or abandon (optional), coverage check,
-    and a synthesis mapping each task id to its accepted output."""
+    """Useful rules on their own: least-loaded routing that stops choosing a handler
+    after `quarantine_after` failures in a row, schema and check validation, retry then
+    reassign then escalate (required) or abandon (optional), a coverage check, and a
+    synthesis mapping each task id to its accepted output."""
+
+    def __init__(self, quarantine_after: int | None = 3):
+        self.quarantine_after = quarantine_after
+
+    def quarantined(self, failures_in_a_row: int) -> bool:
+        """Has a handler failed often enough in a row to get no new work?"""
+        return self.quarantine_after is not None and failures_in_a_row >= self.quarantine_after
 
     def route(self, task: Task, candidates: Sequence[Candidate]) -> Routing:
-        best = min(candidates, key=lambda c: (c.load, c.handler))
-        return Routing(handler=best.handler, rule="route.least_loaded")
+        healthy = [c for c in candidates if not self.quarantined(c.failures_in_a_row)]
+        shunned = sorted(c.handler for c in candidates if c not in healthy)
+        facts: dict[str, Json] = {"quarantined": shunned} if shunned else {}
+        free = [c for c in healthy if c.free]
+        if free:
+            best = min(free, key=lambda c: (c.load, c.handler))
+            rule = "route.least_loaded_avoiding_quarantined" if shunned else "route.least_loaded"
+            return Routing(best.handler, rule, facts)
+        if healthy:  # the healthy handlers are busy: wait for them
+            return Routing(None, "route.wait_for_healthy", facts)
+        # Every handler is failing: the least bad one gets the work, and the log says so.
+        least_bad = min((c for c in candidates if c.free),
+                        key=lambda c: (c.failures_in_a_row, c.load, c.handler))
+        return Routing(least_bad.handler, "route.all_quarantined", facts)
 
     def validate(self, task: Task, output: Json) -> Verdict:
         problems = schema_problems(task, output)
@@ -149,7 +178,8 @@ class DefaultPolicy:
         return Verdict.of(problems)
 
     def recover(self, task: Task, facts: RecoveryFacts) -> Recovery:
-        if facts.budget_left > 0:
+        handler_broken = self.quarantined(facts.handler_failures_in_a_row)
+        if facts.budget_left > 0 and not (handler_broken and facts.alternatives):
             return Recovery("retry", "recover.retry", facts.handler, facts.problem)
         if facts.alternatives:
             other = min(facts.alternatives, key=lambda c: (c.load, c.handler)).handler

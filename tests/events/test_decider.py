@@ -48,8 +48,10 @@ def test_routing_picks_the_least_loaded_handler_and_records_the_candidates() -> 
     assert second.assignment.handler == "zeta"
     assert second.reason.rule == "route.least_loaded"
     assert second.reason.candidates == (
-        {"handler": "alpha", "load": 1, "capacity": None},
-        {"handler": "zeta", "load": 0, "capacity": None},
+        {"handler": "alpha", "load": 1, "capacity": None, "failures_in_a_row": 0,
+         "free": True},
+        {"handler": "zeta", "load": 0, "capacity": None, "failures_in_a_row": 0,
+         "free": True},
     )
 
 
@@ -339,3 +341,43 @@ def test_a_second_run_request_in_one_run_is_refused() -> None:
         run.stimulate(RunRequested, tasks=(counting("z"),),
                       handlers=(HandlerInfo(name="h", capabilities=("count",)),))
     assert run.state.tasks.keys() == {"a"}
+
+
+def test_a_handler_failing_again_and_again_is_quarantined_by_routing() -> None:
+    """After 3 failures in a row, routing stops choosing a handler and says so; its
+    own retries move to the healthy one; a success ends the quarantine."""
+    plan = [counting(f"t{i}", budget=Budget(attempts=5)) for i in range(6)]
+    run = Scenario(plan, handlers("broken", "fine", capacity=1))
+    assert run.assignment("t0").handler == "broken"
+    run.fail("t0#1", "boom")              # broken: 1 in a row; retried on broken
+    run.fail("t0#2", "boom")              # 2 in a row
+    decisions = run.fail("t0#3", "boom")  # 3 in a row: quarantined
+    [moved] = [d for d in decisions if isinstance(d, RecoveryChosen)]
+    assert moved.action == "reassign" and moved.handler == "fine"
+    assert moved.reason.facts["handler_failures_in_a_row"] == 3
+
+    freed = run.succeed(run.assignment("t1").id, {"count": 1})  # `fine` finishes t1
+    [dispatch] = [d for d in freed if isinstance(d, AssignmentDispatched)]
+    assert (dispatch.assignment.id, dispatch.reason.rule) == ("t0#4", "dispatch.reassign")
+    assert "broken" not in {a.handler for a in run.in_flight}  # idle, but shunned
+
+    after = run.succeed("t0#4", {"count": 2})
+    [fresh] = [d for d in after if isinstance(d, AssignmentDispatched)]
+    assert fresh.assignment.handler == "fine"
+    assert fresh.reason.rule == "route.least_loaded_avoiding_quarantined"
+    assert fresh.reason.facts["quarantined"] == ["broken"]
+    assert {"handler": "broken", "load": 0, "capacity": 1, "failures_in_a_row": 3,
+            "free": True} in fresh.reason.candidates
+
+
+def test_when_every_handler_is_quarantined_work_still_goes_to_the_least_bad() -> None:
+    """Quarantine never strands work: with all handlers failing, the least-failing is
+    chosen, under a rule that says so."""
+    plan = [counting("a", budget=Budget(attempts=9)), counting("b")]
+    run = Scenario(plan, handlers("only", capacity=1))
+    for attempt in range(1, 4):
+        run.fail(f"a#{attempt}", "boom")
+    decisions = run.succeed("a#4", {"count": 1})
+    [dispatch] = [d for d in decisions if isinstance(d, AssignmentDispatched)]
+    assert dispatch.assignment.task_id == "b"
+    assert dispatch.reason.rule == "route.least_loaded"  # a success ended the quarantine
