@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,4 +98,23 @@ def test_a_killed_coordinator_is_restarted_and_finishes_the_run(store_url: str) 
     redispatched = [e for e in log[restart.seq:] if isinstance(e, AssignmentDispatched)
                     and e.reason.rule == "restart.redispatch_same_attempt"]
     assert all(e.cause == restart.seq for e in redispatched)
+    assert verify(log, DefaultPolicy()) is None
+
+
+def test_removing_the_node_that_runs_the_workers_moves_the_work(store_url: str) -> None:
+    """On a two-node cluster, the worker node goes away mid-run: its assignments are
+    reported lost, the workers restart on a new node, and the run completes."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.actors.two_nodes", store_url], cwd=repo,
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": ""})
+    assert done.returncode == 0, done.stderr[-2000:]
+    ended = json.loads(done.stdout.strip().splitlines()[-1])
+    assert ended["status"] == "completed" and ended["accepted"] == 16
+    assert ended["removed_after"]
+    with open_store(store_url) as store:
+        log = store.read("two-nodes")
+    lost = [e for e in log if isinstance(e, FailureReported)]
+    assert lost and {e.failure.kind for e in lost} == {"worker_lost"}
     assert verify(log, DefaultPolicy()) is None

@@ -1,0 +1,51 @@
+"""A run on a two-node cluster whose worker node is removed mid-run.
+
+Run as its own process by test_faults (a process holds one Ray cluster): prints one
+JSON line describing how the run ended.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+import baton
+from baton.actors.coordinator import Progress
+from tests.fixtures.ray_specs import echo, slow_plan
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
+
+
+def main(store_url: str) -> None:
+    # The head hosts the driver and the coordinator (beside the SQLite file) but no CPU,
+    # so every worker lands on the second node.
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "_system_config": FAST_HEALTH_CHECKS})
+    doomed = cluster.add_node(num_cpus=2)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="baton",
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    moved: list[int] = []
+
+    def remove_worker_node(progress: Progress) -> None:
+        if not moved and progress.accepted >= 3:
+            moved.append(progress.accepted)
+            cluster.add_node(num_cpus=2)
+            cluster.remove_node(doomed)
+
+    spec = baton.Spec(goal="survive a node", tasks=slow_plan(16, 0.3), handlers=[echo])
+    result = baton.run(spec, store=store_url, run_id="two-nodes",
+                       on_progress=remove_worker_node)
+    print(json.dumps({"status": result.status, "accepted": result.progress.accepted,
+                      "removed_after": moved}))
+    ray.shutdown()
+    cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
