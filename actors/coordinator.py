@@ -38,6 +38,7 @@ from baton.events.schema import (
     FailureReported,
     HumanAnswered,
     ResultReceived,
+    ResultValidated,
     RunRequested,
     Stimulus,
     TimerFired,
@@ -48,6 +49,7 @@ from . import inbox
 from .pool import Pool, Replica
 
 INBOX_POLL_S = 1.0
+SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's state
 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
 
@@ -110,6 +112,7 @@ class Coordinator:
         self.pool = Pool(pools)
         self.request = request
         self.state = self.store.state(run_id)
+        self.snapshot_seq = self.state.seq
         self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.started = time.monotonic()
@@ -241,9 +244,16 @@ class Coordinator:
         self.timing[2] += time.perf_counter() - decided_at
         for event in events:
             self.tally[event.type] += 1  # type: ignore[attr-defined]
+            if isinstance(event, ResultValidated) and event.outcome == "rejected":
+                self.tally["rejected"] += 1
         for event in events:
             if isinstance(event, AssignmentDispatched):
                 self._dispatch(event)
+        if self.state.seq - self.snapshot_seq >= max(SNAPSHOT_EVERY, self.snapshot_seq // 2):
+            # Spaced geometrically, so keeping them costs O(1) per event, and a restart
+            # folds at most a third of the log on top of the latest one.
+            self.store.save_snapshot(self.state)
+            self.snapshot_seq = self.state.seq
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         assignment = decision.assignment
@@ -259,7 +269,7 @@ class Coordinator:
     def progress_now(self) -> Progress:
         s = self.state
         status: str = s.status
-        if status == "running" and s.waiting_on_people and not len(self.pending):
+        if s.waiting_on_people:  # (a stale call may still be out; it changes nothing)
             status = "waiting"
         abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
             status != "running") else 0
@@ -273,7 +283,7 @@ class Coordinator:
             escalations=len(s.escalations),
             dispatched=self.tally["AssignmentDispatched"],
             failures=self.tally["FailureReported"],
-            rejections=self.tally["ResultValidated"] - s.accepted,
+            rejections=self.tally["rejected"],
             recoveries=self.tally["RecoveryChosen"],
             events=s.seq,
             coordinator_pid=os.getpid(),

@@ -92,6 +92,7 @@ def answer(
     if not sep:
         raise BadAnswer(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
                         "`baton inbox` lists the open ones")
+    seen = store.last_seq(inbox_id(run_id))  # a second answer racing this one conflicts
     escalation = next((e for e in open_escalations(store, run_id)
                        if e.escalation_id == escalation_id), None)
     if escalation is None:
@@ -105,7 +106,8 @@ def answer(
                         f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
     return _post(store, run_id, lambda seq, rid: HumanAnswered(
         run_id=rid, seq=seq, recorded_at=time.time(), escalation_id=escalation_id,
-        action=action, handler=handler, note=note, output=output, answered_by=answered_by))
+        action=action, handler=handler, note=note, output=output, answered_by=answered_by),
+        seen)
 
 
 def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequested:
@@ -119,9 +121,11 @@ def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequ
 Entry = TypeVar("Entry", HumanAnswered, CancelRequested)
 
 
-def _post(store: EventStore, run_id: str, make: Callable[[int, str], Entry]) -> Entry:
+def _post(
+    store: EventStore, run_id: str, make: Callable[[int, str], Entry], seen: int | None = None
+) -> Entry:
     stream = inbox_id(run_id)
-    last = store.last_seq(stream)
+    last = store.last_seq(stream) if seen is None else seen
     entry = make(last + 1, stream)
     store.append(stream, [entry], last)
     return entry

@@ -18,7 +18,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel
 from ray.actor import ActorHandle
-from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import BadSpec, BatonError, UnknownRun
@@ -291,7 +291,11 @@ def _launch(
         run_id, url, spec.policy, pools, request, schemas, detach
     )
     if detach:
-        ray.get(coordinator.pid.remote())  # started: the run is its own now
+        try:
+            ray.get(coordinator.pid.remote())  # started: the run is its own now
+        except RayError:
+            _stop([coordinator, *(w for workers in pools.values() for w in workers)])
+            raise
         return RunResult(run_id=run_id, status="running", output=None, error="",
                          progress=Progress(run_id=run_id, status="running"), store=url)
     actors = [coordinator, *(w for workers in pools.values() for w in workers)]

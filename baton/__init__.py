@@ -5,7 +5,7 @@ before its effect, so any run can be replayed, traced and forked from its log.
 """
 
 from baton.actors.handlers import Handler, handler
-from baton.actors.launcher import ClusterUnavailable, RunResult, run
+from baton.actors.launcher import ClusterUnavailable, RunResult, resume, run
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
@@ -52,5 +52,6 @@ __all__ = [
     "handler",
     "load_spec",
     "open_store",
+    "resume",
     "run",
 ]

@@ -24,7 +24,7 @@ def fold_seconds(store_url: str, run_id: str, min_seconds: float) -> tuple[float
         best, spent, events = float("inf"), 0.0, 0
         while spent < min_seconds or best == float("inf"):
             started = time.perf_counter()
-            state = store.state(run_id)
+            state = store.state(run_id, from_snapshot=False)
             took = time.perf_counter() - started
             best, spent, events = min(best, took), spent + took, state.seq
         assert state.status == "completed"

@@ -187,6 +187,17 @@ class RunState:
         clone._plain_mutators()
         return clone
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a snapshot keeps: everything but the mutators (they are rebound on load)."""
+        kept = dict(self.__dict__)
+        for name in ("_set", "_put", "_del", "_push", "_popleft"):
+            kept.pop(name, None)
+        return kept
+
+    def __setstate__(self, kept: dict[str, Any]) -> None:
+        self.__dict__.update(kept)
+        self._plain_mutators()
+
     def freeze(self) -> RunState:
         """Mark this state read-only: `evolve` will copy it rather than change it."""
         self.frozen = True
@@ -311,7 +322,10 @@ class RunState:
             self._put(self.ready, cap, deque())
 
     def _on_plan_changed(self, e: PlanChanged) -> None:
-        for task in self.requested if e.requested else e.added:
+        added = self.requested if e.requested else e.added
+        if e.requested:
+            self._set(self, "requested", ())  # the records hold the tasks from now on
+        for task in added:
             blockers = 0
             for dep in task.dependencies:
                 if dep in self.dependents:
@@ -525,6 +539,8 @@ def plan_problems(
         for dep in task.dependencies:
             if dep not in existing and dep not in new:
                 problems.append(f"task {task.id!r} depends on unknown task {dep!r}")
+            elif getattr(existing.get(dep), "status", None) == "abandoned":
+                problems.append(f"task {task.id!r} depends on abandoned task {dep!r}")
         if task.output_schema is not None:
             try:
                 resolve_schema(task.output_schema)

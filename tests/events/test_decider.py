@@ -381,3 +381,20 @@ def test_when_every_handler_is_quarantined_work_still_goes_to_the_least_bad() ->
     [dispatch] = [d for d in decisions if isinstance(d, AssignmentDispatched)]
     assert dispatch.assignment.task_id == "b"
     assert dispatch.reason.rule == "route.least_loaded"  # a success ended the quarantine
+
+
+def test_a_proposed_task_that_needs_an_abandoned_task_is_refused() -> None:
+    """Expansion cannot add work that waits on an abandoned task (it would never run)."""
+
+    class NeedsTheAbandoned(ExpandingPolicy):
+        def expand(self, task, output):  # type: ignore[no-untyped-def]
+            return [counting("late", depends_on=("gone",))] if task.id == "plan" else []
+
+    plan = [Task(id="plan", capability="plan", output_schema=Listing),
+            counting("gone", required=False, budget=Budget(attempts=1))]
+    run = Scenario(plan, [*handlers("planner", capability="plan"), *handlers("counter")],
+                   NeedsTheAbandoned())
+    run.fail("gone#1", "broken")
+    judged = run.succeed("plan#1", {"names": []})[0]
+    assert judged.outcome == "rejected"
+    assert "depends on abandoned task 'gone'" in judged.verdict.problems[0]

@@ -134,6 +134,30 @@ class StoreContract:
         assert store.state("run-1", until=2).seq == 2
 
 
+    def test_a_fold_from_a_snapshot_reaches_the_same_state(self, store: EventStore) -> None:
+        """state() starts from the latest snapshot at or before `until` and folds the
+        tail; the result is the state a full fold reaches."""
+        log = recorded_run()
+        store.append("run-1", log, 0)
+        store.save_snapshot(store.state("run-1", until=4))
+        full = store.state("run-1", from_snapshot=False)
+        resumed = store.state("run-1")
+        assert (resumed.seq, resumed.digest, resumed.outputs()) == (
+            full.seq, full.digest, full.outputs())
+        assert store.state("run-1", until=3).seq == 3  # a snapshot past `until` is unused
+        assert resumed.tasks["b"].status == "accepted"
+
+    def test_a_snapshot_that_disagrees_with_the_log_is_caught(self, store: EventStore) -> None:
+        """A snapshot whose digest is not the log's is refused at the next decision."""
+        log = recorded_run()
+        store.append("run-1", log, 0)
+        wrong = store.state("run-1", until=4)
+        wrong.digest = "f" * 32
+        store.save_snapshot(wrong)
+        with pytest.raises(BadLog, match=r"at seq 5: .* edited or reordered"):
+            store.state("run-1")
+
+
 class TestMemoryStore(StoreContract):
     def open(self) -> EventStore:
         return open_store("memory://")
