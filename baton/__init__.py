@@ -4,8 +4,10 @@ A coordinator decides and records; workers execute; every decision is an event w
 before its effect, so any run can be replayed, traced and forked from its log.
 """
 
+from baton.actors import inbox as _inbox
 from baton.actors.handlers import Handler, handler
 from baton.actors.launcher import ClusterUnavailable, RunResult, resume, run
+from baton.actors.launcher import store_url as _store_url
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
@@ -25,7 +27,32 @@ from baton.events import (
     evolve,
     from_task,
 )
+from baton.events.model import Json
+from baton.events.schema import HumanAction
 from baton.events.store import EventStore, open_store
+
+
+def answer(escalation_id: str, action: HumanAction, *, handler: str | None = None,
+           note: str = "", output: Json = None, answered_by: str = "",
+           store: str | None = None) -> None:
+    """Answer an open escalation (RUN:esc-N): retry, reassign, abandon, or accept an
+    output. Recorded in the run's inbox; its coordinator takes it up (or `resume` does)."""
+    with open_store(_store_url(store)) as log:
+        _inbox.answer(log, escalation_id, action, handler=handler, note=note, output=output,
+                      answered_by=answered_by)
+
+
+def inbox(run_id: str | None = None, store: str | None = None) -> list[_inbox.OpenEscalation]:
+    """The open escalations of one run, or of every unfinished run in the store."""
+    with open_store(_store_url(store)) as log:
+        return _inbox.open_escalations(log, run_id)
+
+
+def cancel(run_id: str, note: str = "", store: str | None = None) -> None:
+    """Ask a run to stop; its coordinator takes the request up within a second (a run
+    nobody drives stays as it is until `resume`, which then cancels it)."""
+    with open_store(_store_url(store)) as log:
+        _inbox.request_cancel(log, run_id, note)
 
 __all__ = [
     "Assignment",
@@ -46,10 +73,13 @@ __all__ = [
     "RunState",
     "Spec",
     "Task",
+    "answer",
+    "cancel",
     "decide",
     "evolve",
     "from_task",
     "handler",
+    "inbox",
     "load_spec",
     "open_store",
     "resume",

@@ -1,0 +1,61 @@
+"""What people send a run, through Python: inbox, answer, cancel (no Ray needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+import baton
+from baton import Budget, open_store
+from baton.actors.inbox import BadAnswer, inbox_id
+from baton.events.schema import CancelRequested, HumanAnswered
+from baton.testing import Scenario
+from tests.fixtures.specs import counting, handlers
+
+
+def waiting_run(store_url: str) -> str:
+    with open_store(store_url) as store:
+        run = Scenario([counting("a", budget=Budget(attempts=1))], handlers("h"),
+                       run_id="py", store=store)
+        run.fail("a#1", "no")
+        [escalation] = run.state.escalations
+    return escalation
+
+
+def test_an_answer_is_recorded_in_the_runs_inbox(store_url: str) -> None:
+    """inbox() lists the open escalation; answer() records it; a second answer is refused."""
+    esc = waiting_run(store_url)
+    [open_one] = baton.inbox(store=store_url)
+    assert open_one.escalation_id == esc == "py:esc-6" and open_one.handlers == ("h",)
+    baton.answer(esc, "retry", note="try the mirror", answered_by="me", store=store_url)
+    with open_store(store_url) as store:
+        [entry] = store.read(inbox_id("py"))
+    assert isinstance(entry, HumanAnswered) and entry.note == "try the mirror"
+    assert baton.inbox(store=store_url)[0].answered
+    with pytest.raises(BadAnswer, match="already answered"):
+        baton.answer(esc, "abandon", store=store_url)
+
+
+@pytest.mark.parametrize(
+    ("escalation", "action", "handler", "message"),
+    [
+        ("py:esc-99", "retry", None, "is not open"),
+        ("nonsense", "retry", None, "is not an escalation id"),
+        ("py:esc-6", "reassign", "nobody", "--reassign needs one of the handlers"),
+    ],
+)
+def test_an_answer_that_cannot_apply_is_refused(
+    store_url: str, escalation: str, action: str, handler: str | None, message: str
+) -> None:
+    """Unknown or closed escalations and impossible handlers are refused, with why."""
+    waiting_run(store_url)
+    with pytest.raises(BadAnswer, match=message):
+        baton.answer(escalation, action, handler=handler, store=store_url)  # type: ignore[arg-type]
+
+
+def test_a_cancel_request_is_recorded_for_the_coordinator(store_url: str) -> None:
+    """cancel() records a CancelRequested in the run's inbox."""
+    waiting_run(store_url)
+    baton.cancel("py", note="enough", store=store_url)
+    with open_store(store_url) as store:
+        [entry] = store.read(inbox_id("py"))
+    assert isinstance(entry, CancelRequested) and entry.note == "enough"
