@@ -22,6 +22,7 @@ from baton.events.schema import (
     TimerFired,
 )
 from baton.projections.replay import verify
+from tests.actors import two_nodes
 from tests.fixtures import ray_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -110,7 +111,8 @@ def test_removing_the_node_that_runs_the_workers_moves_the_work(store_url: str) 
         capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": ""})
     assert done.returncode == 0, done.stderr[-2000:]
-    ended = json.loads(done.stdout.strip().splitlines()[-1])
+    [line] = [x for x in done.stdout.splitlines() if x.startswith(two_nodes.MARKER)]
+    ended = json.loads(line[len(two_nodes.MARKER):])
     assert ended["status"] == "completed" and ended["accepted"] == 16
     assert ended["removed_after"]
     with open_store(store_url) as store:

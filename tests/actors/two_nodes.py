@@ -1,7 +1,7 @@
 """A run on a two-node cluster whose worker node is removed mid-run.
 
 Run as its own process by test_faults (a process holds one Ray cluster): prints one
-JSON line describing how the run ended.
+line, MARKER then JSON, describing how the run ended.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from baton.actors.coordinator import Progress
 from tests.fixtures.ray_specs import echo, slow_plan
 
 REPO = Path(__file__).resolve().parents[2]
+MARKER = "two-nodes result: "
 FAST_HEALTH_CHECKS = {"health_check_period_ms": 500, "health_check_failure_threshold": 4}
 
 
@@ -41,8 +42,9 @@ def main(store_url: str) -> None:
     spec = baton.Spec(goal="survive a node", tasks=slow_plan(16, 0.3), handlers=[echo])
     result = baton.run(spec, store=store_url, run_id="two-nodes",
                        on_progress=remove_worker_node)
-    print(json.dumps({"status": result.status, "accepted": result.progress.accepted,
-                      "removed_after": moved}))
+    # Ray forwards worker logs to this stdout too, so the answer carries a marker.
+    print(MARKER + json.dumps({"status": result.status, "accepted": result.progress.accepted,
+                               "removed_after": moved}), flush=True)
     ray.shutdown()
     cluster.shutdown()
 
