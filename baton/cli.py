@@ -32,8 +32,11 @@ from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
 from baton.actors.spec import load_spec
 from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
+from baton.events.schema import EVENT_TYPES
 from baton.events.store import open_store
+from baton.projections import log as readable
 from baton.projections.ledger import Ledger, TaskLine, ledger
+from baton.projections.replay import verify as replay_verify
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, ClusterUnavailable)
@@ -382,6 +385,94 @@ def show(
     else:
         _print_ledger(book, show_all)
     raise typer.Exit(EXIT_DONE if book.status == "completed" else EXIT_FAILED)
+
+
+@app.command(name="log")
+def log_(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    kinds: Annotated[list[str] | None, typer.Option(
+        "--type", metavar="T", help="Only events of this type (repeatable), e.g. "
+        "AssignmentDispatched.")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", metavar="ID", help="Only events about this task.")] = None,
+    since: Annotated[int, typer.Option(
+        "--since", metavar="SEQ", help="Only events after this seq.")] = 0,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print a run's log, one event a line, with the rule and facts behind each decision."""
+    url = store_url(store)
+    unknown = sorted(set(kinds or ()) - set(EVENT_TYPES))
+    try:
+        if unknown:
+            raise BadSpec(f"unknown event type {', '.join(unknown)}; the types are "
+                          f"{', '.join(sorted(EVENT_TYPES))}")
+        with open_store(url) as log:
+            if not log.last_seq(run_id):
+                raise UnknownRun(run_id, url)
+            events = [e for e in log.read(run_id, after=since)
+                      if (not kinds or type(e).__name__ in kinds)
+                      and (task is None or readable.concerns(e, task))]
+    except BatonError as error:
+        _fail(error)
+    if as_json:
+        _emit_json([e.model_dump(mode="json") for e in events])
+        return
+    for event in events:
+        out.print(readable.line(event), highlight=False, markup=False)
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    until: Annotated[int | None, typer.Option(
+        "--until", metavar="SEQ", help="Stop after this seq.")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-decide every recorded stimulus and compare with the log; "
+        "exit 1 naming the first decision that differs.")] = False,
+    spec: Annotated[str | None, typer.Option(
+        "--spec", metavar="SPEC", help="Decide with this spec's policy (default: the "
+        "spec the run was started from).")] = None,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Fold a run's log to a point and show the state there, or verify its decisions."""
+    url = store_url(store)
+    try:
+        with open_store(url) as log:
+            if not log.last_seq(run_id):
+                raise UnknownRun(run_id, url)
+            if not verify:
+                book = ledger(log.read_recorded(run_id, until=until))
+            else:
+                [request] = log.read(run_id, until=1)
+                source = spec or getattr(request, "spec", "")
+                if not source:
+                    raise BadSpec(f"the spec run {run_id!r} came from is not recorded (it "
+                                  "was started from Python); give --spec to say which "
+                                  "policy to replay it with")
+                policy = load_spec(source).policy
+                events = list(log.read_recorded(run_id, until=until))
+                divergence = replay_verify(events, policy)
+    except BatonError as error:
+        _fail(error)
+    if not verify:
+        if as_json:
+            _emit_json(book.as_dict())
+        else:
+            _print_ledger(book, show_all=False)
+        return
+    if as_json:
+        _emit_json({"run_id": run_id, "events": len(events), "reproduced": divergence is None,
+                    "divergence": None if divergence is None else {
+                        "seq": divergence.seq, "fields": list(divergence.fields),
+                        "account": divergence.describe()}})
+    elif divergence is None:
+        out.print(f"{run_id}: replayed {len(events)} events; every decision reproduced")
+    else:
+        out.print(f"{run_id}: replay diverges\n{divergence.describe()}", highlight=False,
+                  markup=False)
+    raise typer.Exit(EXIT_DONE if divergence is None else EXIT_FAILED)
 
 
 # --- printing --------------------------------------------------------------------------

@@ -49,6 +49,25 @@ def test_run_then_runs_then_show_through_the_cli(store_url: str) -> None:
     code, out, _ = baton("show", "cli-1", "--store", store_url)
     assert code == 0 and "3 of 3 tasks accepted" in out and "output" in out
 
+    code, out, _ = baton("log", "cli-1", "--store", store_url, "--json")
+    events = json.loads(out)
+    assert code == 0 and events[0]["type"] == "RunRequested"
+    assert events[-1]["type"] == "RunCompleted" and len(events) == summary["counts"]["events"]
+    code, out, _ = baton("log", "cli-1", "--task", "b", "--store", store_url)
+    assert code == 0 and "b#1 -> echo  [route.least_loaded]" in out and "a#1" not in out
+    assert baton("log", "cli-1", "--type", "Bogus", "--store", store_url)[0] == 2
+
+    code, out, _ = baton("replay", "cli-1", "--verify", "--store", store_url)
+    assert code == 0 and "every decision reproduced" in out
+    code, out, _ = baton("replay", "cli-1", "--verify", "--spec", str(SPECS / "contrary.py"),
+                         "--store", store_url, "--json")
+    report = json.loads(out)
+    assert code == 1 and not report["reproduced"]
+    assert report["divergence"]["seq"] == len(events)  # the RunCompleted
+    assert report["divergence"]["fields"] == ["output"]
+    code, out, _ = baton("replay", "cli-1", "--until", "5", "--store", store_url, "--json")
+    assert code == 0 and json.loads(out)["events"] == 5
+
 
 @pytest.mark.parametrize(
     ("spec", "message"),

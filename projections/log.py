@@ -1,0 +1,103 @@
+"""A run's log, readable: one line per event, with the rule and facts behind decisions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from baton.events.schema import (
+    AssignmentDispatched,
+    CancelRequested,
+    CoordinatorRestarted,
+    Decision,
+    Envelope,
+    EscalationRaised,
+    FailureReported,
+    HumanAnswered,
+    PlanChanged,
+    RecoveryChosen,
+    ResultReceived,
+    ResultsChecked,
+    ResultValidated,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+    TimerFired,
+)
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """Compact JSON of `value`, cut to `limit` characters."""
+    text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def describe(event: Envelope) -> str:
+    """What happened, in a few words."""
+    match event:
+        case RunRequested():
+            return (f"goal {event.goal!r}: {len(event.tasks)} tasks, handlers "
+                    f"{', '.join(h.name for h in event.handlers)}")
+        case PlanChanged():
+            added = "the requested tasks" if event.requested else ", ".join(
+                t.id for t in event.added[:5]) + (" …" if len(event.added) > 5 else "")
+            return f"added {added}"
+        case AssignmentDispatched():
+            a = event.assignment
+            return f"{a.id} -> {a.handler}" + (f" (feedback: {len(a.feedback)})"
+                                               if a.feedback else "")
+        case ResultReceived():
+            return f"{event.result.assignment_id} returned {short(event.result.output, 60)}"
+        case FailureReported():
+            return f"{event.failure.assignment_id} {event.failure.summary()}"
+        case TimerFired():
+            return f"{event.assignment_id} timed out"
+        case ResultValidated():
+            problems = "; ".join(event.verdict.problems)
+            return f"{event.assignment_id} {event.outcome}" + (f": {problems}" if problems else "")
+        case RecoveryChosen():
+            target = f" on {event.handler}" if event.handler else ""
+            return f"{event.task_id}: {event.action}{target}"
+        case EscalationRaised():
+            return f"{event.escalation_id} for {event.task_id}"
+        case HumanAnswered():
+            return (f"{event.escalation_id}: {event.action}"
+                    + (f" ({event.note})" if event.note else ""))
+        case CancelRequested() | CoordinatorRestarted():
+            return event.note
+        case ResultsChecked():
+            return "ok" if event.verdict.accepted else "; ".join(event.verdict.problems)
+        case RunCompleted():
+            return f"output {short(event.output, 60)}"
+        case RunFailed():
+            return event.error
+    return ""
+
+
+def line(event: Envelope) -> str:
+    """One line: seq, type, what happened, and for a decision its rule and facts."""
+    text = f"{event.seq:>6}  {type(event).__name__:<21} {describe(event)}"
+    if isinstance(event, Decision):
+        text += f"  [{event.reason.rule}]"
+        if event.reason.facts:
+            text += f" {short(event.reason.facts, 100)}"
+    return text
+
+
+def concerns(event: Envelope, task_id: str) -> bool:
+    """Does `event` concern task `task_id`?"""
+    prefix = f"{task_id}#"
+    match event:
+        case AssignmentDispatched():
+            return event.assignment.task_id == task_id
+        case ResultReceived():
+            return event.result.assignment_id.startswith(prefix)
+        case FailureReported():
+            return event.failure.assignment_id.startswith(prefix)
+        case TimerFired():
+            return event.assignment_id.startswith(prefix)
+        case ResultValidated() | RecoveryChosen() | EscalationRaised():
+            return event.task_id == task_id
+        case PlanChanged():
+            return any(t.id == task_id for t in event.added)
+    return False
