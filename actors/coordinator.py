@@ -27,7 +27,7 @@ from ray.exceptions import RayActorError, RayError
 
 from baton.events.decider import turn
 from baton.events.errors import BadLog
-from baton.events.model import Failure, Result, register_schema
+from baton.events.model import Assignment, Failure, Result, register_schema
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
@@ -115,6 +115,7 @@ class Coordinator:
         self.snapshot_seq = self.state.seq
         self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
+        self.parked: list[Assignment] = []  # dispatched while every replica was down
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
@@ -165,6 +166,8 @@ class Coordinator:
                 time.sleep(self._next_wake())
             for ref in [r for r in ready if r in self.pool.probes]:
                 self.pool.probe_returned(ref)
+            if self.parked:
+                self._send_parked()
             ready = [r for r in ready if r in self.pending]
             try:
                 outcomes = ray.get(ready)
@@ -188,7 +191,8 @@ class Coordinator:
         """Is anything still coming that the decider cares about? (A late result for a
         superseded attempt is recorded if it comes, but is not waited for.)"""
         in_flight = self.state.in_flight
-        return any(aid in in_flight for aid, _ in self.pending.values())
+        return any(aid in in_flight for aid, _ in self.pending.values()) or any(
+            a.id in in_flight for a in self.parked)
 
     def _next_wake(self) -> float:
         """Seconds until the next timer, probe or look at the inbox is due."""
@@ -257,12 +261,27 @@ class Coordinator:
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         assignment = decision.assignment
-        replica, worker = self.pool.choose(assignment.handler)
-        ref: ray.ObjectRef[Any] = worker.run.remote(assignment)
-        self.pending[ref] = (assignment.id, replica)
         if assignment.timeout_s is not None:
             deadline = time.monotonic() + assignment.timeout_s
             heapq.heappush(self.deadlines, (deadline, assignment.id))
+        self._send(assignment)
+
+    def _send(self, assignment: Assignment) -> None:
+        picked = self.pool.choose(assignment.handler)
+        if picked is None:
+            # Every replica of the handler is down: hold the (recorded) dispatch until one
+            # answers a probe, rather than spend the task's attempts on calls that fail.
+            self.parked.append(assignment)
+            return
+        replica, worker = picked
+        ref: ray.ObjectRef[Any] = worker.run.remote(assignment)
+        self.pending[ref] = (assignment.id, replica)
+
+    def _send_parked(self) -> None:
+        parked, self.parked = self.parked, []
+        for assignment in parked:
+            if assignment.id in self.state.in_flight:  # not timed out meanwhile
+                self._send(assignment)
 
     # --- reading -----------------------------------------------------------------------
 

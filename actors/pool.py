@@ -33,8 +33,11 @@ class Pool:
         self.probes: dict[ray.ObjectRef[Any], Replica] = {}
         self.reprobe_at: dict[Replica, float] = {}
 
-    def choose(self, handler: str) -> tuple[Replica, ActorHandle[Any]]:
-        """The replica of `handler` to send the next assignment to (and count it held)."""
+    def choose(self, handler: str) -> tuple[Replica, ActorHandle[Any]] | None:
+        """The replica of `handler` to send the next assignment to (and count it held),
+        or None while every one of them is down."""
+        if all((handler, i) in self.down for i in range(len(self.workers[handler]))):
+            return None
         index = min(range(len(self.workers[handler])), key=lambda i: (
             (handler, i) in self.down, (handler, i) in self.stuck, self.held[(handler, i)], i))
         replica = (handler, index)

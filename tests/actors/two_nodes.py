@@ -36,10 +36,14 @@ def main(store_url: str) -> None:
     def remove_worker_node(progress: Progress) -> None:
         if not moved and progress.accepted >= 3:
             moved.append(progress.accepted)
+            cluster.remove_node(doomed)  # while assignments are in flight there
             cluster.add_node(num_cpus=2)
-            cluster.remove_node(doomed)
 
-    spec = baton.Spec(goal="survive a node", tasks=slow_plan(16, 0.3), handlers=[echo])
+    # Losing a node fails every call its workers held, and a retry sent before the
+    # coordinator learns the second replica is gone fails too: give attempts to spare.
+    plan = [task.model_copy(update={"budget": baton.Budget(attempts=4)})
+            for task in slow_plan(16, 0.5)]
+    spec = baton.Spec(goal="survive a node", tasks=plan, handlers=[echo])
     result = baton.run(spec, store=store_url, run_id="two-nodes",
                        on_progress=remove_worker_node)
     # Ray forwards worker logs to this stdout too, so the answer carries a marker.
