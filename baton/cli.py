@@ -37,9 +37,12 @@ from baton.events.store import open_store
 from baton.projections import log as readable
 from baton.projections.ledger import Ledger, TaskLine, ledger
 from baton.projections.replay import verify as replay_verify
+from baton.projections.trace import UnknownTask
+from baton.projections.trace import as_dicts as trace_dicts
+from baton.projections.trace import trace as explain
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, ClusterUnavailable)
+BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, UnknownTask, ClusterUnavailable)
 SHOW_ROWS = 40
 
 app = typer.Typer(
@@ -473,6 +476,43 @@ def replay(
         out.print(f"{run_id}: replay diverges\n{divergence.describe()}", highlight=False,
                   markup=False)
     raise typer.Exit(EXIT_DONE if divergence is None else EXIT_FAILED)
+
+
+@app.command(name="trace")
+def trace_(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    task: Annotated[str, typer.Argument(metavar="TASK", help="The task id.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Explain a task's outcome: synthesis <- validation <- output <- assignment <- plan.
+
+    Each step names the rule that fired, the facts it read, and the state digest it
+    looked at; the assignment shows its handler, routing reason, candidates weighed and
+    the inputs it was given, so a wrong answer leads to the worker that gave it.
+    """
+    url = store_url(store)
+    try:
+        with open_store(url) as log:
+            if not log.last_seq(run_id):
+                raise UnknownRun(run_id, url)
+            steps = explain(log.read(run_id), task)
+    except BatonError as error:
+        _fail(error)
+    if as_json:
+        _emit_json(trace_dicts(steps))
+        return
+    for step in steps:
+        rule = f"  [{step.rule}]" if step.rule else ""
+        out.print(f"{step.seq:>6}  {step.type:<21} {step.what}{rule}", highlight=False,
+                  markup=False)
+        if step.state_digest:
+            out.print(f"{'':8}state {step.state_digest}", highlight=False)
+        for name, value in {**step.detail, **({"facts": step.facts} if step.facts else {}),
+                            **({"candidates": step.candidates} if step.candidates else {})
+                            }.items():
+            out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
+                      markup=False)
 
 
 # --- printing --------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""Explain a task's outcome by walking its log back to the decisions that made it.
+
+From the end to the start: the synthesis that used the task's output, the validation
+that accepted it (or the failures and recoveries that ended it), the output as the
+worker returned it, the assignment (handler, routing rule, candidates weighed, the
+inputs it was given and their digest), and the plan change that created the task —
+each step with the state digest the decision looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from baton.events.errors import BatonError
+from baton.events.schema import (
+    AssignmentDispatched,
+    Decision,
+    Envelope,
+    PlanChanged,
+    RecoveryChosen,
+    ResultReceived,
+    ResultValidated,
+    RunCompleted,
+    RunFailed,
+    RunRequested,
+)
+
+from .log import concerns, describe
+
+
+class UnknownTask(BatonError):
+    """The run's plan never held a task with this id."""
+
+
+@dataclass
+class Step:
+    """One link of a trace: the event, what it says, and why it was decided."""
+
+    seq: int
+    type: str
+    what: str
+    rule: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    state_digest: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
+    """The chain of events behind `task_id`'s outcome, newest first."""
+    events = list(log)
+    about = [e for e in events if concerns(e, task_id)]
+    request = next((e for e in events if isinstance(e, RunRequested)), None)
+    created = next((e for e in events if isinstance(e, PlanChanged) and (
+        any(t.id == task_id for t in e.added)
+        or (e.requested and request is not None
+            and any(t.id == task_id for t in request.tasks)))), None)
+    if created is None:
+        raise UnknownTask(f"run {events[0].run_id if events else '?'} has no task "
+                          f"{task_id!r}; `baton show RUN` lists its tasks")
+    accepted = [e for e in about if isinstance(e, ResultValidated) and e.outcome == "accepted"]
+    steps: list[Step] = []
+    ending = next((e for e in reversed(events) if isinstance(e, RunCompleted | RunFailed)), None)
+    if accepted:
+        judged = accepted[-1]
+        if isinstance(ending, RunCompleted):
+            steps.append(_step(ending, detail={"used": _uses(ending.output, task_id)}))
+        steps.append(_step(judged))
+        received = next((e for e in events if isinstance(e, ResultReceived)
+                         and e.result.assignment_id == judged.assignment_id
+                         and e.seq < judged.seq), None)
+        if received is not None:
+            steps.append(_step(received, detail={"output": received.result.output}))
+        chosen = [judged.assignment_id]
+    else:
+        # Not accepted: how it ended, and every attempt that led there.
+        steps += [_step(e) for e in reversed(about)
+                  if isinstance(e, RecoveryChosen | ResultValidated) or type(e).__name__ in (
+                      "FailureReported", "TimerFired", "EscalationRaised")]
+        chosen = [e.assignment.id for e in about if isinstance(e, AssignmentDispatched)]
+    dispatches = [e for e in about if isinstance(e, AssignmentDispatched)
+                  and e.assignment.id in chosen]
+    if accepted:  # the routing decision itself, not a restart's re-send of it
+        dispatches = dispatches[:1]
+    for event in dispatches:
+        a = event.assignment
+        steps.append(_step(event, detail={
+            "handler": a.handler, "attempt": a.attempt, "inputs": a.inputs,
+            "context_digest": a.context_digest, "feedback": list(a.feedback)}))
+    steps.sort(key=lambda s: -s.seq)
+    steps.append(_step(created))
+    return steps
+
+
+def _uses(output: Any, task_id: str) -> Any:
+    """What the final output holds under the task's id, when it is keyed by task."""
+    return output.get(task_id) if isinstance(output, dict) else None
+
+
+def _step(event: Envelope, detail: dict[str, Any] | None = None) -> Step:
+    step = Step(seq=event.seq, type=type(event).__name__, what=describe(event),
+                detail=detail or {})
+    if isinstance(event, Decision):
+        step.rule = event.reason.rule
+        step.facts = dict(event.reason.facts)
+        step.candidates = [dict(c) for c in event.reason.candidates]
+        step.state_digest = event.state_digest
+    return step
+
+
+def as_dicts(steps: list[Step]) -> list[dict[str, Any]]:
+    return [asdict(s) for s in steps]
