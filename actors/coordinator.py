@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import ray
@@ -77,7 +77,6 @@ class Progress:
     elapsed_s: float = 0.0
     output: Any = None
     error: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
 
     @property
     def assignments_per_s(self) -> float:
@@ -116,6 +115,7 @@ class Coordinator:
         self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.parked: list[Assignment] = []  # dispatched while every replica was down
+        self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
@@ -182,7 +182,12 @@ class Coordinator:
         return self.progress_now().as_dict()
 
     def _take_up_inbox(self) -> None:
-        """Record what people sent since the last look (answers, cancels) and decide."""
+        """Record what people sent since the last look (answers, cancels) and decide.
+        Looks at most once per INBOX_POLL_S: a busy run takes many turns a second."""
+        now = time.monotonic()
+        if now < self.inbox_due:
+            return
+        self.inbox_due = now + INBOX_POLL_S
         entries = inbox.pending(self.store, self.run_id, self.state.inbox_seen)
         if entries and self.state.status == "running":
             self._turn([_from_inbox(self.run_id, entry) for entry in entries])
@@ -312,7 +317,6 @@ class Coordinator:
             elapsed_s=time.monotonic() - self.started,
             output=s.output if status == "completed" else None,
             error=s.error,
-            counts=dict(self.tally),
         )
 
     def progress(self) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from baton.events.decider import turn
+from baton.events.decider import RunState, turn
 from baton.events.errors import BadSpec, UnknownRun
 from baton.events.model import Json
 from baton.events.policy import DefaultPolicy
@@ -131,11 +131,16 @@ def _post(
     return entry
 
 
-def run_status(store: EventStore, run_id: str) -> str:
-    """completed, failed, waiting (on people) or running, as the log says now."""
+def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, int]:
+    """The run's folded state, its phase as a reader should see it, and how many inbox
+    entries wait for a coordinator. A run whose people have answered is no longer
+    waiting on them, only on its coordinator to take the answers up: `running`."""
     if not store.last_seq(run_id):
         raise UnknownRun(run_id, store.url)
-    return store.state(run_id).phase
+    state = store.state(run_id)
+    waiting = len(pending(store, run_id, state.inbox_seen))
+    phase = state.phase
+    return state, ("running" if phase == "waiting" and waiting else phase), waiting
 
 
 def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> None:

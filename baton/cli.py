@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -33,7 +35,7 @@ from baton.actors.launcher import run as launch
 from baton.actors.spec import load_spec
 from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
 from baton.events.schema import EVENT_TYPES
-from baton.events.store import open_store
+from baton.events.store import EventStore, open_store
 from baton.projections import log as readable
 from baton.projections.ledger import Ledger, TaskLine, ledger
 from baton.projections.replay import verify as replay_verify
@@ -72,6 +74,16 @@ Address = Annotated[str | None, typer.Option(
     help="Ray cluster to attach to; without one, a local Ray is started.")]
 Detach = Annotated[bool, typer.Option(
     "--detach", help="Leave the run to a detached coordinator and return at once.")]
+
+
+@contextmanager
+def _run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
+    """The store holding `run_id`, open; UnknownRun when the run is not there."""
+    url = store_url(store)
+    with open_store(url) as log:
+        if not log.last_seq(run_id):
+            raise UnknownRun(run_id, url)
+        yield log
 
 
 def _fail(error: BatonError) -> NoReturn:
@@ -318,13 +330,7 @@ def _attached_and_alive(run_id: str, address: str | None) -> bool:
 
 def _status(run_id: str, url: str) -> dict[str, Any]:
     with open_store(url) as log:
-        if not log.last_seq(run_id):
-            raise UnknownRun(run_id, url)
-        state = log.state(run_id)
-        answers = len(people.pending(log, run_id, state.inbox_seen))
-    phase = state.phase
-    if phase == "waiting" and answers:
-        phase = "running"  # people have answered; the coordinator has yet to take it up
+        state, phase, answers = people.run_phase(log, run_id)
     return {"run_id": run_id, "status": phase, "tasks": len(state.tasks),
             "pending_answers": answers,
             "accepted": state.accepted, "in_flight": len(state.in_flight),
@@ -375,11 +381,8 @@ def show(
     Then the open escalations (questions waiting on a person) and the final output.
     Exit code 0 when the run completed, 1 otherwise.
     """
-    url = store_url(store)
     try:
-        with open_store(url) as log:
-            if not log.last_seq(run_id):
-                raise UnknownRun(run_id, url)
+        with _run_log(run_id, store) as log:
             book = ledger(log.read_recorded(run_id))
     except BatonError as error:
         _fail(error)
@@ -404,15 +407,12 @@ def log_(
     as_json: AsJson = False,
 ) -> None:
     """Print a run's log, one event a line, with the rule and facts behind each decision."""
-    url = store_url(store)
     unknown = sorted(set(kinds or ()) - set(EVENT_TYPES))
     try:
         if unknown:
             raise BadSpec(f"unknown event type {', '.join(unknown)}; the types are "
                           f"{', '.join(sorted(EVENT_TYPES))}")
-        with open_store(url) as log:
-            if not log.last_seq(run_id):
-                raise UnknownRun(run_id, url)
+        with _run_log(run_id, store) as log:
             events = [e for e in log.read(run_id, after=since)
                       if (not kinds or type(e).__name__ in kinds)
                       and (task is None or readable.concerns(e, task))]
@@ -440,11 +440,8 @@ def replay(
     as_json: AsJson = False,
 ) -> None:
     """Fold a run's log to a point and show the state there, or verify its decisions."""
-    url = store_url(store)
     try:
-        with open_store(url) as log:
-            if not log.last_seq(run_id):
-                raise UnknownRun(run_id, url)
+        with _run_log(run_id, store) as log:
             if not verify:
                 book = ledger(log.read_recorded(run_id, until=until))
             else:
@@ -491,11 +488,8 @@ def trace_(
     looked at; the assignment shows its handler, routing reason, candidates weighed and
     the inputs it was given, so a wrong answer leads to the worker that gave it.
     """
-    url = store_url(store)
     try:
-        with open_store(url) as log:
-            if not log.last_seq(run_id):
-                raise UnknownRun(run_id, url)
+        with _run_log(run_id, store) as log:
             steps = explain(log.read(run_id), task)
     except BatonError as error:
         _fail(error)
@@ -623,11 +617,6 @@ def _styled(status: str) -> str:
     colour = {"completed": "green", "accepted": "green", "failed": "red", "abandoned": "red",
               "waiting": "yellow", "escalated": "yellow"}.get(status, "cyan")
     return f"[{colour}]{status}[/]"
-
-
-def _short(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _when(stamp: float | None) -> str:

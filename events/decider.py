@@ -106,9 +106,6 @@ class TaskRecord:
         """The id of the attempt in flight, if any."""
         return self.assignment.id if self.status == "in_flight" and self.assignment else None
 
-    def attempts_on(self, handler: str) -> int:
-        return next((n for h, n in self.tried if h == handler), 0)
-
     def copy(self) -> TaskRecord:
         clone = TaskRecord.__new__(TaskRecord)
         for name in TaskRecord.__slots__:

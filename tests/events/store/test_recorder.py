@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,12 @@ def recorded_run(run_id: str = "run-1") -> list[Envelope]:
     return run.log
 
 
-class StoreContract:
+class StoreContract(ABC):
     """Behaviour every backend must have. Subclasses say how to open one."""
 
+    @abstractmethod
     def open(self) -> EventStore:
-        raise NotImplementedError
+        """A fresh, empty store of the backend under test."""
 
     @pytest.fixture
     def store(self) -> EventStore:
