@@ -27,7 +27,7 @@ from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, open_store
 
 from .coordinator import Coordinator, Progress
-from .spec import Spec, load_spec
+from .spec import Spec, absolute_ref, load_policy, load_spec, policy_identity
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
 NAMESPACE = "baton"
@@ -190,9 +190,11 @@ def run(
     with open_store(url) as log:
         if log.last_seq(run_id):
             raise BadSpec(f"run {run_id!r} already exists in {url}; choose another run id")
+    policy, policy_digest = policy_identity(spec.policy)
     request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
-                           policy=type(spec.policy).__qualname__, spec=_resumable(spec))
+                           policy=policy, policy_digest=policy_digest,
+                           spec=absolute_ref(spec.source) if spec.source else "")
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
                    max_output_bytes)
 
@@ -216,17 +218,17 @@ def resume(
         if not log.last_seq(run_id):
             raise UnknownRun(run_id, url)
         state = log.state(run_id)
-        [request] = log.read(run_id, until=1)
-    assert isinstance(request, RunRequested)
     if state.status != "running":
         raise BadSpec(f"run {run_id!r} has already {state.status}; there is nothing to resume")
     if spec is None:
-        if not request.spec:
+        if not state.spec:
             raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
                           "recorded; pass the spec to resume it")
-        spec = load_spec(request.spec)
+        spec = load_spec(state.spec)
+        if state.policy_ref:  # a fork decided by another policy than its spec's
+            spec.policy = load_policy(state.policy_ref)
     spec.validate()
-    recorded = {h.name: h.capabilities for h in request.handlers}
+    recorded = {h.name: h.capabilities for h in state.handlers.values()}
     offered = {h.name: h.capabilities for h in spec.handler_infos()}
     if recorded != offered:
         raise BadSpec(f"the spec's handlers {offered} are not the run's {recorded}; "
@@ -246,16 +248,6 @@ def coordinator_alive(run_id: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _resumable(spec: Spec) -> str:
-    """How a later `resume` can load this spec again: an absolute path for a file."""
-    if not spec.source:
-        return ""
-    target, sep, name = spec.source.partition(":")
-    if target.endswith(".py"):
-        target = os.path.abspath(target)
-    return target + sep + name
 
 
 def _launch(

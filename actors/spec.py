@@ -7,8 +7,10 @@ anything starts: a missing file, no `spec`, an unknown capability, a cycle, a du
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -89,6 +91,57 @@ def load_spec(ref: str) -> Spec:
         raise BadSpec(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
     found.source = ref
     return found
+
+
+def load_policy(ref: str) -> Policy:
+    """The policy named by `ref`: ``path/to/file.py:Name`` or ``package.module:Name``,
+    where Name is a policy class (made with no arguments) or a policy instance."""
+    target, _, name = ref.rpartition(":")
+    if not target or not name:
+        raise BadSpec(f"policy {ref!r}: write module:Name or path/to/file.py:Name")
+    module = _import_file(target) if target.endswith(".py") else _import_module(target)
+    found: Any = getattr(module, name, None)
+    if found is None:
+        raise BadSpec(f"{target} has no `{name}`")
+    if isinstance(found, type):
+        try:
+            found = found()
+        except TypeError as error:
+            raise BadSpec(f"policy class {ref} cannot be made without arguments ({error}); "
+                          "export an instance instead") from None
+    missing = [rule for rule in ("route", "validate", "recover", "expand", "check",
+                                         "synthesize")
+               if not callable(getattr(found, rule, None))]
+    if missing:
+        raise BadSpec(f"{ref} is a {type(found).__name__}, not a policy: it lacks "
+                      f"{', '.join(missing)} (subclass baton.DefaultPolicy)")
+    return found  # type: ignore[no-any-return]
+
+
+def policy_identity(policy: Policy) -> tuple[str, str]:
+    """The policy's qualified name, and a hash of its classes' source and its settings,
+    so a replay can tell whether the policy it is given is the one that ran."""
+    cls = type(policy)
+    parts: list[str] = []
+    for klass in cls.__mro__:
+        if klass.__module__ in ("builtins", "abc", "typing"):
+            continue
+        try:
+            parts.append(inspect.getsource(klass))
+        except (OSError, TypeError):  # defined where no source is kept
+            parts.append(f"{klass.__module__}.{klass.__qualname__}")
+    parts.append(repr(sorted(getattr(policy, "__dict__", {}).items())))
+    source_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return f"{cls.__module__}:{cls.__qualname__}", source_hash
+
+
+def absolute_ref(ref: str) -> str:
+    """`ref` (file.py[:name] or module[:name]) with a file's path made absolute, so it
+    loads again from any working directory."""
+    target, sep, name = ref.partition(":")
+    if target.endswith(".py"):
+        target = str(Path(target).resolve())
+    return target + sep + name
 
 
 def _is_windows_drive(ref: str) -> bool:

@@ -32,12 +32,16 @@ from baton.actors.launcher import (
 )
 from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
-from baton.actors.spec import load_spec
+from baton.actors.spec import load_policy, load_spec
 from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
 from baton.events.schema import EVENT_TYPES
 from baton.events.store import EventStore, open_store
 from baton.projections import log as readable
+from baton.projections.counterfactual import Counterfactual, counterfactual
+from baton.projections.diff import diff as compare_runs
+from baton.projections.fork import fork as fork_run
 from baton.projections.ledger import Ledger, TaskLine, ledger
+from baton.projections.replay import Verification
 from baton.projections.replay import verify as replay_verify
 from baton.projections.trace import UnknownTask
 from baton.projections.trace import as_dicts as trace_dicts
@@ -46,6 +50,7 @@ from baton.projections.trace import trace as explain
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, UnknownTask, ClusterUnavailable)
 SHOW_ROWS = 40
+PARTINGS_SHOWN = 5
 
 app = typer.Typer(
     name="baton",
@@ -433,46 +438,179 @@ def replay(
     verify: Annotated[bool, typer.Option(
         "--verify", help="Re-decide every recorded stimulus and compare with the log; "
         "exit 1 naming the first decision that differs.")] = False,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", metavar="MODULE:NAME", help="Feed the run's recorded facts to this "
+        "policy (a class or instance; module:Name or file.py:Name), calling no worker, and "
+        "show where it decides otherwise and how the run would end. With --verify, "
+        "replay with it instead of the recorded policy.")] = None,
     spec: Annotated[str | None, typer.Option(
-        "--spec", metavar="SPEC", help="Decide with this spec's policy (default: the "
-        "spec the run was started from).")] = None,
+        "--spec", metavar="SPEC", help="Like --policy, with this spec's policy.")] = None,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
-    """Fold a run's log to a point and show the state there, or verify its decisions."""
+    """Fold a run's log to a point and show the state there; verify its decisions; or
+    ask what another policy would have decided.
+
+    \b
+    baton replay RUN --until 120           the ledger as it stood after seq 120
+    baton replay RUN --verify              every decision reproduced? (exit 1 if not)
+    baton replay RUN --policy my.py:Fixed  the same facts, decided by another policy
+    """
     try:
+        if policy and spec:
+            raise BadSpec("give --policy or --spec, not both")
         with _run_log(run_id, store) as log:
-            if not verify:
-                book = ledger(log.read_recorded(run_id, until=until))
+            chosen = (load_policy(policy) if policy else
+                      load_spec(spec).policy if spec else None)
+            if verify:
+                report = replay_verify(log, run_id, chosen, until=until)
+            elif chosen is not None:
+                what_if = counterfactual(log, run_id, chosen)
             else:
-                [request] = log.read(run_id, until=1)
-                source = spec or getattr(request, "spec", "")
-                if not source:
-                    raise BadSpec(f"the spec run {run_id!r} came from is not recorded (it "
-                                  "was started from Python); give --spec to say which "
-                                  "policy to replay it with")
-                policy = load_spec(source).policy
-                events = list(log.read_recorded(run_id, until=until))
-                divergence = replay_verify(events, policy)
+                book = ledger(log.read_recorded(run_id, until=until))
     except BatonError as error:
         _fail(error)
-    if not verify:
-        if as_json:
-            _emit_json(book.as_dict())
-        else:
-            _print_ledger(book, show_all=False)
-        return
+    if verify:
+        _print_verification(report, as_json)
+    if chosen is not None:
+        _print_counterfactual(what_if, as_json)
     if as_json:
-        _emit_json({"run_id": run_id, "events": len(events), "reproduced": divergence is None,
-                    "divergence": None if divergence is None else {
-                        "seq": divergence.seq, "fields": list(divergence.fields),
-                        "account": divergence.describe()}})
-    elif divergence is None:
-        out.print(f"{run_id}: replayed {len(events)} events; every decision reproduced")
+        _emit_json(book.as_dict())
     else:
-        out.print(f"{run_id}: replay diverges\n{divergence.describe()}", highlight=False,
-                  markup=False)
-    raise typer.Exit(EXIT_DONE if divergence is None else EXIT_FAILED)
+        _print_ledger(book, show_all=False)
+
+
+def _say(text: str = "") -> None:
+    """Print plain text: no markup, no highlighting (logs hold brackets and numbers)."""
+    out.print(text, highlight=False, markup=False)
+
+
+def _print_verification(report: Verification, as_json: bool) -> NoReturn:
+    if as_json:
+        _emit_json(report.as_dict())
+    else:
+        for note in report.notes:
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+        if report.divergence is None:
+            out.print(f"{report.run_id}: replayed {report.events} events; every decision "
+                      "reproduced")
+        else:
+            out.print(f"{report.run_id}: replay diverges\n{report.divergence.describe()}",
+                      highlight=False, markup=False)
+    raise typer.Exit(EXIT_DONE if report.reproduced else EXIT_FAILED)
+
+
+def _print_counterfactual(report: Counterfactual, as_json: bool) -> NoReturn:
+    """Exit 0 when the policy decides as the record did, 1 when it parts from it."""
+    if as_json:
+        _emit_json(report.as_dict())
+        raise typer.Exit(EXIT_DONE if report.same else EXIT_FAILED)
+    _say(f"{report.run_id} replayed under {report.policy}, no worker called")
+    if report.same:
+        _say("it decides exactly as the record did")
+    for parting in report.partings[:PARTINGS_SHOWN]:
+        _say(f"\nafter seq {parting.seq} ({parting.stimulus}):")
+        for text in parting.recorded:
+            _say(f"  recorded  {text}")
+        for text in parting.replayed:
+            _say(f"  replayed  {text}")
+        if not parting.replayed:
+            _say("  replayed  (decides nothing)")
+    if len(report.partings) > PARTINGS_SHOWN:
+        _say(f"\n… {len(report.partings) - PARTINGS_SHOWN} more turns decided otherwise "
+            "(--json lists them all)")
+    if report.stopped:
+        _say(f"\nstopped after seq {report.stopped_at}: {report.stopped}")
+    for change in report.changed_tasks[:SHOW_ROWS]:
+        _say(f"  {change.task_id}: recorded {change.recorded}; replayed {change.replayed}")
+    was, now = report.recorded_outcome, report.outcome
+    _say(f"\noutcome: recorded {was['status']} ({was['accepted']} of {was['tasks']} "
+        f"accepted); replayed {now['status']} ({now['accepted']} of {now['tasks']} accepted"
+        + (", stopped early)" if report.stopped else ")"))
+    if was["output"] != now["output"] and now["status"] == "completed":
+        _say(f"  recorded output {readable.short(was['output'], 100)}")
+        _say(f"  replayed output {readable.short(now['output'], 100)}")
+    if report.unused:
+        _say(f"recorded results the policy never asked for: {', '.join(report.unused[:10])}")
+    raise typer.Exit(EXIT_DONE if report.same else EXIT_FAILED)
+
+
+@app.command()
+def fork(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to fork.")],
+    at: Annotated[int, typer.Option(
+        "--at", metavar="SEQ", help="Keep the parent's log up to this seq (the end of a "
+        "turn: see baton log RUN).")],
+    policy: Annotated[str | None, typer.Option(
+        "--policy", metavar="MODULE:NAME", help="Decide the fork with this policy.")] = None,
+    spec: Annotated[str | None, typer.Option(
+        "--spec", metavar="SPEC", help="Run the fork with this spec's handlers (same "
+        "names and capabilities) and policy (default: the parent's spec).")] = None,
+    new_run_id: Annotated[str | None, typer.Option(
+        "--run-id", metavar="ID", help="Name the fork (default: RUN-fork-SEQ).")] = None,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Why.")] = "",
+    store: Store = None,
+    address: Address = None,
+    detach: Detach = False,
+    as_json: AsJson = False,
+) -> None:
+    """Start a new run from a prefix of RUN's log and finish it live on Ray.
+
+    The fork records where it came from, then a coordinator takes it up: work that was
+    in flight at SEQ is dispatched again, and the rest is decided by the fork's policy.
+    Typical use: fork just before a bad dispatch with a fixed handler (--spec) or rule
+    (--policy), then compare: baton diff RUN FORK.
+    """
+    try:
+        with _run_log(run_id, store) as log:
+            made = fork_run(log, run_id, at, new_run_id=new_run_id, spec=spec,
+                            policy=policy, note=note)
+        if not as_json:
+            err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
+                      f"{made.policy}", highlight=False)
+        with _ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+            result = resume_run(made.run_id, store, address, spec=made.spec, detach=detach,
+                                on_progress=display.update)
+    except BatonError as error:
+        _fail(error)
+    _finish(result, as_json, detach)
+
+
+@app.command(name="diff")
+def diff_(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="One run.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The other.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
+    and how each ended. Exit 0 when they say the same, 1 when they differ."""
+    try:
+        with _run_log(run_a, store) as log:
+            if not log.last_seq(run_b):
+                raise UnknownRun(run_b, log.url)
+            found = compare_runs(log.read(run_a), log.read(run_b))
+    except BatonError as error:
+        _fail(error)
+    if as_json:
+        _emit_json(found.as_dict())
+        raise typer.Exit(EXIT_DONE if found.same else EXIT_FAILED)
+    _say(f"{run_a} and {run_b} share their first {found.common} events")
+    if found.same:
+        _say("and nothing else: they are the same run")
+        raise typer.Exit(EXIT_DONE)
+    _say(f"then  {run_a}: {found.first_a or '(its log ends)'}")
+    _say(f"      {run_b}: {found.first_b or '(its log ends)'}")
+    _say(f"after that, {found.decisions_a} and {found.decisions_b} decisions")
+    for change in found.changed_tasks[:SHOW_ROWS]:
+        _say(f"  {change.task_id}: {run_a} {change.recorded}; {run_b} {change.replayed}")
+    for name, ended in ((run_a, found.outcome_a), (run_b, found.outcome_b)):
+        _say(f"{name}: {ended['status']}, {ended['accepted']} of {ended['tasks']} accepted"
+            + (f", error: {ended['error']}" if ended["error"] else ""))
+    if found.outcome_a["output"] != found.outcome_b["output"]:
+        _say(f"outputs differ:\n  {run_a}: {readable.short(found.outcome_a['output'], 100)}"
+            f"\n  {run_b}: {readable.short(found.outcome_b['output'], 100)}")
+    raise typer.Exit(EXIT_FAILED)
 
 
 @app.command(name="trace")

@@ -60,8 +60,10 @@ class Scenario:
         self.state = RunState()
         self.log: list[Envelope] = []
         self.store = store
+        kind = type(self.policy)
         self.first = self.stimulate(
-            RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers)
+            RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers),
+            policy=f"{kind.__module__}:{kind.__qualname__}",
         )
 
     def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:

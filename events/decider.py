@@ -53,6 +53,7 @@ from .schema import (
     ResultValidated,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunRequested,
     Stimulus,
     TimerFired,
@@ -115,6 +116,14 @@ class TaskRecord:
 
 class RunState:
     """A run as its log so far says it is. Read it freely; change it only by `evolve`."""
+
+    # Who decides the run (from RunRequested, or the RunForked that began it). Class-level
+    # defaults, so snapshots written before these were kept still load.
+    policy = ""  # module:QualName
+    policy_digest = ""  # a hash of the policy's source
+    spec = ""  # where its spec was loaded from
+    policy_ref = ""  # where its policy was loaded from, when not the spec's own
+    forked_from: tuple[str, int] | None = None  # (parent run, parent seq)
 
     def __init__(self) -> None:
         self.run_id = ""
@@ -306,6 +315,9 @@ class RunState:
         self._set(self, "status", "running")
         self._set(self, "goal", e.goal)
         self._set(self, "requested", e.tasks)
+        self._set(self, "policy", e.policy)
+        self._set(self, "policy_digest", e.policy_digest)
+        self._set(self, "spec", e.spec)
         caps: dict[str, list[str]] = {}
         for h in e.handlers:
             self._put(self.handlers, h.name, h)
@@ -317,6 +329,16 @@ class RunState:
         for cap, names in sorted(caps.items()):
             self._put(self.by_capability, cap, tuple(sorted(names)))
             self._put(self.ready, cap, deque())
+
+    def _on_run_forked(self, e: RunForked) -> None:
+        if self.status != "running":
+            raise BadLog(f"RunForked at seq {e.seq} follows a run that has {self.status}",
+                         run_id=e.run_id, seq=e.seq)
+        self._set(self, "forked_from", (e.parent_run_id, e.parent_seq))
+        self._set(self, "policy", e.policy)
+        self._set(self, "policy_digest", e.policy_digest)
+        self._set(self, "spec", e.spec)
+        self._set(self, "policy_ref", e.policy_ref)
 
     def _on_plan_changed(self, e: PlanChanged) -> None:
         added = self.requested if e.requested else e.added
@@ -474,6 +496,7 @@ class RunState:
 
     _APPLY: dict[type[Any], Callable[[RunState, Any], None]] = {
         RunRequested: _on_run_requested,
+        RunForked: _on_run_forked,
         ResultReceived: _on_result_received,
         FailureReported: _on_failure,
         TimerFired: _on_timer,
@@ -676,6 +699,9 @@ class _Turn:
             self.emit(RunFailed, "plan.empty", facts, error="the plan has no tasks")
         else:
             self.emit(PlanChanged, "plan.initial", facts, requested=True)
+
+    def _on_RunForked(self, e: RunForked) -> None:
+        pass  # the fork's policy takes over: _fill, after this, dispatches what it would
 
     def _on_ResultReceived(self, e: ResultReceived) -> None:
         aid = e.result.assignment_id

@@ -59,8 +59,25 @@ class RunRequested(Stimulus):
     goal: str = ""
     tasks: tuple[Task, ...]
     handlers: tuple[HandlerInfo, ...]
-    policy: str = ""
+    policy: str = Field(default="", description="module:QualName of the deciding policy")
+    policy_digest: str = Field(default="", description="a hash of the policy's source")
     spec: str = Field(default="", description="where the spec was loaded from, for resume")
+
+
+class RunForked(Stimulus):
+    """This run began as a copy of another run's log up to `parent_seq`; from here on it
+    is decided by `policy` and run with the handlers of `spec`."""
+
+    type: Literal["RunForked"] = "RunForked"
+    parent_run_id: str
+    parent_seq: int
+    parent_digest: str = Field(description="the parent's digest chain at parent_seq")
+    spec: str = Field(default="", description="the spec the fork runs with, for resume")
+    policy_ref: str = Field(default="", description="where its policy was loaded from, "
+                            "when not the spec's own")
+    policy: str = ""
+    policy_digest: str = ""
+    note: str = ""
 
 
 class ResultReceived(Stimulus):
@@ -193,6 +210,7 @@ class RunFailed(Decision):
 
 AnyStimulus: TypeAlias = (
     RunRequested
+    | RunForked
     | ResultReceived
     | FailureReported
     | TimerFired
@@ -218,6 +236,7 @@ STIMULUS_TYPES: dict[str, type[Stimulus]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         RunRequested,
+        RunForked,
         ResultReceived,
         FailureReported,
         TimerFired,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from baton.events.schema import (
@@ -21,7 +22,9 @@ from baton.events.schema import (
     ResultValidated,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunRequested,
+    Stimulus,
     TimerFired,
 )
 
@@ -38,6 +41,10 @@ def describe(event: Envelope) -> str:
         case RunRequested():
             return (f"goal {event.goal!r}: {len(event.tasks)} tasks, handlers "
                     f"{', '.join(h.name for h in event.handlers)}")
+        case RunForked():
+            return (f"copied from {event.parent_run_id} up to seq {event.parent_seq}; "
+                    f"decided from here by {event.policy or 'the same policy'}"
+                    + (f" ({event.note})" if event.note else ""))
         case PlanChanged():
             added = "the requested tasks" if event.requested else ", ".join(
                 t.id for t in event.added[:5]) + (" …" if len(event.added) > 5 else "")
@@ -101,3 +108,14 @@ def concerns(event: Envelope, task_id: str) -> bool:
         case PlanChanged():
             return any(t.id == task_id for t in event.added)
     return False
+
+
+def turns(log: Sequence[Envelope]) -> list[tuple[Stimulus, tuple[Decision, ...]]]:
+    """The log as turns: each stimulus with the decisions recorded after it."""
+    found: list[tuple[Stimulus, list[Decision]]] = []
+    for event in log:
+        if isinstance(event, Stimulus):
+            found.append((event, []))
+        elif found and isinstance(event, Decision):
+            found[-1][1].append(event)
+    return [(stimulus, tuple(decided)) for stimulus, decided in found]

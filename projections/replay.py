@@ -1,46 +1,84 @@
-"""Replay a recorded log: re-decide every stimulus and compare with what was recorded.
+"""Replay a recorded log: re-decide every stimulus and compare; the state at any seq.
 
 Invariant 7: folding a run's log and re-deciding each recorded stimulus reproduces every
 recorded decision, field for field; where it does not, `verify` names the first event
-that diverges and shows both versions.
+that diverges and shows both versions, with the rule that fired in each and the state
+digest they looked at. A log that is itself broken (a gap, a repeated seq, bytes that no
+longer hash to the digest a later decision recorded) is reported as such.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from baton.actors.spec import load_policy, load_spec, policy_identity
 from baton.events.decider import RunState, step
-from baton.events.errors import BadLog
+from baton.events.errors import BadLog, BadSpec, UnknownRun
 from baton.events.policy import Policy
-from baton.events.schema import Decision, Envelope, Stimulus, encode
+from baton.events.schema import Decision, Envelope, RunForked, RunRequested, Stimulus, encode
+from baton.events.store import EventStore
+
+LogItem = Envelope | tuple[Envelope, bytes]
 
 
 @dataclass(frozen=True)
 class Divergence:
-    """The first place a replay parts from the record: the seq, both versions, the fields."""
+    """The first place a replay parts from the record.
+
+    `kind` is `decision` (replay decides otherwise), `extra` (replay decides something
+    the log lacks), `missing` (the log records a decision replay does not make), or a
+    fault of the log itself: `gap`, `repeat`, `chain` (bytes were altered after the
+    fact), `log` (an event that cannot follow what came before)."""
 
     seq: int
-    recorded: Envelope | None
-    replayed: Envelope | None
-    fields: tuple[str, ...] = field(default=())
+    kind: str
+    recorded: Envelope | None = None
+    replayed: Envelope | None = None
+    fields: tuple[str, ...] = ()
+    digest: str = ""  # the state digest before the event
+    problem: str = ""  # for a fault of the log: what is wrong
 
     def describe(self) -> str:
         """A readable account: which event, which rule, which fields, both values."""
         head = f"seq {self.seq}: "
-        if self.recorded is None and self.replayed is not None:
-            return head + f"replay decides an extra {_label(self.replayed)} the log lacks"
-        if self.replayed is None and self.recorded is not None:
-            return head + f"the log records {_label(self.recorded)}, which replay does not decide"
-        assert self.recorded is not None and self.replayed is not None
-        lines = [head + f"recorded {_label(self.recorded)}, replay decides "
-                 f"{_label(self.replayed)}"]
-        was, now = self.recorded.model_dump(), self.replayed.model_dump()
+        if self.problem:
+            return head + self.problem
+        if self.kind == "extra":
+            assert self.replayed is not None
+            text = head + f"replay decides {_label(self.replayed)}, which the log lacks"
+        elif self.kind == "missing":
+            assert self.recorded is not None
+            text = head + f"the log records {_label(self.recorded)}, which replay does not decide"
+        else:
+            assert self.recorded is not None and self.replayed is not None
+            text = (head + f"recorded {_label(self.recorded)}, "
+                    f"replay decides {_label(self.replayed)}")
+        lines = [text, f"  state before it: {self.digest}"]
+        was = self.recorded.model_dump(mode="json") if self.recorded else {}
+        now = self.replayed.model_dump(mode="json") if self.replayed else {}
         for name in self.fields:
-            lines.append(f"  {name}: recorded {was.get(name)!r}")
-            lines.append(f"  {' ' * len(name)}  replayed {now.get(name)!r}")
+            lines += _side_by_side(name, was.get(name), now.get(name))
         return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "fields": list(self.fields),
+                "state_digest": self.digest, "problem": self.problem,
+                "recorded": self.recorded.model_dump(mode="json") if self.recorded else None,
+                "replayed": self.replayed.model_dump(mode="json") if self.replayed else None,
+                "account": self.describe()}
+
+
+def _side_by_side(name: str, was: Any, now: Any, depth: int = 0) -> list[str]:
+    """`name`'s recorded and replayed values, descending into dicts to the keys that differ."""
+    if isinstance(was, dict) and isinstance(now, dict) and depth < 3:
+        lines: list[str] = []
+        for key in [*was, *(k for k in now if k not in was)]:
+            if was.get(key) != now.get(key):
+                lines += _side_by_side(f"{name}.{key}", was.get(key), now.get(key), depth + 1)
+        return lines
+    return [f"  {name}:", f"    recorded {was!r}", f"    replayed {now!r}"]
 
 
 def _label(event: Envelope) -> str:
@@ -56,34 +94,149 @@ def _differing(a: Envelope, b: Envelope) -> tuple[str, ...]:
     return tuple(name for name in left if left[name] != right.get(name))
 
 
-def verify(
-    log: Iterable[Envelope | tuple[Envelope, bytes]], policy: Policy
-) -> Divergence | None:
-    """Re-decide every stimulus of `log` under `policy`; the first Divergence, or None.
-
-    Items may carry the bytes they were stored as (``(event, bytes)``), so the digest
-    chain runs over exactly what was recorded."""
+def verify_log(
+    log: Iterable[LogItem],
+    policy: Policy,
+    on_fork: Callable[[RunForked], Policy] | None = None,
+) -> tuple[int, Divergence | None]:
+    """Re-decide every stimulus of `log` under `policy`: (events read, first Divergence
+    or None). Items may carry the bytes they were stored as (``(event, bytes)``), so the
+    digest chain runs over exactly what was recorded. At a RunForked, `on_fork` (when
+    given) names the policy that decides from there on."""
     state = RunState()
     pending: list[Decision] = []  # decisions replay expects next in the log
+    count = 0  # events read; the last one read had seq `count`
     for item in log:
         event, recorded = item if isinstance(item, tuple) else (item, None)
+        count += 1
+        if event.seq != count:
+            kind = "repeat" if event.seq < count else "gap"
+            return count, Divergence(
+                event.seq, kind, recorded=event,
+                problem=f"expected seq {count}, found {event.seq}: the log "
+                        + ("repeats an earlier seq" if kind == "repeat" else "has a gap"))
         if isinstance(event, Stimulus):
             if pending:
-                return Divergence(pending[0].seq, None, pending[0])
-            # step() folds the replayed decisions; while they equal the recorded ones
-            # (checked below, bytes included) that is the recorded state too.
-            pending = step(state, event, policy, recorded)
+                return count, Divergence(pending[0].seq, "extra", replayed=pending[0],
+                                         digest=pending[0].state_digest)
+            if isinstance(event, RunForked) and on_fork is not None:
+                policy = on_fork(event)
+            try:
+                # step() folds the replayed decisions; while they equal the recorded ones
+                # (checked below, bytes included) that is the recorded state too.
+                pending = step(state, event, policy, recorded)
+            except BadLog as error:
+                return count, Divergence(event.seq, "log", recorded=event,
+                                         digest=state.digest, problem=str(error))
             continue
         if not pending:
             if state.seq == 0:
                 raise BadLog("the log does not open with a stimulus", run_id=event.run_id,
                              seq=event.seq)
-            return Divergence(event.seq, event, None)
+            return count, Divergence(event.seq, "missing", recorded=event, digest=state.digest)
+        assert isinstance(event, Decision)
         expected = pending.pop(0)
+        if event.state_digest != expected.state_digest:
+            return count, Divergence(
+                event.seq, "chain", recorded=event, replayed=expected,
+                digest=expected.state_digest,
+                problem=f"{type(event).__name__} recorded state digest {event.state_digest}, "
+                        f"but the log before it hashes to {expected.state_digest}: an event "
+                        f"before seq {event.seq} was altered, removed or reordered after it "
+                        "was written")
         if expected != event or (recorded is not None and encode(expected) != recorded):
-            return Divergence(event.seq, event, expected, _differing(event, expected) or
-                              ("encoding",))
+            return count, Divergence(event.seq, "decision", event, expected,
+                                     _differing(event, expected) or ("encoding",),
+                                     digest=expected.state_digest)
     if pending:
-        return Divergence(pending[0].seq, None, pending[0])
-    return None
+        return count, Divergence(pending[0].seq, "extra", replayed=pending[0],
+                                 digest=pending[0].state_digest)
+    return count, None
 
+
+@dataclass(frozen=True)
+class Verification:
+    """What `verify` found: how many events it replayed, the first divergence (None when
+    every decision was reproduced), and notes on the policies it replayed with."""
+
+    run_id: str
+    events: int
+    divergence: Divergence | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def reproduced(self) -> bool:
+        return self.divergence is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "events": self.events, "reproduced": self.reproduced,
+                "notes": list(self.notes),
+                "divergence": self.divergence.as_dict() if self.divergence else None}
+
+
+def verify(
+    store: EventStore, run_id: str, policy: Policy | None = None, *, until: int | None = None
+) -> Verification:
+    """Re-decide every stimulus in `run_id`'s log and compare with what was recorded.
+
+    Without `policy`, each stretch of the log is replayed with the policy that decided
+    it: the run's recorded spec (or policy), and for a fork, the fork's from its
+    RunForked on. With `policy`, it decides throughout, and the notes say where it is
+    not the policy that ran (by qualified name and a hash of its source)."""
+    _require(store, run_id)
+    notes: list[str] = []
+    [request] = store.read(run_id, until=1)
+    assert isinstance(request, RunRequested)
+
+    def chosen(origin: RunRequested | RunForked) -> Policy:
+        if policy is None:
+            return recorded_policy(origin)
+        name, source = policy_identity(policy)
+        if (name, source) != (origin.policy, origin.policy_digest) and origin.policy:
+            where = ("the run" if isinstance(origin, RunRequested)
+                     else f"the fork from seq {origin.seq}")
+            notes.append(f"{where} was decided by {origin.policy} (source "
+                         f"{origin.policy_digest or 'unrecorded'}); replaying with "
+                         f"{name} (source {source})")
+        return policy
+
+    first = chosen(request)
+    count, divergence = verify_log(store.read_recorded(run_id, until=until), first,
+                                   on_fork=chosen)
+    return Verification(run_id, count, divergence, tuple(notes))
+
+
+def recorded_policy(origin: RunRequested | RunForked) -> Policy:
+    """The policy that decided a run (or a fork, from its RunForked on), loaded again
+    from where it was recorded."""
+    ref = origin.policy_ref if isinstance(origin, RunForked) else ""
+    if ref:
+        return load_policy(ref)
+    if origin.spec:
+        return load_spec(origin.spec).policy
+    if origin.policy:
+        try:
+            return load_policy(origin.policy)
+        except BadSpec as error:
+            raise BadSpec(f"run {origin.run_id!r} records no spec, and its policy "
+                          f"{origin.policy} does not load ({error}); give the policy to "
+                          "replay it with") from None
+    raise BadSpec(f"run {origin.run_id!r} records neither its spec nor its policy; give "
+                  "the policy to replay it with")
+
+
+def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState:
+    """The run's state just after event `seq` (default: its last): the ledger, plan,
+    work in flight and outputs so far. Starts from the nearest snapshot at or before
+    `seq`, so only the tail is folded."""
+    last = _require(store, run_id)
+    if seq is not None and not 1 <= seq <= last:
+        raise BadSpec(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
+    return store.state(run_id, until=seq)
+
+
+def _require(store: EventStore, run_id: str) -> int:
+    last = store.last_seq(run_id)
+    if not last:
+        raise UnknownRun(run_id, store.url)
+    return last

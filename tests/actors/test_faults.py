@@ -21,7 +21,7 @@ from baton.events.schema import (
     ResultValidated,
     TimerFired,
 )
-from baton.projections.replay import verify
+from baton.projections.replay import verify_log
 from tests.actors import two_nodes
 from tests.fixtures import ray_specs
 
@@ -40,7 +40,7 @@ def test_a_handler_past_its_timeout_is_retried_and_its_late_result_ignored(
     assert timer.assignment_id == "slow#1"
     recovery = log[timer.seq]  # the decision right after the timer
     assert recovery.type == "RecoveryChosen" and recovery.reason.facts["kind"] == "timeout"
-    assert verify(log, DefaultPolicy()) is None
+    assert verify_log(log, DefaultPolicy())[1] is None
 
 
 def test_a_late_result_is_recorded_and_ignored_when_it_arrives(store_url: str) -> None:
@@ -71,7 +71,7 @@ def test_a_worker_that_dies_holding_an_assignment_is_recovered(
     lost = [e.failure for e in log if isinstance(e, FailureReported)]
     assert "f2#1" in {f.assignment_id for f in lost}
     assert {f.kind for f in lost} == {"worker_lost"}
-    assert verify(log, DefaultPolicy()) is None
+    assert verify_log(log, DefaultPolicy())[1] is None
 
 
 def test_a_killed_coordinator_is_restarted_and_finishes_the_run(store_url: str) -> None:
@@ -99,7 +99,7 @@ def test_a_killed_coordinator_is_restarted_and_finishes_the_run(store_url: str) 
     redispatched = [e for e in log[restart.seq:] if isinstance(e, AssignmentDispatched)
                     and e.reason.rule == "restart.redispatch_same_attempt"]
     assert all(e.cause == restart.seq for e in redispatched)
-    assert verify(log, DefaultPolicy()) is None
+    assert verify_log(log, DefaultPolicy())[1] is None
 
 
 def test_removing_the_node_that_runs_the_workers_moves_the_work(store_url: str) -> None:
@@ -119,4 +119,4 @@ def test_removing_the_node_that_runs_the_workers_moves_the_work(store_url: str) 
         log = store.read("two-nodes")
     lost = [e for e in log if isinstance(e, FailureReported)]
     assert lost and {e.failure.kind for e in lost} == {"worker_lost"}
-    assert verify(log, DefaultPolicy()) is None
+    assert verify_log(log, DefaultPolicy())[1] is None

@@ -17,7 +17,7 @@ from baton.events.schema import (
     ResultValidated,
     RunCompleted,
 )
-from baton.projections.replay import verify
+from baton.projections.replay import verify_log
 from tests.fixtures import ray_specs
 from tests.fixtures.specs import Count
 
@@ -44,7 +44,7 @@ def test_a_run_completes_and_its_log_is_legal_and_replays(store_url: str) -> Non
         if isinstance(event, ResultValidated):  # ...and is judged right after it arrives
             assert log[event.cause - 1].type == "ResultReceived"
     assert all(e.recorded_at for e in log if e.type in ("RunRequested", "ResultReceived"))
-    assert verify(log, DefaultPolicy()) is None
+    assert verify_log(log, DefaultPolicy())[1] is None
 
 
 def test_results_are_recorded_in_the_order_they_finish(store_url: str) -> None:

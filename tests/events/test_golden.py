@@ -4,24 +4,33 @@ from __future__ import annotations
 
 from baton.events.decider import RunState
 from baton.events.store import Codec
-from baton.projections.replay import verify
+from baton.projections.replay import verify_log
+from pathlib import Path
+
+import pytest
+
 from tests.fixtures.golden import GOLDEN, record_golden
 from tests.fixtures.specs import ExpandingPolicy
 
+# The golden log as Baton 0.1 wrote it, before RunRequested recorded its policy's digest.
+GOLDEN_0_1 = GOLDEN.with_name("golden-0.1.jsonl")
 
-def golden_records() -> list[tuple[object, bytes]]:
+
+def golden_records(path: Path = GOLDEN) -> list[tuple[object, bytes]]:
     codec = Codec()
     records = []
-    for seq, line in enumerate(GOLDEN.read_bytes().splitlines(), start=1):
+    for seq, line in enumerate(path.read_bytes().splitlines(), start=1):
         records.append((codec.decode(line, run_id="golden", seq=seq), line))
     return records
 
 
-def test_the_golden_log_replays_to_the_same_decisions() -> None:
-    """Re-deciding every recorded stimulus reproduces every recorded decision, byte for byte."""
-    records = golden_records()
+@pytest.mark.parametrize("path", [GOLDEN, GOLDEN_0_1], ids=["today", "written-by-0.1"])
+def test_the_golden_log_replays_to_the_same_decisions(path: Path) -> None:
+    """Re-deciding every recorded stimulus reproduces every recorded decision, byte for
+    byte: today's log, and the one an earlier Baton wrote."""
+    records = golden_records(path)
     assert len(records) > 40
-    assert verify(records, ExpandingPolicy()) is None
+    assert verify_log(records, ExpandingPolicy())[1] is None
 
 
 def test_the_golden_log_folds_to_a_completed_run() -> None:
@@ -51,7 +60,7 @@ def test_replay_names_the_first_decision_a_changed_rule_would_alter() -> None:
                 return type(routing)(handler=other.handler, rule="route.contrary")
             return routing
 
-    divergence = verify(golden_records(), Contrary())
+    _, divergence = verify_log(golden_records(), Contrary())
     assert divergence is not None
     assert divergence.seq == 9
     assert divergence.fields == ("reason", "assignment")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from baton import Budget, DefaultPolicy, HandlerInfo, Task, from_task
 from baton.events.decider import RunState, decide
 from baton.events.schema import Decision, Stimulus
-from baton.projections.replay import verify
+from baton.projections.replay import verify_log
 from baton.testing import Scenario
 from tests.fixtures.specs import NOT_NEGATIVE, Count
 
@@ -135,4 +135,4 @@ def test_refolding_and_redeciding_reproduces_every_decision(plan: Any, data: Any
 
     live = fingerprint(run.state, live_queues_only=True)
     assert fingerprint(state, live_queues_only=True) == live
-    assert verify(log, policy) is None
+    assert verify_log(log, policy)[1] is None

@@ -27,7 +27,7 @@ def sample_events() -> list[Envelope]:
 def test_the_samples_cover_every_event_type() -> None:
     """The sample runs hold every stimulus and decision named in DESIGN.md."""
     assert {e.type for e in sample_events()} == set(EVENT_TYPES)  # type: ignore[attr-defined]
-    assert set(STIMULUS_TYPES) == {"RunRequested", "ResultReceived", "FailureReported",
+    assert set(STIMULUS_TYPES) == {"RunRequested", "RunForked", "ResultReceived", "FailureReported",
                                    "TimerFired", "HumanAnswered", "CancelRequested",
                                    "CoordinatorRestarted"}
     assert set(DECISION_TYPES) == {"PlanChanged", "AssignmentDispatched", "ResultValidated",
