@@ -93,6 +93,9 @@ def load_spec(ref: str) -> Spec:
     return found
 
 
+POLICY_RULES = ("route", "validate", "recover", "expand", "check", "synthesize")
+
+
 def load_policy(ref: str) -> Policy:
     """The policy named by `ref`: ``path/to/file.py:Name`` or ``package.module:Name``,
     where Name is a policy class (made with no arguments) or a policy instance."""
@@ -103,18 +106,17 @@ def load_policy(ref: str) -> Policy:
     found: Any = getattr(module, name, None)
     if found is None:
         raise BadSpec(f"{target} has no `{name}`")
+    missing = [rule for rule in POLICY_RULES if not callable(getattr(found, rule, None))]
+    if missing:
+        kind = found.__name__ if isinstance(found, type) else type(found).__name__
+        raise BadSpec(f"{ref} is {kind}, not a policy: it lacks {', '.join(missing)} "
+                      "(subclass baton.DefaultPolicy)")
     if isinstance(found, type):
         try:
             found = found()
-        except TypeError as error:
-            raise BadSpec(f"policy class {ref} cannot be made without arguments ({error}); "
-                          "export an instance instead") from None
-    missing = [rule for rule in ("route", "validate", "recover", "expand", "check",
-                                         "synthesize")
-               if not callable(getattr(found, rule, None))]
-    if missing:
-        raise BadSpec(f"{ref} is a {type(found).__name__}, not a policy: it lacks "
-                      f"{', '.join(missing)} (subclass baton.DefaultPolicy)")
+        except Exception as error:
+            raise BadSpec(f"policy class {ref} cannot be made without arguments "
+                          f"({type(error).__name__}: {error}); export an instance") from None
     return found  # type: ignore[no-any-return]
 
 

@@ -79,9 +79,10 @@ def fork(
         start = following.cause
         end = next((e.seq - 1 for e in store.read(run_id, after=at)
                     if isinstance(e, Stimulus)), last)
+        before = (f"fork at {start - 1} to decide seq {start} afresh with the fork's "
+                  "policy, or " if start > 1 else "")
         raise BadSpec(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
-                      f"to {end}); fork at {start - 1} to decide seq {start} afresh with "
-                      f"the fork's policy, or at {end} to keep that turn")
+                      f"to {end}); {before}fork at {end} to keep that turn")
     prefix = prefix[:at]
 
     state, events, recorded = _redecided(prefix, new_run_id)

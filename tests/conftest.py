@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,55 @@ def ray_cluster() -> Iterator[None]:
     )
     yield
     ray.shutdown()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.call_failed = report.failed  # type: ignore[attr-defined]
+    return report
+
+
+@pytest.fixture(autouse=True)
+def every_run_verified(request: pytest.FixtureRequest,
+                       monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """After each test, replay every run in every store the test opened and require that
+    each decision is reproduced (invariant 7), with the policy the run recorded."""
+    from baton.events.store import EventStore, open_store
+    from baton.projections.replay import verify
+
+    opened: list[EventStore] = []
+    original = EventStore.__init__
+
+    def tracked(self: EventStore, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(EventStore, "__init__", tracked)
+    yield
+    monkeypatch.undo()
+    if getattr(request.node, "call_failed", False):
+        return  # the test's own failure says more
+    skipped = {run for mark in request.node.iter_markers("unverifiable") for run in mark.args}
+    mark = request.node.get_closest_marker("replay_with")
+    policy = mark.args[0] if mark else None
+    seen: set[str] = set()
+    for store in opened:
+        if store.url in seen:
+            continue
+        seen.add(store.url)
+        # A SQLite store is opened afresh (its writer may have been another process); a
+        # memory store lives only in the object the test had.
+        with open_store(store.url) if store.url.startswith("sqlite") else nullcontext(store) \
+                as log:
+            for info in log.runs():
+                if info.run_id in skipped:
+                    continue
+                report = verify(log, info.run_id, policy)
+                assert report.reproduced, (
+                    f"run {info.run_id} in {store.url} does not replay:\n"
+                    + report.divergence.describe())  # type: ignore[union-attr]
 
 
 @pytest.fixture

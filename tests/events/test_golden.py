@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from baton.events.decider import RunState
-from baton.events.store import Codec
-from baton.projections.replay import verify_log
 from pathlib import Path
 
 import pytest
 
+from baton.events.decider import RunState
+from baton.events.store import Codec
+from baton.projections.replay import verify_log
 from tests.fixtures.golden import GOLDEN, record_golden
 from tests.fixtures.specs import ExpandingPolicy
 

@@ -82,6 +82,7 @@ class StoreContract(ABC):
         assert [r.run_id for r in runs] == ["second", "first"]
         assert runs[0].goal == "goal of second" and runs[0].tasks == 2
 
+    @pytest.mark.unverifiable("one", "two")  # cut mid-turn or broken on purpose
     def test_the_notification_log_follows_every_run_in_order(self, store: EventStore) -> None:
         """notifications(after) yields the store-wide order from a position on."""
         one, two = recorded_run("one"), recorded_run("two")
@@ -95,6 +96,7 @@ class StoreContract(ABC):
         assert [n.position for n in later] == [n.position for n in notes[4:]]
         assert store.max_position() == notes[-1].position
 
+    @pytest.mark.unverifiable("run-1")  # broken on purpose
     @pytest.mark.parametrize(
         ("record", "message"),
         [
@@ -117,6 +119,7 @@ class StoreContract(ABC):
         assert message in str(raised.value)
         assert raised.value.run_id == "run-1" and raised.value.seq == 4
 
+    @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
     def test_a_gap_in_the_stored_log_is_reported(self, store: EventStore) -> None:
         """A missing seq is an error when read, never silently stepped over."""
         log = recorded_run()
@@ -183,6 +186,7 @@ class TestSQLiteStore(StoreContract):
             assert again.read("run-1") == log
             assert again.state("run-1").digest == digest
 
+    @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
     def test_two_writers_on_one_file_conflict(self) -> None:
         """Two processes' stores on one file: the second append at the same seq fails."""
         log = recorded_run()
@@ -193,6 +197,7 @@ class TestSQLiteStore(StoreContract):
             with pytest.raises(ConcurrencyConflict):
                 b.append("run-1", log[2:3], b_seen)
 
+    @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
     def test_an_edited_event_is_caught_by_the_digest_chain(self) -> None:
         """A plausible edit made with sqlite3 reads fine but fails the fold, at its seq."""
         log = recorded_run()
