@@ -14,13 +14,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.actors.spec import load_policy, load_spec, policy_identity
-from baton.events.decider import RunState, step
+from baton.events.decider import RunState, turn
 from baton.events.errors import BadLog, BadSpec, UnknownRun
 from baton.events.policy import Policy
-from baton.events.schema import Decision, Envelope, RunForked, RunRequested, Stimulus, encode
-from baton.events.store import EventStore
+from baton.events.schema import (
+    STIMULUS_TYPES,
+    Decision,
+    Envelope,
+    RunForked,
+    RunRequested,
+    Stimulus,
+)
+from baton.events.store import Codec, EventStore, Recorded
 
-LogItem = Envelope | tuple[Envelope, bytes]
+LogItem = Envelope | tuple[Envelope, bytes] | Recorded
 
 
 @dataclass(frozen=True)
@@ -98,60 +105,87 @@ def verify_log(
     log: Iterable[LogItem],
     policy: Policy,
     on_fork: Callable[[RunForked], Policy] | None = None,
+    decode: Callable[[Recorded], Envelope] | None = None,
 ) -> tuple[int, Divergence | None]:
     """Re-decide every stimulus of `log` under `policy`: (events read, first Divergence
-    or None). Items may carry the bytes they were stored as (``(event, bytes)``), so the
-    digest chain runs over exactly what was recorded. At a RunForked, `on_fork` (when
-    given) names the policy that decides from there on."""
+    or None). Items are events, ``(event, bytes as stored)`` pairs, or raw Recorded
+    records (with `decode`); where the stored bytes are known, the digest chain runs
+    over them and a decision is compared by its bytes, decoded only when they differ.
+    At a RunForked, `on_fork` (when given) names the policy that decides from there."""
+    decode = decode or _codec_decode
     state = RunState()
-    pending: list[Decision] = []  # decisions replay expects next in the log
+    pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
     count = 0  # events read; the last one read had seq `count`
     for item in log:
-        event, recorded = item if isinstance(item, tuple) else (item, None)
         count += 1
-        if event.seq != count:
-            kind = "repeat" if event.seq < count else "gap"
+        event, seq, kind, recorded = _unpacked(item)
+        if seq != count:
+            problem = "repeats an earlier seq" if seq < count else "has a gap"
             return count, Divergence(
-                event.seq, kind, recorded=event,
-                problem=f"expected seq {count}, found {event.seq}: the log "
-                        + ("repeats an earlier seq" if kind == "repeat" else "has a gap"))
-        if isinstance(event, Stimulus):
-            if pending:
-                return count, Divergence(pending[0].seq, "extra", replayed=pending[0],
-                                         digest=pending[0].state_digest)
-            if isinstance(event, RunForked) and on_fork is not None:
-                policy = on_fork(event)
-            try:
-                # step() folds the replayed decisions; while they equal the recorded ones
-                # (checked below, bytes included) that is the recorded state too.
-                pending = step(state, event, policy, recorded)
-            except BadLog as error:
-                return count, Divergence(event.seq, "log", recorded=event,
-                                         digest=state.digest, problem=str(error))
-            continue
-        if not pending:
-            if state.seq == 0:
-                raise BadLog("the log does not open with a stimulus", run_id=event.run_id,
-                             seq=event.seq)
-            return count, Divergence(event.seq, "missing", recorded=event, digest=state.digest)
-        assert isinstance(event, Decision)
-        expected = pending.pop(0)
+                seq, "repeat" if seq < count else "gap", recorded=event,
+                problem=f"expected seq {count}, found {seq}: the log {problem}")
+        try:
+            if kind in STIMULUS_TYPES:
+                if pending:
+                    extra = pending[-1][0]
+                    return count, Divergence(extra.seq, "extra", replayed=extra,
+                                             digest=_digest(extra))
+                stimulus = event or decode(item)  # type: ignore[arg-type]
+                assert isinstance(stimulus, Stimulus)
+                if isinstance(stimulus, RunForked) and on_fork is not None:
+                    policy = on_fork(stimulus)
+                # The replayed decisions are folded as they are made; while they equal
+                # the recorded ones (checked below, by their bytes) that is the recorded
+                # state too.
+                pending = turn(state, stimulus, policy, recorded)[1:]
+                pending.reverse()
+                continue
+            if not pending:
+                if state.seq == 0:
+                    raise BadLog("the log does not open with a stimulus", run_id=state.run_id,
+                                 seq=seq)
+                event = event or decode(item)  # type: ignore[arg-type]
+                return count, Divergence(seq, "missing", recorded=event, digest=state.digest)
+            expected, made = pending.pop()
+            if made == recorded or (recorded is None and expected == event):
+                continue
+            event = event or decode(item)  # type: ignore[arg-type]
+        except BadLog as error:
+            return count, Divergence(seq, "log", recorded=event, digest=state.digest,
+                                     problem=str(error))
+        assert isinstance(event, Decision) and isinstance(expected, Decision)
         if event.state_digest != expected.state_digest:
             return count, Divergence(
-                event.seq, "chain", recorded=event, replayed=expected,
-                digest=expected.state_digest,
+                seq, "chain", recorded=event, replayed=expected, digest=expected.state_digest,
                 problem=f"{type(event).__name__} recorded state digest {event.state_digest}, "
                         f"but the log before it hashes to {expected.state_digest}: an event "
-                        f"before seq {event.seq} was altered, removed or reordered after it "
-                        "was written")
-        if expected != event or (recorded is not None and encode(expected) != recorded):
-            return count, Divergence(event.seq, "decision", event, expected,
-                                     _differing(event, expected) or ("encoding",),
-                                     digest=expected.state_digest)
+                        f"before seq {seq} was altered, removed or reordered after it was "
+                        "written")
+        return count, Divergence(seq, "decision", event, expected,
+                                 _differing(event, expected) or ("encoding",),
+                                 digest=expected.state_digest)
     if pending:
-        return count, Divergence(pending[0].seq, "extra", replayed=pending[0],
-                                 digest=pending[0].state_digest)
+        extra = pending[-1][0]
+        return count, Divergence(extra.seq, "extra", replayed=extra, digest=_digest(extra))
     return count, None
+
+
+def _unpacked(item: LogItem) -> tuple[Envelope | None, int, str, bytes | None]:
+    """(the event if decoded, its seq, its type, its stored bytes if known)."""
+    if isinstance(item, Recorded):
+        return None, item.seq, item.type, item.data
+    if isinstance(item, tuple):
+        event, data = item
+        return event, event.seq, type(event).__name__, data
+    return item, item.seq, type(item).__name__, None
+
+
+def _codec_decode(record: Recorded) -> Envelope:
+    return Codec().decode(record.data, run_id=record.run_id, seq=record.seq)
+
+
+def _digest(event: Envelope) -> str:
+    return event.state_digest if isinstance(event, Decision) else ""
 
 
 @dataclass(frozen=True)
@@ -201,8 +235,8 @@ def verify(
         return policy
 
     first = chosen(request)
-    count, divergence = verify_log(store.read_recorded(run_id, until=until), first,
-                                   on_fork=chosen)
+    count, divergence = verify_log(store.read_raw(run_id, until=until), first,
+                                   on_fork=chosen, decode=store.decode)
     return Verification(run_id, count, divergence, tuple(notes))
 
 

@@ -1,6 +1,7 @@
 """baton.events.store: persistence of run logs, kept apart from the pure core."""
 
 from .codec import Codec
-from .recorder import DEFAULT_URL, EventStore, Notification, RunInfo, open_store
+from .recorder import DEFAULT_URL, EventStore, Notification, Recorded, RunInfo, open_store
 
-__all__ = ["DEFAULT_URL", "Codec", "EventStore", "Notification", "RunInfo", "open_store"]
+__all__ = ["DEFAULT_URL", "Codec", "EventStore", "Notification", "Recorded", "RunInfo",
+           "open_store"]

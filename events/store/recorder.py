@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from eventsourcing.persistence import (
@@ -48,6 +48,15 @@ class RunInfo:
     tasks: int
     requested_at: float | None
     position: int
+
+
+class Recorded(NamedTuple):
+    """One stored record of a run's log, as bytes: its place, its type, its data."""
+
+    run_id: str
+    seq: int
+    type: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -144,6 +153,14 @@ class EventStore:
         self, run_id: str, *, after: int = 0, until: int | None = None
     ) -> Iterator[tuple[Event, bytes]]:
         """The run's events with seq in (after, until], each with its bytes as stored."""
+        for record in self.read_raw(run_id, after=after, until=until):
+            yield self.decode(record), record.data
+
+    def read_raw(
+        self, run_id: str, *, after: int = 0, until: int | None = None
+    ) -> Iterator[Recorded]:
+        """The run's records with seq in (after, until], not yet decoded (`decode` does
+        that): for readers that need only some of them as events."""
         position = after
         while until is None or position < until:
             limit = PAGE if until is None else min(PAGE, until - position)
@@ -156,10 +173,14 @@ class EventStore:
                         run_id=run_id,
                         seq=seq,
                     )
-                yield self.codec.decode(stored.state, run_id=run_id, seq=seq), stored.state
+                yield Recorded(run_id, seq, stored.topic, stored.state)
                 position = seq
             if len(page) < limit:
                 return
+
+    def decode(self, record: Recorded) -> Event:
+        """The event a raw record holds (BadLog when it is malformed or misfiled)."""
+        return self.codec.decode(record.data, run_id=record.run_id, seq=record.seq)
 
     def read(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
         """The run's events with seq in (after, until], in order."""
