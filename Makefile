@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/fold.py
 	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/replay.py
 
 DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
 

@@ -4,6 +4,7 @@ A coordinator decides and records; workers execute; every decision is an event w
 before its effect, so any run can be replayed, traced and forked from its log.
 """
 
+from baton import replay
 from baton.actors import inbox as _inbox
 from baton.actors.handlers import Handler, handler
 from baton.actors.launcher import ClusterUnavailable, RunResult, resume, run
@@ -23,6 +24,7 @@ from baton.events import (
     Policy,
     RunState,
     Task,
+    Verdict,
     decide,
     evolve,
     from_task,
@@ -73,6 +75,7 @@ __all__ = [
     "RunState",
     "Spec",
     "Task",
+    "Verdict",
     "answer",
     "cancel",
     "decide",
@@ -82,6 +85,7 @@ __all__ = [
     "inbox",
     "load_spec",
     "open_store",
+    "replay",
     "resume",
     "run",
 ]

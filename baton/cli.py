@@ -58,11 +58,15 @@ app = typer.Typer(
         "Run multi-agent work on Ray with every decision recorded.\n\n"
         "Start with: baton run examples/stdlib_audit.py, then baton runs and "
         "baton show RUN.\n\n"
+        "After the fact: baton log RUN, baton trace RUN TASK, baton replay RUN --verify "
+        "(or --policy M:P to ask what another policy would have done), baton fork RUN "
+        "--at SEQ, baton diff RUN_A RUN_B.\n\n"
         "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input."
     ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's help: paragraphs re-wrapped, \b blocks kept
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -448,13 +452,12 @@ def replay(
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
-    """Fold a run's log to a point and show the state there; verify its decisions; or
-    ask what another policy would have decided.
+    """Show a run's state at a seq, verify its decisions, or replay it under another policy.
 
     \b
-    baton replay RUN --until 120           the ledger as it stood after seq 120
-    baton replay RUN --verify              every decision reproduced? (exit 1 if not)
-    baton replay RUN --policy my.py:Fixed  the same facts, decided by another policy
+    baton replay RUN --until 120       the ledger as it stood after seq 120
+    baton replay RUN --verify          every decision reproduced? (exit 1 if not)
+    baton replay RUN --policy f.py:P   the same facts, decided by policy P
     """
     try:
         if policy and spec:
