@@ -11,7 +11,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import BadSpec, BatonError, UnknownRun
-from baton.events.model import resolve_schema
+from baton.events.model import Task, resolve_schema
 from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, open_store
 
@@ -237,8 +237,11 @@ def resume(
     if coordinator_alive(run_id):
         raise BadSpec(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
                       "follows it")
+    # Tasks a policy added while the run went (expansions) name their output schemas
+    # too; the new coordinator must be able to resolve every one it may judge.
+    planned = [record.task for record in state.tasks.values()]
     return _launch(spec, url, address, run_id, None, detach, on_progress, poll_s,
-                   max_output_bytes)
+                   max_output_bytes, planned)
 
 
 def coordinator_alive(run_id: str) -> bool:
@@ -260,9 +263,11 @@ def _launch(
     on_progress: Callable[[Progress], None] | None,
     poll_s: float,
     max_output_bytes: int,
+    planned: Sequence[Task] = (),
 ) -> RunResult:
     schemas: dict[str, type[BaseModel]] = {
-        t.output_schema: resolve_schema(t.output_schema) for t in spec.tasks if t.output_schema
+        t.output_schema: resolve_schema(t.output_schema)
+        for t in (*spec.tasks, *planned) if t.output_schema
     }
     ensure_ray(address)
     _check_capacity(spec)
@@ -302,6 +307,8 @@ def _launch(
         try:
             final = Progress(**ray.get(done))
         except RayTaskError as error:
+            if isinstance(error.cause, BatonError):
+                raise error.cause from None  # its message says what to fix; no traceback
             raise error.as_instanceof_cause() from None
     finally:
         _stop(actors)

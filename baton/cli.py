@@ -37,7 +37,7 @@ from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
 from baton.events.schema import EVENT_TYPES
 from baton.events.store import EventStore, open_store
 from baton.projections import log as readable
-from baton.projections.counterfactual import Counterfactual, counterfactual
+from baton.projections.counterfactual import Counterfactual, TaskChange, counterfactual
 from baton.projections.diff import diff as compare_runs
 from baton.projections.fork import fork as fork_run
 from baton.projections.ledger import Ledger, TaskLine, ledger
@@ -51,6 +51,7 @@ EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, UnknownTask, ClusterUnavailable)
 SHOW_ROWS = 40
 PARTINGS_SHOWN = 5
+CHANGES_SHOWN = 10
 
 app = typer.Typer(
     name="baton",
@@ -503,11 +504,22 @@ def _print_verification(report: Verification, as_json: bool) -> NoReturn:
     raise typer.Exit(EXIT_DONE if report.reproduced else EXIT_FAILED)
 
 
+def _print_changes(changes: list[TaskChange], was: str, now: str) -> None:
+    if changes:
+        _say(f"\ntasks that end differently ({len(changes)}):")
+    for change in changes[:CHANGES_SHOWN]:
+        _say(f"  {change.task_id}: {was} {change.recorded}; {now} {change.replayed}")
+    if len(changes) > CHANGES_SHOWN:
+        _say(f"  … {len(changes) - CHANGES_SHOWN} more (--json lists them all)")
+
+
 def _print_counterfactual(report: Counterfactual, as_json: bool) -> NoReturn:
     """Exit 0 when the policy decides as the record did, 1 when it parts from it."""
     if as_json:
         _emit_json(report.as_dict())
         raise typer.Exit(EXIT_DONE if report.same else EXIT_FAILED)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
     _say(f"{report.run_id} replayed under {report.policy}, no worker called")
     if report.same:
         _say("it decides exactly as the record did")
@@ -524,8 +536,13 @@ def _print_counterfactual(report: Counterfactual, as_json: bool) -> NoReturn:
             "(--json lists them all)")
     if report.stopped:
         _say(f"\nstopped after seq {report.stopped_at}: {report.stopped}")
-    for change in report.changed_tasks[:SHOW_ROWS]:
-        _say(f"  {change.task_id}: recorded {change.recorded}; replayed {change.replayed}")
+    changes = report.changed_tasks
+    if report.stopped:  # what was still open when it stopped is unknown, not changed
+        changes = [c for c in changes if not c.replayed.startswith(("in_flight", "queued",
+                                                                    "blocked"))]
+        open_ = len(report.changed_tasks) - len(changes)
+        _say(f"{open_} task(s) were still open where it stopped")
+    _print_changes(changes, "recorded", "replayed")
     was, now = report.recorded_outcome, report.outcome
     _say(f"\noutcome: recorded {was['status']} ({was['accepted']} of {was['tasks']} "
         f"accepted); replayed {now['status']} ({now['accepted']} of {now['tasks']} accepted"
@@ -605,8 +622,7 @@ def diff_(
     _say(f"then  {run_a}: {found.first_a or '(its log ends)'}")
     _say(f"      {run_b}: {found.first_b or '(its log ends)'}")
     _say(f"after that, {found.decisions_a} and {found.decisions_b} decisions")
-    for change in found.changed_tasks[:SHOW_ROWS]:
-        _say(f"  {change.task_id}: {run_a} {change.recorded}; {run_b} {change.replayed}")
+    _print_changes(found.changed_tasks, run_a, run_b)
     for name, ended in ((run_a, found.outcome_a), (run_b, found.outcome_b)):
         _say(f"{name}: {ended['status']}, {ended['accepted']} of {ended['tasks']} accepted"
             + (f", error: {ended['error']}" if ended["error"] else ""))

@@ -8,15 +8,15 @@ No worker is called: each policy is fed the run's recorded facts.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from baton import Task, Verdict
+from baton import Task, Verdict, load_spec
 from baton.events.policy import PlanView
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from stdlib_audit import AuditPolicy
+# The audit's own policy class, loaded the way `baton run` loaded it, so the plan it
+# expands names the same output schemas as the recorded run's.
+AuditPolicy: Any = type(load_spec(str(Path(__file__).with_name("stdlib_audit.py"))).policy)
 
 
 class NoUnparsableFiles(AuditPolicy):

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.actors.spec import policy_identity
+from baton.actors.spec import load_spec, policy_identity
 from baton.events.decider import RunState, step
-from baton.events.errors import UnknownRun
+from baton.events.errors import BadSpec, UnknownRun
 from baton.events.model import Assignment
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -28,6 +28,8 @@ from baton.events.schema import (
     FailureReported,
     HumanAnswered,
     ResultReceived,
+    RunForked,
+    RunRequested,
     Stimulus,
     TimerFired,
 )
@@ -72,6 +74,7 @@ class Counterfactual:
     recorded_outcome: dict[str, Any] = field(default_factory=dict)
     outcome: dict[str, Any] = field(default_factory=dict)
     changed_tasks: list[TaskChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     log: list[Envelope] = field(default_factory=list)  # the counterfactual run's log
 
     @property
@@ -84,7 +87,7 @@ class Counterfactual:
                 "partings": [vars(p) for p in self.partings], "stopped": self.stopped,
                 "stopped_at": self.stopped_at, "unused_recordings": self.unused,
                 "recorded_outcome": self.recorded_outcome, "outcome": self.outcome,
-                "changed_tasks": [vars(c) for c in self.changed_tasks]}
+                "changed_tasks": [vars(c) for c in self.changed_tasks], "notes": self.notes}
 
 
 def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfactual:
@@ -92,7 +95,26 @@ def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfac
     record, how the outcome would differ, and where (if anywhere) it had to stop."""
     if not store.last_seq(run_id):
         raise UnknownRun(run_id, store.url)
-    return replay_under(list(store.read(run_id)), policy)
+    log = store.read(run_id)
+    notes = _load_definitions(log)
+    report = replay_under(log, policy)
+    report.notes = notes
+    return report
+
+
+def _load_definitions(log: Sequence[Envelope]) -> list[str]:
+    """Load the specs the run recorded, so the output schemas its tasks name resolve
+    in this process as they did in the run's."""
+    notes = []
+    for event in log:
+        spec = getattr(event, "spec", "") if isinstance(event, RunRequested | RunForked) else ""
+        if spec:
+            try:
+                load_spec(spec)
+            except BadSpec as error:
+                notes.append(f"the run's spec {spec} did not load, so its output schemas "
+                             f"may not resolve: {error}")
+    return notes
 
 
 def replay_under(log: Sequence[Envelope], policy: Policy) -> Counterfactual:

@@ -31,8 +31,9 @@ def test_a_fork_at_a_failure_finishes_with_a_fixed_handler(store_url: str) -> No
                          store_url, "--json")
     assert code == 1 and json.loads(out)["status"] == "waiting"
     with open_store(store_url) as store:
-        failure = next(e for e in store.read("buggy") if e.type == "FailureReported")
-    assert "ZeroDivisionError" in failure.failure.summary()  # type: ignore[attr-defined]
+        failure = next(e for e in store.read("buggy") if e.type == "FailureReported"
+                       and e.failure.assignment_id == "by-0#1")  # type: ignore[attr-defined]
+    assert "ZeroDivisionError" in failure.failure.summary(), failure  # type: ignore[attr-defined]
 
     code, out, err = baton("fork", "buggy", "--at", str(failure.seq), "--spec",
                            str(SPECS / "fixed.py"), "--store", store_url)
