@@ -370,10 +370,18 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     if not rows:
         out.print(f"no runs in {url} yet; start one with: baton run SPEC")
         return
-    table = Table("run", "status", "requested", "tasks", "events", "goal", box=None)
-    for row in rows:
-        table.add_row(row["run_id"], _styled(row["status"]), _when(row["requested_at"]),
-                      str(row["tasks"]), str(row["events"]), row["goal"])
+    cells = [(row["run_id"], row["status"], _when(row["requested_at"]), str(row["tasks"]),
+              str(row["events"])) for row in rows]
+    headers = ("run", "status", "requested", "tasks", "events")
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    table = Table(box=None)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    # The goal gets what is left of the line, cut short rather than wrapped.
+    table.add_column("goal", no_wrap=True, overflow="ellipsis",
+                     max_width=max(12, out.width - sum(widths) - 2 * len(widths) - 2))
+    for (run_id, status, when, tasks, events), row in zip(cells, rows, strict=True):
+        table.add_row(run_id, _styled(status), when, tasks, events, row["goal"])
     out.print(table)
 
 
