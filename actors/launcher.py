@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -22,16 +21,22 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import BadSpec, BatonError, UnknownRun
-from baton.events.model import Task, resolve_schema
+from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, open_store
 
 from .coordinator import Coordinator, Progress
-from .spec import Spec, absolute_ref, load_policy, load_spec, policy_identity
+from .spec import (
+    Spec,
+    absolute_ref,
+    load_policy,
+    load_spec,
+    policy_identity,
+    require_handlers,
+)
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
 NAMESPACE = "baton"
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 WORKERS_READY_TIMEOUT_S = 120.0
 
 
@@ -184,9 +189,7 @@ def run(
     spec.validate()
     url = store_url(store)
     run_id = run_id or new_run_id()
-    if not RUN_ID.match(run_id):
-        raise BadSpec(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' "
-                      "(at most 100), starting with a letter or digit")
+    require_run_id(run_id)
     with open_store(url) as log:
         if log.last_seq(run_id):
             raise BadSpec(f"run {run_id!r} already exists in {url}; choose another run id")
@@ -228,11 +231,7 @@ def resume(
         if state.policy_ref:  # a fork decided by another policy than its spec's
             spec.policy = load_policy(state.policy_ref)
     spec.validate()
-    recorded = {h.name: h.capabilities for h in state.handlers.values()}
-    offered = {h.name: h.capabilities for h in spec.handler_infos()}
-    if recorded != offered:
-        raise BadSpec(f"the spec's handlers {offered} are not the run's {recorded}; "
-                      "resume with the spec the run was started from")
+    require_handlers(spec, state.handlers.values(), run_id)
     ensure_ray(address)
     if coordinator_alive(run_id):
         raise BadSpec(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "

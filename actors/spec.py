@@ -11,8 +11,9 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -132,9 +133,23 @@ def policy_identity(policy: Policy) -> tuple[str, str]:
             parts.append(inspect.getsource(klass))
         except (OSError, TypeError):  # defined where no source is kept
             parts.append(f"{klass.__module__}.{klass.__qualname__}")
-    parts.append(repr(sorted(getattr(policy, "__dict__", {}).items())))
+    # Its settings, by value where they are plain data and by type otherwise (a repr
+    # may hold a memory address, which would differ in every process).
+    settings = getattr(policy, "__dict__", {})
+    parts.append(json.dumps(settings, sort_keys=True, default=lambda v: type(v).__qualname__))
     source_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     return f"{cls.__module__}:{cls.__qualname__}", source_hash
+
+
+def require_handlers(spec: Spec, handlers: Iterable[HandlerInfo], run_id: str) -> None:
+    """BadSpec unless `spec` offers the handlers the run has (names and capabilities):
+    its log names them, so code may change but names may not."""
+    offered = {h.name: h.capabilities for h in spec.handler_infos()}
+    recorded = {h.name: h.capabilities for h in handlers}
+    if offered != recorded:
+        raise BadSpec(f"the spec's handlers {offered} differ from those run {run_id!r} "
+                      f"records, {recorded}; keep their names and capabilities (change "
+                      "their code, not their names)")
 
 
 def absolute_ref(ref: str) -> str:

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from baton import replay as debug
 from baton.actors import inbox as people
 from baton.actors.coordinator import Progress as RunProgress
 from baton.actors.launcher import (
@@ -37,12 +38,9 @@ from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
 from baton.events.schema import EVENT_TYPES
 from baton.events.store import EventStore, open_store
 from baton.projections import log as readable
-from baton.projections.counterfactual import Counterfactual, TaskChange, counterfactual
-from baton.projections.diff import diff as compare_runs
-from baton.projections.fork import fork as fork_run
+from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
 from baton.projections.replay import Verification
-from baton.projections.replay import verify as replay_verify
 from baton.projections.trace import UnknownTask
 from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
@@ -471,14 +469,21 @@ def replay(
     try:
         if policy and spec:
             raise BadSpec("give --policy or --spec, not both")
+        if until is not None and (policy or spec) and not verify:
+            raise BadSpec("--until goes with --verify or alone; a replay under another "
+                          "policy runs over the whole log")
         with _run_log(run_id, store) as log:
             chosen = (load_policy(policy) if policy else
                       load_spec(spec).policy if spec else None)
             if verify:
-                report = replay_verify(log, run_id, chosen, until=until)
+                report = debug.verify(log, run_id, chosen, until=until)
             elif chosen is not None:
-                what_if = counterfactual(log, run_id, chosen)
+                what_if = debug.counterfactual(log, run_id, chosen)
             else:
+                last = log.last_seq(run_id)
+                if until is not None and not 1 <= until <= last:
+                    raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} "
+                                  "is not one of them")
                 book = ledger(log.read_recorded(run_id, until=until))
     except BatonError as error:
         _fail(error)
@@ -591,15 +596,20 @@ def fork(
     """
     try:
         with _run_log(run_id, store) as log:
-            made = fork_run(log, run_id, at, new_run_id=new_run_id, spec=spec,
-                            policy=policy, note=note)
-        if not as_json:
-            err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
-                      f"{made.policy}", highlight=False)
+            made = debug.fork(log, run_id, at, new_run_id=new_run_id, spec=spec,
+                              policy=policy, note=note)
+    except BatonError as error:
+        _fail(error)
+    if not as_json:
+        err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
+                  f"{made.policy}", highlight=False)
+    try:
         with _ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
             result = resume_run(made.run_id, store, address, spec=made.spec, detach=detach,
                                 on_progress=display.update)
     except BatonError as error:
+        err.print(f"the fork {made.run_id} is recorded; once this is fixed, run it with: "
+                  f"baton resume {made.run_id}", highlight=False)
         _fail(error)
     _finish(result, as_json, detach)
 
@@ -614,10 +624,8 @@ def diff_(
     """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
     and how each ended. Exit 0 when they say the same, 1 when they differ."""
     try:
-        with _run_log(run_a, store) as log:
-            if not log.last_seq(run_b):
-                raise UnknownRun(run_b, log.url)
-            found = compare_runs(log.read(run_a), log.read(run_b))
+        with open_store(store_url(store)) as log:
+            found = debug.diff_runs(log, run_a, run_b)
     except BatonError as error:
         _fail(error)
     if as_json:

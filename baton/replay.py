@@ -1,19 +1,49 @@
-"""Replay and debugging from Python: the same calls `baton replay/fork/diff` make.
+"""Replay and debugging from Python: the calls `baton replay`, `fork` and `diff` make.
 
     from baton import open_store, replay
     with open_store("sqlite:///.baton/baton.db") as store:
-        report = replay.verify(store, "run-…")          # every decision reproduced?
-        state = replay.state_at(store, "run-…", 120)    # the run as it stood at seq 120
+        report = replay.verify(store, "run-…")           # every decision reproduced?
+        state = replay.state_at(store, "run-…", 120)     # the run as it stood at seq 120
         what_if = replay.counterfactual(store, "run-…", MyPolicy())
         new = replay.fork(store, "run-…", at=119, spec="fixed.py")
-    baton.resume(new.run_id, spec=new.spec)             # finish the fork live on Ray
+    baton.resume(new.run_id, spec=new.spec)              # finish the fork live on Ray
+
+This module joins the two sides the design keeps apart: the projections read logs and
+re-decide them; loading a spec or a policy from where a run recorded it is the actors'
+side (it imports user code).
 """
 
-from baton.projections.counterfactual import Counterfactual, Parting, TaskChange, counterfactual
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+from baton.actors.spec import (
+    Spec,
+    absolute_ref,
+    load_policy,
+    load_spec,
+    policy_identity,
+    require_handlers,
+)
+from baton.events.errors import BadSpec
+from baton.events.policy import Policy
+from baton.events.schema import RunForked, RunRequested
+from baton.events.store import EventStore
+from baton.projections.counterfactual import Counterfactual, Parting, TaskChange
+from baton.projections.counterfactual import counterfactual as _counterfactual
 from baton.projections.diff import RunDiff
-from baton.projections.diff import diff as diff_logs
-from baton.projections.fork import Fork, fork
-from baton.projections.replay import Divergence, Verification, state_at, verify, verify_log
+from baton.projections.diff import diff as diff_runs
+from baton.projections.fork import copy_prefix, record_fork
+from baton.projections.replay import (
+    Divergence,
+    PolicyRaised,
+    Verification,
+    require_run,
+    state_at,
+    verify_log,
+)
+from baton.projections.replay import verify as _verify
 from baton.projections.trace import trace
 
 __all__ = [
@@ -21,14 +51,131 @@ __all__ = [
     "Divergence",
     "Fork",
     "Parting",
+    "PolicyRaised",
     "RunDiff",
     "TaskChange",
     "Verification",
     "counterfactual",
-    "diff_logs",
+    "diff_runs",
     "fork",
+    "recorded_policy",
     "state_at",
     "trace",
     "verify",
     "verify_log",
 ]
+
+
+def verify(
+    store: EventStore, run_id: str, policy: Policy | None = None, *, until: int | None = None
+) -> Verification:
+    """Re-decide every stimulus in `run_id`'s log and compare with what was recorded.
+
+    Without `policy`, each stretch of the log is replayed with the policy that decided
+    it: the run's recorded spec (or policy), and for a fork, the fork's from its
+    RunForked on. With `policy`, it decides throughout, and the notes say where it is
+    not the policy that ran (by qualified name and a hash of its source)."""
+    notes: list[str] = []
+
+    def policy_for(origin: RunRequested | RunForked) -> Policy:
+        if policy is None:
+            return recorded_policy(origin)
+        name, source = policy_identity(policy)
+        if origin.policy and (name, source) != (origin.policy, origin.policy_digest):
+            where = ("the run" if isinstance(origin, RunRequested)
+                     else f"the fork from seq {origin.seq}")
+            notes.append(f"{where} was decided by {origin.policy} (source "
+                         f"{origin.policy_digest or 'unrecorded'}); replaying with "
+                         f"{name} (source {source})")
+        return policy
+
+    report = _verify(store, run_id, policy_for, until=until)
+    return replace(report, notes=tuple(notes))
+
+
+def recorded_policy(origin: RunRequested | RunForked) -> Policy:
+    """The policy that decided a run (or a fork, from its RunForked on), loaded again
+    from where it was recorded."""
+    ref = origin.policy_ref if isinstance(origin, RunForked) else ""
+    if ref:
+        return load_policy(ref)
+    if origin.spec:
+        return load_spec(origin.spec).policy
+    if origin.policy:
+        try:
+            return load_policy(origin.policy)
+        except BadSpec as error:
+            raise BadSpec(f"run {origin.run_id!r} records no spec, and its policy "
+                          f"{origin.policy} does not load: {error}") from None
+    raise BadSpec(f"run {origin.run_id!r} records neither its spec nor its policy")
+
+
+def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfactual:
+    """Feed `run_id`'s recorded facts to `policy`, calling no worker: where it parts
+    from the record, how the outcome would differ, and where it had to stop. The run's
+    recorded specs are loaded first, so the output schemas its tasks name resolve."""
+    require_run(store, run_id)
+    notes = []
+    for origin in _origins(store, run_id):
+        if origin.spec:
+            try:
+                load_spec(origin.spec)
+            except BadSpec as error:
+                notes.append(f"the run's spec {origin.spec} did not load, so its output "
+                             f"schemas may not resolve: {error}")
+    name, source = policy_identity(policy)
+    report = _counterfactual(store, run_id, policy, f"{name} (source {source})")
+    report.notes = notes
+    return report
+
+
+@dataclass(frozen=True)
+class Fork:
+    """The new run: its id, where it came from, and the spec that runs it now."""
+
+    run_id: str
+    parent_run_id: str
+    at: int
+    events: int  # in the new run's log: the prefix, RunForked and its decisions
+    spec: Spec
+    policy: str  # qualified name and source hash of the policy deciding it
+
+
+def fork(
+    store: EventStore,
+    run_id: str,
+    at: int,
+    *,
+    new_run_id: str | None = None,
+    spec: str | None = None,
+    policy: str | None = None,
+    note: str = "",
+) -> Fork:
+    """Record a new run whose log is `run_id`'s up to seq `at`, then a RunForked.
+
+    The fork runs with `spec` (default: the parent's), decided by `policy` (``module:Name``
+    or ``file.py:Name``; default: the spec's policy); the spec's handlers must be the
+    run's. Resume it (`baton.resume(fork.run_id, spec=fork.spec)`) to run it live."""
+    new_run_id = new_run_id or f"{run_id}-fork-{at}"
+    prefix = copy_prefix(store, run_id, at, new_run_id, recorded_policy)
+    state = prefix.state
+    spec_ref = spec or state.spec
+    if not spec_ref:
+        raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
+                      "recorded; give --spec for the fork to run with")
+    loaded = load_spec(spec_ref)
+    policy_ref = absolute_ref(policy) if policy else ("" if spec else state.policy_ref)
+    if policy_ref:
+        loaded.policy = load_policy(policy_ref)  # a fork of a fork keeps its policy
+    require_handlers(loaded, state.handlers.values(), run_id)
+    name, source = policy_identity(loaded.policy)
+    forked = RunForked(
+        run_id=new_run_id, seq=at + 1, recorded_at=time.time(), parent_run_id=run_id,
+        parent_seq=at, parent_digest=state.digest, spec=absolute_ref(spec_ref),
+        policy_ref=policy_ref, policy=name, policy_digest=source, note=note)
+    events = record_fork(store, prefix, forked, loaded.policy)
+    return Fork(new_run_id, run_id, at, events, loaded, f"{name} (source {source})")
+
+
+def _origins(store: EventStore, run_id: str) -> list[RunRequested | RunForked]:
+    return [e for e in store.read(run_id) if isinstance(e, RunRequested | RunForked)]

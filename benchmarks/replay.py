@@ -27,7 +27,7 @@ from baton.events.decider import RunState, turn
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import ResultReceived, RunRequested
-from baton.projections.replay import state_at, verify
+from baton.replay import state_at, verify
 from workload import eventsourcing_reference, gc_paused, machine, scratch_dir
 
 SAMPLES = 12

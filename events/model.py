@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import json
 import operator
+import re
 from collections.abc import Callable
 from typing import Any, Literal, TypeAlias
 
@@ -258,3 +259,14 @@ class Verdict(Frozen):
     def of(problems: list[str] | tuple[str, ...]) -> Verdict:
         """Accepted when there are no problems."""
         return Verdict(accepted=not problems, problems=tuple(problems))
+
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def require_run_id(run_id: str) -> str:
+    """`run_id` if it can name a run (letters, digits, '.', '_', '-'); BadSpec if not."""
+    if not RUN_ID.match(run_id):
+        raise BadSpec(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' "
+                      "(at most 100), starting with a letter or digit")
+    return run_id

@@ -2,10 +2,10 @@
 
 A run's recorded stimuli are fed, in the order they arrived, to a different policy,
 with the workers' results as recordings: no worker is called. A result is fed only
-once the new policy has dispatched exactly the assignment that produced it (same id,
-handler, instructions and inputs); until then it is held. Where the new policy
-dispatches work no recording answers, the replay stops there and says so, since what
-a worker would have returned is not a fact in the log.
+once the new policy has dispatched exactly the assignment that produced it (the same
+Assignment: id, handler, instructions, inputs, everything); until then it is held.
+Where the new policy dispatches work no recording answers, the replay stops there and
+says so, since what a worker would have returned is not a fact in the log.
 """
 
 from __future__ import annotations
@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.actors.spec import load_spec, policy_identity
 from baton.events.decider import RunState, step
-from baton.events.errors import BadSpec, UnknownRun
+from baton.events.errors import BatonError
 from baton.events.model import Assignment
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -28,8 +27,6 @@ from baton.events.schema import (
     FailureReported,
     HumanAnswered,
     ResultReceived,
-    RunForked,
-    RunRequested,
     Stimulus,
     TimerFired,
 )
@@ -37,6 +34,7 @@ from baton.events.store import EventStore
 
 from .log import describe
 from .log import turns as log_turns
+from .replay import PolicyRaised, require_run
 
 # Fields that place a decision in its log rather than say what was decided.
 _PLACE = {"seq", "cause", "state_digest"}
@@ -90,50 +88,34 @@ class Counterfactual:
                 "changed_tasks": [vars(c) for c in self.changed_tasks], "notes": self.notes}
 
 
-def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfactual:
-    """Feed `run_id`'s recorded stimuli to `policy` and report where it parts from the
-    record, how the outcome would differ, and where (if anywhere) it had to stop."""
-    if not store.last_seq(run_id):
-        raise UnknownRun(run_id, store.url)
-    log = store.read(run_id)
-    notes = _load_definitions(log)
-    report = replay_under(log, policy)
-    report.notes = notes
-    return report
+def counterfactual(
+    store: EventStore, run_id: str, policy: Policy, label: str = ""
+) -> Counterfactual:
+    """Feed `run_id`'s recorded stimuli to `policy` (named `label` in the report) and
+    report where it parts from the record, how the outcome would differ, and where (if
+    anywhere) it had to stop."""
+    require_run(store, run_id)
+    recorded_state = RunState()
+    log: list[Envelope] = []
+    for event, data in store.read_recorded(run_id):
+        recorded_state.apply(event, data)  # the digest chain over the bytes as stored
+        log.append(event)
+    return replay_under(log, recorded_state, policy, label or type(policy).__qualname__)
 
 
-def _load_definitions(log: Sequence[Envelope]) -> list[str]:
-    """Load the specs the run recorded, so the output schemas its tasks name resolve
-    in this process as they did in the run's."""
-    notes = []
-    for event in log:
-        spec = getattr(event, "spec", "") if isinstance(event, RunRequested | RunForked) else ""
-        if spec:
-            try:
-                load_spec(spec)
-            except BadSpec as error:
-                notes.append(f"the run's spec {spec} did not load, so its output schemas "
-                             f"may not resolve: {error}")
-    return notes
-
-
-def replay_under(log: Sequence[Envelope], policy: Policy) -> Counterfactual:
-    """`counterfactual` over a log already read."""
-    name, source = policy_identity(policy)
-    report = Counterfactual(run_id=log[0].run_id, policy=f"{name} (source {source})")
-    turns = log_turns(log)
+def replay_under(
+    log: Sequence[Envelope], recorded_state: RunState, policy: Policy, label: str
+) -> Counterfactual:
+    """`counterfactual` over a log already read and folded."""
+    report = Counterfactual(run_id=log[0].run_id, policy=label)
     recorded_work = {e.assignment.id: e.assignment for e in log
                      if isinstance(e, AssignmentDispatched)}
     escalated = {e.escalation_id: e.task_id for e in log if isinstance(e, EscalationRaised)}
-    recorded_state = RunState()
-    for event in log:
-        recorded_state.apply(event)
-
     state = RunState()
     held: dict[str, list[tuple[Stimulus, tuple[Decision, ...]]]] = {}
     ready: deque[tuple[Stimulus, tuple[Decision, ...]]] = deque()
     work: dict[str, Assignment] = {}  # what the new policy dispatched, by id
-    for stimulus, recorded in turns:
+    for stimulus, recorded in log_turns(log):
         aid = _about(stimulus)
         if aid is not None and aid not in work:
             held.setdefault(aid, []).append((stimulus, recorded))  # not asked for yet
@@ -142,7 +124,13 @@ def replay_under(log: Sequence[Envelope], policy: Policy) -> Counterfactual:
         while ready and not report.stopped:
             fact, answered = ready.popleft()
             fed = _restamped(fact, state, escalated)
-            decided = step(state, fed, policy)
+            try:
+                decided = step(state, fed, policy)
+            except BatonError:
+                raise
+            except Exception as error:
+                raise PolicyRaised(f"the policy raised {type(error).__name__}: {error} "
+                                   f"deciding what follows recorded seq {fact.seq}") from error
             report.log += [fed, *decided]
             if [_gist(d) for d in decided] != [_gist(d) for d in answered]:
                 report.partings.append(Parting(
@@ -204,8 +192,8 @@ def _no_recording(wanted: Assignment, recorded: Assignment | None) -> str:
     text = f"the new policy dispatches {wanted.id} to {wanted.handler}, "
     if recorded is None:
         return text + "an attempt the run never made, so no recording exists"
-    differs = [name for name in ("handler", "instructions", "inputs", "feedback")
-               if getattr(recorded, name) != getattr(wanted, name)]
+    was, now = recorded.model_dump(), wanted.model_dump()
+    differs = [name for name in was if was[name] != now[name]]
     return text + (f"but the run's {recorded.id} differed in {', '.join(differs)} "
                    f"(it went to {recorded.handler}), so no recording answers it")
 

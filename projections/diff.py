@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.events.decider import RunState
-from baton.events.schema import Decision, Envelope, Stimulus
+from baton.events.schema import Decision
+from baton.events.store import EventStore
 
 from .counterfactual import TaskChange, changed_tasks, outcome
-from .log import line
+from .log import gist, line
+from .replay import require_run
 
 
 @dataclass
@@ -38,34 +38,23 @@ class RunDiff:
                 "same": self.same, "changed_tasks": [vars(c) for c in self.changed_tasks]}
 
 
-def diff(log_a: Sequence[Envelope], log_b: Sequence[Envelope]) -> RunDiff:
-    """Compare two runs' logs event by event, ignoring run ids, clock readings and
-    digests (which name the run), then compare where each run ended up."""
-    a_id, b_id = log_a[0].run_id, log_b[0].run_id
+def diff(store: EventStore, run_a: str, run_b: str) -> RunDiff:
+    """Compare two runs' logs event by event, apart from what names the run (see
+    `gist`), then compare where each run ended up."""
+    require_run(store, run_a)
+    require_run(store, run_b)
+    log_a, log_b = store.read(run_a), store.read(run_b)
     common = 0
     for left, right in zip(log_a, log_b, strict=False):
-        if _gist(left, a_id) != _gist(right, b_id):
+        if gist(left) != gist(right):
             break
         common += 1
-    state_a, state_b = _folded(log_a), _folded(log_b)
+    state_a, state_b = store.state(run_a), store.state(run_b)
     return RunDiff(
-        run_a=a_id, run_b=b_id, common=common,
+        run_a=run_a, run_b=run_b, common=common,
         first_a=line(log_a[common]) if common < len(log_a) else "",
         first_b=line(log_b[common]) if common < len(log_b) else "",
         decisions_a=sum(isinstance(e, Decision) for e in log_a[common:]),
         decisions_b=sum(isinstance(e, Decision) for e in log_b[common:]),
         outcome_a=outcome(state_a), outcome_b=outcome(state_b),
         changed_tasks=changed_tasks(state_a, state_b))
-
-
-def _gist(event: Envelope, run_id: str) -> str:
-    skip = {"run_id", "state_digest"} | ({"recorded_at"} if isinstance(event, Stimulus) else set())
-    text = event.model_dump_json(exclude=skip)
-    return text.replace(f'"{run_id}:esc-', '"RUN:esc-')
-
-
-def _folded(log: Sequence[Envelope]) -> RunState:
-    state = RunState()
-    for event in log:
-        state.apply(event)
-    return state

@@ -119,3 +119,12 @@ def turns(log: Sequence[Envelope]) -> list[tuple[Stimulus, tuple[Decision, ...]]
         elif found and isinstance(event, Decision):
             found[-1][1].append(event)
     return [(stimulus, tuple(decided)) for stimulus, decided in found]
+
+
+def gist(event: Envelope) -> str:
+    """What an event says, apart from which run it belongs to: its JSON without the run
+    id, the state digest (which chains over the run id), clock readings or inbox places,
+    and with escalation ids (RUN:esc-N) not naming the run."""
+    text = event.model_dump_json(exclude={"run_id", "state_digest", "recorded_at",
+                                          "inbox_seq"})
+    return text.replace(f'"{event.run_id}:esc-', '"RUN:esc-')

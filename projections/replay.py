@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.actors.spec import load_policy, load_spec, policy_identity
 from baton.events.decider import RunState, turn
-from baton.events.errors import BadLog, BadSpec, UnknownRun
+from baton.events.errors import BadLog, BadSpec, BatonError, UnknownRun
 from baton.events.policy import Policy
 from baton.events.schema import (
     STIMULUS_TYPES,
@@ -28,6 +27,12 @@ from baton.events.schema import (
 from baton.events.store import Codec, EventStore, Recorded
 
 LogItem = Envelope | tuple[Envelope, bytes] | Recorded
+# The policy that decided a run from its RunRequested, or a fork from its RunForked, on.
+PolicyFor = Callable[[RunRequested | RunForked], Policy]
+
+
+class PolicyRaised(BatonError):
+    """The policy replay was given raised an exception while deciding."""
 
 
 @dataclass(frozen=True)
@@ -103,51 +108,56 @@ def _differing(a: Envelope, b: Envelope) -> tuple[str, ...]:
 
 def verify_log(
     log: Iterable[LogItem],
-    policy: Policy,
-    on_fork: Callable[[RunForked], Policy] | None = None,
+    policy: Policy | None = None,
+    *,
+    policy_for: PolicyFor | None = None,
     decode: Callable[[Recorded], Envelope] | None = None,
+    complete: bool = True,
 ) -> tuple[int, Divergence | None]:
-    """Re-decide every stimulus of `log` under `policy`: (events read, first Divergence
-    or None). Items are events, ``(event, bytes as stored)`` pairs, or raw Recorded
-    records (with `decode`); where the stored bytes are known, the digest chain runs
-    over them and a decision is compared by its bytes, decoded only when they differ.
-    At a RunForked, `on_fork` (when given) names the policy that decides from there."""
+    """Re-decide every stimulus of `log`: (events read, first Divergence or None).
+
+    `policy` decides throughout; or `policy_for` names the policy at the RunRequested
+    and at each RunForked. Items are events, ``(event, bytes as stored)`` pairs, or raw
+    Recorded records (with `decode`); where the stored bytes are known, the digest chain
+    runs over them and a decision is compared by its bytes, decoded only when they
+    differ. With `complete` false the log may stop inside a turn (a prefix of a run)."""
     decode = decode or _codec_decode
     state = RunState()
     pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
     count = 0  # events read; the last one read had seq `count`
     for item in log:
         count += 1
-        event, seq, kind, recorded = _unpacked(item)
+        event, seq, type_name, recorded = _unpacked(item)
         if seq != count:
             problem = "repeats an earlier seq" if seq < count else "has a gap"
             return count, Divergence(
                 seq, "repeat" if seq < count else "gap", recorded=event,
                 problem=f"expected seq {count}, found {seq}: the log {problem}")
         try:
-            if kind in STIMULUS_TYPES:
+            if type_name in STIMULUS_TYPES:
                 if pending:
                     extra = pending[-1][0]
                     return count, Divergence(extra.seq, "extra", replayed=extra,
                                              digest=_digest(extra))
                 stimulus = event or decode(item)  # type: ignore[arg-type]
                 assert isinstance(stimulus, Stimulus)
-                if isinstance(stimulus, RunForked) and on_fork is not None:
-                    policy = on_fork(stimulus)
+                if isinstance(stimulus, RunRequested | RunForked) and policy_for is not None:
+                    policy = policy_for(stimulus)
+                if policy is None:
+                    raise BadSpec("verify_log needs a policy, or policy_for")
                 # The replayed decisions are folded as they are made; while they equal
                 # the recorded ones (checked below, by their bytes) that is the recorded
-                # state too.
-                pending = turn(state, stimulus, policy, recorded)[1:]
-                pending.reverse()
+                # state too. The list is reversed: the next one expected is at its end.
+                pending = _decided(state, stimulus, policy, recorded)
                 continue
             if not pending:
                 if state.seq == 0:
-                    raise BadLog("the log does not open with a stimulus", run_id=state.run_id,
-                                 seq=seq)
+                    raise BadLog("the log does not open with a stimulus",
+                                 run_id=getattr(event, "run_id", ""), seq=seq)
                 event = event or decode(item)  # type: ignore[arg-type]
                 return count, Divergence(seq, "missing", recorded=event, digest=state.digest)
-            expected, made = pending.pop()
-            if made == recorded or (recorded is None and expected == event):
+            expected, replayed = pending.pop()
+            if replayed == recorded or (recorded is None and expected == event):
                 continue
             event = event or decode(item)  # type: ignore[arg-type]
         except BadLog as error:
@@ -164,10 +174,26 @@ def verify_log(
         return count, Divergence(seq, "decision", event, expected,
                                  _differing(event, expected) or ("encoding",),
                                  digest=expected.state_digest)
-    if pending:
+    if pending and complete:
         extra = pending[-1][0]
         return count, Divergence(extra.seq, "extra", replayed=extra, digest=_digest(extra))
     return count, None
+
+
+def _decided(
+    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None
+) -> list[tuple[Envelope, bytes]]:
+    """The decisions `policy` makes on `stimulus`, folded into `state`, last first."""
+    try:
+        decided = turn(state, stimulus, policy, recorded)[1:]
+    except BatonError:
+        raise
+    except Exception as error:
+        raise PolicyRaised(f"the policy raised {type(error).__name__}: {error} while "
+                           f"deciding what follows seq {stimulus.seq} "
+                           f"({type(stimulus).__name__})") from error
+    decided.reverse()
+    return decided
 
 
 def _unpacked(item: LogItem) -> tuple[Envelope | None, int, str, bytes | None]:
@@ -209,67 +235,30 @@ class Verification:
 
 
 def verify(
-    store: EventStore, run_id: str, policy: Policy | None = None, *, until: int | None = None
+    store: EventStore, run_id: str, policy_for: PolicyFor, *, until: int | None = None
 ) -> Verification:
-    """Re-decide every stimulus in `run_id`'s log and compare with what was recorded.
-
-    Without `policy`, each stretch of the log is replayed with the policy that decided
-    it: the run's recorded spec (or policy), and for a fork, the fork's from its
-    RunForked on. With `policy`, it decides throughout, and the notes say where it is
-    not the policy that ran (by qualified name and a hash of its source)."""
-    _require(store, run_id)
-    notes: list[str] = []
-    [request] = store.read(run_id, until=1)
-    assert isinstance(request, RunRequested)
-
-    def chosen(origin: RunRequested | RunForked) -> Policy:
-        if policy is None:
-            return recorded_policy(origin)
-        name, source = policy_identity(policy)
-        if (name, source) != (origin.policy, origin.policy_digest) and origin.policy:
-            where = ("the run" if isinstance(origin, RunRequested)
-                     else f"the fork from seq {origin.seq}")
-            notes.append(f"{where} was decided by {origin.policy} (source "
-                         f"{origin.policy_digest or 'unrecorded'}); replaying with "
-                         f"{name} (source {source})")
-        return policy
-
-    first = chosen(request)
-    count, divergence = verify_log(store.read_raw(run_id, until=until), first,
-                                   on_fork=chosen, decode=store.decode)
-    return Verification(run_id, count, divergence, tuple(notes))
-
-
-def recorded_policy(origin: RunRequested | RunForked) -> Policy:
-    """The policy that decided a run (or a fork, from its RunForked on), loaded again
-    from where it was recorded."""
-    ref = origin.policy_ref if isinstance(origin, RunForked) else ""
-    if ref:
-        return load_policy(ref)
-    if origin.spec:
-        return load_spec(origin.spec).policy
-    if origin.policy:
-        try:
-            return load_policy(origin.policy)
-        except BadSpec as error:
-            raise BadSpec(f"run {origin.run_id!r} records no spec, and its policy "
-                          f"{origin.policy} does not load ({error}); give the policy to "
-                          "replay it with") from None
-    raise BadSpec(f"run {origin.run_id!r} records neither its spec nor its policy; give "
-                  "the policy to replay it with")
+    """Re-decide every stimulus in `run_id`'s log (up to `until`) with the policy
+    `policy_for` names for each stretch of it, and compare with what was recorded."""
+    last = require_run(store, run_id)
+    if until is not None and not 1 <= until <= last:
+        raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
+    count, divergence = verify_log(store.read_raw(run_id, until=until), policy_for=policy_for,
+                                   decode=store.decode, complete=until in (None, last))
+    return Verification(run_id, count, divergence)
 
 
 def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState:
     """The run's state just after event `seq` (default: its last): the ledger, plan,
     work in flight and outputs so far. Starts from the nearest snapshot at or before
     `seq`, so only the tail is folded."""
-    last = _require(store, run_id)
+    last = require_run(store, run_id)
     if seq is not None and not 1 <= seq <= last:
         raise BadSpec(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
     return store.state(run_id, until=seq)
 
 
-def _require(store: EventStore, run_id: str) -> int:
+def require_run(store: EventStore, run_id: str) -> int:
+    """The seq `run_id`'s log ends at; UnknownRun when the store has no such run."""
     last = store.last_seq(run_id)
     if not last:
         raise UnknownRun(run_id, store.url)

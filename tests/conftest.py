@@ -46,7 +46,7 @@ def every_run_verified(request: pytest.FixtureRequest,
     """After each test, replay every run in every store the test opened and require that
     each decision is reproduced (invariant 7), with the policy the run recorded."""
     from baton.events.store import EventStore, open_store
-    from baton.projections.replay import verify
+    from baton.replay import verify
 
     opened: list[EventStore] = []
     original = EventStore.__init__
@@ -63,11 +63,13 @@ def every_run_verified(request: pytest.FixtureRequest,
     skipped = {run for mark in request.node.iter_markers("unverifiable") for run in mark.args}
     mark = request.node.get_closest_marker("replay_with")
     policy = mark.args[0] if mark else None
-    seen: set[str] = set()
+    seen: set[object] = set()
     for store in opened:
-        if store.url in seen:
+        # One SQLite file may be opened many times; each memory store is its own.
+        key = store.url if store.url.startswith("sqlite") else id(store)
+        if key in seen:
             continue
-        seen.add(store.url)
+        seen.add(key)
         # A SQLite store is opened afresh (its writer may have been another process); a
         # memory store lives only in the object the test had.
         with open_store(store.url) if store.url.startswith("sqlite") else nullcontext(store) \

@@ -80,6 +80,6 @@ def test_fork_refuses_what_it_cannot_fork(store_url: str) -> None:
     assert code == 2 and "inside the turn that answers seq 1 (seqs 1 to 4); fork at 4" in err
     code, _, err = baton("fork", "done", "--at", "4", "--spec", str(SPECS / "fixed.py"),
                          "--store", store_url)
-    assert code == 2 and "the run needs" in err
+    assert code == 2 and "differ from those run 'done' records" in err
     with open_store(store_url) as store:
         assert [r.run_id for r in store.runs()] == ["done"]

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from baton import DefaultPolicy, HandlerInfo, Task, open_store
 from baton.cli import app
-from baton.projections.counterfactual import counterfactual
+from baton.replay import counterfactual
 from baton.testing import Scenario
 from tests.fixtures.policies import GiveUpAtOnce, OnlyH2
 from tests.projections.test_replay import three_tasks

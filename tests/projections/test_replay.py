@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import pytest
 from typer.testing import CliRunner
 
-from baton import BadSpec, DefaultPolicy, HandlerInfo, Task, open_store
+from baton import BadSpec, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
 from baton.cli import app
 from baton.events.decider import RunState
 from baton.events.policy import Candidate, Routing
-from baton.projections.replay import state_at, verify
+from baton.replay import PolicyRaised, state_at, verify
 from baton.testing import Scenario
 
 runner = CliRunner()
@@ -137,3 +137,34 @@ def _folded(log: Sequence[object]) -> RunState:
     for event in log:
         state.apply(event)  # type: ignore[arg-type]
     return state
+
+
+def test_verify_up_to_a_seq_inside_a_turn_checks_only_that_far(store_url: str) -> None:
+    """--until may stop mid-turn: the decisions after it are not counted as missing."""
+    three_tasks(store_url)
+    with open_store(store_url) as store:
+        for until in (1, 2, 3):
+            report = verify(store, "r", until=until)
+            assert report.reproduced and report.events == until
+        with pytest.raises(BadSpec, match="events 1 to"):
+            verify(store, "r", until=0)
+
+
+class Raising(DefaultPolicy):
+    """A policy with a bug: it raises on the first result it judges."""
+
+    def validate(self, task: Task, output: object) -> Verdict:
+        raise ZeroDivisionError("division by zero")
+
+
+def test_a_policy_that_raises_is_named_not_a_traceback(store_url: str) -> None:
+    """Replaying with a broken policy says which policy error, at which seq; exit 1."""
+    run = three_tasks(store_url)
+    first = next(e.seq for e in run.log if e.type == "ResultReceived")
+    with open_store(store_url) as store, \
+            pytest.raises(PolicyRaised, match=f"follows seq {first} \\(ResultReceived\\)"):
+        verify(store, "r", Raising())
+    cli = runner.invoke(app, ["replay", "r", "--verify", "--policy",
+                              "tests.projections.test_replay:Raising", "--store", store_url])
+    assert cli.exit_code == 1
+    assert "the policy raised ZeroDivisionError: division by zero" in cli.stderr
