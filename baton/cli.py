@@ -68,7 +68,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # click's help: paragraphs re-wrapped, \b blocks kept
 )
 out = Console(soft_wrap=True)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # long messages wrap where the terminal does
 
 Store = Annotated[
     str | None,
