@@ -103,7 +103,8 @@ def load_policy(ref: str) -> Policy:
     target, _, name = ref.rpartition(":")
     if not target or not name:
         raise BadSpec(f"policy {ref!r}: write module:Name or path/to/file.py:Name")
-    module = _import_file(target) if target.endswith(".py") else _import_module(target)
+    module = (_import_file(target, "policy") if target.endswith(".py")
+              else _import_module(target, "policy"))
     found: Any = getattr(module, name, None)
     if found is None:
         raise BadSpec(f"{target} has no `{name}`")
@@ -165,33 +166,33 @@ def _is_windows_drive(ref: str) -> bool:
     return len(ref) > 1 and ref[1] == ":" and ref[0].isalpha()
 
 
-def _import_file(path_text: str) -> ModuleType:
+def _import_file(path_text: str, what: str = "spec") -> ModuleType:
     path = Path(path_text)
     if not path.is_file():
-        raise BadSpec(f"spec file {path_text} does not exist")
+        raise BadSpec(f"{what} file {path_text} does not exist")
     module_name = f"baton_spec_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise BadSpec(f"spec file {path_text} cannot be loaded as Python")
+        raise BadSpec(f"{what} file {path_text} cannot be loaded as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise BadSpec(f"spec file {path_text} failed to import: "
+        raise BadSpec(f"{what} file {path_text} failed to import: "
                       f"{type(error).__name__}: {error}") from error
     # Workers cannot import a file by path: send its code along with the handlers.
     ray.cloudpickle.register_pickle_by_value(module)
     return module
 
 
-def _import_module(name: str) -> ModuleType:
+def _import_module(name: str, what: str = "spec") -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        raise BadSpec(f"spec module {name!r} cannot be found ({error}); give a path to a "
+        raise BadSpec(f"{what} module {name!r} cannot be found ({error}); give a path to a "
                       ".py file or an importable module") from error
     except Exception as error:
-        raise BadSpec(f"spec module {name!r} failed to import: "
+        raise BadSpec(f"{what} module {name!r} failed to import: "
                       f"{type(error).__name__}: {error}") from error
