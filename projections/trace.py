@@ -66,7 +66,7 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
     if accepted:
         judged = accepted[-1]
         if isinstance(ending, RunCompleted):
-            steps.append(_step(ending, detail={"used": _uses(ending.output, task_id)}))
+            steps.append(_step(ending, detail=_uses(ending.output, task_id)))
         steps.append(_step(judged))
         received = next((e for e in events if isinstance(e, ResultReceived)
                          and e.result.assignment_id == judged.assignment_id
@@ -94,9 +94,12 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
     return steps
 
 
-def _uses(output: Any, task_id: str) -> Any:
+def _uses(output: Any, task_id: str) -> dict[str, Any]:
     """What the final output holds under the task's id, when it is keyed by task."""
-    return output.get(task_id) if isinstance(output, dict) else None
+    if isinstance(output, dict) and task_id in output:
+        return {"used": output[task_id]}
+    return {"used": "not under this task's id: the synthesis combined the outputs "
+                    "(the accepted output below is what it was given)"}
 
 
 def _step(event: Envelope, detail: dict[str, Any] | None = None) -> Step:
