@@ -125,7 +125,15 @@ def verify_log(
     state = RunState()
     pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
     count = 0  # events read; the last one read had seq `count`
-    for item in log:
+    items = iter(log)
+    while True:
+        try:
+            item = next(items)
+        except StopIteration:
+            break
+        except BadLog as error:  # the store found the log itself broken (a gap, say)
+            return count + 1, Divergence(error.seq or count + 1, "log", digest=state.digest,
+                                         problem=str(error))
         count += 1
         event, seq, type_name, recorded = _unpacked(item)
         if seq != count:

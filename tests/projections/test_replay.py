@@ -168,3 +168,21 @@ def test_a_policy_that_raises_is_named_not_a_traceback(store_url: str) -> None:
                               "tests.projections.test_replay:Raising", "--store", store_url])
     assert cli.exit_code == 1
     assert "the policy raised ZeroDivisionError: division by zero" in cli.stderr
+
+
+@pytest.mark.unverifiable("r")
+def test_a_gap_in_a_stored_log_is_reported_by_verify(store_url: str) -> None:
+    """A record missing from the SQLite file is a finding of verify (exit 1, saying
+    'gap'), not a crash."""
+    run = three_tasks(store_url)
+    path = store_url[len("sqlite:///"):]
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM stored_events WHERE originator_id='r' AND "
+                   "originator_version=5")
+    with open_store(store_url) as store:
+        report = verify(store, "r")
+    assert report.divergence is not None and report.divergence.kind == "log"
+    assert report.divergence.seq == 6 and "expected seq 5, found 6" in report.divergence.problem
+    cli = runner.invoke(app, ["replay", "r", "--verify", "--store", store_url])
+    assert cli.exit_code == 1 and "the log has a gap" in cli.stdout
+    assert len(run.log) > 6
