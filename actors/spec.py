@@ -87,7 +87,11 @@ def load_spec(ref: str) -> Spec:
         )
     found: Any = getattr(module, name)
     if callable(found) and not isinstance(found, Spec):
-        found = found()
+        try:
+            found = found()
+        except Exception as error:
+            raise BadSpec(f"{target}:{name}() failed to make the spec: "
+                          f"{type(error).__name__}: {error}") from error
     if not isinstance(found, Spec):
         raise BadSpec(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
     found.source = ref
@@ -122,6 +126,9 @@ def load_policy(ref: str) -> Policy:
     return found  # type: ignore[no-any-return]
 
 
+IDENTITY_VERSION = "h1"  # how policy_identity hashes; a new way gets a new version
+
+
 def policy_identity(policy: Policy) -> tuple[str, str]:
     """The policy's qualified name, and a hash of its classes' source and its settings,
     so a replay can tell whether the policy it is given is the one that ran."""
@@ -139,7 +146,19 @@ def policy_identity(policy: Policy) -> tuple[str, str]:
     settings = getattr(policy, "__dict__", {})
     parts.append(json.dumps(settings, sort_keys=True, default=lambda v: type(v).__qualname__))
     source_hash = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-    return f"{cls.__module__}:{cls.__qualname__}", source_hash
+    return f"{cls.__module__}:{cls.__qualname__}", f"{IDENTITY_VERSION}:{source_hash}"
+
+
+def same_policy(recorded: tuple[str, str], now: tuple[str, str]) -> bool | None:
+    """Is the policy identified `now` (name, source hash) the one `recorded`? None when
+    that cannot be told: nothing was recorded, or the hash was made another way."""
+    if not recorded[0]:
+        return None
+    if recorded[0] != now[0]:
+        return False
+    if not recorded[1] or recorded[1].partition(":")[0] != now[1].partition(":")[0]:
+        return None
+    return recorded[1] == now[1]
 
 
 def require_handlers(spec: Spec, handlers: Iterable[HandlerInfo], run_id: str) -> None:

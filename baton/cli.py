@@ -418,7 +418,7 @@ def log_(
     task: Annotated[str | None, typer.Option(
         "--task", metavar="ID", help="Only events about this task.")] = None,
     since: Annotated[int, typer.Option(
-        "--since", metavar="SEQ", help="Only events after this seq.")] = 0,
+        "--since", metavar="SEQ", min=0, help="Only events after this seq.")] = 0,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -552,9 +552,10 @@ def _print_counterfactual(report: Counterfactual, as_json: bool) -> NoReturn:
     changes = report.changed_tasks
     if report.stopped:  # what was still open when it stopped is unknown, not changed
         changes = [c for c in changes if not c.replayed.startswith(("in_flight", "queued",
-                                                                    "blocked"))]
+                                                                    "blocked", "escalated"))]
         open_ = len(report.changed_tasks) - len(changes)
-        _say(f"{open_} task(s) were still open where it stopped")
+        if open_:
+            _say(f"{open_} task(s) were still open where it stopped")
     _print_changes(changes, "recorded", "replayed")
     was, now = report.recorded_outcome, report.outcome
     _say(f"\noutcome: recorded {was['status']} ({was['accepted']} of {was['tasks']} "

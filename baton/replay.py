@@ -6,6 +6,7 @@
         state = replay.state_at(store, "run-…", 120)     # the run as it stood at seq 120
         what_if = replay.counterfactual(store, "run-…", MyPolicy())
         new = replay.fork(store, "run-…", at=119, spec="fixed.py")
+    import baton
     baton.resume(new.run_id, spec=new.spec)              # finish the fork live on Ray
 
 This module joins the two sides the design keeps apart: the projections read logs and
@@ -25,6 +26,7 @@ from baton.actors.spec import (
     load_spec,
     policy_identity,
     require_handlers,
+    same_policy,
 )
 from baton.events.errors import BadSpec
 from baton.events.policy import Policy
@@ -78,16 +80,16 @@ def verify(
     notes: list[str] = []
 
     def policy_for(origin: RunRequested | RunForked) -> Policy:
-        if policy is None:
-            return recorded_policy(origin)
-        name, source = policy_identity(policy)
-        if origin.policy and (name, source) != (origin.policy, origin.policy_digest):
+        chosen = recorded_policy(origin) if policy is None else policy
+        name, source = policy_identity(chosen)
+        if same_policy((origin.policy, origin.policy_digest), (name, source)) is False:
             where = ("the run" if isinstance(origin, RunRequested)
                      else f"the fork from seq {origin.seq}")
+            how = "replaying with" if policy is not None else "its recorded spec now gives"
             notes.append(f"{where} was decided by {origin.policy} (source "
-                         f"{origin.policy_digest or 'unrecorded'}); replaying with "
-                         f"{name} (source {source})")
-        return policy
+                         f"{origin.policy_digest or 'not recorded'}); {how} {name} (source "
+                         f"{source}), so a divergence may come from that difference")
+        return chosen
 
     report = _verify(store, run_id, policy_for, until=until)
     return replace(report, notes=tuple(notes))
@@ -157,12 +159,13 @@ def fork(
     or ``file.py:Name``; default: the spec's policy); the spec's handlers must be the
     run's. Resume it (`baton.resume(fork.run_id, spec=fork.spec)`) to run it live."""
     new_run_id = new_run_id or f"{run_id}-fork-{at}"
+    origins = [o for o in _origins(store, run_id) if o.seq <= at]
+    if not spec and origins and not origins[-1].spec:
+        raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
+                      "recorded; give --spec for the fork to run with")
     prefix = copy_prefix(store, run_id, at, new_run_id, recorded_policy)
     state = prefix.state
     spec_ref = spec or state.spec
-    if not spec_ref:
-        raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
-                      "recorded; give --spec for the fork to run with")
     loaded = load_spec(spec_ref)
     policy_ref = absolute_ref(policy) if policy else ("" if spec else state.policy_ref)
     if policy_ref:
@@ -171,7 +174,7 @@ def fork(
     name, source = policy_identity(loaded.policy)
     forked = RunForked(
         run_id=new_run_id, seq=at + 1, recorded_at=time.time(), parent_run_id=run_id,
-        parent_seq=at, parent_digest=state.digest, spec=absolute_ref(spec_ref),
+        parent_seq=at, parent_digest=prefix.parent_digest, spec=absolute_ref(spec_ref),
         policy_ref=policy_ref, policy=name, policy_digest=source, note=note)
     events = record_fork(store, prefix, forked, loaded.policy)
     return Fork(new_run_id, run_id, at, events, loaded, f"{name} (source {source})")

@@ -21,6 +21,7 @@ class BadLog(BatonError):
         if run_id is not None:
             where = f"run {run_id!r}" + (f" at seq {seq}" if seq is not None else "") + ": "
         super().__init__(where + message)
+        self.detail = message  # without the run and seq in front
         self.run_id = run_id
         self.seq = seq
 

@@ -17,6 +17,7 @@ from baton.events.errors import BadLog, BadSpec
 from baton.events.model import require_run_id
 from baton.events.policy import Policy
 from baton.events.schema import (
+    GENESIS_DIGEST,
     CancelRequested,
     Decision,
     Envelope,
@@ -24,6 +25,7 @@ from baton.events.schema import (
     RunForked,
     RunRequested,
     Stimulus,
+    chain,
 )
 from baton.events.store import EventStore
 
@@ -37,6 +39,7 @@ class Prefix:
     events with their bytes, ready to append."""
 
     parent_run_id: str
+    parent_digest: str  # the parent's digest chain at `at`, over its stored bytes
     run_id: str
     at: int
     state: RunState
@@ -59,17 +62,24 @@ def copy_prefix(
                       "id with --run-id")
     if not 1 <= at <= last:
         raise BadSpec(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")
-    prefix: list[Envelope] = list(store.read(run_id, until=min(at + 1, last)))
+    records = list(store.read_recorded(run_id, until=min(at + 1, last)))
+    prefix: list[Envelope] = [event for event, _ in records]
     following = prefix[at] if len(prefix) > at else None
     if isinstance(following, Decision):
         start = following.cause
         end = next((e.seq - 1 for e in store.read(run_id, after=at)
                     if isinstance(e, Stimulus)), last)
-        before = (f"fork at {start - 1} to leave seq {start} out (work in flight there "
-                  "is dispatched again), or " if start > 1 else "")
+        ends_run = end == last and store.state(run_id).status != "running"
+        options = [f"fork at {start - 1} to leave seq {start} out (work in flight there is "
+                   "dispatched again)"] if start > 1 else []
+        if not ends_run:
+            options.append(f"fork at {end} to keep that turn")
         raise BadSpec(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
-                      f"to {end}); {before}fork at {end} to keep that turn")
-    copied = _redecided(prefix[:at], new_run_id, policy_for)
+                      f"to {end}); " + (", or ".join(options) or "it ends the run"))
+    digest = GENESIS_DIGEST
+    for _, data in records[:at]:
+        digest = chain(digest, data)
+    copied = _redecided(prefix[:at], new_run_id, policy_for, digest)
     if copied.state.status != "running":
         raise BadSpec(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
                       "before its end")
@@ -78,7 +88,7 @@ def copy_prefix(
 
 def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Policy) -> int:
     """Append the prefix, `forked`, and what `policy` decides on it, as one batch;
-    returns the number of events the new run's log holds."""
+    returns the number of events the new run's log holds. Advances `prefix.state`."""
     events, recorded = list(prefix.events), list(prefix.recorded)
     for event, data in turn(prefix.state, forked, policy):
         events.append(event)
@@ -87,9 +97,11 @@ def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Po
     return len(events)
 
 
-def _redecided(prefix: list[Envelope], new_run_id: str, policy_for: PolicyFor) -> Prefix:
+def _redecided(
+    prefix: list[Envelope], new_run_id: str, policy_for: PolicyFor, parent_digest: str
+) -> Prefix:
     parent = prefix[0].run_id
-    copied = Prefix(parent, new_run_id, len(prefix), RunState(), [], [])
+    copied = Prefix(parent, parent_digest, new_run_id, len(prefix), RunState(), [], [])
     policy: Policy | None = None
     for stimulus, answered in turns(prefix):
         if isinstance(stimulus, RunRequested | RunForked):

@@ -131,9 +131,9 @@ def verify_log(
             item = next(items)
         except StopIteration:
             break
-        except BadLog as error:  # the store found the log itself broken (a gap, say)
-            return count + 1, Divergence(error.seq or count + 1, "log", digest=state.digest,
-                                         problem=str(error))
+        except BadLog as error:  # the store found a gap in what it holds
+            return count, Divergence(error.seq or count + 1, "gap", digest=state.digest,
+                                     problem=error.detail)
         count += 1
         event, seq, type_name, recorded = _unpacked(item)
         if seq != count:
@@ -170,7 +170,7 @@ def verify_log(
             event = event or decode(item)  # type: ignore[arg-type]
         except BadLog as error:
             return count, Divergence(seq, "log", recorded=event, digest=state.digest,
-                                     problem=str(error))
+                                     problem=error.detail)
         assert isinstance(event, Decision) and isinstance(expected, Decision)
         if event.state_digest != expected.state_digest:
             return count, Divergence(

@@ -41,7 +41,7 @@ def test_a_fork_renames_what_names_the_run_and_diff_parts_at_the_fork(store_url:
     with open_store(store_url) as store:
         prefix = copy_prefix(store, "p", at, "f", lambda origin: DefaultPolicy())
         forked = RunForked(run_id="f", seq=at + 1, parent_run_id="p", parent_seq=at,
-                           parent_digest=prefix.state.digest,
+                           parent_digest=prefix.parent_digest,
                            policy="baton.events.policy:DefaultPolicy")
         record_fork(store, prefix, forked, DefaultPolicy())
         fork_log = store.read("f")
@@ -50,6 +50,7 @@ def test_a_fork_renames_what_names_the_run_and_diff_parts_at_the_fork(store_url:
         assert answer.inbox_seq is None  # type: ignore[attr-defined]
         assert store.state("f").inbox_seen == 0 and store.state("f").forked_from == ("p", at)
         assert verify(store, "f", DefaultPolicy()).reproduced
+        assert prefix.parent_digest == store.state("p", until=at).digest
         found = diff_runs(store, "p", "f")
     assert found.common == at and "RunForked" in found.first_b and found.first_a == ""
 

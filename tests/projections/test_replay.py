@@ -181,8 +181,9 @@ def test_a_gap_in_a_stored_log_is_reported_by_verify(store_url: str) -> None:
                    "originator_version=5")
     with open_store(store_url) as store:
         report = verify(store, "r")
-    assert report.divergence is not None and report.divergence.kind == "log"
-    assert report.divergence.seq == 6 and "expected seq 5, found 6" in report.divergence.problem
+    assert report.divergence is not None and report.divergence.kind == "gap"
+    assert report.divergence.seq == 6 and report.events == 4
+    assert report.divergence.describe() == "seq 6: expected seq 5, found 6: the log has a gap"
     cli = runner.invoke(app, ["replay", "r", "--verify", "--store", store_url])
     assert cli.exit_code == 1 and "the log has a gap" in cli.stdout
     assert len(run.log) > 6
