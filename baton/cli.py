@@ -750,6 +750,10 @@ def _print_result(result: RunResult) -> None:
 def _print_ledger(book: Ledger, show_all: bool) -> None:
     out.print(f"[bold]{book.run_id}[/]  {_styled(book.status)}  {book.goal}")
     out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
+    if book.forked_from:
+        parent, _, seq = book.forked_from.partition("@")
+        out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
+                  highlight=False)
     shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
     rows = [(line.id + ("" if line.required else " (optional)"), line.status,
              str(line.attempts), line.handler or "-", line.outcome) for line in shown]

@@ -62,6 +62,7 @@ class Ledger:
     counts: dict[str, int] = field(default_factory=dict)
     requested_at: float | None = None
     last_recorded_at: float | None = None
+    forked_from: str | None = None  # "PARENT@SEQ" for a fork
 
     @property
     def accepted(self) -> int:
@@ -134,5 +135,7 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
         counts=dict(counts),
         requested_at=requested_at,
         last_recorded_at=last_at,
+        forked_from=f"{state.forked_from[0]}@{state.forked_from[1]}" if state.forked_from
+        else None,
     )
 

@@ -63,6 +63,8 @@ def test_a_fork_at_a_failure_finishes_with_a_fixed_handler(store_url: str) -> No
     assert f"share their first {failure.seq - 1} events" in out
     assert "FailureReported" in out and "RunForked" in out
     assert "buggy: waiting" in out and "fixed: completed" in out
+    code, out, _ = baton("show", "fixed", "--store", store_url)
+    assert code == 0 and f"forked from buggy at seq {failure.seq - 1}" in out
     code, out, _ = baton("log", "fixed", "--type", "RunForked", "--store", store_url)
     assert code == 0 and f"copied from buggy up to seq {failure.seq - 1}" in out
 
