@@ -117,14 +117,6 @@ class TaskRecord:
 class RunState:
     """A run as its log so far says it is. Read it freely; change it only by `evolve`."""
 
-    # Who decides the run (from RunRequested, or the RunForked that began it). Class-level
-    # defaults, so snapshots written before these were kept still load.
-    policy = ""  # module:QualName
-    policy_digest = ""  # a hash of the policy's source
-    spec = ""  # where its spec was loaded from
-    policy_ref = ""  # where its policy was loaded from, when not the spec's own
-    forked_from: tuple[str, int] | None = None  # (parent run, parent seq)
-
     def __init__(self) -> None:
         self.run_id = ""
         self.seq = 0
@@ -132,6 +124,12 @@ class RunState:
         self.status: RunStatus = "new"
         self.goal = ""
         self.requested: tuple[Task, ...] = ()  # the plan as RunRequested proposed it
+        # Who decides the run: from RunRequested, or from the RunForked that began it.
+        self.policy = ""  # module:QualName
+        self.policy_digest = ""  # a hash of the policy's source
+        self.spec = ""  # where its spec was loaded from
+        self.policy_ref = ""  # where its policy was loaded from, when not the spec's own
+        self.forked_from: tuple[str, int] | None = None  # (parent run, parent seq)
         self.handlers: dict[str, HandlerInfo] = {}
         self.by_capability: dict[str, tuple[str, ...]] = {}
         self.load: dict[str, int] = {}
@@ -701,7 +699,8 @@ class _Turn:
             self.emit(PlanChanged, "plan.initial", facts, requested=True)
 
     def _on_RunForked(self, e: RunForked) -> None:
-        pass  # the fork's policy takes over: _fill, after this, dispatches what it would
+        """Nothing to answer in itself: the fork's policy takes over, and `_fill`, which
+        every turn ends with, dispatches whatever that policy would."""
 
     def _on_ResultReceived(self, e: ResultReceived) -> None:
         aid = e.result.assignment_id

@@ -35,7 +35,7 @@ from .codec import Codec
 DEFAULT_URL = "sqlite:///.baton/baton.db"
 # Snapshots are pickles of RunState; the version in the topic retires old ones whenever
 # RunState's layout changes (they are then ignored and the log is folded instead).
-SNAPSHOT_TOPIC = "baton.RunState:1"
+SNAPSHOT_TOPIC = "baton.RunState:2"  # 2: RunState keeps who decides the run
 PAGE = 10_000
 
 

@@ -187,3 +187,16 @@ def test_a_gap_in_a_stored_log_is_reported_by_verify(store_url: str) -> None:
     cli = runner.invoke(app, ["replay", "r", "--verify", "--store", store_url])
     assert cli.exit_code == 1 and "the log has a gap" in cli.stdout
     assert len(run.log) > 6
+
+
+def test_a_snapshot_an_earlier_baton_wrote_is_passed_over(store_url: str) -> None:
+    """A snapshot filed under an older RunState layout is not loaded (its state would
+    lack what the run recorded about its policy); the log is folded instead."""
+    from eventsourcing.persistence import StoredEvent
+
+    three_tasks(store_url)
+    with open_store(store_url) as store:
+        assert store.snapshots is not None
+        store.snapshots.insert_events([StoredEvent("r", 6, "baton.RunState:1", b"old")])
+        state = state_at(store, "r", 7)
+    assert state.seq == 7 and state.policy == "baton.events.policy:DefaultPolicy"
