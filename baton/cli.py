@@ -368,19 +368,10 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     if not rows:
         out.print(f"no runs in {url} yet; start one with: baton run SPEC")
         return
-    cells = [(row["run_id"], row["status"], _when(row["requested_at"]), str(row["tasks"]),
-              str(row["events"])) for row in rows]
-    headers = ("run", "status", "requested", "tasks", "events")
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
-    table = Table(box=None)
-    for header, width in zip(headers, widths, strict=True):
-        table.add_column(header, no_wrap=True, min_width=width)
-    # The goal gets what is left of the line, cut short rather than wrapped.
-    table.add_column("goal", no_wrap=True, overflow="ellipsis",
-                     max_width=max(12, out.width - sum(widths) - 2 * len(widths) - 2))
-    for (run_id, status, when, tasks, events), row in zip(cells, rows, strict=True):
-        table.add_row(run_id, _styled(status), when, tasks, events, row["goal"])
-    out.print(table)
+    out.print(_fitted_table(
+        ("run", "status", "requested", "tasks", "events"), "goal", 12,
+        [(row["run_id"], row["status"], _when(row["requested_at"]), str(row["tasks"]),
+          str(row["events"]), row["goal"]) for row in rows]))
 
 
 @app.command()
@@ -755,19 +746,11 @@ def _print_ledger(book: Ledger, show_all: bool) -> None:
         out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
                   highlight=False)
     shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
-    rows = [(line.id + ("" if line.required else " (optional)"), line.status,
-             str(line.attempts), line.handler or "-", line.outcome) for line in shown]
-    headers = ("task", "status", "attempts", "handler")
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    table = Table(box=None)
-    for header, width in zip(headers, widths, strict=True):
-        table.add_column(header, no_wrap=True, min_width=width)
-    # The outcome gets what is left of the line, cut short rather than wrapped.
-    table.add_column("outcome", no_wrap=True, overflow="ellipsis",
-                     max_width=max(24, out.width - sum(widths) - 2 * len(widths) - 2))
-    for task, status, attempts, handler, outcome in rows:
-        table.add_row(task, _styled(status), attempts, handler, " ".join(outcome.split()))
-    out.print(table)
+    out.print(_fitted_table(
+        ("task", "status", "attempts", "handler"), "outcome", 24,
+        [(line.id + ("" if line.required else " (optional)"), line.status,
+          str(line.attempts), line.handler or "-", " ".join(line.outcome.split()))
+         for line in shown]))
     if len(shown) < len(book.tasks):
         out.print(f"… {len(book.tasks) - len(shown)} more accepted tasks "
                   f"(baton show {book.run_id} --all lists every task)")
@@ -780,6 +763,23 @@ def _print_ledger(book: Ledger, show_all: bool) -> None:
     if book.status == "completed":
         out.print("\n[bold]output[/]")
         out.print_json(json.dumps(book.output, default=str))
+
+
+def _fitted_table(
+    headers: tuple[str, ...], last: str, last_min: int, rows: list[tuple[str, ...]]
+) -> Table:
+    """Columns `headers` as wide as their contents, never wrapped (ids must stay whole),
+    and a last column that gets what is left of the line, cut short rather than wrapped.
+    The second column is a status, shown in its colour."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    table = Table(box=None)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column(last, no_wrap=True, overflow="ellipsis",
+                     max_width=max(last_min, out.width - sum(widths) - 2 * len(widths) - 2))
+    for first, status, *rest in rows:
+        table.add_row(first, _styled(status), *rest)
+    return table
 
 
 def _worth_showing(book: Ledger) -> list[TaskLine]:

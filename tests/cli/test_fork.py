@@ -4,21 +4,11 @@ bug is forked just before the failure and finished with the fixed handler."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from baton import open_store
-from baton.cli import app
-
-SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs_cli"
-runner = CliRunner()
-
-
-def baton(*args: str) -> tuple[int, str, str]:
-    result = runner.invoke(app, list(args))
-    return result.exit_code, result.stdout, result.stderr
+from tests.cli.test_cli import SPECS, baton
 
 
 @pytest.mark.slow
