@@ -11,11 +11,13 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
+# The tests get a throwaway PostgreSQL server (installed from Debian's packages when
+# missing), unless BATON_TEST_POSTGRES names one already.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	.ci/postgres run $(BIN)/python -m pytest -q
 
 # mypy cannot follow setuptools' editable package-dir mapping, so it checks a tree of
 # links laid out as the installed package is.

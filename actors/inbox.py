@@ -54,7 +54,7 @@ def open_escalations(store: EventStore, run_id: str | None = None) -> list[OpenE
     found: list[OpenEscalation] = []
     for rid in run_ids:
         if not store.last_seq(rid):
-            raise UnknownRun(rid, store.url)
+            raise UnknownRun(rid, store.shown_url)
         last = store.last_event(rid)
         if last is not None and last.type in ("RunCompleted", "RunFailed"):
             continue
@@ -113,7 +113,7 @@ def answer(
 def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequested:
     """Record a request to cancel `run_id` in its inbox."""
     if not store.last_seq(run_id):
-        raise UnknownRun(run_id, store.url)
+        raise UnknownRun(run_id, store.shown_url)
     return _post(store, run_id, lambda seq, rid: CancelRequested(
         run_id=rid, seq=seq, recorded_at=time.time(), note=note))
 
@@ -136,7 +136,7 @@ def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, int]:
     entries wait for a coordinator. A run whose people have answered is no longer
     waiting on them, only on its coordinator to take the answers up: `running`."""
     if not store.last_seq(run_id):
-        raise UnknownRun(run_id, store.url)
+        raise UnknownRun(run_id, store.shown_url)
     state = store.state(run_id)
     waiting = len(pending(store, run_id, state.inbox_seen))
     phase = state.phase

@@ -23,7 +23,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from baton.events.errors import BadSpec, BatonError, UnknownRun
 from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
-from baton.events.store import DEFAULT_URL, open_store
+from baton.events.store import DEFAULT_URL, masked_url, open_store
 
 from .coordinator import Coordinator, Progress
 from .spec import (
@@ -53,7 +53,7 @@ class RunResult:
     output: Any
     error: str
     progress: Progress
-    store: str
+    store: str  # its URL, any password masked
 
     @property
     def ok(self) -> bool:
@@ -192,7 +192,8 @@ def run(
     require_run_id(run_id)
     with open_store(url) as log:
         if log.last_seq(run_id):
-            raise BadSpec(f"run {run_id!r} already exists in {url}; choose another run id")
+            raise BadSpec(f"run {run_id!r} already exists in {log.shown_url}; choose another "
+                          "run id")
     policy, policy_digest = policy_identity(spec.policy)
     request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
@@ -219,7 +220,7 @@ def resume(
     url = store_url(store)
     with open_store(url) as log:
         if not log.last_seq(run_id):
-            raise UnknownRun(run_id, url)
+            raise UnknownRun(run_id, log.shown_url)
         state = log.state(run_id)
     if state.status != "running":
         raise BadSpec(f"run {run_id!r} has already {state.status}; there is nothing to resume")
@@ -293,7 +294,8 @@ def _launch(
             _stop([coordinator, *(w for workers in pools.values() for w in workers)])
             raise
         return RunResult(run_id=run_id, status="running", output=None, error="",
-                         progress=Progress(run_id=run_id, status="running"), store=url)
+                         progress=Progress(run_id=run_id, status="running"),
+                         store=masked_url(url))
     actors = [coordinator, *(w for workers in pools.values() for w in workers)]
     try:
         done = coordinator.drive.remote()
@@ -312,4 +314,4 @@ def _launch(
     finally:
         _stop(actors)
     return RunResult(run_id=run_id, status=final.status, output=final.output,
-                     error=final.error, progress=final, store=url)
+                     error=final.error, progress=final, store=masked_url(url))

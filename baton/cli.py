@@ -34,9 +34,9 @@ from baton.actors.launcher import (
 from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
 from baton.actors.spec import load_policy, load_spec
-from baton.events.errors import BadSpec, BadStoreURL, BatonError, UnknownRun
+from baton.events.errors import BadSpec, BadStoreURL, BatonError, StoreUnavailable, UnknownRun
 from baton.events.schema import EVENT_TYPES
-from baton.events.store import EventStore, open_store
+from baton.events.store import EventStore, masked_url, open_store
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
@@ -46,7 +46,8 @@ from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-BAD_INPUT = (BadSpec, BadStoreURL, UnknownRun, UnknownTask, ClusterUnavailable)
+BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
+             ClusterUnavailable)
 SHOW_ROWS = 40
 PARTINGS_SHOWN = 5
 CHANGES_SHOWN = 10
@@ -73,8 +74,9 @@ err = Console(stderr=True, soft_wrap=True)  # long messages wrap where the termi
 Store = Annotated[
     str | None,
     typer.Option("--store", envvar="BATON_STORE", show_envvar=True, metavar="URL",
-                 help="Where logs are kept: sqlite:///path.db or memory:// "
-                      "[default: sqlite:///.baton/baton.db]"),
+                 help="Where logs are kept: sqlite:///path.db, "
+                      "postgresql://USER:PASSWORD@HOST:PORT/DB (shared by a cluster) or "
+                      "memory:// [default: sqlite:///.baton/baton.db]"),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 Address = Annotated[str | None, typer.Option(
@@ -90,7 +92,7 @@ def _run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
     url = store_url(store)
     with open_store(url) as log:
         if not log.last_seq(run_id):
-            raise UnknownRun(run_id, url)
+            raise UnknownRun(run_id, log.shown_url)
         yield log
 
 
@@ -366,7 +368,7 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
         _emit_json(rows)
         return
     if not rows:
-        out.print(f"no runs in {url} yet; start one with: baton run SPEC")
+        out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
         return
     out.print(_fitted_table(
         ("run", "status", "requested", "tasks", "events"), "goal", 12,

@@ -5,7 +5,15 @@ is kept apart and never imported from here.
 """
 
 from .decider import INITIAL_STATE, RunState, TaskRecord, decide, evolve, fold, plan_problems, step
-from .errors import BadLog, BadSpec, BadStoreURL, BatonError, ConcurrencyConflict, UnknownRun
+from .errors import (
+    BadLog,
+    BadSpec,
+    BadStoreURL,
+    BatonError,
+    ConcurrencyConflict,
+    StoreUnavailable,
+    UnknownRun,
+)
 from .model import (
     Assignment,
     Budget,
@@ -42,6 +50,7 @@ __all__ = [
     "Result",
     "Routing",
     "RunState",
+    "StoreUnavailable",
     "Task",
     "TaskRecord",
     "UnknownRun",

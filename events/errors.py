@@ -51,3 +51,8 @@ class UnknownRun(BatonError):
 
 class BadStoreURL(BatonError):
     """A store URL Baton cannot open; the message lists the schemes it knows."""
+
+
+class StoreUnavailable(BatonError):
+    """The store's server cannot be used: unreachable, a wrong password, no such database.
+    The message names host and port, with the password masked."""

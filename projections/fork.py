@@ -58,7 +58,7 @@ def copy_prefix(
     last = require_run(store, run_id)
     require_run_id(new_run_id)
     if store.last_seq(new_run_id):
-        raise BadSpec(f"run {new_run_id!r} already exists in {store.url}; choose another "
+        raise BadSpec(f"run {new_run_id!r} already exists in {store.shown_url}; choose another "
                       "id with --run-id")
     if not 1 <= at <= last:
         raise BadSpec(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")

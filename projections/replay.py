@@ -269,5 +269,5 @@ def require_run(store: EventStore, run_id: str) -> int:
     """The seq `run_id`'s log ends at; UnknownRun when the store has no such run."""
     last = store.last_seq(run_id)
     if not last:
-        raise UnknownRun(run_id, store.url)
+        raise UnknownRun(run_id, store.shown_url)
     return last

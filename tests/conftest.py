@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -65,15 +66,16 @@ def every_run_verified(request: pytest.FixtureRequest,
     policy = mark.args[0] if mark else None
     seen: set[object] = set()
     for store in opened:
-        # One SQLite file may be opened many times; each memory store is its own.
-        key = store.url if store.url.startswith("sqlite") else id(store)
+        # One SQLite file or database may be opened many times; each memory store is its
+        # own.
+        shared = not store.url.startswith("memory")
+        key = store.url if shared else id(store)
         if key in seen:
             continue
         seen.add(key)
-        # A SQLite store is opened afresh (its writer may have been another process); a
+        # A shared store is opened afresh (its writer may have been another process); a
         # memory store lives only in the object the test had.
-        with open_store(store.url) if store.url.startswith("sqlite") else nullcontext(store) \
-                as log:
+        with open_store(store.url) if shared else nullcontext(store) as log:
             for info in log.runs():
                 if info.run_id in skipped:
                     continue
@@ -87,3 +89,41 @@ def every_run_verified(request: pytest.FixtureRequest,
 def store_url(tmp_path: Path) -> str:
     """A fresh SQLite store in a temporary directory."""
     return f"sqlite:///{tmp_path / 'baton.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def durable_store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each durable kind: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'baton.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+POSTGRES_HOWTO = ('no PostgreSQL for the tests: run eval "$(.ci/postgres start)" first '
+                  "(it sets BATON_TEST_POSTGRES), or set it to a server of your own")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The URL of the test PostgreSQL server ($BATON_TEST_POSTGRES). In CI a missing
+    server fails the test; elsewhere the test is skipped with how to get one. Schemas the
+    tests made are dropped at the end of the session."""
+    url = os.environ.get("BATON_TEST_POSTGRES")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(POSTGRES_HOWTO)
+        pytest.skip(POSTGRES_HOWTO)
+    yield url
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as db:
+        for (schema,) in db.execute("SELECT nspname FROM pg_namespace "
+                                    "WHERE nspname LIKE 'test\\_%'").fetchall():
+            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty store on the test PostgreSQL server: a schema of its own."""
+    return f"{postgres_server}?schema=test_{secrets.token_hex(6)}"

@@ -3,13 +3,14 @@
 One stream per run: the run id is the originator id and `seq` the originator version,
 so the recorder's unique (originator, version) key is what turns a second writer's
 append into a ConcurrencyConflict. The recorder's notification log is the store-wide
-order that projections follow. Selected by URL: ``memory://``, ``sqlite:///path``.
+order that projections follow. Selected by URL: ``memory://``, ``sqlite:///path``,
+``postgresql://USER:PASSWORD@HOST:PORT/DB`` (see postgres.py).
 """
 
 from __future__ import annotations
 
+import difflib
 import gc
-import pickle
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -30,12 +31,10 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from ..decider import RunState
 from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
 from ..schema import Envelope, Event, RunRequested
+from . import snapshot
 from .codec import Codec
 
 DEFAULT_URL = "sqlite:///.baton/baton.db"
-# Snapshots are pickles of RunState; the version in the topic retires old ones whenever
-# RunState's layout changes (they are then ignored and the log is folded instead).
-SNAPSHOT_TOPIC = "baton.RunState:2"  # 2: RunState keeps who decides the run
 PAGE = 10_000
 
 
@@ -94,7 +93,12 @@ class EventStore:
         self._close()
 
     def __repr__(self) -> str:
-        return f"EventStore({self.url!r})"
+        return f"EventStore({masked_url(self.url)!r})"
+
+    @property
+    def shown_url(self) -> str:
+        """The store's URL with any password masked: the one to print."""
+        return masked_url(self.url)
 
     # --- writing -----------------------------------------------------------------------
 
@@ -201,11 +205,12 @@ class EventStore:
 
     def save_snapshot(self, state: RunState) -> None:
         """Keep `state` so a later fold of its run can start there (a cache of the log:
-        losing it costs time, never facts). It is a pickle: anyone who can write the
-        store can already rewrite the log, so it trusts the store no more than that."""
+        losing it costs time, never facts). It is data only (snapshot.py): reading it
+        back runs no code, whoever wrote it."""
         if self.snapshots is None or not state.seq:
             return
-        stored = StoredEvent(state.run_id, state.seq, SNAPSHOT_TOPIC, _pickled(state))
+        stored = StoredEvent(state.run_id, state.seq, snapshot.TOPIC,
+                             snapshot.encode_state(state))
         with suppress(IntegrityError):  # one at this seq exists already: the same state
             self.snapshots.insert_events([stored])
 
@@ -213,13 +218,12 @@ class EventStore:
         if self.snapshots is None:
             return None
         found = self.snapshots.select_events(run_id, lte=until, desc=True, limit=1)
-        if not found or found[0].topic != SNAPSHOT_TOPIC:
-            return None  # none yet, or written by a Baton whose RunState differs
-        state = _unpickled(found[0].state)
-        if state.seq != found[0].originator_version:
-            raise BadLog("snapshot does not hold the state it is filed under",
-                         run_id=run_id, seq=found[0].originator_version)
-        return state
+        if not found or found[0].topic != snapshot.TOPIC:
+            # None yet, or of another layout (an older Baton's, or a pickle, which is
+            # never loaded): the log is folded instead.
+            return None
+        return snapshot.decode_state(found[0].state, run_id=run_id,
+                                     seq=found[0].originator_version)
 
     def runs(self) -> list[RunInfo]:
         """Every run in the store, newest first."""
@@ -256,28 +260,6 @@ class EventStore:
         return self.recorder.max_notification_id() or 0
 
 
-SNAPSHOT_CHUNK = 5_000  # task records pickled together
-
-
-def _pickled(state: RunState) -> bytes:
-    """The state as bytes, its task records pickled a chunk at a time: one pickle of a
-    large run keeps a memo entry per object, which cost a third of the coordinator's
-    memory at 100,000 tasks."""
-    kept = state.__getstate__()
-    records = list(kept.pop("tasks").items())
-    chunks = [pickle.dumps(records[i : i + SNAPSHOT_CHUNK], protocol=pickle.HIGHEST_PROTOCOL)
-              for i in range(0, len(records), SNAPSHOT_CHUNK)]
-    return pickle.dumps({"state": kept, "tasks": chunks}, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _unpickled(data: bytes) -> RunState:
-    parts = pickle.loads(data)
-    state = RunState.__new__(RunState)
-    state.__setstate__({**parts["state"], "tasks": {
-        task_id: record for chunk in parts["tasks"] for task_id, record in pickle.loads(chunk)}})
-    return state
-
-
 @contextmanager
 def _collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a log is folded. A fold allocates
@@ -292,7 +274,7 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: int) -> None:
+def check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: int) -> None:
     """Inside the insert's transaction: the run's log must end where the writer thinks."""
     expected = kwargs.get("expected_last_seq")
     if expected is not None and stored and last != expected:
@@ -312,7 +294,7 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
                 "WHERE originator_id=?",
                 (str(stored_events[0].originator_id),),
             )
-            _check_expected(stored_events, kwargs, c.fetchone()[0] or 0)
+            check_expected(stored_events, kwargs, c.fetchone()[0] or 0)
         c.executemany(
             self.insert_events_statement,
             [(str(s.originator_id), s.originator_version, s.topic, s.state)
@@ -327,7 +309,7 @@ class _MemoryRunRecorder(POPOApplicationRecorder):
     def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         if stored_events:
             index = self._stored_events_index[str(stored_events[0].originator_id)]
-            _check_expected(stored_events, kwargs, next(reversed(index), 0))
+            check_expected(stored_events, kwargs, next(reversed(index), 0))
         super()._assert_uniqueness(stored_events, **kwargs)
 
 
@@ -359,18 +341,17 @@ def _open_sqlite(url: str) -> EventStore:
                       snapshots=factory.aggregate_recorder("snapshots"))
 
 
-def _not_yet(url: str) -> EventStore:
-    raise BadStoreURL(
-        f"store URL {url!r}: PostgreSQL is not available in this version of Baton; "
-        "use sqlite:///path or memory://"
-    )
+def _open_postgres(url: str) -> EventStore:
+    from .postgres import open_postgres  # it imports this module
+
+    return open_postgres(url)
 
 
 _OPENERS: dict[str, Callable[[str], EventStore]] = {
     "memory": _open_memory,
     "sqlite": _open_sqlite,
-    "postgresql": _not_yet,
-    "postgres": _not_yet,
+    "postgresql": _open_postgres,
+    "postgres": _open_postgres,
 }
 
 
@@ -380,7 +361,20 @@ def open_store(url: str | None = None) -> EventStore:
     scheme = urlparse(url).scheme
     opener = _OPENERS.get(scheme)
     if opener is None:
+        near = difflib.get_close_matches(scheme, _OPENERS, n=1)
+        hint = f"did you mean {near[0]}://? " if near and scheme else ""
         raise BadStoreURL(
-            f"unknown store URL {url!r}; use sqlite:///path/to/file.db or memory://"
+            f"unknown store URL {masked_url(url)!r}; {hint}use sqlite:///path/to/file.db, "
+            "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or memory://"
         )
     return opener(url)
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password, if it has one, shown as ***."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = netloc[0].partition(":")[0]
+    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()

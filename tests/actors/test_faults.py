@@ -74,9 +74,13 @@ def test_a_worker_that_dies_holding_an_assignment_is_recovered(
     assert verify_log(log, DefaultPolicy())[1] is None
 
 
-def test_a_killed_coordinator_is_restarted_and_finishes_the_run(store_url: str) -> None:
+def test_a_killed_coordinator_is_restarted_and_finishes_the_run(
+    durable_store_url: str
+) -> None:
     """Kill the coordinator mid-run: it restarts, every task is accepted exactly once,
-    nothing is recorded twice, and the log replays to the same decisions."""
+    nothing is recorded twice, and the log replays to the same decisions (on SQLite and
+    on PostgreSQL)."""
+    store_url = durable_store_url
     killed: list[int] = []
 
     def kill_midway(progress: baton.actors.coordinator.Progress) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from typer.testing import CliRunner
@@ -24,8 +26,10 @@ def baton(*args: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("ray_cluster")
-def test_run_then_runs_then_show_through_the_cli(store_url: str) -> None:
-    """`baton run --json` completes with exit 0; `runs` lists it; `show` has its ledger."""
+def test_run_then_runs_then_show_through_the_cli(durable_store_url: str) -> None:
+    """`baton run --json` completes with exit 0; `runs` lists it; `show` has its ledger;
+    on SQLite and on PostgreSQL alike."""
+    store_url = durable_store_url
     code, out, _ = baton("run", str(SPECS / "good.py"), "--store", store_url,
                          "--run-id", "cli-1", "--json")
     assert code == 0
@@ -100,6 +104,25 @@ def test_a_store_url_baton_cannot_open_exits_2() -> None:
     """A bad --store is bad input: exit 2, naming the URL forms that work."""
     code, _, err = baton("runs", "--store", "mysql://x/y")
     assert code == 2 and "sqlite:///" in err
+
+
+def test_a_postgres_server_that_cannot_be_used_exits_2_with_the_password_masked(
+    postgres_server: str
+) -> None:
+    """An unreachable server and a wrong password are one line each on stderr, exit 2,
+    naming host and port and never the password; --json prints nothing on stdout."""
+    parts = urlparse(postgres_server)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = unused.getsockname()[1]
+    unreachable = f"postgresql://baton:{parts.password}@127.0.0.1:{closed}/baton"
+    code, out, err = baton("runs", "--store", unreachable, "--json")
+    assert (code, out) == (2, "")
+    assert f"cannot reach PostgreSQL at 127.0.0.1:{closed}" in err
+    assert len(err.strip().splitlines()) == 1 and str(parts.password) not in err
+    wrong = postgres_server.replace(f":{parts.password}@", ":not-the-password@")
+    code, out, err = baton("show", "some-run", "--store", wrong)
+    assert code == 2 and "wrong password" in err and "not-the-password" not in err
 
 
 def test_runs_on_an_empty_store_says_how_to_start(store_url: str) -> None:
