@@ -22,7 +22,6 @@ from typing import Any
 
 import ray
 from pydantic import BaseModel
-from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayError
 
 from baton.events.decider import turn
@@ -90,16 +89,18 @@ class Progress:
 class Coordinator:
     """The coordinator of one run (wrapped with ray.remote by the launcher).
 
-    `drive` holds one thread for the whole run; the actor gets a second so `progress`
-    can be read meanwhile (it only reads counters)."""
+    `begin` records a fresh run's request; `drive` then holds one thread for the whole
+    run, and the actor gets a second so `progress` can be read meanwhile (it only reads
+    counters). Its constructor takes only small values, and its workers by name: Ray
+    cannot restart an actor whose constructor arguments lived in the object store
+    (ray#53727), and actor handles and large values are passed that way."""
 
     def __init__(
         self,
         run_id: str,
         store_url: str,
         policy: Policy,
-        pools: dict[str, Sequence[ActorHandle[Any]]],
-        request: RunRequested | None = None,
+        workers: dict[str, Sequence[str]],
         schemas: dict[str, type[BaseModel]] | None = None,
         detached: bool = False,
     ):
@@ -108,9 +109,9 @@ class Coordinator:
         self.run_id = run_id
         self.store = open_store(store_url)
         self.policy = policy
-        self.pool = Pool(pools)
-        self.request = request
+        self.pool = Pool.named(workers)
         self.state = self.store.state(run_id)
+        self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
         self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
@@ -120,13 +121,31 @@ class Coordinator:
         self.tally: Counter[str] = Counter()
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
         self.detached = detached
-        if detached:
-            # Nobody will call drive(): the run is this actor's own business now, and it
-            # waits for people's answers rather than returning when only they can help.
-            threading.Thread(target=self._drive_detached, name="baton-drive",
-                             daemon=True).start()
+        self.driving: threading.Thread | None = None
+        if detached and self.state.seq:
+            self._drive_in_background()  # restarted by Ray: take the run up again
 
     # --- the loop ----------------------------------------------------------------------
+
+    def begin(self, request: RunRequested | None = None) -> int:
+        """Record a fresh run's request and its first decisions (a run with a log already
+        ignores it); a detached coordinator then drives the run on its own. Returns this
+        process's id."""
+        if self.state.seq == 0:
+            if request is None:
+                raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
+            self._turn([lambda seq: request])
+        if self.detached:
+            self._drive_in_background()
+        return os.getpid()
+
+    def _drive_in_background(self) -> None:
+        # Nobody will call drive(): the run is this actor's own business now, and it
+        # waits for people's answers rather than returning when only they can help.
+        if self.driving is None:
+            self.driving = threading.Thread(target=self._drive_detached, name="baton-drive",
+                                            daemon=True)
+            self.driving.start()
 
     def _drive_detached(self) -> None:
         try:
@@ -141,15 +160,13 @@ class Coordinator:
     def drive(self, wait_for_people: bool = False) -> dict[str, Any]:
         """Run until the run ends, or only people can move it on; its final progress.
 
-        A fresh run records its request first. A run that already has a log (this actor
-        was restarted, or the run is resumed) records CoordinatorRestarted, and the
-        decider re-dispatches what was in flight under the same assignment ids."""
+        A run whose request `begin` just recorded goes straight on. A run that had a log
+        before this actor started (it was restarted, or the run is resumed) records
+        CoordinatorRestarted, and the decider re-dispatches what was in flight under the
+        same assignment ids."""
         if self.state.seq == 0:
-            if self.request is None:
-                raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
-            request, self.request = self.request, None
-            self._turn([lambda seq: request])
-        elif self.state.status == "running":
+            raise ValueError(f"run {self.run_id!r} has no log; call begin() with its request")
+        if self.resumed and self.state.status == "running":
             note = f"pid {os.getpid()} took the run up at seq {self.state.seq}"
             self._turn([lambda seq: CoordinatorRestarted(run_id=self.run_id, seq=seq,
                                                          recorded_at=time.time(), note=note)])

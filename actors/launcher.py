@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from pydantic import BaseModel
 from ray.actor import ActorHandle
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import BadSpec, BatonError, UnknownRun
@@ -26,6 +26,7 @@ from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, masked_url, open_store
 
 from .coordinator import Coordinator, Progress
+from .pool import NAMESPACE, worker_name
 from .spec import (
     Spec,
     absolute_ref,
@@ -36,7 +37,6 @@ from .spec import (
 )
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
-NAMESPACE = "baton"
 WORKERS_READY_TIMEOUT_S = 120.0
 
 
@@ -130,10 +130,13 @@ def _check_capacity(spec: Spec) -> None:
 
 
 def _start_workers(
-    spec: Spec, max_output_bytes: int, detach: bool
-) -> dict[str, list[ActorHandle[Any]]]:
+    spec: Spec, run_id: str, max_output_bytes: int, detach: bool
+) -> tuple[dict[str, list[str]], list[ActorHandle[Any]]]:
+    """Start every handler's replicas: their actor names by handler, and the actors."""
     remote_worker: Any = ray.remote(Worker)
+    launch = secrets.token_hex(3)
     pools: dict[str, list[ActorHandle[Any]]] = {}
+    names: dict[str, list[str]] = {}
     for h in spec.handlers:
         # Ray restarts a dead worker in place (the pool keeps its size and its handles);
         # calls it held fail, and the coordinator records them as worker_lost.
@@ -143,9 +146,11 @@ def _start_workers(
             options["resources"] = h.resources
         if detach:
             options["lifetime"] = "detached"
+        names[h.name] = [worker_name(run_id, launch, h.name, i) for i in range(h.replicas)]
         pools[h.name] = [
-            remote_worker.options(**options).remote(h, max_output_bytes)
-            for _ in range(h.replicas)
+            remote_worker.options(**options, name=name, namespace=NAMESPACE).remote(
+                h, max_output_bytes)
+            for name in names[h.name]
         ]
     everyone = [w for workers in pools.values() for w in workers]
     try:
@@ -159,7 +164,7 @@ def _start_workers(
     except RayTaskError as error:
         _stop(everyone)
         raise BadSpec(f"a handler failed to start: {error.cause}") from None
-    return pools
+    return names, everyone
 
 
 def _stop(actors: list[ActorHandle[Any]]) -> None:
@@ -271,9 +276,10 @@ def _launch(
     }
     ensure_ray(address)
     _check_capacity(spec)
-    pools = _start_workers(spec, max_output_bytes, detach)
+    workers, handles = _start_workers(spec, run_id, max_output_bytes, detach)
     # A coordinator that dies is restarted by Ray and its drive() call retried: the new
     # one folds the log, records CoordinatorRestarted and re-dispatches what was in flight.
+    # The request goes to begin(), not the constructor: see Coordinator.
     options: dict[str, Any] = {"name": f"baton:{run_id}", "namespace": NAMESPACE,
                                "num_cpus": 0, "max_concurrency": 2,
                                "max_restarts": -1, "max_task_retries": -1}
@@ -285,19 +291,20 @@ def _launch(
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     remote_coordinator: Any = ray.remote(Coordinator)
     coordinator = remote_coordinator.options(**options).remote(
-        run_id, url, spec.policy, pools, request, schemas, detach
+        run_id, url, spec.policy, workers, schemas, detach
     )
+    actors = [coordinator, *handles]
     if detach:
         try:
-            ray.get(coordinator.pid.remote())  # started: the run is its own now
-        except RayError:
-            _stop([coordinator, *(w for workers in pools.values() for w in workers)])
+            _answer(coordinator.begin.remote(request))  # the run is its own now
+        except BaseException:
+            _stop(actors)
             raise
         return RunResult(run_id=run_id, status="running", output=None, error="",
                          progress=Progress(run_id=run_id, status="running"),
                          store=masked_url(url))
-    actors = [coordinator, *(w for workers in pools.values() for w in workers)]
     try:
+        _answer(coordinator.begin.remote(request))
         done = coordinator.drive.remote()
         while not ray.wait([done], timeout=poll_s)[0]:
             if on_progress is not None:
@@ -305,13 +312,19 @@ def _launch(
                     on_progress(Progress(**ray.get(coordinator.progress.remote())))
                 except RayActorError:
                     continue  # the coordinator is restarting; its run goes on
-        try:
-            final = Progress(**ray.get(done))
-        except RayTaskError as error:
-            if isinstance(error.cause, BatonError):
-                raise error.cause from None  # its message says what to fix; no traceback
-            raise error.as_instanceof_cause() from None
+        final = Progress(**_answer(done))
     finally:
         _stop(actors)
     return RunResult(run_id=run_id, status=final.status, output=final.output,
                      error=final.error, progress=final, store=masked_url(url))
+
+
+def _answer(ref: ray.ObjectRef[Any]) -> Any:
+    """What a coordinator call returned; a BatonError it raised reaches the caller as
+    itself (its message says what to fix), without Ray's traceback around it."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as error:
+        if isinstance(error.cause, BatonError):
+            raise error.cause from None
+        raise error.as_instanceof_cause() from None

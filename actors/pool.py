@@ -18,6 +18,13 @@ from ray.exceptions import RayError
 
 Replica = tuple[str, int]  # (handler name, index)
 PROBE_EVERY_S = 0.5
+NAMESPACE = "baton"  # Ray namespace of every coordinator and worker actor
+
+
+def worker_name(run_id: str, launch: str, handler: str, index: int) -> str:
+    """The Ray name of a worker actor: unique per launch, so a resumed run's workers
+    never collide with a previous launch's that are still shutting down."""
+    return f"baton:{run_id}:{launch}:{handler}:{index}"
 
 
 class Pool:
@@ -32,6 +39,12 @@ class Pool:
         self.down: set[Replica] = set()
         self.probes: dict[ray.ObjectRef[Any], Replica] = {}
         self.reprobe_at: dict[Replica, float] = {}
+
+    @classmethod
+    def named(cls, workers: dict[str, Sequence[str]]) -> Pool:
+        """The pool of the worker actors with these names, by handler."""
+        return cls({handler: [ray.get_actor(name, namespace=NAMESPACE) for name in names]
+                    for handler, names in workers.items()})
 
     def choose(self, handler: str) -> tuple[Replica, ActorHandle[Any]] | None:
         """The replica of `handler` to send the next assignment to (and count it held),
