@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -35,8 +35,8 @@ from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
 from baton.actors.spec import load_policy, load_spec
 from baton.events.errors import BadSpec, BadStoreURL, BatonError, StoreUnavailable, UnknownRun
-from baton.events.schema import EVENT_TYPES
-from baton.events.store import EventStore, masked_url, open_store
+from baton.events.schema import EVENT_TYPES, Event
+from baton.events.store import EventStore, live, masked_url, open_store
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
@@ -46,6 +46,7 @@ from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+ENDINGS = frozenset({"RunCompleted", "RunFailed"})
 BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
              ClusterUnavailable)
 SHOW_ROWS = 40
@@ -279,15 +280,17 @@ def wait(
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
-    """Wait until a run completes, fails, or waits on people; exit 0 only if it completed."""
+    """Wait until a run completes, fails, or waits on people; exit 0 only if it completed.
+
+    On PostgreSQL it is told of each event as it is recorded (LISTEN/NOTIFY); on SQLite
+    it reads the log again four times a second.
+    """
     url = store_url(store)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         report = _status(run_id, url)
-        while report["status"] == "running" and (deadline is None or
-                                                 time.monotonic() < deadline):
-            time.sleep(0.5)
-            report = _status(run_id, url)
+        if report["status"] == "running":
+            report = _wait_for_change(run_id, url, report, deadline)
     except BatonError as error:
         _fail(error)
     if as_json:
@@ -329,6 +332,26 @@ def cancel(
         out.print(f"cancel recorded for {run_id} (now {report['status']})")
 
 
+def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
+                     deadline: float | None) -> dict[str, Any]:
+    """Follow the run's log until its status is no longer running, or the deadline."""
+    with open_store(url) as log:
+        seen = stale = report["events"]
+        for event in live.follow(log, run_id, after=seen, tick_s=0.5):
+            if event is not None:
+                seen = event.seq
+            ended = event is not None and event.type in ENDINGS
+            # Whether only people can move the run on shows in its state, not in one
+            # event: look again once things have been quiet for a moment.
+            if ended or (event is None and seen != stale):
+                report, stale = _status(run_id, url), seen
+                if report["status"] != "running":
+                    return report
+            if deadline is not None and time.monotonic() >= deadline:
+                return report
+    return report
+
+
 def _attached_and_alive(run_id: str, address: str | None) -> bool:
     """Is a coordinator driving `run_id` in a reachable Ray cluster?"""
     try:
@@ -350,30 +373,29 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
 
 @app.command()
 def runs(store: Store = None, as_json: AsJson = False) -> None:
-    """List the runs in a store, newest first, with their status."""
+    """List the runs in a store, newest first, with their status.
+
+    Read from the store's runs index, which takes in what was recorded since it was
+    last read; it stays fast with many thousands of runs.
+    """
     url = store_url(store)
     try:
         with open_store(url) as log:
-            rows: list[dict[str, Any]] = []
-            for info in log.runs():
-                last = log.last_event(info.run_id)
-                status = {"RunCompleted": "completed", "RunFailed": "failed"}.get(
-                    getattr(last, "type", ""), "running")
-                rows.append({"run_id": info.run_id, "status": status, "goal": info.goal,
-                             "tasks": info.tasks, "events": last.seq if last else 0,
-                             "requested_at": info.requested_at})
+            listed = log.runs()
     except BatonError as error:
         _fail(error)
     if as_json:
-        _emit_json(rows)
+        _emit_json([{"run_id": i.run_id, "status": i.status, "goal": i.goal,
+                     "tasks": i.tasks, "events": i.events, "requested_at": i.requested_at}
+                    for i in listed])
         return
-    if not rows:
+    if not listed:
         out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
         return
     out.print(_fitted_table(
         ("run", "status", "requested", "tasks", "events"), "goal", 12,
-        [(row["run_id"], row["status"], _when(row["requested_at"]), str(row["tasks"]),
-          str(row["events"]), row["goal"]) for row in rows]))
+        [(i.run_id, i.status, _when(i.requested_at), str(i.tasks), str(i.events), i.goal)
+         for i in listed]))
 
 
 @app.command()
@@ -412,19 +434,32 @@ def log_(
         "--task", metavar="ID", help="Only events about this task.")] = None,
     since: Annotated[int, typer.Option(
         "--since", metavar="SEQ", min=0, help="Only events after this seq.")] = 0,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing events as they are recorded, until the run "
+        "completes or fails (Ctrl-C stops). With --json, one JSON object a line.")] = False,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
-    """Print a run's log, one event a line, with the rule and facts behind each decision."""
+    """Print a run's log, one event a line, with the rule and facts behind each decision.
+
+    On PostgreSQL, --follow is told of each event as it is recorded (LISTEN/NOTIFY); on
+    SQLite it reads the log again four times a second.
+    """
     unknown = sorted(set(kinds or ()) - set(EVENT_TYPES))
+
+    def wanted(event: Event) -> bool:
+        return ((not kinds or type(event).__name__ in kinds)
+                and (task is None or readable.concerns(event, task)))
+
     try:
         if unknown:
             raise BadSpec(f"unknown event type {', '.join(unknown)}; the types are "
                           f"{', '.join(sorted(EVENT_TYPES))}")
         with _run_log(run_id, store) as log:
-            events = [e for e in log.read(run_id, after=since)
-                      if (not kinds or type(e).__name__ in kinds)
-                      and (task is None or readable.concerns(e, task))]
+            if follow:
+                _follow(log, run_id, since, wanted, as_json)
+                return
+            events = [e for e in log.read(run_id, after=since) if wanted(e)]
     except BatonError as error:
         _fail(error)
     if as_json:
@@ -432,6 +467,24 @@ def log_(
         return
     for event in events:
         out.print(readable.line(event), highlight=False, markup=False)
+
+
+def _follow(log: EventStore, run_id: str, since: int, wanted: Callable[[Event], bool],
+            as_json: bool) -> None:
+    try:
+        for event in live.follow(log, run_id, after=since):
+            if event is None:
+                continue
+            if wanted(event):
+                if as_json:
+                    sys.stdout.write(json.dumps(event.model_dump(mode="json")) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(readable.line(event), highlight=False, markup=False)
+            if event.type in ENDINGS:
+                return
+    except KeyboardInterrupt:
+        return
 
 
 @app.command()

@@ -1,15 +1,8 @@
 """baton.events.store: persistence of run logs, kept apart from the pure core."""
 
 from .codec import Codec
-from .recorder import (
-    DEFAULT_URL,
-    EventStore,
-    Notification,
-    Recorded,
-    RunInfo,
-    masked_url,
-    open_store,
-)
+from .index import RunInfo
+from .recorder import DEFAULT_URL, EventStore, Notification, Recorded, masked_url, open_store
 
 __all__ = ["DEFAULT_URL", "Codec", "EventStore", "Notification", "Recorded", "RunInfo",
            "masked_url", "open_store"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import psycopg
@@ -21,6 +21,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, StoreUnavailable
+from .index import PostgresRunsView
 from .recorder import EventStore, check_expected, masked_url
 
 DEFAULT_PORT = 5432
@@ -152,7 +153,8 @@ def _opened(url: str, address: Address) -> EventStore:
     try:
         recorder = factory.application_recorder()
         snapshots = factory.aggregate_recorder("snapshots")
+        index = cast(PostgresRunsView, factory.tracking_recorder(PostgresRunsView))
     except PersistenceError as error:
         factory.close()
         raise address._explained(str(error)) from None
-    return EventStore(recorder, url, close=factory.close, snapshots=snapshots)
+    return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index)

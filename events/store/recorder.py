@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 from urllib.parse import urlparse
 
 from eventsourcing.persistence import (
@@ -24,6 +24,7 @@ from eventsourcing.persistence import (
     InfrastructureFactory,
     IntegrityError,
     StoredEvent,
+    Tracking,
 )
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
@@ -33,20 +34,10 @@ from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
 from ..schema import Envelope, Event, RunRequested
 from . import snapshot
 from .codec import Codec
+from .index import TRACKED_AS, Batch, MemoryRunsView, RunInfo, RunsView, SQLiteRunsView
 
 DEFAULT_URL = "sqlite:///.baton/baton.db"
 PAGE = 10_000
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """A run as the store lists it."""
-
-    run_id: str
-    goal: str
-    tasks: int
-    requested_at: float | None
-    position: int
 
 
 class Recorded(NamedTuple):
@@ -76,9 +67,11 @@ class EventStore:
         codec: Codec | None = None,
         close: Callable[[], None] = lambda: None,
         snapshots: AggregateRecorder | None = None,
+        index: RunsView | None = None,
     ):
         self.recorder = recorder
         self.snapshots = snapshots
+        self.index = index
         self.url = url
         self.codec = codec or Codec()
         self._close = close
@@ -226,17 +219,32 @@ class EventStore:
                                      seq=found[0].originator_version)
 
     def runs(self) -> list[RunInfo]:
-        """Every run in the store, newest first."""
-        found: list[RunInfo] = []
-        for note in self.notifications(topics=("RunRequested",)):
-            event = note.event
-            assert isinstance(event, RunRequested)
-            found.append(
-                RunInfo(event.run_id, event.goal, len(event.tasks), event.recorded_at,
-                        note.position)
-            )
-        found.reverse()
-        return found
+        """Every run in the store, newest first, with its status and length: read from
+        the runs index, after taking in what was recorded since it was last read."""
+        assert self.index is not None, "every opener gives its store an index"
+        while self._take_into_index(self.index):
+            pass
+        return self.index.listed()
+
+    def _take_into_index(self, index: RunsView) -> bool:
+        """Take one page of notifications into the index; False when there were none."""
+        after = index.max_tracking_id(TRACKED_AS) or 0
+        page = self.recorder.select_notifications(after, PAGE, inclusive_of_start=False)
+        if not page:
+            return False
+        batch = Batch()
+        for note in page:
+            run_id, seq = str(note.originator_id), note.originator_version
+            if note.topic == "RunRequested":
+                event = self.codec.decode(note.state, run_id=run_id, seq=seq)
+                assert isinstance(event, RunRequested)
+                batch.request(RunInfo(run_id, event.goal, len(event.tasks),
+                                      event.recorded_at, note.id))
+            else:
+                batch.event(run_id, note.topic, seq)
+        with suppress(IntegrityError):  # another reader took this page in first
+            index.record(*batch.rows(), Tracking(TRACKED_AS, page[-1].id))
+        return True
 
     def notifications(
         self, after: int = 0, *, topics: Sequence[str] = (), page: int = PAGE
@@ -314,7 +322,8 @@ class _MemoryRunRecorder(POPOApplicationRecorder):
 
 
 def _open_memory(url: str) -> EventStore:
-    return EventStore(_MemoryRunRecorder(), url, snapshots=POPOAggregateRecorder())
+    return EventStore(_MemoryRunRecorder(), url, snapshots=POPOAggregateRecorder(),
+                      index=MemoryRunsView())
 
 
 def _open_sqlite(url: str) -> EventStore:
@@ -338,7 +347,8 @@ def _open_sqlite(url: str) -> EventStore:
         }
     )
     return EventStore(factory.application_recorder(), url, close=factory.close,
-                      snapshots=factory.aggregate_recorder("snapshots"))
+                      snapshots=factory.aggregate_recorder("snapshots"),
+                      index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)))
 
 
 def _open_postgres(url: str) -> EventStore:

@@ -76,13 +76,33 @@ class StoreContract(ABC):
             store.append("other", log[:1], 0)
 
     def test_runs_are_listed_newest_first(self, store: EventStore) -> None:
-        """runs() lists each run once, with its goal and task count, newest first."""
+        """runs() lists each run once, with its goal, task count, status and length,
+        newest first."""
         for run_id in ("first", "second"):
             log = recorded_run(run_id)
             store.append(run_id, log, 0)
         runs = store.runs()
         assert [r.run_id for r in runs] == ["second", "first"]
         assert runs[0].goal == "goal of second" and runs[0].tasks == 2
+        assert (runs[0].status, runs[0].events) == ("completed", len(recorded_run()))
+
+    @pytest.mark.unverifiable("later")  # cut mid-run on purpose
+    def test_the_runs_index_takes_in_each_event_once_and_resumes(
+        self, store: EventStore
+    ) -> None:
+        """The index follows runs as they grow and end, from where it last read, and
+        takes in a page only once however many readers catch it up."""
+        log = recorded_run("later")
+        store.append("later", log[:3], 0)
+        assert [(r.status, r.events) for r in store.runs()] == [("running", 3)]
+        before = store.index.max_tracking_id("baton.runs")  # type: ignore[union-attr]
+        store.append("later", log[3:6], 3)
+        assert [(r.status, r.events) for r in store.runs()] == [("running", 6)]
+        assert store.index.max_tracking_id("baton.runs") > before  # type: ignore[union-attr]
+        store.append("done", recorded_run("done"), 0)
+        for _ in range(2):  # read again: nothing is taken in twice
+            listed = {r.run_id: (r.status, r.events) for r in store.runs()}
+            assert listed == {"later": ("running", 6), "done": ("completed", len(log))}
 
     @pytest.mark.unverifiable("one", "two")  # cut mid-turn or broken on purpose
     def test_the_notification_log_follows_every_run_in_order(self, store: EventStore) -> None:

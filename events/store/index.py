@@ -1,0 +1,182 @@
+"""The runs index: one row per run (goal, tasks, status, events), kept as a tracked
+projection of the store's notification log, in the same database as the logs.
+
+It is the eventsourcing library's projection pattern: each batch of rows is written in
+one transaction with a tracking record of the last notification it took in, so every
+event changes the index exactly once, and a reader that stopped midway resumes where
+the tracking record says. Listing runs then reads this table, not every run's log.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from eventsourcing.persistence import Tracking
+from eventsourcing.popo import POPOTrackingRecorder
+from eventsourcing.postgres import PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
+from psycopg.sql import SQL, Identifier
+
+TRACKED_AS = "baton.runs"  # the index's name in the tracking table
+_ENDINGS = {"RunCompleted": "completed", "RunFailed": "failed"}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run as the store lists it."""
+
+    run_id: str
+    goal: str
+    tasks: int
+    requested_at: float | None
+    position: int  # of its RunRequested in the store-wide order
+    status: str = "running"  # running, completed or failed
+    events: int = 1
+
+
+Changed = tuple[str, str | None, int]  # run id, its new ending if it ended, its last seq
+
+
+class RunsView(Protocol):
+    """Where the index is kept: a tracking recorder with the runs table beside it."""
+
+    def max_tracking_id(self, application_name: str) -> int | None: ...
+
+    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
+               tracking: Tracking) -> None:
+        """Write the rows and the tracking record in one transaction; IntegrityError
+        when another reader has already taken in this batch."""
+
+    def listed(self) -> list[RunInfo]:
+        """Every run, newest first."""
+
+
+class Batch:
+    """What one page of notifications changes in the index."""
+
+    def __init__(self) -> None:
+        self.added: dict[str, RunInfo] = {}
+        self.changed: dict[str, tuple[str | None, int]] = {}
+
+    def request(self, info: RunInfo) -> None:
+        self.added[info.run_id] = info
+
+    def event(self, run_id: str, topic: str, seq: int) -> None:
+        ending = _ENDINGS.get(topic)
+        if run_id in self.added:
+            info = self.added[run_id]
+            self.added[run_id] = replace(info, events=seq, status=ending or info.status)
+        else:
+            before = self.changed.get(run_id, (None, 0))[0]
+            self.changed[run_id] = (ending or before, seq)
+
+    def rows(self) -> tuple[list[RunInfo], list[Changed]]:
+        return list(self.added.values()), [(rid, ending, seq) for rid, (ending, seq)
+                                           in self.changed.items()]
+
+
+def _info(row: Any) -> RunInfo:
+    return RunInfo(run_id=row[0], goal=row[1], tasks=row[2], requested_at=row[3],
+                   position=row[4], status=row[5], events=row[6])
+
+
+_COLUMNS = "run_id, goal, tasks, requested_at, position, status, events"
+
+
+def _inserted(added: Iterable[RunInfo]) -> list[tuple[Any, ...]]:
+    return [(i.run_id, i.goal, i.tasks, i.requested_at, i.position, i.status, i.events)
+            for i in added]
+
+
+class SQLiteRunsView(SQLiteTrackingRecorder):
+    """The index in a SQLite file, beside the logs."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [*super().construct_create_table_statements(),
+                "CREATE TABLE IF NOT EXISTS baton_runs (run_id TEXT PRIMARY KEY, goal TEXT, "
+                "tasks INTEGER, requested_at REAL, position INTEGER, status TEXT, "
+                "events INTEGER)",
+                "CREATE INDEX IF NOT EXISTS baton_runs_position ON baton_runs (position)"]
+
+    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
+               tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            self._write(c, added, changed)
+            self._insert_tracking(c, tracking)
+
+    def _write(self, c: SQLiteCursor, added: Sequence[RunInfo],
+               changed: Sequence[Changed]) -> None:
+        c.executemany(f"INSERT INTO baton_runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      _inserted(added))
+        c.executemany("UPDATE baton_runs SET status = COALESCE(?, status), events = ? "
+                      "WHERE run_id = ?", [(ending, seq, rid) for rid, ending, seq in changed])
+
+    def listed(self) -> list[RunInfo]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT {_COLUMNS} FROM baton_runs ORDER BY position DESC")
+            return [_info(row) for row in c.fetchall()]
+
+
+class PostgresRunsView(PostgresTrackingRecorder):
+    """The index in a PostgreSQL database, beside the logs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                    Identifier("baton_runs"))
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {} (run_id text PRIMARY KEY, goal text, "
+                "tasks bigint, requested_at double precision, position bigint, "
+                "status text, events bigint)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS baton_runs_position ON {} (position)"
+                ).format(table),
+        ]
+        self.insert_statement = SQL(f"INSERT INTO {{}} ({_COLUMNS}) VALUES "
+                                    "(%s, %s, %s, %s, %s, %s, %s)").format(table)
+        self.update_statement = SQL("UPDATE {} SET status = COALESCE(%s, status), "
+                                    "events = %s WHERE run_id = %s").format(table)
+        self.select_statement = SQL(f"SELECT {_COLUMNS} FROM {{}} ORDER BY position DESC"
+                                    ).format(table)
+
+    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
+               tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            if added:
+                curs.executemany(self.insert_statement, _inserted(added))
+            if changed:
+                curs.executemany(self.update_statement,
+                                 [(ending, seq, rid) for rid, ending, seq in changed])
+            self._insert_tracking(curs, tracking)
+
+    def listed(self) -> list[RunInfo]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_statement)
+            return [_info(tuple(row.values())) for row in curs.fetchall()]
+
+
+class MemoryRunsView(POPOTrackingRecorder):
+    """The index of a memory store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, RunInfo] = {}
+        self.lock = threading.Lock()
+
+    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
+               tracking: Tracking) -> None:
+        with self.lock:
+            self.insert_tracking(tracking)
+            for info in added:
+                self.runs[info.run_id] = info
+            for rid, ending, seq in changed:
+                if rid in self.runs:
+                    info = self.runs[rid]
+                    self.runs[rid] = replace(info, status=ending or info.status, events=seq)
+
+    def listed(self) -> list[RunInfo]:
+        with self.lock:
+            return sorted(self.runs.values(), key=lambda i: i.position, reverse=True)
+
