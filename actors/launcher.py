@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlparse
 
 import ray
 from pydantic import BaseModel
@@ -62,11 +63,19 @@ class RunResult:
 
 def store_url(url: str | None) -> str:
     """The store URL to use: `url`, else $BATON_STORE, else the default; with a SQLite
-    path made absolute, since actors may not share the caller's working directory."""
+    path made absolute, since actors may not share the caller's working directory, and a
+    PostgreSQL URL without a password given $PGPASSWORD's, since they may not share its
+    environment either."""
     url = url or os.environ.get("BATON_STORE") or DEFAULT_URL
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
         url = prefix + os.path.abspath(url[len(prefix) :])
+    parts = urlparse(url)
+    password = os.environ.get("PGPASSWORD")
+    if parts.scheme in ("postgresql", "postgres") and parts.username and password and (
+            parts.password is None):
+        user, _, where = parts.netloc.rpartition("@")
+        url = parts._replace(netloc=f"{user}:{quote(password, safe='')}@{where}").geturl()
     return url
 
 
@@ -94,7 +103,8 @@ def ensure_ray(address: str | None = None) -> None:
             ray.init(num_cpus=os.cpu_count() or 1, **options)
     except (ConnectionError, RuntimeError) as error:
         where = f"at {address}" if address else "locally"
-        raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}") from error
+        raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}"
+                                 + _auth_hint(address)) from error
 
 
 def attach_ray(address: str | None = None) -> None:
@@ -108,7 +118,18 @@ def attach_ray(address: str | None = None) -> None:
         ray.init(address=target, namespace=NAMESPACE, logging_level=logging.ERROR,
                  configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ClusterUnavailable(f"no Ray cluster at {target}: {error}") from error
+        raise ClusterUnavailable(f"no Ray cluster at {target}: {error}"
+                                 + _auth_hint(target)) from error
+
+
+def _auth_hint(address: str | None) -> str:
+    """What to try when a cluster would not let this process in: Ray's own message says
+    only that it failed to connect when the cause is a missing token."""
+    if not address or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        return ""
+    return ("; if the cluster uses token authentication (`ray start --head` turns it on in "
+            "this Ray), set RAY_AUTH_MODE=token, with the cluster's token in "
+            "~/.ray/auth_token or RAY_AUTH_TOKEN")
 
 
 def _check_capacity(spec: Spec) -> None:

@@ -1,0 +1,153 @@
+"""A run launched the way a platform team launches work: `ray job submit` to a two-node
+cluster started with `ray start` (token authentication on, the dashboard up), its log in
+PostgreSQL, read back from this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from baton import open_store
+from baton.replay import verify
+from tests.cli.test_cli import baton
+
+BIN = Path(sys.executable).parent
+SPEC = '''
+import time
+import baton
+
+
+@baton.handler(capabilities=["echo"], replicas=2, num_cpus=0.5)
+def echo(assignment: baton.Assignment) -> dict:
+    time.sleep(0.05)
+    return {"i": assignment.inputs["i"]}
+
+
+spec = baton.Spec(goal="echo on a cluster", handlers=[echo],
+                  tasks=[baton.Task(id=f"t{i}", capability="echo", inputs={"i": i})
+                         for i in range(20)])
+'''
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LoopbackCluster:
+    """Two Ray nodes on this machine, started by `ray start` as an operator would; every
+    process they start carries a marker in its environment, so they can all be stopped
+    without touching any other Ray on the machine."""
+
+    def __init__(self) -> None:
+        self.temp = tempfile.mkdtemp(prefix="/tmp/bj")  # short: Ray's sockets live here
+        self.marker = f"BATON_TEST_CLUSTER={secrets.token_hex(6)}"
+        self.gcs, self.dashboard = free_port(), free_port()
+        self.env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}",
+                    "RAY_TMPDIR": self.temp, "RAY_AUTH_MODE": "token",
+                    "RAY_AUTH_TOKEN": secrets.token_hex(16), "RAY_ADDRESS": "",
+                    "RAY_USAGE_STATS_ENABLED": "0"}
+        key, value = self.marker.split("=")
+        self.env[key] = value
+
+    def ray(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def start(self) -> None:
+        head = self.ray("start", "--head", f"--port={self.gcs}", "--num-cpus=0",
+                        "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+                        f"--dashboard-port={self.dashboard}",
+                        f"--ray-client-server-port={free_port()}", "--disable-usage-stats")
+        assert head.returncode == 0, head.stderr[-2000:]
+        node = self.ray("start", f"--address=127.0.0.1:{self.gcs}", "--num-cpus=2",
+                        "--disable-usage-stats")
+        assert node.returncode == 0, node.stderr[-2000:]
+
+    def submit(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """`ray job submit` to the cluster, once its nodes' job agents are up (the
+        dashboard refuses jobs for a few seconds after `ray start`)."""
+        for _ in range(60):
+            done = self.ray("job", "submit", f"--address=http://127.0.0.1:{self.dashboard}",
+                            *args, timeout=300)
+            if "No available agent to submit job" not in done.stderr:
+                return done
+            time.sleep(1)
+        return done
+
+    def stop(self) -> None:
+        marker = self.marker.encode() + b"\0"
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if marker in Path(f"/proc/{pid}/environ").read_bytes():
+                    os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                continue
+
+
+@pytest.fixture
+def cluster() -> Iterator[LoopbackCluster]:
+    started = LoopbackCluster()
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.mark.slow
+def test_a_run_submitted_with_ray_job_submit_completes_and_verifies(
+    cluster: LoopbackCluster, postgres_url: str, tmp_path: Path
+) -> None:
+    """`ray job submit -- baton run spec.py` on a two-node cluster, the store's URL in the
+    job's environment: the job succeeds without printing the password, the run is in
+    PostgreSQL, and `baton status`, `show` and a replay from here find it complete."""
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "spec.py").write_text(SPEC)
+    submitted = cluster.submit(
+        f"--working-dir={work}",
+        f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': postgres_url}})}",
+        "--", "baton", "run", "spec.py", "--run-id", "submitted")
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    password = str(urlparse(postgres_url).password)
+    assert password not in submitted.stdout + submitted.stderr
+    assert "20 accepted of 20" in submitted.stdout
+
+    code, out, _ = baton("status", "submitted", "--store", postgres_url, "--json")
+    assert code == 0 and json.loads(out)["status"] == "completed"
+    code, out, _ = baton("show", "submitted", "--store", postgres_url, "--json")
+    assert code == 0 and len(json.loads(out)["output"]) == 20
+    with open_store(postgres_url) as store:
+        assert verify(store, "submitted").reproduced
+
+
+@pytest.mark.slow
+def test_a_client_without_the_token_is_told_to_set_ray_auth_mode(
+    cluster: LoopbackCluster, store_url: str, tmp_path: Path
+) -> None:
+    """`baton run --address` to a cluster with token authentication, from a shell without
+    RAY_AUTH_MODE=token: exit 2 and one line that names RAY_AUTH_MODE=token."""
+    (tmp_path / "spec.py").write_text(SPEC)
+    env = {key: value for key, value in cluster.env.items()
+           if key not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    done = subprocess.run(
+        [str(BIN / "baton"), "run", str(tmp_path / "spec.py"), "--store", store_url,
+         "--address", f"127.0.0.1:{cluster.gcs}"],
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr[-2000:]
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "set RAY_AUTH_MODE=token" in line
