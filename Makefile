@@ -28,11 +28,13 @@ lint: $(STAMP)
 	for d in events actors projections; do ln -s "$$PWD/$$d" build/typecheck/baton/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p baton
 
+# PostgreSQL's rows need a server: a throwaway one, as for the tests.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/append.py
+	.ci/postgres run $(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/fold.py
-	$(BIN)/python benchmarks/throughput.py
+	.ci/postgres run $(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/replay.py
+	.ci/postgres run $(BIN)/python benchmarks/many_runs.py
 
 DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
 

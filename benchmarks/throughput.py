@@ -1,7 +1,8 @@
 """Assignments/s through Baton (durable SQLite log) beside raw Ray, in the same run.
 
 5,000 assignments of a handler that returns its input, with 2 and with 4 worker
-replicas. The raw Ray baseline: a driver sending the same 5,000 calls to the same number
+replicas, logged to SQLite and (with --postgres URL or $BATON_TEST_POSTGRES) to
+PostgreSQL. The raw Ray baseline: a driver sending the same 5,000 calls to the same number
 of plain actors and collecting every result. Target: Baton >= 0.8 of raw Ray.
 Then the coordinator's peak memory on a large run (target: under 300 MB at 100,000 tasks).
 
@@ -11,6 +12,8 @@ Then the coordinator's peak memory on a large run (target: under 300 MB at 100,0
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
 import time
 from typing import Any
 
@@ -53,9 +56,12 @@ def raw_ray(tasks: int, replicas: int) -> float:
     return tasks / elapsed
 
 
-def through_baton(tasks: int, replicas: int) -> tuple[float, float]:
+def through_baton(tasks: int, replicas: int, postgres: str | None = None
+                  ) -> tuple[float, float]:
     with scratch_dir() as tmp:
-        result = baton.run(echo_spec(tasks, replicas), store=f"sqlite:///{tmp / 'bench.db'}")
+        url = (f"{postgres.partition('?')[0]}?schema=bench_{secrets.token_hex(6)}"
+               if postgres else f"sqlite:///{tmp / 'bench.db'}")
+        result = baton.run(echo_spec(tasks, replicas), store=url)
     assert result.ok and result.progress.dispatched == tasks, result
     p = result.progress
     print(f"    (baton: {p.turns} turns, deciding {p.deciding_s:.2f}s, appending "
@@ -67,15 +73,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--memory-tasks", type=int, default=100_000)
+    parser.add_argument("--postgres", default=os.environ.get("BATON_TEST_POSTGRES"),
+                        help="a server for the PostgreSQL rows (each run gets a schema)")
     args = parser.parse_args()
     tasks = 1_000 if args.quick else 5_000
     ensure_ray()
     print(f"throughput: {tasks:,} echo assignments — {machine()}, Ray {ray.__version__}")
-    print(f"{'replicas':>8} {'baton a/s':>10} {'raw ray a/s':>12} {'ratio':>6}")
+    print(f"{'replicas':>8} {'store':>10} {'baton a/s':>10} {'raw ray a/s':>12} {'ratio':>6}")
     for replicas in (2, 4):
         raw = raw_ray(tasks, replicas)
         rate, _ = through_baton(tasks, replicas)
-        print(f"{replicas:>8} {rate:>10,.0f} {raw:>12,.0f} {rate / raw:>6.2f}")
+        print(f"{replicas:>8} {'sqlite':>10} {rate:>10,.0f} {raw:>12,.0f} {rate / raw:>6.2f}")
+        if args.postgres:
+            rate, _ = through_baton(tasks, replicas, args.postgres)
+            print(f"{replicas:>8} {'postgresql':>10} {rate:>10,.0f} {raw:>12,.0f} "
+                  f"{rate / raw:>6.2f}")
     print("target: baton >= 0.8 of raw Ray")
     memory_tasks = 10_000 if args.quick else args.memory_tasks
     print(f"coordinator peak memory, {memory_tasks:,}-task run: ", end="", flush=True)

@@ -8,7 +8,6 @@ import threading
 import time
 
 import psycopg
-import pytest
 
 from baton import open_store
 from baton.testing import Scenario
