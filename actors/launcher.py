@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -84,6 +86,33 @@ def new_run_id() -> str:
     return f"run-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
+def _init_ray(**options: Any) -> None:
+    """ray.init, called from a thread that lives as long as this process.
+
+    A local Ray's GCS, raylet and helpers are started with prctl(PR_SET_PDEATHSIG,
+    SIGKILL), and Linux sends that signal when the *thread* that forked them ends, not
+    the process: a local Ray started by baton.run in a threading.Thread would be killed
+    as soon as that thread returns. The main thread lasts as long as the process; from
+    any other, ray.init runs in a daemon thread that never ends.
+    """
+    if threading.current_thread() is threading.main_thread():
+        ray.init(**options)
+        return
+    started: Future[None] = Future()
+
+    def keep() -> None:
+        try:
+            ray.init(**options)
+        except BaseException as error:
+            started.set_exception(error)
+            return
+        started.set_result(None)
+        threading.Event().wait()  # never returns: Ray's processes die with this thread
+
+    threading.Thread(target=keep, name="baton-ray", daemon=True).start()
+    started.result()
+
+
 def ensure_ray(address: str | None = None) -> None:
     """Attach to Ray at `address` (or $RAY_ADDRESS), or start a quiet local one."""
     if ray.is_initialized():
@@ -98,9 +127,9 @@ def ensure_ray(address: str | None = None) -> None:
     }
     try:
         if address:
-            ray.init(address=address, **options)
+            _init_ray(address=address, **options)  # "local" starts one too
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, **options)
+            _init_ray(num_cpus=os.cpu_count() or 1, **options)
     except (ConnectionError, RuntimeError) as error:
         where = f"at {address}" if address else "locally"
         raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}"

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from baton.events.schema import (
     TimerFired,
 )
 from baton.projections.replay import verify_log
-from tests.actors import two_nodes
+from tests.actors import from_thread, two_nodes
 from tests.fixtures import ray_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -124,3 +125,25 @@ def test_removing_the_node_that_runs_the_workers_moves_the_work(store_url: str) 
     lost = [e for e in log if isinstance(e, FailureReported)]
     assert lost and {e.failure.kind for e in lost} == {"worker_lost"}
     assert verify_log(log, DefaultPolicy())[1] is None
+
+
+def test_a_local_ray_started_from_a_thread_survives_a_killed_coordinator(
+    store_url: str, tmp_path: Path
+) -> None:
+    """baton.run in a threading.Thread starts a local Ray; SIGKILL its coordinator: the
+    run completes, and that Ray is still alive after the thread ends (its processes were
+    tied to the thread that started them)."""
+    repo = Path(__file__).resolve().parents[2]
+    ray_home = tempfile.mkdtemp(prefix="/tmp/bt")  # a Ray of its own, short socket paths
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.actors.from_thread", store_url], cwd=repo,
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "PYTHONPATH": str(repo), "RAY_ADDRESS": "", "RAY_TMPDIR": ray_home})
+    assert done.returncode == 0, done.stderr[-2000:]
+    [line] = [x for x in done.stdout.splitlines() if x.startswith(from_thread.MARKER)]
+    ended = json.loads(line[len(from_thread.MARKER):])
+    assert ended == {"status": "completed", "killed": ended["killed"], "ray": "alive"}
+    assert len(ended["killed"]) == 1
+    with open_store(store_url) as store:
+        log = store.read("from-thread")
+    assert [e.type for e in log].count("CoordinatorRestarted") == 1
