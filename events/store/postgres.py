@@ -34,7 +34,19 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 class PostgresRunRecorder(PostgresApplicationRecorder):
     """The library's PostgreSQL recorder, checking the expected last seq inside the
-    insert's transaction, after the table lock that orders every writer."""
+    insert's transaction, after the table lock that orders every writer; and inserting
+    in a plain transaction, without the library's pipeline, which stalls for good on a
+    batch of several megabytes (a large plan's RunRequested)."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        if not stored_events:
+            return []
+        with (self.datastore.get_connection() as conn, conn.transaction(),
+              conn.cursor() as curs):
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

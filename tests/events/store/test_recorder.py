@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from urllib.parse import urlparse
@@ -256,6 +257,20 @@ class TestPostgresStore(StoreContract):
             with pytest.raises(ConcurrencyConflict):
                 b.append("run-1", log[2:3], b_seen)
             assert b.read("run-1") == log[:4]
+
+
+    @pytest.mark.unverifiable("big")  # bytes that are not events, on purpose
+    def test_a_batch_of_many_megabytes_is_written(self) -> None:
+        """A batch of 24 MB (a plan of many thousand tasks) is written in one go; the
+        library's pipelined insert stalled on such a batch for good."""
+        batch = [StoredEvent("big", seq, "X", bytes([seq]) * 8_000_000) for seq in (1, 2, 3)]
+        with self.open() as store:
+            writing = threading.Thread(target=store.recorder.insert_events, args=(batch,),
+                                       daemon=True)
+            writing.start()
+            writing.join(timeout=60)
+            assert not writing.is_alive(), "the insert stalled"
+            assert store.last_seq("big") == 3
 
 
 def test_the_default_store_is_a_sqlite_file_under_dot_baton(tmp_path: Path,
