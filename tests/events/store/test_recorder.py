@@ -191,7 +191,25 @@ class TestMemoryStore(StoreContract):
         return open_store("memory://")
 
 
-class TestSQLiteStore(StoreContract):
+class SharedStoreContract(StoreContract):
+    """What a store that several processes open at once (a file, a database) adds."""
+
+    @pytest.mark.unverifiable("run-1")  # cut mid-turn on purpose
+    def test_two_writers_on_one_store_conflict(self) -> None:
+        """Two stores opened on one file or database: the second append at the same seq
+        fails inside the insert's transaction, leaving the first writer's events as
+        they were."""
+        log = recorded_run()
+        with self.open() as a, self.open() as b:
+            a.append("run-1", log[:2], 0)
+            b_seen = b.last_seq("run-1")
+            a.append("run-1", log[2:4], 2)
+            with pytest.raises(ConcurrencyConflict):
+                b.append("run-1", log[2:3], b_seen)
+            assert b.read("run-1") == log[:4]
+
+
+class TestSQLiteStore(SharedStoreContract):
     @pytest.fixture(autouse=True)
     def _path(self, tmp_path: Path) -> None:
         self.path = tmp_path / "nested" / "baton.db"
@@ -210,17 +228,6 @@ class TestSQLiteStore(StoreContract):
             assert again.state("run-1").digest == digest
 
     @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
-    def test_two_writers_on_one_file_conflict(self) -> None:
-        """Two processes' stores on one file: the second append at the same seq fails."""
-        log = recorded_run()
-        with self.open() as a, self.open() as b:
-            a.append("run-1", log[:2], 0)
-            b_seen = b.last_seq("run-1")
-            a.append("run-1", log[2:4], 2)
-            with pytest.raises(ConcurrencyConflict):
-                b.append("run-1", log[2:3], b_seen)
-
-    @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
     def test_an_edited_event_is_caught_by_the_digest_chain(self) -> None:
         """A plausible edit made with sqlite3 reads fine but fails the fold, at its seq."""
         log = recorded_run()
@@ -237,27 +244,13 @@ class TestSQLiteStore(StoreContract):
                 store.state("run-1")
 
 
-class TestPostgresStore(StoreContract):
+class TestPostgresStore(SharedStoreContract):
     @pytest.fixture(autouse=True)
     def _url(self, postgres_url: str) -> None:
         self.url = postgres_url
 
     def open(self) -> EventStore:
         return open_store(self.url)
-
-    @pytest.mark.unverifiable("run-1")  # cut mid-turn on purpose
-    def test_two_writers_on_one_database_conflict(self) -> None:
-        """Two stores on one database: the second append at the same seq fails, inside
-        the insert's transaction, and leaves the first writer's events as they were."""
-        log = recorded_run()
-        with self.open() as a, self.open() as b:
-            a.append("run-1", log[:2], 0)
-            b_seen = b.last_seq("run-1")
-            a.append("run-1", log[2:4], 2)
-            with pytest.raises(ConcurrencyConflict):
-                b.append("run-1", log[2:3], b_seen)
-            assert b.read("run-1") == log[:4]
-
 
     @pytest.mark.unverifiable("big")  # bytes that are not events, on purpose
     def test_a_batch_of_many_megabytes_is_written(self) -> None:
