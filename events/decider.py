@@ -77,6 +77,7 @@ class TaskRecord:
         "feedback",
         "handler",
         "index",
+        "lost",
         "output",
         "pinned",
         "received",
@@ -93,6 +94,7 @@ class TaskRecord:
         self.blockers = blockers  # dependencies not yet accepted
         self.attempts = 0
         self.tried: tuple[tuple[str, int], ...] = ()  # (handler, attempts) in order tried
+        self.lost: tuple[tuple[str, int], ...] = ()  # (handler, attempts whose worker died)
         self.handler: str | None = None
         self.assignment: Assignment | None = None  # the attempt in flight, if any
         self.feedback: tuple[str, ...] = ()
@@ -427,6 +429,12 @@ class RunState:
 
     def _on_failure(self, e: FailureReported) -> None:
         self._failed_attempt(e.failure.assignment_id)
+        task_id = self.in_flight.get(e.failure.assignment_id)
+        if task_id is not None and e.failure.kind == "worker_lost":
+            record = self.tasks[task_id]
+            lost = dict(record.lost)
+            lost[record.handler] = lost.get(record.handler, 0) + 1  # type: ignore[index]
+            self._set(record, "lost", tuple(lost.items()))
 
     def _on_timer(self, e: TimerFired) -> None:
         self._failed_attempt(e.assignment_id)
@@ -831,6 +839,7 @@ class _Turn:
             alternatives=alternatives,
             required=task.required,
             handler_failures_in_a_row=s.streak[handler],
+            workers_lost=dict(record.lost).get(handler, 0),
         )
         choice = self.policy.recover(task, facts)
         target = choice.handler

@@ -55,6 +55,7 @@ class RecoveryFacts:
     alternatives: tuple[Candidate, ...]
     required: bool
     handler_failures_in_a_row: int = 0
+    workers_lost: int = 0  # attempts on this handler whose worker died, this one included
 
     @property
     def budget_left(self) -> int:
@@ -73,6 +74,8 @@ class RecoveryFacts:
             "alternatives": [c.handler for c in self.alternatives],
             "required": self.required,
             "handler_failures_in_a_row": self.handler_failures_in_a_row,
+            # Only when there is one, so logs written before it was a fact read the same.
+            **({"workers_lost": self.workers_lost} if self.workers_lost else {}),
         }
 
 
@@ -146,10 +149,16 @@ class DefaultPolicy:
     """Useful rules on their own: least-loaded routing that stops choosing a handler
     after `quarantine_after` failures in a row, schema and check validation, retry then
     reassign then escalate (required) or abandon (optional), a coverage check, and a
-    synthesis mapping each task id to its accepted output."""
+    synthesis mapping each task id to its accepted output.
 
-    def __init__(self, quarantine_after: int | None = 3):
+    An attempt whose worker process died is the machine's fault, not the task's: the
+    first `free_worker_losses` of them on a handler are retried without counting against
+    the task's attempts. Past that, a loss counts like any failure, so a handler that
+    kills its own process on some input cannot loop forever."""
+
+    def __init__(self, quarantine_after: int | None = 3, free_worker_losses: int = 1):
         self.quarantine_after = quarantine_after
+        self.free_worker_losses = free_worker_losses
 
     def quarantined(self, failures_in_a_row: int) -> bool:
         """Has a handler failed often enough in a row to get no new work?"""
@@ -178,8 +187,11 @@ class DefaultPolicy:
         return Verdict.of(problems)
 
     def recover(self, task: Task, facts: RecoveryFacts) -> Recovery:
+        if facts.kind == "worker_lost" and facts.workers_lost <= self.free_worker_losses:
+            return Recovery("retry", "recover.retry_worker_lost", facts.handler, facts.problem)
+        charged = facts.attempts_on_handler - min(facts.workers_lost, self.free_worker_losses)
         handler_broken = self.quarantined(facts.handler_failures_in_a_row)
-        if facts.budget_left > 0 and not (handler_broken and facts.alternatives):
+        if charged < facts.attempt_budget and not (handler_broken and facts.alternatives):
             return Recovery("retry", "recover.retry", facts.handler, facts.problem)
         if facts.alternatives:
             other = min(facts.alternatives, key=lambda c: (c.load, c.handler)).handler

@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from ..decider import RunState, TaskRecord
 from ..errors import BadLog
@@ -32,6 +32,7 @@ class _Record(TypedDict):
     blockers: int
     attempts: int
     tried: tuple[tuple[str, int], ...]
+    lost: NotRequired[tuple[tuple[str, int], ...]]  # snapshots written before losses were counted lack it
     handler: str | None
     assignment: Assignment | None
     feedback: tuple[str, ...]
@@ -99,6 +100,7 @@ def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
     records = {}
     for tid, fields in kept["tasks"].items():
         record = TaskRecord.__new__(TaskRecord)
+        record.lost = ()
         for name, value in fields.items():
             setattr(record, name, value)
         records[tid] = record

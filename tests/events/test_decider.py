@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from baton import BadLog, Budget, HandlerInfo, Task, from_task
+from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Task, from_task
 from baton.events.decider import INITIAL_STATE, RunState, decide, evolve, fold
 from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
@@ -117,6 +117,49 @@ def test_a_failing_handler_is_retried_then_reassigned_then_escalated() -> None:
     assert "the file moved" in answer[1].assignment.instructions
     done = run.succeed(answer[1].assignment.id, {"count": 7})
     assert isinstance(done[-1], RunCompleted)
+
+
+def test_a_lost_worker_is_retried_once_without_spending_the_tasks_attempts() -> None:
+    """The machine failed, not the task: the first loss is free, the facts say so."""
+    run = Scenario([counting("a", budget=Budget(attempts=1))], handlers("h"))
+
+    [free] = [d for d in run.fail("a#1", "node gone", kind="worker_lost")
+              if isinstance(d, RecoveryChosen)]
+    assert (free.action, free.reason.rule) == ("retry", "recover.retry_worker_lost")
+    assert free.reason.facts["kind"] == "worker_lost"
+    assert free.reason.facts["workers_lost"] == 1
+
+    # The retry still has the one attempt the task was given: an error spends it.
+    [spent] = [d for d in run.fail("a#2", "boom") if isinstance(d, RecoveryChosen)]
+    assert spent.action == "escalate"
+    assert spent.reason.facts["workers_lost"] == 1
+    assert spent.reason.facts["attempts_on_handler"] == 2
+
+
+def test_a_second_lost_worker_counts_so_a_process_killing_task_cannot_loop() -> None:
+    run = Scenario([counting("a", budget=Budget(attempts=2))], handlers("h"))
+    run.fail("a#1", "gone", kind="worker_lost")
+    [second] = [d for d in run.fail("a#2", "gone", kind="worker_lost")
+                if isinstance(d, RecoveryChosen)]
+    assert (second.action, second.reason.rule) == ("retry", "recover.retry")
+    [third] = [d for d in run.fail("a#3", "gone", kind="worker_lost")
+               if isinstance(d, RecoveryChosen)]
+    assert third.action == "escalate" and third.reason.facts["workers_lost"] == 3
+
+
+def test_a_policy_may_charge_a_lost_worker_like_any_failure() -> None:
+    run = Scenario([counting("a", budget=Budget(attempts=1))], handlers("h"),
+                   DefaultPolicy(free_worker_losses=0))
+    [choice] = [d for d in run.fail("a#1", "gone", kind="worker_lost")
+                if isinstance(d, RecoveryChosen)]
+    assert choice.action == "escalate"
+
+
+def test_an_ordinary_failure_records_no_worker_losses() -> None:
+    """Logs from before losses were a fact read the same: the key appears only when set."""
+    run = Scenario([counting("a")], handlers("h"))
+    [choice] = [d for d in run.fail("a#1", "boom") if isinstance(d, RecoveryChosen)]
+    assert "workers_lost" not in choice.reason.facts
 
 
 def test_an_optional_task_is_abandoned_and_so_are_the_tasks_that_need_it() -> None:

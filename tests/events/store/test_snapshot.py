@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,10 @@ from baton import BadLog, open_store
 from baton.events.decider import RunState, TaskRecord
 from baton.events.store import EventStore
 from baton.events.store.snapshot import TOPIC, decode_state, encode_state
+from baton.testing import Scenario
 from tests.events.store.test_recorder import recorded_run
 from tests.events.test_golden import golden_records
+from tests.fixtures.specs import counting, handlers
 
 
 def plain(state: RunState) -> dict[str, Any]:
@@ -34,6 +37,18 @@ def test_every_state_of_the_golden_run_round_trips() -> None:
         again = decode_state(encode_state(state), run_id="golden", seq=state.seq)
         assert plain(again) == plain(state), f"seq {state.seq}"
         assert [type(q) for q in again.ready.values()] == [type(q) for q in state.ready.values()]
+
+
+def test_lost_workers_round_trip_and_older_snapshots_without_them_still_load() -> None:
+    run = Scenario([counting("a")], handlers("h"))
+    run.fail("a#1", "gone", kind="worker_lost")
+    again = decode_state(encode_state(run.state), run_id="run-1", seq=run.state.seq)
+    assert again.tasks["a"].lost == (("h", 1),)
+    older = json.loads(encode_state(run.state))
+    for record in older["tasks"].values():
+        del record["lost"]
+    before = decode_state(json.dumps(older).encode(), run_id="run-1", seq=run.state.seq)
+    assert before.tasks["a"].lost == ()
 
 
 def test_a_snapshot_of_another_place_or_shape_is_a_bad_log() -> None:
