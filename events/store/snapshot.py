@@ -10,10 +10,10 @@ log is folded instead.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import TypeAdapter, ValidationError
-from typing_extensions import NotRequired, TypedDict
+from typing_extensions import TypedDict
 
 from ..decider import RunState, TaskRecord
 from ..errors import BadLog
@@ -32,7 +32,7 @@ class _Record(TypedDict):
     blockers: int
     attempts: int
     tried: tuple[tuple[str, int], ...]
-    lost: NotRequired[tuple[tuple[str, int], ...]]  # snapshots written before losses were counted lack it
+    lost: NotRequired[tuple[tuple[str, int], ...]]  # older snapshots lack it
     handler: str | None
     assignment: Assignment | None
     feedback: tuple[str, ...]
