@@ -432,8 +432,9 @@ class RunState:
         task_id = self.in_flight.get(e.failure.assignment_id)
         if task_id is not None and e.failure.kind == "worker_lost":
             record = self.tasks[task_id]
+            handler = record.handler or ""  # in flight, so dispatched to one
             lost = dict(record.lost)
-            lost[record.handler] = lost.get(record.handler, 0) + 1  # type: ignore[index]
+            lost[handler] = lost.get(handler, 0) + 1
             self._set(record, "lost", tuple(lost.items()))
 
     def _on_timer(self, e: TimerFired) -> None:
