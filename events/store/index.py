@@ -59,23 +59,25 @@ class Batch:
 
     def __init__(self) -> None:
         self.added: dict[str, RunInfo] = {}
-        self.changed: dict[str, tuple[str | None, int]] = {}
+        self.changed: dict[str, tuple[str | None, int]] = {}  # run -> (ending, last seq)
 
     def request(self, info: RunInfo) -> None:
         self.added[info.run_id] = info
 
     def event(self, run_id: str, topic: str, seq: int) -> None:
         ending = _ENDINGS.get(topic)
-        if run_id in self.added:
-            info = self.added[run_id]
-            self.added[run_id] = replace(info, events=seq, status=ending or info.status)
-        else:
-            before = self.changed.get(run_id, (None, 0))[0]
-            self.changed[run_id] = (ending or before, seq)
+        if ending is None and run_id in self.changed:
+            ending = self.changed[run_id][0]
+        self.changed[run_id] = ending, seq
 
     def rows(self) -> tuple[list[RunInfo], list[Changed]]:
-        return list(self.added.values()), [(rid, ending, seq) for rid, (ending, seq)
-                                           in self.changed.items()]
+        """Runs requested in this page (with what followed folded in), and the runs
+        requested before it that it changed."""
+        added = []
+        for run_id, info in self.added.items():
+            ending, seq = self.changed.pop(run_id, (None, info.events))
+            added.append(replace(info, events=seq, status=ending or info.status))
+        return added, [(rid, ending, seq) for rid, (ending, seq) in self.changed.items()]
 
 
 def _info(row: Any) -> RunInfo:

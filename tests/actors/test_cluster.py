@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 from baton import open_store
 from baton.replay import verify
 from tests.cli.test_cli import baton
+from tests.cli.test_operations import until
 
 BIN = Path(sys.executable).parent
 SPEC = '''
@@ -39,6 +41,9 @@ spec = baton.Spec(goal="echo on a cluster", handlers=[echo],
                   tasks=[baton.Task(id=f"t{i}", capability="echo", inputs={"i": i})
                          for i in range(20)])
 '''
+
+SLOW_SPEC = SPEC.replace("time.sleep(0.05)", "time.sleep(0.5)").replace("range(20)",
+                                                                        "range(60)")
 
 
 def free_port() -> int:
@@ -67,14 +72,24 @@ class LoopbackCluster:
         return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True,
                               text=True, timeout=timeout, check=False)
 
+    @staticmethod
+    def own_ports() -> list[str]:
+        """Ports of a node's agents: left to their defaults, nodes on one machine race for
+        them, and a node whose job agent lost the race cannot run a job's driver."""
+        return [f"--dashboard-agent-listen-port={free_port()}",
+                f"--dashboard-agent-grpc-port={free_port()}",
+                f"--runtime-env-agent-port={free_port()}",
+                f"--metrics-export-port={free_port()}"]
+
     def start(self) -> None:
         head = self.ray("start", "--head", f"--port={self.gcs}", "--num-cpus=0",
+                        *self.own_ports(),
                         "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                         f"--dashboard-port={self.dashboard}",
                         f"--ray-client-server-port={free_port()}", "--disable-usage-stats")
         assert head.returncode == 0, head.stderr[-2000:]
         node = self.ray("start", f"--address=127.0.0.1:{self.gcs}", "--num-cpus=2",
-                        "--disable-usage-stats")
+                        *self.own_ports(),                        "--disable-usage-stats")
         assert node.returncode == 0, node.stderr[-2000:]
 
     def submit(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -88,8 +103,33 @@ class LoopbackCluster:
             time.sleep(1)
         return done
 
-    def stop(self) -> None:
-        marker = self.marker.encode() + b"\0"
+    def job_ended(self, job: str, seconds: float = 120) -> str:
+        """How a submitted job ended (succeeded, failed or stopped), waiting for it."""
+        address = f"--address=http://127.0.0.1:{self.dashboard}"
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            status = self.ray("job", "status", address, job).stdout
+            ended = re.search(rf"Job '{job}' (succeeded|failed|stopped)", status)
+            if ended:
+                return ended.group(1)
+            time.sleep(1)
+        return "still running"
+
+    def add_node(self, *args: str) -> str:
+        """Start one more node (its processes marked apart from the rest, so it can be
+        taken away alone); the marker that stops it."""
+        own = f"BATON_TEST_NODE={secrets.token_hex(6)}"
+        key, value = own.split("=")
+        started = subprocess.run(
+            [str(BIN / "ray"), "start", f"--address=127.0.0.1:{self.gcs}",
+             "--disable-usage-stats", *self.own_ports(), *args], env={**self.env, key: value},
+            capture_output=True, text=True, timeout=180, check=False)
+        assert started.returncode == 0, started.stderr[-2000:]
+        return own
+
+    def stop(self, marker_text: str = "") -> None:
+        """Kill every process of the cluster, or of the one node `marker_text` marks."""
+        marker = (marker_text or self.marker).encode() + b"\0"
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
                 if marker in Path(f"/proc/{pid}/environ").read_bytes():
@@ -133,6 +173,37 @@ def test_a_run_submitted_with_ray_job_submit_completes_and_verifies(
     assert code == 0 and len(json.loads(out)["output"]) == 20
     with open_store(postgres_url) as store:
         assert verify(store, "submitted").reproduced
+
+
+@pytest.mark.slow
+def test_a_detached_run_outlives_the_node_that_launched_it(
+    cluster: LoopbackCluster, postgres_url: str, tmp_path: Path
+) -> None:
+    """A job on a third node launches a detached run on PostgreSQL and ends; that node is
+    then taken away, with whatever of the run Ray had placed on it (often the coordinator,
+    which asks for no CPU: a new one then takes the run up from the log on another node).
+    The run completes on the nodes left, and its log verifies."""
+    launcher = cluster.add_node("--num-cpus=0", '--resources={"launcher": 1}')
+    work = tmp_path / "job"
+    work.mkdir()
+    (work / "spec.py").write_text(SLOW_SPEC)
+    submitted = cluster.submit(
+        f"--working-dir={work}", '--entrypoint-resources={"launcher": 1}', "--no-wait",
+        f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': postgres_url}})}",
+        "--", "baton", "run", "spec.py", "--run-id", "outlives", "--detach")
+    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    [job] = re.findall(r"Job '(\w+)' submitted", submitted.stdout)
+    assert cluster.job_ended(job) == "succeeded"  # the launch is over; the run is not
+
+    with open_store(postgres_url) as store:
+        until(lambda: store.state("outlives").accepted >= 3, seconds=60)
+        assert store.state("outlives").status == "running"
+        cluster.stop(launcher)
+        code, out, _ = baton("wait", "outlives", "--timeout", "180", "--store",
+                             postgres_url, "--json")
+        assert code == 0, out
+        assert json.loads(out)["status"] == "completed"
+        assert verify(store, "outlives").reproduced
 
 
 @pytest.mark.slow
