@@ -30,6 +30,7 @@ lint: $(STAMP)
 
 # PostgreSQL's rows need a server: a throwaway one, as for the tests.
 bench: $(STAMP)
+	$(BIN)/python benchmarks/hot_path.py
 	.ci/postgres run $(BIN)/python benchmarks/append.py
 	$(BIN)/python benchmarks/fold.py
 	.ci/postgres run $(BIN)/python benchmarks/throughput.py
