@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.errors import BadSpec, UnknownRun
 from baton.events.model import Json
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
+from baton.events.state import RunState
 from baton.events.store import EventStore
 
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import ray.cloudpickle
 
-from baton.events.decider import plan_problems
 from baton.events.errors import BadSpec
 from baton.events.model import HandlerInfo, Task
+from baton.events.plan import plan_problems
 from baton.events.policy import DefaultPolicy, Policy
 
 from .handlers import Handler

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from baton.events.decider import RunState, step
+from baton.events.decider import step
 from baton.events.model import (
     Assignment,
     Failure,
@@ -39,6 +39,7 @@ from baton.events.schema import (
     Stimulus,
     TimerFired,
 )
+from baton.events.state import RunState
 from baton.events.store import EventStore
 
 

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 
 import baton
 from baton import Assignment, Task
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import AssignmentDispatched, ResultReceived, RunRequested, encode
+from baton.events.state import RunState
 from workload import machine, scratch_dir
 
 TARGET_US = 145.0

@@ -21,10 +21,11 @@ import ray
 import baton
 from baton import Assignment, HandlerInfo, Spec, Task, open_store
 from baton.actors.launcher import ensure_ray
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Decision, ResultReceived, RunRequested
+from baton.events.state import RunState
 from workload import machine, scratch_dir
 
 SNAPSHOT_EVERY = 20_000

@@ -23,10 +23,11 @@ import time
 
 from baton import HandlerInfo, Task, open_store
 from baton.actors.coordinator import SNAPSHOT_EVERY
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import ResultReceived, RunRequested
+from baton.events.state import RunState
 from baton.replay import state_at, verify
 from workload import eventsourcing_reference, gc_paused, machine, scratch_dir
 

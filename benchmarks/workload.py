@@ -15,10 +15,11 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from baton import HandlerInfo, Task
-from baton.events.decider import RunState, step
+from baton.events.decider import step
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Envelope, ResultReceived, RunRequested
+from baton.events.state import RunState
 
 
 def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], float]:

@@ -4,7 +4,7 @@ Nothing here touches Ray, a clock, randomness or the disk; `events.store` (persi
 is kept apart and never imported from here.
 """
 
-from .decider import INITIAL_STATE, RunState, TaskRecord, decide, evolve, fold, plan_problems, step
+from .decider import decide, step
 from .errors import (
     BadLog,
     BadSpec,
@@ -26,7 +26,9 @@ from .model import (
     Verdict,
     from_task,
 )
+from .plan import plan_problems
 from .policy import Candidate, DefaultPolicy, PlanView, Policy, Recovery, RecoveryFacts, Routing
+from .state import INITIAL_STATE, RunState, TaskRecord, evolve, fold
 
 __all__ = [
     "INITIAL_STATE",

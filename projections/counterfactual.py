@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.events.decider import RunState, step
+from baton.events.decider import step
 from baton.events.errors import BatonError
 from baton.events.model import Assignment
 from baton.events.policy import Policy
@@ -30,6 +30,7 @@ from baton.events.schema import (
     Stimulus,
     TimerFired,
 )
+from baton.events.state import RunState
 from baton.events.store import EventStore
 
 from .log import describe

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.errors import BadLog, BadSpec
 from baton.events.model import require_run_id
 from baton.events.policy import Policy
@@ -27,6 +27,7 @@ from baton.events.schema import (
     Stimulus,
     chain,
 )
+from baton.events.state import RunState
 from baton.events.store import EventStore
 
 from .log import gist, turns

@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from baton.events.decider import RunState
 from baton.events.schema import (
     Envelope,
     EscalationRaised,
@@ -22,6 +21,7 @@ from baton.events.schema import (
     Stimulus,
     TimerFired,
 )
+from baton.events.state import RunState
 
 
 @dataclass

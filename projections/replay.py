@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.events.decider import RunState, turn
+from baton.events.decider import turn
 from baton.events.errors import BadLog, BadSpec, BatonError, UnknownRun
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -24,6 +24,7 @@ from baton.events.schema import (
     RunRequested,
     Stimulus,
 )
+from baton.events.state import RunState
 from baton.events.store import Codec, EventStore, Recorded
 
 LogItem = Envelope | tuple[Envelope, bytes] | Recorded

@@ -29,9 +29,9 @@ from eventsourcing.persistence import (
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 
-from ..decider import RunState
 from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
 from ..schema import Envelope, Event, RunRequested
+from ..state import RunState
 from . import snapshot
 from .codec import Codec
 from .index import TRACKED_AS, Batch, MemoryRunsView, RunInfo, RunsView, SQLiteRunsView

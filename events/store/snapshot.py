@@ -15,9 +15,9 @@ from typing import Any, NotRequired
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ..decider import RunState, TaskRecord
 from ..errors import BadLog
 from ..model import Assignment, HandlerInfo, Json, Task
+from ..state import RunState, TaskRecord
 
 # The topic snapshots are filed under; the version changes whenever the layout does.
 TOPIC = "baton.RunState:json1"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Task, from_task
-from baton.events.decider import INITIAL_STATE, RunState, decide, evolve, fold
+from baton.events.decider import decide
 from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
     AssignmentDispatched,
@@ -16,6 +16,7 @@ from baton.events.schema import (
     ResultValidated,
     RunCompleted,
 )
+from baton.events.state import INITIAL_STATE, RunState, evolve, fold
 from baton.testing import Scenario
 from tests.fixtures.specs import ExpandingPolicy, Listing, counting, handlers
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from baton.events.decider import RunState
+from baton.events.state import RunState
 from baton.events.store import Codec
 from baton.projections.replay import verify_log
 from tests.fixtures.golden import GOLDEN, record_golden

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from baton import BadSpec, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
 from baton.cli import app
-from baton.events.decider import RunState
 from baton.events.policy import Candidate, Routing
+from baton.events.state import RunState
 from baton.replay import PolicyRaised, state_at, verify
 from baton.testing import Scenario
 

@@ -11,7 +11,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from baton import BadLog, open_store
-from baton.events.decider import RunState, TaskRecord
+from baton.events.state import RunState, TaskRecord
 from baton.events.store import EventStore
 from baton.events.store.snapshot import TOPIC, decode_state, encode_state
 from baton.testing import Scenario

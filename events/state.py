@@ -1,0 +1,527 @@
+"""A run's state as its log says it is: RunState, INITIAL_STATE, evolve, fold.
+
+`evolve` applies a recorded fact and judges nothing (the rules are in `decider`). A run's
+state is ``reduce(evolve, log, INITIAL_STATE)``, and it costs O(1) amortized per event in
+the number of tasks: work waits in per-capability and per-handler queues (entries made
+stale by a later enqueue are skipped, not searched for), loads are counted per handler,
+and the digest of the state is a hash chain over the recorded events rather than a hash
+of the whole state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from .errors import BadLog
+from .model import (
+    Assignment,
+    HandlerInfo,
+    Json,
+    Task,
+)
+from .policy import PlanView
+from .schema import (
+    GENESIS_DIGEST,
+    AssignmentDispatched,
+    CancelRequested,
+    CoordinatorRestarted,
+    Decision,
+    Envelope,
+    EscalationRaised,
+    FailureReported,
+    HumanAnswered,
+    PlanChanged,
+    RecoveryChosen,
+    ResultReceived,
+    ResultsChecked,
+    ResultValidated,
+    RunCompleted,
+    RunFailed,
+    RunForked,
+    RunRequested,
+    TimerFired,
+    chain,
+    encode,
+)
+
+TaskStatus = Literal["blocked", "queued", "in_flight", "accepted", "escalated", "abandoned"]
+RunStatus = Literal["new", "running", "completed", "failed"]
+TERMINAL_TASK: frozenset[str] = frozenset({"accepted", "abandoned"})
+
+
+class TaskRecord:
+    """Where one task stands: status, attempts, handlers tried, feedback, output."""
+
+    __slots__ = (
+        "assignment",
+        "attempts",
+        "blockers",
+        "escalation",
+        "feedback",
+        "handler",
+        "index",
+        "lost",
+        "output",
+        "pinned",
+        "received",
+        "status",
+        "task",
+        "token",
+        "tried",
+    )
+
+    def __init__(self, task: Task, index: int, blockers: int):
+        self.task = task
+        self.index = index  # place in plan order
+        self.status: TaskStatus = "blocked"
+        self.blockers = blockers  # dependencies not yet accepted
+        self.attempts = 0
+        self.tried: tuple[tuple[str, int], ...] = ()  # (handler, attempts) in order tried
+        self.lost: tuple[tuple[str, int], ...] = ()  # (handler, attempts whose worker died)
+        self.handler: str | None = None
+        self.assignment: Assignment | None = None  # the attempt in flight, if any
+        self.feedback: tuple[str, ...] = ()
+        self.pinned: str | None = None  # handler the next attempt must go to
+        self.token = 0  # which queue entry is live; older entries are stale
+        self.received: Json = None  # output awaiting validation
+        self.output: Json = None  # accepted output
+        self.escalation: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The id of the attempt in flight, if any."""
+        return self.assignment.id if self.status == "in_flight" and self.assignment else None
+
+    def copy(self) -> TaskRecord:
+        clone = TaskRecord.__new__(TaskRecord)
+        for name in TaskRecord.__slots__:
+            setattr(clone, name, getattr(self, name))
+        return clone
+
+
+class RunState:
+    """A run as its log so far says it is. Read it freely; change it only by `evolve`."""
+
+    def __init__(self) -> None:
+        self.run_id = ""
+        self.seq = 0
+        self.digest = GENESIS_DIGEST
+        self.status: RunStatus = "new"
+        self.goal = ""
+        self.requested: tuple[Task, ...] = ()  # the plan as RunRequested proposed it
+        # Who decides the run: from RunRequested, or from the RunForked that began it.
+        self.policy = ""  # module:QualName
+        self.policy_digest = ""  # a hash of the policy's source
+        self.spec = ""  # where its spec was loaded from
+        self.policy_ref = ""  # where its policy was loaded from, when not the spec's own
+        self.forked_from: tuple[str, int] | None = None  # (parent run, parent seq)
+        self.handlers: dict[str, HandlerInfo] = {}
+        self.by_capability: dict[str, tuple[str, ...]] = {}
+        self.load: dict[str, int] = {}
+        self.streak: dict[str, int] = {}  # handler -> attempts failed or rejected in a row
+        self.tasks: dict[str, TaskRecord] = {}
+        self.dependents: dict[str, deque[str]] = {}
+        self.ready: dict[str, deque[tuple[str, int]]] = {}  # capability -> (task, token)
+        self.pinned: dict[str, deque[tuple[str, int]]] = {}  # handler -> (task, token)
+        self.in_flight: dict[str, str] = {}  # assignment id -> task id
+        self.escalations: dict[str, str] = {}  # open escalation id -> task id
+        self.open_tasks = 0  # neither accepted nor abandoned
+        self.accepted = 0
+        self.queued = 0
+        self.inbox_seen = 0  # the last inbox entry (answers, cancels) taken into the log
+        self.output: Json = None
+        self.error = ""
+        self.frozen = False
+        self._plain_mutators()
+
+    # --- reading -----------------------------------------------------------------------
+
+    @property
+    def waiting_on_people(self) -> bool:
+        """True when the only work left is parked on open escalations."""
+        return (
+            self.status == "running"
+            and bool(self.escalations)
+            and not self.in_flight
+            and self.queued == 0
+        )
+
+    @property
+    def phase(self) -> str:
+        """completed, failed, waiting (only people can move it on), running, or new."""
+        return "waiting" if self.waiting_on_people else self.status
+
+    def outputs(self) -> dict[str, Json]:
+        """Accepted outputs by task id, in plan order."""
+        return {tid: r.output for tid, r in self.tasks.items() if r.status == "accepted"}
+
+    def plan_view(self) -> PlanView:
+        return PlanView(tasks=[r.task for r in self.tasks.values()], outputs=self.outputs())
+
+    def copy(self) -> RunState:
+        """An independent, unfrozen copy (O(tasks))."""
+        clone = RunState()
+        clone.__dict__.update(self.__dict__)
+        clone.handlers = dict(self.handlers)
+        clone.by_capability = dict(self.by_capability)
+        clone.load = dict(self.load)
+        clone.streak = dict(self.streak)
+        clone.tasks = {tid: r.copy() for tid, r in self.tasks.items()}
+        clone.dependents = {tid: deque(d) for tid, d in self.dependents.items()}
+        clone.ready = {c: deque(q) for c, q in self.ready.items()}
+        clone.pinned = {h: deque(q) for h, q in self.pinned.items()}
+        clone.in_flight = dict(self.in_flight)
+        clone.escalations = dict(self.escalations)
+        clone.frozen = False
+        clone._plain_mutators()
+        return clone
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a snapshot keeps: everything but the mutators (they are rebound on load)."""
+        kept = dict(self.__dict__)
+        for name in ("_set", "_put", "_del", "_push", "_popleft"):
+            kept.pop(name, None)
+        return kept
+
+    def __setstate__(self, kept: dict[str, Any]) -> None:
+        self.__dict__.update(kept)
+        self._plain_mutators()
+
+    def freeze(self) -> RunState:
+        """Mark this state read-only: `evolve` will copy it rather than change it."""
+        self.frozen = True
+        return self
+
+    # --- mutation: every change goes through these five --------------------------------
+    #
+    # Outside a trial they are the builtins themselves (no Python frame per change, which
+    # is most of what a fold costs); inside `_trial` they are the journaling versions below.
+
+    def _plain_mutators(self) -> None:
+        self._set: Callable[[object, str, Any], None] = setattr
+        self._put: Callable[[dict[Any, Any], Any, Any], None] = dict.__setitem__
+        self._del: Callable[[dict[Any, Any], Any], None] = dict.__delitem__
+        self._push: Callable[[deque[Any], Any], None] = deque.append
+        self._popleft: Callable[[deque[Any]], Any] = deque.popleft
+
+    def _journaled_mutators(self, journal: list[tuple[Callable[..., Any], tuple[Any, ...]]]
+                            ) -> None:
+        def set_(obj: object, attr: str, value: Any) -> None:
+            journal.append((setattr, (obj, attr, getattr(obj, attr))))
+            setattr(obj, attr, value)
+
+        def put(mapping: dict[Any, Any], key: Any, value: Any) -> None:
+            if key in mapping:
+                journal.append((mapping.__setitem__, (key, mapping[key])))
+            else:
+                journal.append((mapping.__delitem__, (key,)))
+            mapping[key] = value
+
+        def del_(mapping: dict[Any, Any], key: Any) -> None:
+            # Re-inserting moves the key to the end; nothing reads these dicts' order
+            # (in-flight work is put in plan order where order matters).
+            journal.append((mapping.__setitem__, (key, mapping[key])))
+            del mapping[key]
+
+        def push(queue: deque[Any], item: Any) -> None:
+            journal.append((queue.pop, ()))
+            queue.append(item)
+
+        def popleft(queue: deque[Any]) -> Any:
+            item = queue.popleft()
+            journal.append((queue.appendleft, (item,)))
+            return item
+
+        self._set, self._put, self._del, self._push, self._popleft = (
+            set_, put, del_, push, popleft)
+
+    @contextmanager
+    def _trial(self) -> Iterator[None]:
+        """Run a block whose changes to this state are all undone afterwards."""
+        if self._set is not setattr:
+            raise RuntimeError("decide() is not re-entrant on one state")
+        journal: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._journaled_mutators(journal)
+        try:
+            yield
+        finally:
+            self._plain_mutators()
+            for undo, args in reversed(journal):
+                undo(*args)
+
+    # --- evolve ------------------------------------------------------------------------
+
+    def apply(self, event: Envelope, recorded: bytes | None = None) -> bytes:
+        """Fold one event into this state in place. `recorded` is the event's bytes as
+        stored (the digest chain runs over them); by default its canonical encoding.
+        Returns the bytes it chained, so a writer need not encode the event again."""
+        if event.seq != self.seq + 1:
+            problem = "repeats an earlier seq" if event.seq <= self.seq else "leaves a gap"
+            raise BadLog(
+                f"expected seq {self.seq + 1}, found {event.seq}: the log {problem}",
+                run_id=event.run_id,
+                seq=event.seq,
+            )
+        if self.seq and event.run_id != self.run_id:
+            raise BadLog(
+                f"event belongs to run {event.run_id!r}, not {self.run_id!r}",
+                run_id=self.run_id,
+                seq=event.seq,
+            )
+        if isinstance(event, Decision) and event.state_digest != self.digest:
+            raise BadLog(
+                f"{type(event).__name__} records state digest {event.state_digest}, but the "
+                f"log before it digests to {self.digest}: the log was edited or reordered",
+                run_id=event.run_id,
+                seq=event.seq,
+            )
+        try:
+            self._APPLY[type(event)](self, event)
+        except KeyError as unknown:
+            raise BadLog(
+                f"{type(event).__name__} refers to {unknown.args[0]!r}, which the log "
+                "before it never introduced",
+                run_id=event.run_id,
+                seq=event.seq,
+            ) from None
+        self._set(self, "seq", event.seq)
+        if recorded is None:
+            recorded = encode(event)
+        self._set(self, "digest", chain(self.digest, recorded))
+        return recorded
+
+    def _on_run_requested(self, e: RunRequested) -> None:
+        if e.seq != 1:
+            raise BadLog("RunRequested may only open a run, at seq 1", run_id=e.run_id,
+                         seq=e.seq)
+        self._set(self, "run_id", e.run_id)
+        self._set(self, "status", "running")
+        self._set(self, "goal", e.goal)
+        self._set(self, "requested", e.tasks)
+        self._set(self, "policy", e.policy)
+        self._set(self, "policy_digest", e.policy_digest)
+        self._set(self, "spec", e.spec)
+        caps: dict[str, list[str]] = {}
+        for h in e.handlers:
+            self._put(self.handlers, h.name, h)
+            self._put(self.load, h.name, 0)
+            self._put(self.streak, h.name, 0)
+            self._put(self.pinned, h.name, deque())
+            for cap in h.capabilities:
+                caps.setdefault(cap, []).append(h.name)
+        for cap, names in sorted(caps.items()):
+            self._put(self.by_capability, cap, tuple(sorted(names)))
+            self._put(self.ready, cap, deque())
+
+    def _on_run_forked(self, e: RunForked) -> None:
+        if self.status != "running":
+            raise BadLog(f"RunForked at seq {e.seq} follows a run that has {self.status}",
+                         run_id=e.run_id, seq=e.seq)
+        self._set(self, "forked_from", (e.parent_run_id, e.parent_seq))
+        self._set(self, "policy", e.policy)
+        self._set(self, "policy_digest", e.policy_digest)
+        self._set(self, "spec", e.spec)
+        self._set(self, "policy_ref", e.policy_ref)
+
+    def _on_plan_changed(self, e: PlanChanged) -> None:
+        added = self.requested if e.requested else e.added
+        if e.requested:
+            self._set(self, "requested", ())  # the records hold the tasks from now on
+        for task in added:
+            blockers = 0
+            for dep in task.dependencies:
+                if dep in self.dependents:
+                    self._push(self.dependents[dep], task.id)
+                else:
+                    self._put(self.dependents, dep, deque([task.id]))
+                dep_record = self.tasks.get(dep)
+                if dep_record is None or dep_record.status != "accepted":
+                    blockers += 1
+            record = TaskRecord(task, len(self.tasks), blockers)
+            self._put(self.tasks, task.id, record)
+            self._set(self, "open_tasks", self.open_tasks + 1)
+            if blockers == 0:
+                self._enqueue(record, self.ready[task.capability])
+
+    def _enqueue(self, record: TaskRecord, queue: deque[tuple[str, int]]) -> None:
+        self._set(record, "status", "queued")
+        self._set(record, "token", record.token + 1)
+        self._push(queue, (record.task.id, record.token))
+        self._set(self, "queued", self.queued + 1)
+
+    def _on_dispatched(self, e: AssignmentDispatched) -> None:
+        a = e.assignment
+        record = self.tasks[a.task_id]
+        if record.current == a.id:
+            return  # the same attempt dispatched again after a restart
+        if record.status == "queued":
+            self._set(self, "queued", self.queued - 1)
+        self._set(record, "status", "in_flight")
+        self._set(record, "assignment", a)
+        self._set(record, "attempts", a.attempt)
+        self._set(record, "handler", a.handler)
+        self._set(record, "pinned", None)
+        tried = dict(record.tried)
+        tried[a.handler] = tried.get(a.handler, 0) + 1
+        self._set(record, "tried", tuple(tried.items()))
+        self._set(record, "received", None)
+        self._put(self.load, a.handler, self.load[a.handler] + 1)
+        self._put(self.in_flight, a.id, a.task_id)
+
+    def _on_result_received(self, e: ResultReceived) -> None:
+        task_id = self.in_flight.get(e.result.assignment_id)
+        if task_id is not None:
+            self._set(self.tasks[task_id], "received", e.result.output)
+
+    def _note_inbox(self, e: HumanAnswered | CancelRequested) -> None:
+        if e.inbox_seq is not None:
+            self._set(self, "inbox_seen", max(self.inbox_seen, e.inbox_seq))
+
+    def _on_cancel_requested(self, e: CancelRequested) -> None:
+        self._note_inbox(e)
+
+    def _on_human_answered(self, e: HumanAnswered) -> None:
+        self._note_inbox(e)
+        task_id = self.escalations.get(e.escalation_id)
+        if task_id is not None and e.action == "accept":
+            self._set(self.tasks[task_id], "received", e.output)
+
+    def _release(self, assignment: str | None) -> None:
+        task_id = self.in_flight.get(assignment) if assignment else None
+        if task_id is None:
+            return
+        record = self.tasks[task_id]
+        handler = record.handler
+        assert handler is not None
+        self._del(self.in_flight, assignment)
+        self._put(self.load, handler, self.load[handler] - 1)
+        # The log keeps every assignment; the state keeps only those in flight (they are
+        # most of a large run's memory otherwise).
+        self._set(record, "assignment", None)
+
+    def _close_escalation(self, record: TaskRecord) -> None:
+        if record.escalation is not None:
+            self._del(self.escalations, record.escalation)
+            self._set(record, "escalation", None)
+
+    def _failed_attempt(self, assignment_id: str) -> None:
+        task_id = self.in_flight.get(assignment_id)
+        handler = self.tasks[task_id].handler if task_id else None
+        if handler is not None:
+            self._put(self.streak, handler, self.streak[handler] + 1)
+
+    def _on_failure(self, e: FailureReported) -> None:
+        self._failed_attempt(e.failure.assignment_id)
+        task_id = self.in_flight.get(e.failure.assignment_id)
+        if task_id is not None and e.failure.kind == "worker_lost":
+            record = self.tasks[task_id]
+            handler = record.handler or ""  # in flight, so dispatched to one
+            lost = dict(record.lost)
+            lost[handler] = lost.get(handler, 0) + 1
+            self._set(record, "lost", tuple(lost.items()))
+
+    def _on_timer(self, e: TimerFired) -> None:
+        self._failed_attempt(e.assignment_id)
+
+    def _on_validated(self, e: ResultValidated) -> None:
+        if e.outcome == "ignored":
+            return
+        record = self.tasks[e.task_id]
+        if e.outcome == "rejected":
+            self._failed_attempt(e.assignment_id)
+            self._release(e.assignment_id)
+            return
+        if e.assignment_id in self.in_flight and record.handler is not None:
+            self._put(self.streak, record.handler, 0)
+        self._release(e.assignment_id)
+        self._close_escalation(record)
+        self._set(record, "status", "accepted")
+        self._set(record, "output", record.received)
+        self._set(record, "received", None)
+        self._set(self, "open_tasks", self.open_tasks - 1)
+        self._set(self, "accepted", self.accepted + 1)
+        for dep_id in self.dependents.get(e.task_id, ()):
+            dependent = self.tasks.get(dep_id)
+            if dependent is None or dependent.status != "blocked":
+                continue
+            self._set(dependent, "blockers", dependent.blockers - 1)
+            if dependent.blockers == 0:
+                self._enqueue(dependent, self.ready[dependent.task.capability])
+
+    def _on_recovery(self, e: RecoveryChosen) -> None:
+        record = self.tasks[e.task_id]
+        self._release(e.assignment_id)
+        if e.action in ("retry", "reassign"):
+            assert e.handler is not None
+            self._close_escalation(record)
+            if e.feedback:
+                self._set(record, "feedback", (*record.feedback, e.feedback))
+            self._set(record, "pinned", e.handler)
+            self._enqueue(record, self.pinned[e.handler])
+        elif e.action == "escalate":
+            self._set(record, "status", "escalated")
+        else:  # abandon
+            self._close_escalation(record)
+            if record.status == "queued":
+                self._set(self, "queued", self.queued - 1)
+            self._set(record, "status", "abandoned")
+            self._set(self, "open_tasks", self.open_tasks - 1)
+
+    def _on_escalation(self, e: EscalationRaised) -> None:
+        record = self.tasks[e.task_id]
+        self._set(record, "status", "escalated")
+        self._set(record, "escalation", e.escalation_id)
+        self._put(self.escalations, e.escalation_id, e.task_id)
+
+    def _on_completed(self, e: RunCompleted) -> None:
+        self._set(self, "status", "completed")
+        self._set(self, "output", e.output)
+
+    def _on_failed(self, e: RunFailed) -> None:
+        self._set(self, "status", "failed")
+        self._set(self, "error", e.error)
+
+    def _ignore(self, e: Envelope) -> None:
+        pass
+
+    _APPLY: dict[type[Any], Callable[[RunState, Any], None]] = {
+        RunRequested: _on_run_requested,
+        RunForked: _on_run_forked,
+        ResultReceived: _on_result_received,
+        FailureReported: _on_failure,
+        TimerFired: _on_timer,
+        HumanAnswered: _on_human_answered,
+        CancelRequested: _on_cancel_requested,
+        CoordinatorRestarted: _ignore,
+        PlanChanged: _on_plan_changed,
+        AssignmentDispatched: _on_dispatched,
+        ResultValidated: _on_validated,
+        RecoveryChosen: _on_recovery,
+        EscalationRaised: _on_escalation,
+        ResultsChecked: _ignore,
+        RunCompleted: _on_completed,
+        RunFailed: _on_failed,
+    }
+
+
+INITIAL_STATE = RunState().freeze()
+
+
+def evolve(state: RunState, event: Envelope) -> RunState:
+    """The state after `event`. Advances `state` in place, unless it is frozen (like
+    INITIAL_STATE), in which case a copy is advanced and returned."""
+    if state.frozen:
+        state = state.copy()
+    state.apply(event)
+    return state
+
+
+def fold(events: Iterable[Envelope], state: RunState = INITIAL_STATE) -> RunState:
+    """The state a sequence of events leads to."""
+    for event in events:
+        state = evolve(state, event)
+    return state
+
