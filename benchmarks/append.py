@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
-from urllib.parse import urlsplit, urlunsplit
-
-import psycopg
 
 from baton import open_store
-from workload import eventsourcing_reference, generate_run, machine, scratch_dir
+from workload import (
+    eventsourcing_reference,
+    generate_run,
+    machine,
+    scratch_dir,
+    scratch_schema,
+)
 
 SIZES = {1: 2_000, 10: 20_000, 100: 100_000, 1_000: 200_000}
 
@@ -35,14 +37,8 @@ def appended_per_second(events: list, batch: int, url: str) -> float:
 
 
 def on_postgres(events: list, batch: int, server: str) -> float:
-    parts = urlsplit(server)
-    schema = f"bench_{secrets.token_hex(6)}"
-    try:
-        return appended_per_second(
-            events, batch, urlunsplit(parts._replace(query=f"schema={schema}")))
-    finally:
-        with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as db:
-            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    with scratch_schema(server) as url:
+        return appended_per_second(events, batch, url)
 
 
 def main() -> None:

@@ -28,15 +28,13 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import ray
 
 import baton
 from baton import Assignment, Spec, Task
 from baton.actors.launcher import RunResult, ensure_ray
-from workload import machine, scratch_dir
+from workload import machine, scratch_dir, scratch_schema
 
 CONCURRENCY = (1, 2, 4, 8)
 NUM_CPUS = 0.2  # per run's one replica: eight runs fit on two cores
@@ -109,14 +107,8 @@ def on_sqlite(runs: int, tasks: int) -> float:
 
 def on_postgres(runs: int, tasks: int, server: str) -> float:
     """As on_sqlite, every run in one fresh schema of `server`, dropped afterwards."""
-    schema = f"bench_{secrets.token_hex(6)}"
-    parts = urlsplit(server)
-    url = urlunsplit(parts._replace(query=f"schema={schema}"))
-    try:
+    with scratch_schema(server) as url:
         return through_baton(runs, tasks, lambda i: url)
-    finally:
-        with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as db:
-            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @ray.remote(num_cpus=NUM_CPUS)
@@ -170,13 +162,8 @@ def print_listing(runs: int, server: str | None) -> None:
     print(f"baton runs, {runs:,} runs, sqlite:     {first:.2f}s first (index catches up), "
           f"{again:.2f}s after")
     if server:
-        schema = f"bench_{secrets.token_hex(6)}"
-        parts = urlsplit(server)
-        try:
-            first, again = listing(urlunsplit(parts._replace(query=f"schema={schema}")), runs)
-        finally:
-            with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as db:
-                db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        with scratch_schema(server) as url:
+            first, again = listing(url, runs)
         print(f"baton runs, {runs:,} runs, postgresql: {first:.2f}s first (index catches "
               f"up), {again:.2f}s after")
     print("target: baton runs under 1 s with 10,000 runs")

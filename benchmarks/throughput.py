@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import ray
@@ -22,7 +22,7 @@ import ray
 import baton
 from baton import Assignment, Spec, Task
 from baton.actors.launcher import ensure_ray
-from workload import machine, scratch_dir
+from workload import machine, scratch_dir, scratch_schema
 
 
 @baton.handler(capabilities=["echo"], replicas=1, num_cpus=0.5)
@@ -58,9 +58,9 @@ def raw_ray(tasks: int, replicas: int) -> float:
 
 def through_baton(tasks: int, replicas: int, postgres: str | None = None
                   ) -> tuple[float, float]:
-    with scratch_dir() as tmp:
-        url = (f"{postgres.partition('?')[0]}?schema=bench_{secrets.token_hex(6)}"
-               if postgres else f"sqlite:///{tmp / 'bench.db'}")
+    with scratch_dir() as tmp, ExitStack() as scratch:
+        url = (scratch.enter_context(scratch_schema(postgres)) if postgres
+               else f"sqlite:///{tmp / 'bench.db'}")
         result = baton.run(echo_spec(tasks, replicas), store=url)
     assert result.ok and result.progress.dispatched == tasks, result
     p = result.progress

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gc
 import os
+import secrets
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
@@ -46,6 +49,18 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
 def scratch_dir() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as name:
         yield Path(name)
+
+
+@contextmanager
+def scratch_schema(server: str) -> Iterator[str]:
+    """A store URL on `server` in a fresh schema, dropped with everything in it on exit."""
+    parts = urlsplit(server)
+    schema = f"bench_{secrets.token_hex(6)}"
+    try:
+        yield urlunsplit(parts._replace(query=f"schema={schema}"))
+    finally:
+        with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as db:
+            db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @contextmanager
