@@ -52,6 +52,21 @@ def test_an_answer_that_cannot_apply_is_refused(
         baton.answer(escalation, action, handler=handler, store=store_url)  # type: ignore[arg-type]
 
 
+def test_an_answer_to_an_escalation_already_closed_is_refused(store_url: str) -> None:
+    """Once the run has taken up an answer, the escalation is closed: a late answer
+    through Python is refused with the CLI's message, and nothing reaches the inbox."""
+    with open_store(store_url) as store:
+        run = Scenario([counting("a", budget=Budget(attempts=1))], handlers("h"),
+                       run_id="py", store=store)
+        run.fail("a#1", "no")
+        [esc] = run.state.escalations
+        run.answer(esc, "retry")  # the coordinator took an answer up
+    with pytest.raises(BadAnswer, match=f"escalation '{esc}' is not open"):
+        baton.answer(esc, "abandon", store=store_url)
+    with open_store(store_url) as store:
+        assert store.read(inbox_id("py")) == []
+
+
 def test_a_cancel_request_is_recorded_for_the_coordinator(store_url: str) -> None:
     """cancel() records a CancelRequested in the run's inbox."""
     waiting_run(store_url)
