@@ -407,20 +407,21 @@ class RunState:
             self._del(self.escalations, record.escalation)
             self._set(record, "escalation", None)
 
-    def _failed_attempt(self, assignment_id: str) -> None:
+    def _failed_attempt(self, assignment_id: str) -> TaskRecord | None:
+        """Count a current attempt's failure against its handler; its task's record."""
         task_id = self.in_flight.get(assignment_id)
-        handler = self.tasks[task_id].handler if task_id else None
-        if handler is not None:
-            self._put(self.streak, handler, self.streak[handler] + 1)
+        if task_id is None:
+            return None
+        record = self.tasks[task_id]
+        if record.handler is not None:
+            self._put(self.streak, record.handler, self.streak[record.handler] + 1)
+        return record
 
     def _on_failure(self, e: FailureReported) -> None:
-        self._failed_attempt(e.failure.assignment_id)
-        task_id = self.in_flight.get(e.failure.assignment_id)
-        if task_id is not None and e.failure.kind == "worker_lost":
-            record = self.tasks[task_id]
-            handler = record.handler or ""  # in flight, so dispatched to one
+        record = self._failed_attempt(e.failure.assignment_id)
+        if record is not None and record.handler and e.failure.kind == "worker_lost":
             lost = dict(record.lost)
-            lost[handler] = lost.get(handler, 0) + 1
+            lost[record.handler] = lost.get(record.handler, 0) + 1
             self._set(record, "lost", tuple(lost.items()))
 
     def _on_timer(self, e: TimerFired) -> None:
