@@ -10,19 +10,25 @@ password masked, before anything is read or written.
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlparse
 
 import psycopg
-from eventsourcing.persistence import InfrastructureFactory, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from ..errors import BadStoreURL, StoreUnavailable
+from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
 from .index import PostgresRunsView
-from .recorder import EventStore, check_expected, masked_url
+from .recorder import EventStore, masked_url
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_S = 5
@@ -33,43 +39,121 @@ _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class PostgresRunRecorder(PostgresApplicationRecorder):
-    """The library's PostgreSQL recorder, checking the expected last seq inside the
-    insert's transaction, after the table lock that orders every writer; and inserting
-    in a plain transaction, without the library's pipeline, which stalls for good on a
-    batch of several megabytes (a large plan's RunRequested)."""
+    """The library's PostgreSQL recorder, with writers to different runs committing at
+    once instead of one after another, each append one round trip to the server.
+
+    The library takes an EXCLUSIVE lock on the events table for every insert, until its
+    commit, so that notification ids become visible in the order they were issued:
+    a reader tailing the store-wide order never passes a gap that fills in later. That
+    lock, held through each commit's flush to disk, serialized every run writing to one
+    database. Here a writer holds only
+      - a lock on its own run, under which the expected last seq is checked (so two
+        writers to one run are still rejected inside the insert's transaction), and
+      - a shared hold on the table's barrier, which writers never contend for.
+    A reader of the store-wide order takes the barrier exclusively for an instant: that
+    waits for the inserts in flight to commit or roll back, so every notification id
+    issued by then is settled, and the reader reads no further than the last of them.
+    Gaps below that position are ids of rolled-back inserts, never filled in later.
+
+    The locks, the check, the NOTIFY and the insert are one server-side function, so an
+    append costs one statement and its commit, whatever the size of the batch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        schema, table = Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        # Advisory locks are per database: the keys name this schema's table, so stores
+        # in other schemas of the same database do not wait for each other.
+        table_key = _int32(zlib.crc32(
+            f"{self.datastore.schema}.{self.events_table_name}".encode()))
+        self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(
+            schema=schema, table=table, event=Identifier(self.stored_event_type_name),
+            barrier=table_key, run=table_key ^ 1, channel=self.channel_name))
+        self.append_statement = SQL("SELECT * FROM {}.baton_append(%s, %s, %s)").format(
+            schema)
+        self.barrier_statement = SQL("SELECT pg_advisory_xact_lock({}, 0)").format(table_key)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         if not stored_events:
             return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            return self.append(curs, stored_events, kwargs.get("expected_last_seq"))
+
+    def append(self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent],
+               expected_last_seq: int | None) -> list[int]:
+        """Insert one run's events in the cursor's transaction (its own, on an autocommit
+        connection); ConcurrencyConflict when the log does not end at the expected seq."""
+        events = [self.construct_pg_stored_event(e.originator_id, e.originator_version,
+                                                 e.topic, e.state) for e in stored_events]
+        run_id = str(stored_events[0].originator_id)
+        try:
+            curs.execute(self.append_statement, (events, run_id, expected_last_seq),
+                         prepare=True)
+        except psycopg.Error as error:
+            if error.sqlstate != _CONFLICT or expected_last_seq is None:
+                raise
+            last = int(error.diag.message_primary or 0)
+            raise ConcurrencyConflict(run_id, expected_last_seq, last) from None
+        return [row["baton_append"] for row in curs.fetchall()]
+
+    def settled_position(self) -> int | None:
+        """The last notification id issued before now, once every insert in flight has
+        committed or rolled back: nothing at or below it can appear later."""
         with (self.datastore.get_connection() as conn, conn.transaction(),
               conn.cursor() as curs):
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.last_seq_statement = SQL(
-            "SELECT MAX(originator_version) AS last FROM {schema}.{table} "
-            "WHERE originator_id = %s"
-        ).format(schema=Identifier(self.datastore.schema),
-                 table=Identifier(self.events_table_name))
-
-    def _insert_stored_events(
-        self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent],
-        **kwargs: Any
-    ) -> None:
-        self._lock_table(curs)
-        if stored_events:
-            curs.execute(self.last_seq_statement, (str(stored_events[0].originator_id),),
-                         prepare=True)
+            curs.execute(self.barrier_statement, prepare=True)
+            curs.execute(self.max_notification_id_statement, prepare=True)
             row = curs.fetchone()
-            check_expected(stored_events, kwargs, (row or {}).get("last") or 0)
-        self._notify_channel(curs)
-        # The grandparent inserts; the parent's override would take the lock again.
-        super(PostgresApplicationRecorder, self)._insert_stored_events(
-            curs, stored_events, **kwargs)
+            return row["max"] if row else None
+
+    def max_notification_id(self) -> int | None:
+        return self.settled_position()
+
+    def select_notifications(
+        self, start: int | None, limit: int, stop: int | None = None,
+        topics: Sequence[str] = (), *, inclusive_of_start: bool = True
+    ) -> Sequence[Notification]:
+        settled = self.settled_position()
+        if settled is None:
+            return []
+        notes: Sequence[Notification] = super().select_notifications(
+            start, limit, settled if stop is None else min(stop, settled), topics,
+            inclusive_of_start=inclusive_of_start)
+        return notes
+
+
+_CONFLICT = "BT409"  # the SQLSTATE baton_append raises with the log's actual last seq
+_APPEND_FUNCTION = """
+CREATE OR REPLACE FUNCTION {schema}.baton_append(
+    events {schema}.{event}[], run_id text, expected bigint)
+RETURNS SETOF bigint LANGUAGE plpgsql AS $body$
+DECLARE
+    last bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({barrier}, 0);
+    PERFORM pg_advisory_xact_lock({run}, hashtext(run_id));
+    IF expected IS NOT NULL THEN
+        -- A statement of its own, so it reads what the run lock's last holder committed.
+        SELECT COALESCE(MAX(originator_version), 0) INTO last
+            FROM {schema}.{table} WHERE originator_id = run_id;
+        IF last <> expected THEN
+            RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = last::text;
+        END IF;
+    END IF;
+    PERFORM pg_notify({channel}, '');
+    RETURN QUERY INSERT INTO {schema}.{table}
+            (originator_id, originator_version, topic, state)
+        SELECT e.originator_id, e.originator_version, e.topic, e.state FROM unnest(events) e
+        RETURNING notification_id;
+END;
+$body$
+"""
+
+
+def _int32(value: int) -> int:
+    """An unsigned 32-bit value as the signed integer PostgreSQL's lock keys take."""
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 class Address:

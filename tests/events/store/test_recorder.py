@@ -6,7 +6,10 @@ import socket
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pytest
@@ -264,6 +267,77 @@ class TestPostgresStore(SharedStoreContract):
             writing.join(timeout=60)
             assert not writing.is_alive(), "the insert stalled"
             assert store.last_seq("big") == 3
+
+    @pytest.mark.unverifiable("slow", "quick")  # bytes that are not events, on purpose
+    def test_runs_write_at_once_and_a_reader_waits_for_an_insert_in_flight(self) -> None:
+        """One run's insert, still uncommitted, holds up no other run's. A reader of the
+        store-wide order waits for it rather than read past its position: the ids are
+        issued in one order and committed in another, and a reader that resumed after
+        the later id would never see the earlier one's events."""
+        with self.open() as store, _held_open(store, StoredEvent("slow", 1, "X", b"1")) as release:
+            recorder = store.recorder
+            quick = threading.Thread(target=recorder.insert_events,
+                                     args=([StoredEvent("quick", 1, "X", b"2")],))
+            quick.start()
+            quick.join(timeout=10)
+            assert not quick.is_alive(), "one run's open insert held up another run's"
+            seen: list[Any] = []
+            reader = threading.Thread(
+                target=lambda: seen.extend(recorder.select_notifications(0, 10)))
+            reader.start()
+            reader.join(timeout=0.5)
+            assert reader.is_alive() and not seen, "the reader read past an insert in flight"
+            release()
+            reader.join(timeout=10)
+            assert [n.originator_id for n in seen] == ["slow", "quick"]
+
+    @pytest.mark.unverifiable("run-1")  # bytes that are not events, on purpose
+    def test_a_second_writer_to_a_run_waits_then_conflicts(self) -> None:
+        """Two writers appending to one run at the same moment: the second waits for the
+        first to commit, then is refused with the concurrency error, not a key clash."""
+        with self.open() as store:
+            with _held_open(store, StoredEvent("run-1", 1, "X", b"1")) as release:
+                errors: list[BaseException] = []
+
+                def second() -> None:
+                    try:
+                        store.recorder.insert_events([StoredEvent("run-1", 1, "X", b"2")],
+                                                     expected_last_seq=0)
+                    except BaseException as error:
+                        errors.append(error)
+
+                writer = threading.Thread(target=second)
+                writer.start()
+                writer.join(timeout=0.5)
+                assert writer.is_alive(), "the second writer did not wait for the first"
+                release()
+                writer.join(timeout=10)
+            assert len(errors) == 1 and isinstance(errors[0], ConcurrencyConflict)
+            assert [e.state for e in store.recorder.select_events("run-1")] == [b"1"]
+
+
+@contextmanager
+def _held_open(store: EventStore, event: StoredEvent) -> Iterator[Callable[[], None]]:
+    """An insert of `event` made and left uncommitted in another thread until the
+    caller calls what this yields (or leaves the block); then it commits."""
+    recorder = store.recorder
+    inserted, released = threading.Event(), threading.Event()
+
+    def insert() -> None:
+        with (recorder.datastore.get_connection() as conn, conn.transaction(),
+              conn.cursor() as curs):
+            recorder.append(curs, [event], 0)
+            inserted.set()
+            released.wait(timeout=30)
+
+    holder = threading.Thread(target=insert)
+    holder.start()
+    assert inserted.wait(timeout=10), "the held insert was never made"
+    try:
+        yield released.set
+    finally:
+        released.set()
+        holder.join(timeout=10)
 
 
 def test_the_default_store_is_a_sqlite_file_under_dot_baton(tmp_path: Path,
