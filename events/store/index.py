@@ -93,6 +93,11 @@ def _inserted(added: Iterable[RunInfo]) -> list[tuple[Any, ...]]:
             for i in added]
 
 
+def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column: the arrays a single PostgreSQL statement unnests."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class SQLiteRunsView(SQLiteTrackingRecorder):
     """The index in a SQLite file, beside the logs."""
 
@@ -136,10 +141,15 @@ class PostgresRunsView(PostgresTrackingRecorder):
             SQL("CREATE INDEX IF NOT EXISTS baton_runs_position ON {} (position)"
                 ).format(table),
         ]
-        self.insert_statement = SQL(f"INSERT INTO {{}} ({_COLUMNS}) VALUES "
-                                    "(%s, %s, %s, %s, %s, %s, %s)").format(table)
-        self.update_statement = SQL("UPDATE {} SET status = COALESCE(%s, status), "
-                                    "events = %s WHERE run_id = %s").format(table)
+        # A page's rows go in as arrays, one statement each, not one statement a row.
+        self.insert_statement = SQL(
+            f"INSERT INTO {{}} ({_COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::bigint[], %s::double precision[], %s::bigint[], %s::text[], %s::bigint[])"
+        ).format(table)
+        self.update_statement = SQL(
+            "UPDATE {} AS r SET status = COALESCE(c.ending, r.status), events = c.seq "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS c(run_id, ending, seq) "
+            "WHERE r.run_id = c.run_id").format(table)
         self.select_statement = SQL(f"SELECT {_COLUMNS} FROM {{}} ORDER BY position DESC"
                                     ).format(table)
 
@@ -147,10 +157,9 @@ class PostgresRunsView(PostgresTrackingRecorder):
                tracking: Tracking) -> None:
         with self.datastore.transaction(commit=True) as curs:
             if added:
-                curs.executemany(self.insert_statement, _inserted(added))
+                curs.execute(self.insert_statement, _columns(_inserted(added)))
             if changed:
-                curs.executemany(self.update_statement,
-                                 [(ending, seq, rid) for rid, ending, seq in changed])
+                curs.execute(self.update_statement, _columns(changed))
             self._insert_tracking(curs, tracking)
 
     def listed(self) -> list[RunInfo]:
