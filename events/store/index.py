@@ -14,13 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
 from psycopg.sql import SQL, Identifier
 
 TRACKED_AS = "baton.runs"  # the index's name in the tracking table
+READ_WHOLE = "RunRequested"  # the one type whose body the index reads; of the rest, the head
 _ENDINGS = {"RunCompleted": "completed", "RunFailed": "failed"}
 
 
@@ -38,6 +39,15 @@ class RunInfo:
 
 
 Changed = tuple[str, str | None, int]  # run id, its new ending if it ended, its last seq
+
+
+class IndexedRecorder(Protocol):
+    """A recorder that can give the index a page of the store-wide order without the
+    bodies it does not read (most of a log's bytes)."""
+
+    def index_page(self, after: int, limit: int) -> Sequence[Notification]:
+        """Notifications after position `after`, in order; only a RunRequested keeps
+        its body, the others' are empty."""
 
 
 class RunsView(Protocol):

@@ -27,7 +27,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
-from .index import PostgresRunsView
+from .index import READ_WHOLE, PostgresRunsView
 from .recorder import EventStore, masked_url
 
 DEFAULT_PORT = 5432
@@ -71,6 +71,11 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
         self.append_statement = SQL("SELECT * FROM {}.baton_append(%s, %s, %s)").format(
             schema)
         self.barrier_statement = SQL("SELECT pg_advisory_xact_lock({}, 0)").format(table_key)
+        self.index_page_statement = SQL(
+            "SELECT notification_id, originator_id, originator_version, topic, "
+            "CASE WHEN topic = %s THEN state ELSE ''::bytea END AS state FROM {}.{} "
+            "WHERE notification_id > %s AND notification_id <= %s "
+            "ORDER BY notification_id LIMIT %s").format(schema, table)
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -109,6 +114,18 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
 
     def max_notification_id(self) -> int | None:
         return self.settled_position()
+
+    def index_page(self, after: int, limit: int) -> Sequence[Notification]:
+        settled = self.settled_position()
+        if settled is None:
+            return []
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.index_page_statement, (READ_WHOLE, after, settled, limit),
+                         prepare=True)
+            return [Notification(id=row["notification_id"], originator_id=row["originator_id"],
+                                 originator_version=row["originator_version"],
+                                 topic=row["topic"], state=bytes(row["state"]))
+                    for row in curs.fetchall()]
 
     def select_notifications(
         self, start: int | None, limit: int, stop: int | None = None,

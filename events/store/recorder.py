@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlparse
 
+from eventsourcing import persistence
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -34,7 +35,16 @@ from ..schema import Envelope, Event, RunRequested
 from ..state import RunState
 from . import snapshot
 from .codec import Codec
-from .index import TRACKED_AS, Batch, MemoryRunsView, RunInfo, RunsView, SQLiteRunsView
+from .index import (
+    READ_WHOLE,
+    TRACKED_AS,
+    Batch,
+    IndexedRecorder,
+    MemoryRunsView,
+    RunInfo,
+    RunsView,
+    SQLiteRunsView,
+)
 
 DEFAULT_URL = "sqlite:///.baton/baton.db"
 PAGE = 10_000
@@ -229,13 +239,13 @@ class EventStore:
     def _take_into_index(self, index: RunsView) -> bool:
         """Take one page of notifications into the index; False when there were none."""
         after = index.max_tracking_id(TRACKED_AS) or 0
-        page = self.recorder.select_notifications(after, PAGE, inclusive_of_start=False)
+        page = cast(IndexedRecorder, self.recorder).index_page(after, PAGE)
         if not page:
             return False
         batch = Batch()
         for note in page:
             run_id, seq = str(note.originator_id), note.originator_version
-            if note.topic == "RunRequested":
+            if note.topic == READ_WHOLE:
                 event = self.codec.decode(note.state, run_id=run_id, seq=seq)
                 assert isinstance(event, RunRequested)
                 batch.request(RunInfo(run_id, event.goal, len(event.tasks),
@@ -310,9 +320,22 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
         )
         return None
 
+    def index_page(self, after: int, limit: int) -> Sequence[persistence.Notification]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                "SELECT rowid, originator_id, originator_version, topic, "
+                f"CASE WHEN topic = ? THEN state ELSE x'' END FROM {self.events_table_name} "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (READ_WHOLE, after, limit))
+            return [persistence.Notification(
+                id=row[0], originator_id=row[1], originator_version=row[2], topic=row[3],
+                state=row[4]) for row in c.fetchall()]
+
 
 class _MemoryRunRecorder(POPOApplicationRecorder):
     """The library's in-memory recorder, checking the expected last seq under its lock."""
+
+    def index_page(self, after: int, limit: int) -> Sequence[persistence.Notification]:
+        return self.select_notifications(after, limit, inclusive_of_start=False)
 
     def _assert_uniqueness(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         if stored_events:

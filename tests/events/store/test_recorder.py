@@ -269,7 +269,12 @@ class TestPostgresStore(SharedStoreContract):
             assert store.last_seq("big") == 3
 
     @pytest.mark.unverifiable("slow", "quick")  # bytes that are not events, on purpose
-    def test_runs_write_at_once_and_a_reader_waits_for_an_insert_in_flight(self) -> None:
+    @pytest.mark.parametrize("read", [
+        pytest.param(lambda recorder: recorder.select_notifications(0, 10), id="notifications"),
+        pytest.param(lambda recorder: recorder.index_page(0, 10), id="runs-index"),
+    ])
+    def test_runs_write_at_once_and_a_reader_waits_for_an_insert_in_flight(
+            self, read: Callable[[Any], list[Any]]) -> None:
         """One run's insert, still uncommitted, holds up no other run's. A reader of the
         store-wide order waits for it rather than read past its position: the ids are
         issued in one order and committed in another, and a reader that resumed after
@@ -282,8 +287,7 @@ class TestPostgresStore(SharedStoreContract):
             quick.join(timeout=10)
             assert not quick.is_alive(), "one run's open insert held up another run's"
             seen: list[Any] = []
-            reader = threading.Thread(
-                target=lambda: seen.extend(recorder.select_notifications(0, 10)))
+            reader = threading.Thread(target=lambda: seen.extend(read(recorder)))
             reader.start()
             reader.join(timeout=0.5)
             assert reader.is_alive() and not seen, "the reader read past an insert in flight"
