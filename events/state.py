@@ -265,6 +265,9 @@ class RunState:
                 run_id=event.run_id,
                 seq=event.seq,
             )
+        if not self.seq and not isinstance(event, RunRequested):
+            raise BadLog(f"a run's log opens with RunRequested, not {type(event).__name__}",
+                         run_id=event.run_id, seq=event.seq)
         if self.seq and event.run_id != self.run_id:
             raise BadLog(
                 f"event belongs to run {event.run_id!r}, not {self.run_id!r}",

@@ -59,6 +59,9 @@ class Codec:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
             raise BadLog(f"record is not JSON ({error})", run_id=run_id, seq=seq) from None
+        except RecursionError:
+            raise BadLog("record nests deeper than it can be read", run_id=run_id,
+                         seq=seq) from None
         if not isinstance(obj, dict):
             raise BadLog("record is not a JSON object", run_id=run_id, seq=seq)
         kind = obj.get("type")

@@ -187,7 +187,11 @@ class EventStore:
 
     def decode(self, record: Recorded) -> Event:
         """The event a raw record holds (BadLog when it is malformed or misfiled)."""
-        return self.codec.decode(record.data, run_id=record.run_id, seq=record.seq)
+        event = self.codec.decode(record.data, run_id=record.run_id, seq=record.seq)
+        if event.type != record.type:
+            raise BadLog(f"record holds a {event.type} but is filed as a {record.type}; "
+                         "the store was edited", run_id=record.run_id, seq=record.seq)
+        return event
 
     def read(self, run_id: str, *, after: int = 0, until: int | None = None) -> list[Event]:
         """The run's events with seq in (after, until], in order."""
@@ -246,15 +250,23 @@ class EventStore:
         for note in page:
             run_id, seq = str(note.originator_id), note.originator_version
             if note.topic == READ_WHOLE:
-                event = self.codec.decode(note.state, run_id=run_id, seq=seq)
-                assert isinstance(event, RunRequested)
-                batch.request(RunInfo(run_id, event.goal, len(event.tasks),
-                                      event.recorded_at, note.id))
+                batch.request(self._listed(note, run_id, seq))
             else:
                 batch.event(run_id, note.topic, seq)
         with suppress(IntegrityError):  # another reader took this page in first
             index.record(*batch.rows(), Tracking(TRACKED_AS, page[-1].id))
         return True
+
+    def _listed(self, note: persistence.Notification, run_id: str, seq: int) -> RunInfo:
+        """How the index lists a run from its RunRequested; a record that is not one is
+        listed as unreadable (with why), so one damaged run hides no other."""
+        try:
+            event = self.decode(Recorded(run_id, seq, note.topic, note.state))
+        except BadLog as error:
+            return RunInfo(run_id, f"unreadable at seq {seq}: {error.detail}", 0, None,
+                           note.id, status="unreadable")
+        assert isinstance(event, RunRequested)  # decode checked the record's type
+        return RunInfo(run_id, event.goal, len(event.tasks), event.recorded_at, note.id)
 
     def notifications(
         self, after: int = 0, *, topics: Sequence[str] = (), page: int = PAGE
