@@ -41,6 +41,8 @@ from baton.events.schema import (
     RunRequested,
     Stimulus,
     TimerFired,
+    WorkerReplaced,
+    WorkerStuck,
 )
 from baton.events.store import open_store
 
@@ -115,6 +117,8 @@ class Coordinator:
         self.snapshot_seq = self.state.seq
         self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
+        self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
+        self.clock_on_send: set[str] = set()  # re-sent: their time starts when they go out
         self.parked: list[Assignment] = []  # dispatched while every replica was down
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
@@ -224,16 +228,43 @@ class Coordinator:
         return min(w for w in waits if w is not None)
 
     def _expired_timers(self) -> list[StimulusMaker]:
-        """TimerFired for each current attempt whose deadline has passed."""
-        now, fired = time.monotonic(), []
+        """TimerFired for each current attempt whose deadline has passed. An attempt its
+        worker is still running also makes that worker stuck (WorkerStuck, first, so the
+        replacement happens before the retry is sent); attempts queued behind a stuck
+        call get no timer: they are sent again, to the replacement, with time of their own."""
+        now, expired = time.monotonic(), []
         while self.deadlines and self.deadlines[0][0] <= now:
-            _, assignment_id = heapq.heappop(self.deadlines)
+            deadline, assignment_id = heapq.heappop(self.deadlines)
+            if self.deadline_of.get(assignment_id) != deadline:
+                continue  # superseded: the assignment was sent again since
+            del self.deadline_of[assignment_id]
             if assignment_id in self.state.in_flight:
-                fired.append(_timer_for(self.run_id, assignment_id))
-                for aid, replica in self.pending.values():
-                    if aid == assignment_id:
-                        self.pool.timed_out(replica)
+                expired.append(assignment_id)
+        running = self._running_by_replica()
+        stuck = {replica for replica, aid in running.items() if aid in expired}
+        fired: list[StimulusMaker] = []
+        for assignment_id in expired:
+            replica = self._replica_of(assignment_id)
+            if replica in stuck and running[replica] == assignment_id:
+                fired.append(_stuck(self.run_id, assignment_id, replica))
+            elif replica in stuck:
+                continue  # queued behind the stuck call: re-sent when it is replaced
+            elif replica is not None:
+                self.pool.timed_out(replica)
+            fired.append(_timer_for(self.run_id, assignment_id))
         return fired
+
+    def _running_by_replica(self) -> dict[Replica, str]:
+        """The assignment each busy replica is running: its oldest call still pending (a
+        worker takes one call at a time, in the order they were sent)."""
+        running: dict[Replica, str] = {}
+        for aid, replica in self.pending.values():
+            running.setdefault(replica, aid)
+        return running
+
+    def _replica_of(self, assignment_id: str) -> Replica | None:
+        return next((replica for aid, replica in self.pending.values()
+                     if aid == assignment_id), None)
 
     def _arrived(
         self, ref: ray.ObjectRef[Any], outcome: Result | Failure | None
@@ -275,6 +306,8 @@ class Coordinator:
         for event in events:
             if isinstance(event, AssignmentDispatched):
                 self._dispatch(event)
+            elif isinstance(event, WorkerReplaced):
+                self._replace(event)
         if self.state.seq - self.snapshot_seq >= max(SNAPSHOT_EVERY, self.snapshot_seq // 2):
             # Spaced geometrically, so keeping them costs O(1) per event, and a restart
             # folds at most a third of the log on top of the latest one.
@@ -284,20 +317,53 @@ class Coordinator:
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         assignment = decision.assignment
         if assignment.timeout_s is not None:
-            deadline = time.monotonic() + assignment.timeout_s
-            heapq.heappush(self.deadlines, (deadline, assignment.id))
+            self._start_clock(assignment)
         self._send(assignment)
+
+    def _start_clock(self, assignment: Assignment) -> None:
+        assert assignment.timeout_s is not None
+        deadline = time.monotonic() + assignment.timeout_s
+        self.deadline_of[assignment.id] = deadline
+        heapq.heappush(self.deadlines, (deadline, assignment.id))
 
     def _send(self, assignment: Assignment) -> None:
         picked = self.pool.choose(assignment.handler)
         if picked is None:
             # Every replica of the handler is down: hold the (recorded) dispatch until one
             # answers a probe, rather than spend the task's attempts on calls that fail.
+            # While one is restarting because it was replaced, the wait is not the
+            # attempt's: its time starts when it is sent.
+            if self.pool.restarting_handler(assignment.handler) and (
+                    self.deadline_of.pop(assignment.id, None) is not None):
+                self.clock_on_send.add(assignment.id)
             self.parked.append(assignment)
             return
+        if assignment.id in self.clock_on_send:
+            self.clock_on_send.discard(assignment.id)
+            self._start_clock(assignment)
         replica, worker = picked
         ref: ray.ObjectRef[Any] = worker.run.remote(assignment)
         self.pending[ref] = (assignment.id, replica)
+
+    def _replace(self, decision: WorkerReplaced) -> None:
+        """Kill the worker stuck on the decision's assignment; Ray starts it again. Its
+        calls are dropped: the stuck one (already timed out) and those queued behind it,
+        which are sent again, to whichever replica is up, as the same assignments."""
+        replica = self._replica_of(decision.assignment_id)
+        if replica is None:
+            return  # it answered, or this process never sent it (a restarted coordinator)
+        dropped = [ref for ref, (_, on) in self.pending.items() if on == replica]
+        for ref in dropped:
+            aid, _ = self.pending.pop(ref)
+            task_id = self.state.in_flight.get(aid)
+            assignment = self.state.tasks[task_id].assignment if task_id else None
+            if assignment is not None and assignment.id == aid:
+                self.clock_on_send.add(aid)
+                self.deadline_of.pop(aid, None)
+                self.parked.append(assignment)
+        handler, index = replica
+        ray.kill(self.pool.workers[handler][index], no_restart=False)
+        self.pool.replaced(replica)
 
     def _send_parked(self) -> None:
         parked, self.parked = self.parked, []
@@ -364,6 +430,14 @@ def _timer_for(run_id: str, assignment_id: str) -> StimulusMaker:
     now = time.time()
     return lambda seq: TimerFired(run_id=run_id, seq=seq, recorded_at=now,
                                   assignment_id=assignment_id)
+
+
+def _stuck(run_id: str, assignment_id: str, replica: Replica) -> StimulusMaker:
+    now = time.time()
+    handler, index = replica
+    note = f"replica {index} still running it at its deadline"
+    return lambda seq: WorkerStuck(run_id=run_id, seq=seq, recorded_at=now,
+                                   assignment_id=assignment_id, handler=handler, note=note)
 
 
 def _stimulus_for(run_id: str, outcome: Result | Failure) -> StimulusMaker:

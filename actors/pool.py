@@ -37,6 +37,7 @@ class Pool:
         }
         self.stuck: set[Replica] = set()
         self.down: set[Replica] = set()
+        self.restarting: set[Replica] = set()  # killed on purpose, not yet answering
         self.probes: dict[ray.ObjectRef[Any], Replica] = {}
         self.reprobe_at: dict[Replica, float] = {}
 
@@ -64,6 +65,18 @@ class Pool:
 
     def timed_out(self, replica: Replica) -> None:
         self.stuck.add(replica)
+
+    def replaced(self, replica: Replica) -> None:
+        """`replica` was killed to be started afresh: its calls are gone; avoid it until
+        it answers."""
+        self.held[replica] = 0
+        self.stuck.discard(replica)
+        self.restarting.add(replica)
+        self.lost(replica)
+
+    def restarting_handler(self, handler: str) -> bool:
+        """Is one of `handler`'s replicas being started afresh after a replacement?"""
+        return any(name == handler for name, _ in self.restarting)
 
     def lost(self, replica: Replica) -> None:
         """A call to `replica` failed because the actor died: avoid it until it answers."""
@@ -98,3 +111,4 @@ class Pool:
             self.reprobe_at[replica] = time.monotonic() + PROBE_EVERY_S
         else:
             self.down.discard(replica)
+            self.restarting.discard(replica)

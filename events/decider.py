@@ -49,6 +49,8 @@ from .schema import (
     RunRequested,
     Stimulus,
     TimerFired,
+    WorkerReplaced,
+    WorkerStuck,
 )
 from .state import TERMINAL_TASK, RunState, TaskRecord
 
@@ -183,6 +185,13 @@ class _Turn:
         record = self.state.tasks[task_id]
         timeout = record.task.budget.timeout_s
         self._recover(record, e.assignment_id, f"timeout: no answer within {timeout}s", "timeout")
+
+    def _on_WorkerStuck(self, e: WorkerStuck) -> None:
+        """Replace the process, whatever becomes of the attempt (TimerFired decides that):
+        a retry, or anything queued, sent to it would wait behind the stuck call."""
+        self.emit(WorkerReplaced, "recover.replace_stuck_worker",
+                  {"assignment": e.assignment_id, "handler": e.handler, "note": e.note},
+                  assignment_id=e.assignment_id, handler=e.handler)
 
     def _on_HumanAnswered(self, e: HumanAnswered) -> None:
         s = self.state

@@ -101,6 +101,16 @@ class TimerFired(Stimulus):
     assignment_id: str
 
 
+class WorkerStuck(Stimulus):
+    """The worker running an assignment was still busy with it when its deadline passed:
+    whatever else is sent to that process would wait behind a call that may never end."""
+
+    type: Literal["WorkerStuck"] = "WorkerStuck"
+    assignment_id: str
+    handler: str
+    note: str = ""
+
+
 HumanAction = Literal["retry", "reassign", "abandon", "accept"]
 
 
@@ -187,6 +197,15 @@ class EscalationRaised(Decision):
     question: str
 
 
+class WorkerReplaced(Decision):
+    """The worker stuck on `assignment_id` is to be killed and started afresh; what was
+    queued behind the stuck call goes to the new process, charged to no task."""
+
+    type: Literal["WorkerReplaced"] = "WorkerReplaced"
+    assignment_id: str
+    handler: str
+
+
 class ResultsChecked(Decision):
     """All work is settled; the results were checked across tasks (coverage, consistency)."""
 
@@ -214,6 +233,7 @@ AnyStimulus: TypeAlias = (
     | ResultReceived
     | FailureReported
     | TimerFired
+    | WorkerStuck
     | HumanAnswered
     | CancelRequested
     | CoordinatorRestarted
@@ -224,6 +244,7 @@ AnyDecision: TypeAlias = (
     | ResultValidated
     | RecoveryChosen
     | EscalationRaised
+    | WorkerReplaced
     | ResultsChecked
     | RunCompleted
     | RunFailed
@@ -240,6 +261,7 @@ STIMULUS_TYPES: dict[str, type[Stimulus]] = {
         ResultReceived,
         FailureReported,
         TimerFired,
+        WorkerStuck,
         HumanAnswered,
         CancelRequested,
         CoordinatorRestarted,
@@ -253,6 +275,7 @@ DECISION_TYPES: dict[str, type[Decision]] = {
         ResultValidated,
         RecoveryChosen,
         EscalationRaised,
+        WorkerReplaced,
         ResultsChecked,
         RunCompleted,
         RunFailed,

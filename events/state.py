@@ -43,6 +43,8 @@ from .schema import (
     RunForked,
     RunRequested,
     TimerFired,
+    WorkerReplaced,
+    WorkerStuck,
     chain,
     encode,
 )
@@ -500,6 +502,8 @@ class RunState:
         HumanAnswered: _on_human_answered,
         CancelRequested: _on_cancel_requested,
         CoordinatorRestarted: _ignore,
+        WorkerStuck: _ignore,
+        WorkerReplaced: _ignore,
         PlanChanged: _on_plan_changed,
         AssignmentDispatched: _on_dispatched,
         ResultValidated: _on_validated,

@@ -26,6 +26,8 @@ from baton.events.schema import (
     RunRequested,
     Stimulus,
     TimerFired,
+    WorkerReplaced,
+    WorkerStuck,
 )
 
 
@@ -59,6 +61,11 @@ def describe(event: Envelope) -> str:
             return f"{event.failure.assignment_id} {event.failure.summary()}"
         case TimerFired():
             return f"{event.assignment_id} timed out"
+        case WorkerStuck():
+            return f"{event.handler} still busy with {event.assignment_id}" + (
+                f" ({event.note})" if event.note else "")
+        case WorkerReplaced():
+            return f"{event.handler}'s worker stuck on {event.assignment_id} is restarted"
         case ResultValidated():
             problems = "; ".join(event.verdict.problems)
             return f"{event.assignment_id} {event.outcome}" + (f": {problems}" if problems else "")
@@ -101,7 +108,7 @@ def concerns(event: Envelope, task_id: str) -> bool:
             return event.result.assignment_id.startswith(prefix)
         case FailureReported():
             return event.failure.assignment_id.startswith(prefix)
-        case TimerFired():
+        case TimerFired() | WorkerStuck() | WorkerReplaced():
             return event.assignment_id.startswith(prefix)
         case ResultValidated() | RecoveryChosen() | EscalationRaised():
             return event.task_id == task_id

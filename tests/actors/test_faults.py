@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from baton.events.schema import (
     FailureReported,
     ResultValidated,
     TimerFired,
+    WorkerReplaced,
+    WorkerStuck,
 )
 from baton.projections.replay import verify_log
 from tests.actors import from_thread, two_nodes
@@ -44,20 +47,35 @@ def test_a_handler_past_its_timeout_is_retried_and_its_late_result_ignored(
     assert verify_log(log, DefaultPolicy())[1] is None
 
 
-def test_a_late_result_is_recorded_and_ignored_when_it_arrives(store_url: str) -> None:
-    """With other work still running, the superseded attempt's result is logged, ignored.
-    The retry goes to an idle replica, not behind the one still stuck on attempt 1."""
-    spec = ray_specs.timeout_spec()
-    spec.tasks = [*spec.tasks, baton.Task(id="later", capability="nap",
-                                          inputs={"seconds": 0.0}, depends_on=("slow",)),
-                  baton.Task(id="long", capability="nap", inputs={"seconds": 6.0})]
-    result = baton.run(spec, store=store_url, run_id="late")
-    assert result.ok
+def test_a_replica_stuck_past_a_timeout_is_replaced_and_the_run_goes_on(
+    store_url: str, tmp_path: Path
+) -> None:
+    """One replica, hung for good on its first call, with two more assignments queued
+    behind it: at the deadline the worker is replaced (a recorded decision), the timed-out
+    attempt is retried on the new process, and the queued ones are sent again there,
+    charged to no task. The run completes in well under a minute."""
+    marker = tmp_path / "hung"
+    started = time.monotonic()
+    result = baton.run(ray_specs.hanging_spec(str(marker)), store=store_url, run_id="hung")
+    took = time.monotonic() - started
+    assert result.ok, result.error
+    assert took < 30, f"the run took {took:.0f}s"
+    hung = marker.read_text()  # the assignment that hung
     with open_store(store_url) as store:
-        log = store.read("late")
-    ignored = [e for e in log if isinstance(e, ResultValidated) and e.outcome == "ignored"]
-    assert [e.assignment_id for e in ignored] == ["slow#1"]
-    assert ignored[0].reason.rule == "result.not_current"
+        log = store.read("hung")
+    [stuck] = [e for e in log if isinstance(e, WorkerStuck)]
+    [replaced] = [e for e in log if isinstance(e, WorkerReplaced)]
+    assert stuck.assignment_id == replaced.assignment_id == hung
+    assert replaced.cause == stuck.seq
+    assert replaced.reason.rule == "recover.replace_stuck_worker"
+    [timer] = [e for e in log if isinstance(e, TimerFired)]
+    assert timer.assignment_id == hung and timer.seq > replaced.seq
+    dispatched = [e.assignment.id for e in log if isinstance(e, AssignmentDispatched)]
+    hung_task = hung.split("#")[0]
+    assert sorted(dispatched) == sorted(
+        [f"{hung_task}#1", f"{hung_task}#2"] + [f"m{i}#1" for i in range(3)
+                                                 if f"m{i}" != hung_task])
+    assert not [e for e in log if isinstance(e, FailureReported)]
 
 
 def test_a_worker_that_dies_holding_an_assignment_is_recovered(

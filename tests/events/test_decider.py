@@ -15,6 +15,8 @@ from baton.events.schema import (
     ResultReceived,
     ResultValidated,
     RunCompleted,
+    WorkerReplaced,
+    WorkerStuck,
 )
 from baton.events.state import INITIAL_STATE, RunState, evolve, fold
 from baton.testing import Scenario
@@ -374,6 +376,30 @@ def test_a_failure_for_an_unknown_attempt_is_ignored_not_applied() -> None:
     [ignored] = run.fail("a#9", "stray")
     assert ignored.outcome == "ignored" and ignored.reason.rule == "failure.not_current"
     assert run.state.tasks["a"].status == "in_flight"
+
+
+def test_a_late_result_after_a_timeout_is_recorded_and_ignored() -> None:
+    """A worker that answers just after its deadline: the result is recorded, ignored."""
+    run = Scenario([counting("a")], handlers("h"))
+    run.time_out("a#1")
+    [ignored] = run.succeed("a#1", {"count": 1})
+    assert ignored.outcome == "ignored" and ignored.reason.rule == "result.not_current"
+    assert run.state.tasks["a"].current == "a#2"
+
+
+def test_a_stuck_worker_is_replaced_by_a_recorded_decision() -> None:
+    """WorkerStuck is answered by WorkerReplaced, whatever the attempt's fate: the
+    timer that follows decides that, and nothing else about the run changes."""
+    run = Scenario([counting("a")], handlers("h"))
+    before = run.state.tasks["a"].status
+    [replaced] = run.stimulate(WorkerStuck, assignment_id="a#1", handler="h",
+                               note="replica 0 still running it at its deadline")
+    assert isinstance(replaced, WorkerReplaced)
+    assert (replaced.assignment_id, replaced.handler) == ("a#1", "h")
+    assert replaced.reason.rule == "recover.replace_stuck_worker"
+    assert run.state.tasks["a"].status == before and "a#1" in run.state.in_flight
+    [recovery, retry] = run.time_out("a#1")
+    assert recovery.type == "RecoveryChosen" and retry.type == "AssignmentDispatched"
 
 
 def test_a_second_run_request_in_one_run_is_refused() -> None:

@@ -25,14 +25,14 @@ def sample_events() -> list[Envelope]:
 
 
 def test_the_samples_cover_every_event_type() -> None:
-    """The sample runs hold every stimulus and decision named in DESIGN.md."""
+    """The sample runs hold every stimulus and decision there is."""
     assert {e.type for e in sample_events()} == set(EVENT_TYPES)  # type: ignore[attr-defined]
     assert set(STIMULUS_TYPES) == {"RunRequested", "RunForked", "ResultReceived", "FailureReported",
                                    "TimerFired", "HumanAnswered", "CancelRequested",
-                                   "CoordinatorRestarted"}
+                                   "CoordinatorRestarted", "WorkerStuck"}
     assert set(DECISION_TYPES) == {"PlanChanged", "AssignmentDispatched", "ResultValidated",
-                                   "RecoveryChosen", "EscalationRaised", "ResultsChecked",
-                                   "RunCompleted", "RunFailed"}
+                                   "RecoveryChosen", "EscalationRaised", "WorkerReplaced",
+                                   "ResultsChecked", "RunCompleted", "RunFailed"}
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: f"{e.run_id}-{e.seq}-{e.type}")
