@@ -27,6 +27,7 @@ from baton.events.errors import BadSpec, BatonError, UnknownRun
 from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, masked_url, open_store
+from baton.events.store.sealing import KEY_ENV
 
 from .coordinator import Coordinator, Progress
 from .pool import NAMESPACE, worker_name
@@ -335,6 +336,11 @@ def _launch(
                                "max_restarts": -1, "max_task_retries": -1}
     if detach:
         options["lifetime"] = "detached"
+    key = os.environ.get(KEY_ENV)
+    if key:
+        # The coordinator seals what it records with the same key (and Ray keeps it to
+        # restart the coordinator anywhere); workers never see the store, nor the key.
+        options["runtime_env"] = {"env_vars": {KEY_ENV: key}}
     if url.startswith("sqlite:"):
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()

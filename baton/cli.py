@@ -34,9 +34,17 @@ from baton.actors.launcher import (
 from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
 from baton.actors.spec import load_policy, load_spec
-from baton.events.errors import BadSpec, BadStoreURL, BatonError, StoreUnavailable, UnknownRun
+from baton.events.errors import (
+    BadSpec,
+    BadStoreURL,
+    BatonError,
+    EncryptionKeyProblem,
+    StoreUnavailable,
+    UnknownRun,
+)
 from baton.events.schema import EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store
+from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
@@ -48,7 +56,7 @@ from baton.projections.trace import trace as explain
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 ENDINGS = frozenset({"RunCompleted", "RunFailed"})
 BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
-             ClusterUnavailable)
+             ClusterUnavailable, EncryptionKeyProblem)
 SHOW_ROWS = 40
 PARTINGS_SHOWN = 5
 CHANGES_SHOWN = 10
@@ -369,6 +377,20 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
             "accepted": state.accepted, "in_flight": len(state.in_flight),
             "escalations": sorted(state.escalations), "events": state.seq,
             "error": state.error, "output": state.output}
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new key for encryption at rest.
+
+    With BATON_ENCRYPTION_KEY set to it, everything a run records (outputs, inputs,
+    reasons, snapshots) is encrypted before it reaches the store; run ids, seqs and event
+    types stay readable. Set it wherever runs are launched or read. Keep it safe: without
+    it the runs it sealed cannot be read, by anyone.
+    """
+    key = new_key()
+    sys.stdout.write(f"{key}\n")
+    err.print(f"export {KEY_ENV}={key}", highlight=False)
 
 
 @app.command()

@@ -11,6 +11,7 @@ from .errors import (
     BadStoreURL,
     BatonError,
     ConcurrencyConflict,
+    EncryptionKeyProblem,
     StoreUnavailable,
     UnknownRun,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "Check",
     "ConcurrencyConflict",
     "DefaultPolicy",
+    "EncryptionKeyProblem",
     "Failure",
     "FromTask",
     "HandlerInfo",

@@ -56,3 +56,8 @@ class BadStoreURL(BatonError):
 class StoreUnavailable(BatonError):
     """The store's server cannot be used: unreachable, a wrong password, no such database.
     The message names host and port, with the password masked."""
+
+
+class EncryptionKeyProblem(BatonError):
+    """The store's records are encrypted and no key is set, or another key; or the key
+    set is not one Baton can use. The message says which and what to set."""

@@ -87,7 +87,8 @@ def _listened(store: EventStore, run_id: str, after: int, tick_s: float) -> Iter
                 missed = store.read(run_id, after=after, until=item.originator_version - 1)
                 yield from missed
             after = item.originator_version
-            yield store.codec.decode(item.state, run_id=run_id, seq=after)
+            data = store.sealer.open(item.state, run_id=run_id, seq=after)
+            yield store.codec.decode(data, run_id=run_id, seq=after)
     finally:
         subscription.stop()
         pumping.join(timeout=5)

@@ -13,7 +13,7 @@ import difflib
 import gc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 from urllib.parse import urlparse
@@ -45,6 +45,7 @@ from .index import (
     RunsView,
     SQLiteRunsView,
 )
+from .sealing import Sealer
 
 DEFAULT_URL = "sqlite:///.baton/baton.db"
 PAGE = 10_000
@@ -78,8 +79,10 @@ class EventStore:
         close: Callable[[], None] = lambda: None,
         snapshots: AggregateRecorder | None = None,
         index: RunsView | None = None,
+        sealer: Sealer | None = None,
     ):
         self.recorder = recorder
+        self.sealer = sealer or Sealer(None)
         self.snapshots = snapshots
         self.index = index
         self.url = url
@@ -130,7 +133,8 @@ class EventStore:
                 originator_id=run_id,
                 originator_version=event.seq,
                 topic=event.type,  # type: ignore[attr-defined]
-                state=self.codec.encode(event) if recorded is None else recorded[i],
+                state=self.sealer.seal(
+                    self.codec.encode(event) if recorded is None else recorded[i]),
             )
             for i, event in enumerate(events)
         ]
@@ -154,7 +158,9 @@ class EventStore:
         if not last:
             return None
         stored = last[0]
-        return self.codec.decode(stored.state, run_id=run_id, seq=stored.originator_version)
+        seq = stored.originator_version
+        return self.codec.decode(self.sealer.open(stored.state, run_id=run_id, seq=seq),
+                                 run_id=run_id, seq=seq)
 
     def read_recorded(
         self, run_id: str, *, after: int = 0, until: int | None = None
@@ -180,7 +186,8 @@ class EventStore:
                         run_id=run_id,
                         seq=seq,
                     )
-                yield Recorded(run_id, seq, stored.topic, stored.state)
+                yield Recorded(run_id, seq, stored.topic,
+                               self.sealer.open(stored.state, run_id=run_id, seq=seq))
                 position = seq
             if len(page) < limit:
                 return
@@ -217,7 +224,7 @@ class EventStore:
         if self.snapshots is None or not state.seq:
             return
         stored = StoredEvent(state.run_id, state.seq, snapshot.TOPIC,
-                             snapshot.encode_state(state))
+                             self.sealer.seal(snapshot.encode_state(state)))
         with suppress(IntegrityError):  # one at this seq exists already: the same state
             self.snapshots.insert_events([stored])
 
@@ -229,8 +236,9 @@ class EventStore:
             # None yet, or of another layout (an older Baton's, or a pickle, which is
             # never loaded): the log is folded instead.
             return None
-        return snapshot.decode_state(found[0].state, run_id=run_id,
-                                     seq=found[0].originator_version)
+        seq = found[0].originator_version
+        data = self.sealer.open(found[0].state, run_id=run_id, seq=seq, what="snapshot")
+        return snapshot.decode_state(data, run_id=run_id, seq=seq)
 
     def runs(self) -> list[RunInfo]:
         """Every run in the store, newest first, with its status and length: read from
@@ -238,7 +246,8 @@ class EventStore:
         assert self.index is not None, "every opener gives its store an index"
         while self._take_into_index(self.index):
             pass
-        return self.index.listed()
+        return [replace(i, goal=self.sealer.open_text(i.goal, run_id=i.run_id))
+                if i.goal.startswith("sealed:") else i for i in self.index.listed()]
 
     def _take_into_index(self, index: RunsView) -> bool:
         """Take one page of notifications into the index; False when there were none."""
@@ -261,12 +270,14 @@ class EventStore:
         """How the index lists a run from its RunRequested; a record that is not one is
         listed as unreadable (with why), so one damaged run hides no other."""
         try:
-            event = self.decode(Recorded(run_id, seq, note.topic, note.state))
+            data = self.sealer.open(note.state, run_id=run_id, seq=seq)
+            event = self.decode(Recorded(run_id, seq, note.topic, data))
         except BadLog as error:
             return RunInfo(run_id, f"unreadable at seq {seq}: {error.detail}", 0, None,
                            note.id, status="unreadable")
         assert isinstance(event, RunRequested)  # decode checked the record's type
-        return RunInfo(run_id, event.goal, len(event.tasks), event.recorded_at, note.id)
+        return RunInfo(run_id, self.sealer.seal_text(event.goal), len(event.tasks),
+                       event.recorded_at, note.id)
 
     def notifications(
         self, after: int = 0, *, topics: Sequence[str] = (), page: int = PAGE
@@ -278,8 +289,9 @@ class EventStore:
                 position, page, topics=topics, inclusive_of_start=False
             )
             for note in batch:
-                run_id = str(note.originator_id)
-                event = self.codec.decode(note.state, run_id=run_id, seq=note.originator_version)
+                run_id, seq = str(note.originator_id), note.originator_version
+                data = self.sealer.open(note.state, run_id=run_id, seq=seq)
+                event = self.codec.decode(data, run_id=run_id, seq=seq)
                 yield Notification(note.id, event)
                 position = note.id
             if len(batch) < page:
@@ -412,7 +424,10 @@ def open_store(url: str | None = None) -> EventStore:
             f"unknown store URL {masked_url(url)!r}; {hint}use sqlite:///path/to/file.db, "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or memory://"
         )
-    return opener(url)
+    sealer = Sealer.from_env()  # a key that is not one is refused before the store opens
+    store = opener(url)
+    store.sealer = sealer
+    return store
 
 
 def masked_url(url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,9 @@ from baton.events.schema import (
     ResultValidated,
     RunCompleted,
 )
+from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections.replay import verify_log
+from baton.replay import verify
 from tests.fixtures import ray_specs
 from tests.fixtures.specs import Count
 
@@ -128,3 +131,22 @@ def test_a_spec_the_cluster_cannot_host_is_refused_before_it_starts(store_url: s
         baton.run(spec, store=store_url, run_id="too-big")
     with open_store(store_url) as store:
         assert store.runs() == []
+
+
+@pytest.mark.unverifiable("sealed")  # verified here, with the key
+def test_a_run_with_a_key_is_sealed_by_its_coordinator(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinator, another process, seals with the launcher's key: the store's files
+    hold no output, and with the key the run reads and verifies as any other."""
+    key = new_key()
+    monkeypatch.setenv(KEY_ENV, key)
+    url = f"sqlite:///{tmp_path / 'baton.db'}"
+    secret = "payroll-2026-q4-9931"
+    spec = baton.Spec(goal="sealed", handlers=[ray_specs.echo],
+                      tasks=[baton.Task(id="s", capability="echo", inputs={"note": secret})])
+    result = baton.run(spec, store=url, run_id="sealed")
+    assert result.ok and result.output["s"]["inputs"] == {"note": secret}
+    raw = b"".join(path.read_bytes() for path in tmp_path.iterdir() if path.is_file())
+    assert secret.encode() not in raw
+    with open_store(url) as store:
+        assert verify(store, "sealed", None).reproduced
