@@ -16,6 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -39,11 +41,12 @@ from baton.events.errors import (
     BadStoreURL,
     BatonError,
     EncryptionKeyProblem,
+    RunExists,
     StoreUnavailable,
     UnknownRun,
 )
 from baton.events.schema import EVENT_TYPES, Event
-from baton.events.store import EventStore, live, masked_url, open_store
+from baton.events.store import EventStore, arrow, live, masked_url, open_store
 from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
@@ -56,7 +59,7 @@ from baton.projections.trace import trace as explain
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 ENDINGS = frozenset({"RunCompleted", "RunFailed"})
 BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
-             ClusterUnavailable, EncryptionKeyProblem)
+             ClusterUnavailable, EncryptionKeyProblem, RunExists)
 SHOW_ROWS = 40
 PARTINGS_SHOWN = 5
 CHANGES_SHOWN = 10
@@ -377,6 +380,73 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
             "accepted": state.accepted, "in_flight": len(state.in_flight),
             "escalations": sorted(state.escalations), "events": state.seq,
             "error": state.error, "output": state.output}
+
+
+@app.command(name="export")
+def export_runs(
+    run_id: Annotated[str | None, typer.Argument(help="The run to export.")] = None,
+    output: Annotated[Path, typer.Option(
+        "-o", "--output", metavar="PATH",
+        help="A .parquet file; with --all, a directory (a dataset partitioned by run).")] = (
+            Path("export.parquet")),
+    every: Annotated[bool, typer.Option("--all", help="Export every run in the store.")] = False,
+    store: Store = None,
+) -> None:
+    """Write runs to Parquet: one row per event, for DuckDB, pandas or polars.
+
+    Each row has run id, seq, type, schema version, cause, recorded_at, the rule that
+    fired, task, assignment, handler, outcome, state digest, and the event's bytes as
+    recorded (decrypted, when the store is sealed), so `baton import` restores the run
+    exactly.
+    """
+    if (run_id is None) == (not every):
+        _fail(BadSpec("name one run to export, or pass --all for every run"))
+    try:
+        if run_id is not None:
+            with _run_log(run_id, store) as log:
+                run_ids = [run_id]
+                table = arrow.table(log, run_ids)
+        else:
+            with open_store(store_url(store)) as log:
+                run_ids = [info.run_id for info in log.runs()]
+                table = arrow.table(log, run_ids)
+    except BatonError as error:
+        _fail(error)
+    if every:
+        pq.write_to_dataset(table, output, partition_cols=["run_id"],
+                            existing_data_behavior="delete_matching")
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, output)
+    err.print(f"exported {table.num_rows:,} events of {len(run_ids):,} run"
+              f"{'s' if len(run_ids) != 1 else ''} to {output}", highlight=False)
+
+
+@app.command(name="import")
+def import_runs(
+    source: Annotated[Path, typer.Argument(
+        help="A .parquet file or directory that baton export wrote.", metavar="PATH")],
+    store: Store = None,
+) -> None:
+    """Load exported runs into a store, byte for byte.
+
+    Every run is checked before anything is written: a run id the store already has is
+    refused (exit 2); an export whose events do not chain (a gap, an edited row) is
+    refused naming the run and seq (exit 1).
+    """
+    if not source.exists():
+        _fail(BadSpec(f"{source} does not exist"))
+    try:
+        rows = pq.read_table(source)
+    except (pa.ArrowException, OSError) as error:
+        _fail(BadSpec(f"{source} is not a Parquet file or dataset: {error}"))
+    try:
+        with open_store(store_url(store)) as log:
+            loaded = arrow.load(log, rows)
+    except BatonError as error:
+        _fail(error)
+    for run_id, events in loaded.items():
+        out.print(f"imported {run_id}: {events:,} events", highlight=False)
 
 
 @app.command()

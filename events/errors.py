@@ -61,3 +61,13 @@ class StoreUnavailable(BatonError):
 class EncryptionKeyProblem(BatonError):
     """The store's records are encrypted and no key is set, or another key; or the key
     set is not one Baton can use. The message says which and what to set."""
+
+
+class RunExists(BatonError):
+    """A run with this id is already in the store; an import never writes over one."""
+
+    def __init__(self, run_ids: list[str], store: str):
+        named = ", ".join(repr(r) for r in run_ids[:5]) + (" …" if len(run_ids) > 5 else "")
+        super().__init__(f"{store} already has run {named}; import into another store, "
+                         "or remove the run there first")
+        self.run_ids = run_ids
