@@ -45,11 +45,13 @@ from baton.events.schema import (
     WorkerStuck,
 )
 from baton.events.store import open_store
+from baton.events.store.sealing import Sealer
 
 from . import inbox
 from .pool import Pool, Replica
 
 INBOX_POLL_S = 1.0
+RESTART_GRACE_S = 60.0  # how long work held for a replaced worker waits before timing out
 SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's state
 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
@@ -105,11 +107,12 @@ class Coordinator:
         workers: dict[str, Sequence[str]],
         schemas: dict[str, type[BaseModel]] | None = None,
         detached: bool = False,
+        sealing_key: str | None = None,
     ):
         for topic, model in (schemas or {}).items():
             register_schema(topic, model)
         self.run_id = run_id
-        self.store = open_store(store_url)
+        self.store = open_store(store_url, sealer=Sealer(sealing_key) if sealing_key else None)
         self.policy = policy
         self.pool = Pool.named(workers)
         self.state = self.store.state(run_id)
@@ -119,6 +122,7 @@ class Coordinator:
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
         self.clock_on_send: set[str] = set()  # re-sent: their time starts when they go out
+        self.overdue: set[str] = set()  # calls still out past their deadline
         self.parked: list[Assignment] = []  # dispatched while every replica was down
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
@@ -228,10 +232,11 @@ class Coordinator:
         return min(w for w in waits if w is not None)
 
     def _expired_timers(self) -> list[StimulusMaker]:
-        """TimerFired for each current attempt whose deadline has passed. An attempt its
-        worker is still running also makes that worker stuck (WorkerStuck, first, so the
-        replacement happens before the retry is sent); attempts queued behind a stuck
-        call get no timer: they are sent again, to the replacement, with time of their own."""
+        """TimerFired for each current attempt whose deadline has passed. A worker still
+        running a call past its deadline (this attempt's, or an earlier one's that timed
+        out already) is stuck: WorkerStuck first, so the replacement happens before the
+        retry is sent; attempts queued behind the stuck call get no timer: they are sent
+        again, to the replacement, with time of their own."""
         now, expired = time.monotonic(), []
         while self.deadlines and self.deadlines[0][0] <= now:
             deadline, assignment_id = heapq.heappop(self.deadlines)
@@ -240,26 +245,30 @@ class Coordinator:
             del self.deadline_of[assignment_id]
             if assignment_id in self.state.in_flight:
                 expired.append(assignment_id)
+        if not expired:
+            return []
         running = self._running_by_replica()
-        stuck = {replica for replica, aid in running.items() if aid in expired}
-        fired: list[StimulusMaker] = []
+        late = self.overdue.union(expired)
+        stuck = {replica for replica, (aid, ref) in running.items()
+                 if aid in late and not ray.wait([ref], timeout=0)[0]}
+        fired = [_stuck(self.run_id, running[replica][0], replica) for replica in stuck]
         for assignment_id in expired:
             replica = self._replica_of(assignment_id)
-            if replica in stuck and running[replica] == assignment_id:
-                fired.append(_stuck(self.run_id, assignment_id, replica))
-            elif replica in stuck:
+            if replica in stuck and running[replica][0] != assignment_id:
                 continue  # queued behind the stuck call: re-sent when it is replaced
-            elif replica is not None:
-                self.pool.timed_out(replica)
+            if replica is not None:
+                self.overdue.add(assignment_id)
+                if replica not in stuck:
+                    self.pool.timed_out(replica)
             fired.append(_timer_for(self.run_id, assignment_id))
         return fired
 
-    def _running_by_replica(self) -> dict[Replica, str]:
-        """The assignment each busy replica is running: its oldest call still pending (a
-        worker takes one call at a time, in the order they were sent)."""
-        running: dict[Replica, str] = {}
-        for aid, replica in self.pending.values():
-            running.setdefault(replica, aid)
+    def _running_by_replica(self) -> dict[Replica, tuple[str, ray.ObjectRef[Any]]]:
+        """The call each busy replica is running: its oldest still pending (a worker takes
+        one call at a time, in the order they were sent)."""
+        running: dict[Replica, tuple[str, ray.ObjectRef[Any]]] = {}
+        for ref, (aid, replica) in self.pending.items():
+            running.setdefault(replica, (aid, ref))
         return running
 
     def _replica_of(self, assignment_id: str) -> Replica | None:
@@ -270,6 +279,7 @@ class Coordinator:
         self, ref: ray.ObjectRef[Any], outcome: Result | Failure | None
     ) -> StimulusMaker:
         assignment_id, replica = self.pending.pop(ref)
+        self.overdue.discard(assignment_id)
         self.pool.returned(replica)
         try:
             if outcome is None:
@@ -326,6 +336,15 @@ class Coordinator:
         self.deadline_of[assignment.id] = deadline
         heapq.heappush(self.deadlines, (deadline, assignment.id))
 
+    def _restart_clock_on_send(self, assignment: Assignment) -> None:
+        """Time the assignment from when it is sent, not from now; but should no replica
+        ever come back, let it time out anyway, a grace period later."""
+        assert assignment.timeout_s is not None
+        self.clock_on_send.add(assignment.id)
+        deadline = time.monotonic() + assignment.timeout_s + RESTART_GRACE_S
+        self.deadline_of[assignment.id] = deadline
+        heapq.heappush(self.deadlines, (deadline, assignment.id))
+
     def _send(self, assignment: Assignment) -> None:
         picked = self.pool.choose(assignment.handler)
         if picked is None:
@@ -334,8 +353,8 @@ class Coordinator:
             # While one is restarting because it was replaced, the wait is not the
             # attempt's: its time starts when it is sent.
             if self.pool.restarting_handler(assignment.handler) and (
-                    self.deadline_of.pop(assignment.id, None) is not None):
-                self.clock_on_send.add(assignment.id)
+                    assignment.id in self.deadline_of):
+                self._restart_clock_on_send(assignment)
             self.parked.append(assignment)
             return
         if assignment.id in self.clock_on_send:
@@ -357,9 +376,10 @@ class Coordinator:
             aid, _ = self.pending.pop(ref)
             task_id = self.state.in_flight.get(aid)
             assignment = self.state.tasks[task_id].assignment if task_id else None
+            self.overdue.discard(aid)
             if assignment is not None and assignment.id == aid:
-                self.clock_on_send.add(aid)
-                self.deadline_of.pop(aid, None)
+                if aid in self.deadline_of:
+                    self._restart_clock_on_send(assignment)
                 self.parked.append(assignment)
         handler, index = replica
         ray.kill(self.pool.workers[handler][index], no_restart=False)

@@ -336,18 +336,16 @@ def _launch(
                                "max_restarts": -1, "max_task_retries": -1}
     if detach:
         options["lifetime"] = "detached"
-    key = os.environ.get(KEY_ENV)
-    if key:
-        # The coordinator seals what it records with the same key (and Ray keeps it to
-        # restart the coordinator anywhere); workers never see the store, nor the key.
-        options["runtime_env"] = {"env_vars": {KEY_ENV: key}}
     if url.startswith("sqlite:"):
         # The SQLite file is on this machine: keep the coordinator beside it.
         node = ray.get_runtime_context().get_node_id()
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=False)
     remote_coordinator: Any = ray.remote(Coordinator)
+    # The coordinator seals what it records with the launcher's key: a constructor
+    # argument, kept by Ray to restart it, and shown in no listing of actors as a runtime
+    # environment would be. Workers never see the store, nor the key.
     coordinator = remote_coordinator.options(**options).remote(
-        run_id, url, spec.policy, workers, schemas, detach
+        run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV)
     )
     actors = [coordinator, *handles]
     if detach:

@@ -15,7 +15,7 @@ from eventsourcing.persistence import Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 
 from ..schema import Event
-from .recorder import EventStore
+from .recorder import EventStore, Recorded
 
 POLL_S = 0.25  # SQLite: how often the log is read again
 _ENDED = object()  # the subscription stopped
@@ -88,7 +88,7 @@ def _listened(store: EventStore, run_id: str, after: int, tick_s: float) -> Iter
                 yield from missed
             after = item.originator_version
             data = store.sealer.open(item.state, run_id=run_id, seq=after)
-            yield store.codec.decode(data, run_id=run_id, seq=after)
+            yield store.decode(Recorded(run_id, after, item.topic, data))
     finally:
         subscription.stop()
         pumping.join(timeout=5)

@@ -246,8 +246,19 @@ class EventStore:
         assert self.index is not None, "every opener gives its store an index"
         while self._take_into_index(self.index):
             pass
-        return [replace(i, goal=self.sealer.open_text(i.goal, run_id=i.run_id))
-                if i.goal.startswith("sealed:") else i for i in self.index.listed()]
+        return [self._as_listed(info) for info in self.index.listed()]
+
+    def _as_listed(self, info: RunInfo) -> RunInfo:
+        if info.status == "unreadable":
+            # Read again each time: a newer Baton, or the key it needs, may read it now.
+            first = self.recorder.select_events(info.run_id, lte=1)
+            if first:
+                fresh = self._listed(info.run_id, first[0].topic, first[0].state,
+                                     info.position)
+                info = replace(fresh, events=info.events)
+        if info.goal.startswith("sealed:"):
+            info = replace(info, goal=self.sealer.open_text(info.goal, run_id=info.run_id))
+        return info
 
     def _take_into_index(self, index: RunsView) -> bool:
         """Take one page of notifications into the index; False when there were none."""
@@ -258,26 +269,26 @@ class EventStore:
         batch = Batch()
         for note in page:
             run_id, seq = str(note.originator_id), note.originator_version
-            if note.topic == READ_WHOLE:
-                batch.request(self._listed(note, run_id, seq))
+            if note.topic == READ_WHOLE and seq == 1:  # (elsewhere, folding refuses it)
+                batch.request(self._listed(run_id, note.topic, note.state, note.id))
             else:
                 batch.event(run_id, note.topic, seq)
         with suppress(IntegrityError):  # another reader took this page in first
             index.record(*batch.rows(), Tracking(TRACKED_AS, page[-1].id))
         return True
 
-    def _listed(self, note: persistence.Notification, run_id: str, seq: int) -> RunInfo:
-        """How the index lists a run from its RunRequested; a record that is not one is
-        listed as unreadable (with why), so one damaged run hides no other."""
+    def _listed(self, run_id: str, topic: str, stored: bytes, position: int) -> RunInfo:
+        """How the index lists a run from its RunRequested's stored bytes; a record that
+        is not one is listed as unreadable (with why), so one damaged run hides no other."""
         try:
-            data = self.sealer.open(note.state, run_id=run_id, seq=seq)
-            event = self.decode(Recorded(run_id, seq, note.topic, data))
+            data = self.sealer.open(stored, run_id=run_id, seq=1)
+            event = self.decode(Recorded(run_id, 1, topic, data))
         except BadLog as error:
-            return RunInfo(run_id, f"unreadable at seq {seq}: {error.detail}", 0, None,
-                           note.id, status="unreadable")
+            return RunInfo(run_id, f"unreadable at seq 1: {error.detail}", 0, None,
+                           position, status="unreadable")
         assert isinstance(event, RunRequested)  # decode checked the record's type
         return RunInfo(run_id, self.sealer.seal_text(event.goal), len(event.tasks),
-                       event.recorded_at, note.id)
+                       event.recorded_at, position)
 
     def notifications(
         self, after: int = 0, *, topics: Sequence[str] = (), page: int = PAGE
@@ -291,7 +302,7 @@ class EventStore:
             for note in batch:
                 run_id, seq = str(note.originator_id), note.originator_version
                 data = self.sealer.open(note.state, run_id=run_id, seq=seq)
-                event = self.codec.decode(data, run_id=run_id, seq=seq)
+                event = self.decode(Recorded(run_id, seq, note.topic, data))
                 yield Notification(note.id, event)
                 position = note.id
             if len(batch) < page:
@@ -412,8 +423,9 @@ _OPENERS: dict[str, Callable[[str], EventStore]] = {
 }
 
 
-def open_store(url: str | None = None) -> EventStore:
-    """Open the event store at `url` (default ``sqlite:///.baton/baton.db``)."""
+def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> EventStore:
+    """Open the event store at `url` (default ``sqlite:///.baton/baton.db``), sealing
+    with `sealer`, or by default with the key in BATON_ENCRYPTION_KEY, if there is one."""
     url = url or DEFAULT_URL
     scheme = urlparse(url).scheme
     opener = _OPENERS.get(scheme)
@@ -424,7 +436,8 @@ def open_store(url: str | None = None) -> EventStore:
             f"unknown store URL {masked_url(url)!r}; {hint}use sqlite:///path/to/file.db, "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or memory://"
         )
-    sealer = Sealer.from_env()  # a key that is not one is refused before the store opens
+    # A key that is not one is refused before the store opens.
+    sealer = sealer if sealer is not None else Sealer.from_env()
     store = opener(url)
     store.sealer = sealer
     return store

@@ -73,8 +73,15 @@ class Sealer:
         return MARKER + self.key_id + self.cipher.encrypt(data)
 
     def open(self, data: bytes, *, run_id: str, seq: int, what: str = "record") -> bytes:
-        """The plain bytes of a stored record (itself, when it was never sealed)."""
+        """The plain bytes of a stored record: opened with the key; or, with no key set,
+        the record itself when it was never sealed. With a key set, a record that is not
+        sealed is refused: anyone able to write to the store could have put it there."""
         if not data.startswith(MARKER):
+            if self.cipher is not None:
+                raise BadLog(f"{what} is not encrypted, though {KEY_ENV} is set: it was "
+                             "not written by a holder of the key (a store written before "
+                             f"the key was set is read with {KEY_ENV} unset)",
+                             run_id=run_id, seq=seq)
             return data
         where = f"run {run_id!r} {what} at seq {seq}"
         if len(data) < SEALED_AT_LEAST:
@@ -103,7 +110,10 @@ class Sealer:
         if not text.startswith("sealed:"):
             return text
         try:
-            data = base64.b64decode(text[len("sealed:"):])
+            data = base64.b64decode(text[len("sealed:"):], validate=True)
         except (binascii.Error, ValueError):
             return text
-        return self.open(data, run_id=run_id, seq=1, what="listing").decode()
+        if not data.startswith(MARKER):
+            return text  # a goal that merely starts with "sealed:"
+        return self.open(data, run_id=run_id, seq=1, what="listing").decode(
+            errors="replace")

@@ -11,6 +11,7 @@ still decodes.
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import pytest
@@ -252,3 +253,23 @@ def test_a_run_whose_request_is_unreadable_is_listed_as_such(store_url: str) -> 
     assert listed["fine"]["status"] == "completed"
     assert listed[RUN]["status"] == "unreadable"
     assert listed[RUN]["goal"].startswith("unreadable at seq 1: record is not JSON")
+
+
+@pytest.mark.unverifiable(RUN)
+def test_a_second_run_request_in_a_log_does_not_stall_the_listing(store_url: str) -> None:
+    """A RunRequested filed at a later seq is folded as the BadLog it is; listing the
+    store still ends (it once went round the same page for good), with the run once."""
+    store = open_store(store_url)
+    store.recorder.insert_events(
+        [StoredEvent(RUN, seq, LOG[seq - 1].type, RECORDS[seq - 1]) for seq in (1, 2, 3, 4)])
+    assert [info.run_id for info in store.runs()] == [RUN]  # listed once already
+    store.recorder.insert_events(
+        [StoredEvent(RUN, 5, "RunRequested", RECORDS[0].replace(b'"seq":1', b'"seq":5'))])
+    listed: list[Any] = []
+    listing = threading.Thread(target=lambda: listed.extend(store.runs()), daemon=True)
+    listing.start()
+    listing.join(timeout=10)
+    assert not listing.is_alive(), "listing the store never ended"
+    assert [info.run_id for info in listed] == [RUN]
+    with pytest.raises(BadLog, match="at seq 5"):
+        store.state(RUN)

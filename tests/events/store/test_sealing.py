@@ -153,3 +153,25 @@ def _replace_record(store: EventStore, stored: StoredEvent) -> None:
         c.execute("UPDATE stored_events SET state = ? WHERE originator_id = ? "
                   "AND originator_version = ?",
                   (stored.state, stored.originator_id, stored.originator_version))
+
+
+@pytest.mark.unverifiable(RUN)
+def test_with_a_key_set_a_record_not_sealed_is_refused(tmp_path: Path, key: str) -> None:
+    """Someone with write access but no key adds a plain record to a sealed run: it is
+    not taken for the run's own."""
+    url = f"sqlite:///{tmp_path / 'baton.db'}"
+    record(url)
+    with open_store(url) as store:
+        forged = b'{"run_id":"sealed","seq":9,"type":"CancelRequested","note":"x"}'
+        store.recorder.insert_events([StoredEvent(RUN, len(secret_run().log) + 1,
+                                                  "CancelRequested", forged)])
+        with pytest.raises(BadLog, match="is not encrypted, though BATON_ENCRYPTION_KEY is "
+                                         "set"):
+            store.read(RUN)
+
+
+def test_a_plain_goal_that_starts_like_a_sealed_one_is_listed_as_it_is() -> None:
+    run = Scenario([counting("a")], handlers("h"), run_id="plain", goal="sealed:abcd")
+    with open_store("memory://") as store:
+        store.append("plain", run.log, 0)
+        assert store.runs()[0].goal == "sealed:abcd"
