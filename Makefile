@@ -36,6 +36,7 @@ bench: $(STAMP)
 	.ci/postgres run $(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/replay.py
 	.ci/postgres run $(BIN)/python benchmarks/many_runs.py
+	$(BIN)/python benchmarks/export.py
 
 DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
 

@@ -85,7 +85,10 @@ def batch(records: list[Recorded]) -> pa.RecordBatch:
 def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
     """The query columns of records (given in seq order), read out of their JSON."""
     try:
-        read = pj.read_json(io.BytesIO(b"\n".join(data) + b"\n"), parse_options=_OPTIONS)
+        # A block must hold the longest record whole (a large plan's RunRequested).
+        block = max(1 << 20, 2 * max(len(d) for d in data) + 2)
+        read = pj.read_json(io.BytesIO(b"\n".join(data) + b"\n"), parse_options=_OPTIONS,
+                            read_options=pj.ReadOptions(block_size=block))
     except pa.ArrowInvalid as error:
         raise BadLog(f"a record is not an event's JSON ({error})", run_id=run_id,
                      seq=first_seq) from None
