@@ -17,10 +17,10 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+from replay import record_run
 
 from baton import open_store
 from baton.events.store import arrow
-from replay import record_run
 from workload import gc_paused, machine, scratch_dir
 
 
