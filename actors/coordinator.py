@@ -330,20 +330,17 @@ class Coordinator:
             self._start_clock(assignment)
         self._send(assignment)
 
-    def _start_clock(self, assignment: Assignment) -> None:
+    def _start_clock(self, assignment: Assignment, grace_s: float = 0.0) -> None:
         assert assignment.timeout_s is not None
-        deadline = time.monotonic() + assignment.timeout_s
+        deadline = time.monotonic() + assignment.timeout_s + grace_s
         self.deadline_of[assignment.id] = deadline
         heapq.heappush(self.deadlines, (deadline, assignment.id))
 
     def _restart_clock_on_send(self, assignment: Assignment) -> None:
         """Time the assignment from when it is sent, not from now; but should no replica
         ever come back, let it time out anyway, a grace period later."""
-        assert assignment.timeout_s is not None
         self.clock_on_send.add(assignment.id)
-        deadline = time.monotonic() + assignment.timeout_s + RESTART_GRACE_S
-        self.deadline_of[assignment.id] = deadline
-        heapq.heappush(self.deadlines, (deadline, assignment.id))
+        self._start_clock(assignment, RESTART_GRACE_S)
 
     def _send(self, assignment: Assignment) -> None:
         picked = self.pool.choose(assignment.handler)

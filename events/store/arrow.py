@@ -96,9 +96,9 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
         raise BadLog("a record is not one line of JSON", run_id=run_id, seq=first_seq)
     assignment, result = read.column("assignment"), read.column("result")
     failure = read.column("failure")
-    assignment_id = _first(read.column("assignment_id"), pc.struct_field(assignment, "id"),
-                           pc.struct_field(result, "assignment_id"),
-                           pc.struct_field(failure, "assignment_id"))
+    assignment_id = pc.coalesce(
+        read.column("assignment_id"), pc.struct_field(assignment, "id"),
+        pc.struct_field(result, "assignment_id"), pc.struct_field(failure, "assignment_id"))
     task_of_attempt = pc.replace_substring_regex(assignment_id, r"#[^#]*$", "")
     ending = pc.if_else(pc.equal(read.column("type"), "RunCompleted"), "completed",
                         pc.if_else(pc.equal(read.column("type"), "RunFailed"), "failed",
@@ -109,20 +109,17 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
         "cause": read.column("cause"),
         "recorded_at": pc.fill_null_forward(read.column("recorded_at")),
         "rule": pc.struct_field(read.column("reason"), "rule"),
-        "task_id": _first(read.column("task_id"), pc.struct_field(assignment, "task_id"),
-                          task_of_attempt),
+        "task_id": pc.coalesce(read.column("task_id"),
+                               pc.struct_field(assignment, "task_id"), task_of_attempt),
         "assignment_id": assignment_id,
-        "handler": _first(read.column("handler"), pc.struct_field(assignment, "handler")),
-        "outcome": _first(read.column("outcome"), read.column("action"),
-                          pc.struct_field(failure, "kind"), ending),
+        "handler": pc.coalesce(read.column("handler"), pc.struct_field(assignment, "handler")),
+        "outcome": pc.coalesce(read.column("outcome"), read.column("action"),
+                               pc.struct_field(failure, "kind"), ending),
         "state_digest": read.column("state_digest"),
     }
     return pa.table([pa.chunked_array(columns[name]).cast(SCHEMA.field(name).type)
                      for name in DERIVED], names=DERIVED)
 
-
-def _first(*columns: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray:
-    return pc.coalesce(*columns)
 
 
 def runs_in(rows: pa.Table) -> dict[str, pa.Table]:

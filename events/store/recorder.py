@@ -159,8 +159,8 @@ class EventStore:
             return None
         stored = last[0]
         seq = stored.originator_version
-        return self.codec.decode(self.sealer.open(stored.state, run_id=run_id, seq=seq),
-                                 run_id=run_id, seq=seq)
+        return self.decode(Recorded(run_id, seq, stored.topic,
+                                    self.sealer.open(stored.state, run_id=run_id, seq=seq)))
 
     def read_recorded(
         self, run_id: str, *, after: int = 0, until: int | None = None
