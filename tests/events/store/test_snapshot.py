@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +45,11 @@ def test_lost_workers_round_trip_and_older_snapshots_without_them_still_load() -
     run.fail("a#1", "gone", kind="worker_lost")
     again = decode_state(encode_state(run.state), run_id="run-1", seq=run.state.seq)
     assert again.tasks["a"].lost == (("h", 1),)
-    older = json.loads(encode_state(run.state))
+    older = json.loads(zlib.decompress(encode_state(run.state)))
     for record in older["tasks"].values():
         del record["lost"]
-    before = decode_state(json.dumps(older).encode(), run_id="run-1", seq=run.state.seq)
+    before = decode_state(zlib.compress(json.dumps(older).encode()), run_id="run-1",
+                          seq=run.state.seq)
     assert before.tasks["a"].lost == ()
 
 
@@ -61,7 +63,16 @@ def test_a_snapshot_of_another_place_or_shape_is_a_bad_log() -> None:
     with pytest.raises(BadLog, match="run 'other' at seq 5: snapshot holds run 'golden'"):
         decode_state(data, run_id="other", seq=5)
     with pytest.raises(BadLog, match="run 'golden' at seq 5: snapshot is malformed"):
+        decode_state(zlib.compress(b'{"run_id": "golden"}'), run_id="golden", seq=5)
+    with pytest.raises(BadLog, match="run 'golden' at seq 5: snapshot is malformed: not zlib"):
         decode_state(b'{"run_id": "golden"}', run_id="golden", seq=5)
+
+
+def test_a_large_state_is_written_in_chunks_and_reads_back_whole() -> None:
+    """Past one chunk of task records, the spliced JSON still holds every record once."""
+    run = Scenario([counting(f"t{i}") for i in range(2_500)], handlers("h"))
+    again = decode_state(encode_state(run.state), run_id="run-1", seq=run.state.seq)
+    assert plain(again) == plain(run.state)
 
 
 class Planted:
