@@ -371,7 +371,7 @@ class RunState:
         self._set(record, "pinned", None)
         tried = dict(record.tried)
         tried[a.handler] = tried.get(a.handler, 0) + 1
-        self._set(record, "tried", tuple(tried.items()))
+        self._set(record, "tried", _shared(tuple(tried.items())))
         self._set(record, "received", None)
         self._put(self.load, a.handler, self.load[a.handler] + 1)
         self._put(self.in_flight, a.id, a.task_id)
@@ -533,3 +533,15 @@ def fold(events: Iterable[Envelope], state: RunState = INITIAL_STATE) -> RunStat
         state = evolve(state, event)
     return state
 
+
+
+_TRIED: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
+
+
+def _shared(tried: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """One tuple for each tally of handlers tried: nearly every task of a large run has
+    the same one (one attempt, on one of a few handlers). The table stops growing at a
+    size no run's handlers reach; past it, tallies are kept as they come."""
+    if len(_TRIED) < 4096:
+        return _TRIED.setdefault(tried, tried)
+    return _TRIED.get(tried, tried)
