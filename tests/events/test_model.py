@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from pydantic import ValidationError
 
 from baton import BadSpec, Check, Task, from_task
-from baton.events.model import assignment_id, resolve_schema, schema_topic
+from baton.events.model import Budget, assignment_id, resolve_schema, schema_topic
 from tests.fixtures.specs import Count
 
 
@@ -66,3 +68,18 @@ def test_a_check_says_how_an_output_falls_short(check: Check, output: object,
                                                  problem: str | None) -> None:
     """Checks compare a field with a value or another field and explain any failure."""
     assert check.problem(output) == problem
+
+
+def test_a_pickled_plan_comes_back_equal_and_shares_what_is_alike() -> None:
+    """What Ray carries (a plan to the coordinator, assignments to workers) comes back
+    equal, its models usable as built ones, and 1,000 tasks do not bring 1,000 sets of
+    field names with them."""
+    plan = tuple(Task(id=f"t{i}", capability="echo", inputs={"i": i},
+                      budget=Budget(attempts=3)) for i in range(1_000))
+    again = pickle.loads(pickle.dumps(plan, protocol=5))
+    assert again == plan
+    assert again[7].model_dump() == plan[7].model_dump()
+    assert again[7].model_copy(update={"id": "x"}).id == "x" and again[8].id == "t8"
+    assert len({id(task.model_fields_set) for task in again}) == 1
+    with pytest.raises(ValidationError):
+        again[0].id = "changed"  # type: ignore[misc]  # still frozen
