@@ -200,8 +200,8 @@ def _start_workers(
         names[h.name] = [worker_name(run_id, launch, h.name, i) for i in range(h.replicas)]
         pools[h.name] = [
             remote_worker.options(**options, name=name, namespace=NAMESPACE).remote(
-                h, max_output_bytes)
-            for name in names[h.name]
+                h, max_output_bytes, replica)
+            for replica, name in enumerate(names[h.name])
         ]
     everyone = [w for workers in pools.values() for w in workers]
     try:

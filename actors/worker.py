@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import traceback
 from typing import Any
 
+import ray
 from pydantic import BaseModel
 
-from baton.events.model import Assignment, Failure, Result
+from baton.events.model import Assignment, Execution, Failure, Result
 
 from .handlers import Handler
 
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 
 
-def to_outcome(assignment_id: str, value: Any, max_output_bytes: int) -> Result | Failure:
+def to_outcome(
+    assignment_id: str, value: Any, max_output_bytes: int, execution: Execution | None = None
+) -> Result | Failure:
     """The Result for a handler's return value, or the Failure that explains why not."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
@@ -30,32 +34,45 @@ def to_outcome(assignment_id: str, value: Any, max_output_bytes: int) -> Result 
     except (TypeError, ValueError) as error:
         return Failure(assignment_id=assignment_id, kind="unserializable",
                        error_type=type(error).__name__,
-                       message=f"the output cannot be recorded as JSON: {error}")
+                       message=f"the output cannot be recorded as JSON: {error}",
+                       execution=execution)
     if len(encoded) > max_output_bytes:
         return Failure(assignment_id=assignment_id, kind="too_large",
                        message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
-                       f"{max_output_bytes:,} (raise it with max_output_bytes)")
+                       f"{max_output_bytes:,} (raise it with max_output_bytes)",
+                       execution=execution)
     # Round-trip so what the coordinator records is exactly what a replay will read.
-    return Result(assignment_id=assignment_id, output=json.loads(encoded))
+    return Result(assignment_id=assignment_id, output=json.loads(encoded), execution=execution)
 
 
 class Worker:
     """Hosts one handler in a Ray actor (wrapped with ray.remote by the launcher)."""
 
-    def __init__(self, handler: Handler, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES):
+    def __init__(self, handler: Handler, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                 replica: int = 0):
         self.handler = handler
         self.max_output_bytes = max_output_bytes
         self.call = handler.target() if handler.is_class else handler.target
+        self.replica = replica
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def run(self, assignment: Assignment) -> Result | Failure:
-        """Run the handler on one assignment: its Result, or a Failure saying why not."""
+        """Run the handler on one assignment: its Result, or a Failure saying why not;
+        either way, with where and when it ran."""
+        started = time.time()
         try:
             value = self.call(assignment)
         except Exception as error:
             return Failure(assignment_id=assignment.id, kind="error",
                            error_type=type(error).__qualname__, message=str(error),
-                           traceback=traceback.format_exc())
-        return to_outcome(assignment.id, value, self.max_output_bytes)
+                           traceback=traceback.format_exc(),
+                           execution=self._execution(started))
+        return to_outcome(assignment.id, value, self.max_output_bytes,
+                          self._execution(started))
+
+    def _execution(self, started: float) -> Execution:
+        return Execution(node=self.node, pid=os.getpid(), replica=self.replica,
+                         started_at=started, ended_at=time.time())
 
     def pid(self) -> int:
         """The process this worker runs in."""

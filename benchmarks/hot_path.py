@@ -28,13 +28,14 @@ from dataclasses import dataclass
 import baton
 from baton import Assignment, Task
 from baton.events.decider import turn
-from baton.events.model import Result
+from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import AssignmentDispatched, ResultReceived, RunRequested, encode
 from baton.events.state import RunState
 from workload import machine, scratch_dir
 
 TARGET_US = 145.0
+NODE = "f" * 56  # a Ray node id's length
 
 
 @baton.handler(capabilities=["echo"], replicas=2, num_cpus=0.5, name="echo")
@@ -78,12 +79,14 @@ def run_loop(tasks: int, per_turn: int, store_url: str) -> Split:
         _send(made, sent, split)
         while sent:
             # The worker's half: take the assignment in, answer at once, send it back.
-            started = time.perf_counter()
+            started, now = time.perf_counter(), time.time()
             back = []
             for _ in range(min(per_turn, len(sent))):
                 assignment = pickle.loads(sent.popleft())
+                ran = Execution(node=NODE, pid=1, replica=0, started_at=now, ended_at=now)
                 back.append(pickle.dumps(Result(assignment_id=assignment.id,
-                                                output=assignment.inputs), protocol=5))
+                                                output=assignment.inputs, execution=ran),
+                                         protocol=5))
             split.worker_wire += time.perf_counter() - started
 
             started = time.perf_counter()

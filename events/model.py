@@ -256,11 +256,33 @@ class Assignment(Frozen):
     timeout_s: float | None = None
 
 
+class Execution(Frozen):
+    """Where and when a handler ran an assignment, as its worker saw it. For reading
+    (stats, the report's timeline): no decision reads it, so which machine did the work
+    never changes what a replay decides."""
+
+    node: str  # the Ray node's id
+    pid: int
+    replica: int  # which of the handler's replicas
+    started_at: float  # the handler's own start and end, by the worker's clock
+    ended_at: float
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+# Absent, not null, from the bytes of a result that has none (one recorded before
+# Baton kept it, or made outside a worker): such logs read and re-encode as they were.
+_EXECUTION = Field(default=None, exclude_if=_absent)
+
+
 class Result(Frozen):
     """What a worker returned for an assignment."""
 
     assignment_id: str
     output: Json
+    execution: Execution | None = _EXECUTION
 
 
 FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]
@@ -274,6 +296,7 @@ class Failure(Frozen):
     error_type: str = ""
     message: str = ""
     traceback: str = ""
+    execution: Execution | None = _EXECUTION  # when a handler ran and failed
 
     def summary(self) -> str:
         """One line: the kind, the exception type and the message."""

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from baton.events.model import Execution
 from baton.events.schema import (
     AssignmentDispatched,
     CancelRequested,
@@ -56,9 +57,11 @@ def describe(event: Envelope) -> str:
             return f"{a.id} -> {a.handler}" + (f" (feedback: {len(a.feedback)})"
                                                if a.feedback else "")
         case ResultReceived():
-            return f"{event.result.assignment_id} returned {short(event.result.output, 60)}"
+            return (f"{event.result.assignment_id} returned {short(event.result.output, 60)}"
+                    + _ran(event.result.execution))
         case FailureReported():
-            return f"{event.failure.assignment_id} {event.failure.summary()}"
+            return (f"{event.failure.assignment_id} {event.failure.summary()}"
+                    + _ran(event.failure.execution))
         case TimerFired():
             return f"{event.assignment_id} timed out"
         case WorkerStuck():
@@ -96,6 +99,14 @@ def line(event: Envelope) -> str:
         if event.reason.facts:
             text += f" {short(event.reason.facts, 100)}"
     return text
+
+
+def _ran(execution: Execution | None) -> str:
+    if execution is None:
+        return ""
+    took_ms = (execution.ended_at - execution.started_at) * 1e3
+    return (f" ({took_ms:,.0f} ms on replica {execution.replica}, pid {execution.pid}"
+            f"{', node ' + execution.node[:8] if execution.node else ''})")
 
 
 def concerns(event: Envelope, task_id: str) -> bool:

@@ -33,9 +33,17 @@ SCHEMA = pa.schema([
     pa.field("handler", pa.string()),
     pa.field("outcome", pa.string()),  # validated outcome, recovery action, failure kind
     pa.field("state_digest", pa.string()),
+    # Where and when a handler ran (a result's or a handler failure's execution).
+    pa.field("node", pa.string()),
+    pa.field("pid", pa.int64()),
+    pa.field("replica", pa.int64()),
+    pa.field("started_at", pa.float64()),
+    pa.field("ended_at", pa.float64()),
     pa.field("data", pa.binary(), nullable=False),
-], metadata={b"baton": b"events/1"})
+], metadata={b"baton": b"events/2"})  # events/1 lacked node … ended_at
 
+_RAN = ["node", "pid", "replica", "started_at", "ended_at"]
+_EXECUTION = pa.struct([(name, SCHEMA.field(name).type) for name in _RAN])
 # What Arrow's JSON reader reads out of each record; everything else is skipped.
 _READ = pa.schema([
     ("type", pa.string()), ("schema_version", pa.int64()), ("cause", pa.int64()),
@@ -45,8 +53,9 @@ _READ = pa.schema([
     ("outcome", pa.string()), ("action", pa.string()),
     ("assignment", pa.struct([("id", pa.string()), ("task_id", pa.string()),
                               ("handler", pa.string())])),
-    ("result", pa.struct([("assignment_id", pa.string())])),
-    ("failure", pa.struct([("assignment_id", pa.string()), ("kind", pa.string())])),
+    ("result", pa.struct([("assignment_id", pa.string()), ("execution", _EXECUTION)])),
+    ("failure", pa.struct([("assignment_id", pa.string()), ("kind", pa.string()),
+                           ("execution", _EXECUTION)])),
 ])
 _OPTIONS = pj.ParseOptions(explicit_schema=_READ, unexpected_field_behavior="ignore")
 DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data")]
@@ -117,6 +126,9 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
                                pc.struct_field(failure, "kind"), ending),
         "state_digest": read.column("state_digest"),
     }
+    ran = [pc.struct_field(outcome, "execution") for outcome in (result, failure)]
+    for name in _RAN:
+        columns[name] = pc.coalesce(*(pc.struct_field(e, name) for e in ran))
     return pa.table([pa.chunked_array(columns[name]).cast(SCHEMA.field(name).type)
                      for name in DERIVED], names=DERIVED)
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import ray
 
 import baton
 from baton import open_store
@@ -18,6 +19,7 @@ from baton.events.schema import (
     ResultValidated,
     RunCompleted,
 )
+from baton.events.store import arrow
 from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections.replay import verify_log
 from baton.replay import verify
@@ -80,6 +82,36 @@ def test_handlers_never_run_in_the_coordinator_process(store_url: str) -> None:
     handler_pids = {out["pid"] for out in result.output.values()}
     assert coordinator and coordinator not in handler_pids and os.getpid() not in handler_pids
     assert pids <= {coordinator}
+
+
+def test_each_result_records_where_and_when_its_handler_ran(store_url: str) -> None:
+    """Results and handler failures carry the node, worker pid, replica and the
+    handler's own start and end: inside the span from dispatch to the result's record."""
+    baton.run(ray_specs.echo_spec(), store=store_url, run_id="where")
+    baton.run(ray_specs.misbehaving_spec(), store=store_url, run_id="where-fail",
+              max_output_bytes=1_000)
+    node = ray.get_runtime_context().get_node_id()
+    with open_store(store_url) as store:
+        log = store.read("where")
+        failures = [e.failure for e in store.read("where-fail")
+                    if isinstance(e, FailureReported)]
+        exported = arrow.table(store, ["where"]).to_pylist()
+    sent_at = {e.assignment.id: log[e.cause - 1].recorded_at for e in log
+               if isinstance(e, AssignmentDispatched)}  # a decision's time is its cause's
+    received = [e for e in log if isinstance(e, ResultReceived)]
+    assert len(received) == 3
+    for event in received:
+        ran = event.result.execution
+        assert ran is not None and ran.node == node and ran.replica in (0, 1)
+        assert ran.pid == event.result.output["pid"]
+        assert sent_at[event.result.assignment_id] <= ran.started_at <= ran.ended_at
+        assert ran.ended_at <= event.recorded_at
+    rows = [row for row in exported if row["type"] == "ResultReceived"]
+    assert [(r["node"], r["pid"], r["replica"], r["started_at"], r["ended_at"]) for r in rows] == [
+        (e.node, e.pid, e.replica, e.started_at, e.ended_at)
+        for e in (event.result.execution for event in received) if e is not None]
+    assert {f.kind for f in failures} == {"error", "unserializable", "too_large"}
+    assert all(f.execution is not None and f.execution.node == node for f in failures)
 
 
 def test_invalid_output_is_retried_with_feedback(store_url: str) -> None:
