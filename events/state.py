@@ -534,7 +534,6 @@ def fold(events: Iterable[Envelope], state: RunState = INITIAL_STATE) -> RunStat
     return state
 
 
-
 _TRIED: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
 
 
