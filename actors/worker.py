@@ -55,6 +55,7 @@ class Worker:
         self.call = handler.target() if handler.is_class else handler.target
         self.replica = replica
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        self.process_id = os.getpid()  # once: Ray starts a restarted worker afresh
 
     def run(self, assignment: Assignment) -> Result | Failure:
         """Run the handler on one assignment: its Result, or a Failure saying why not;
@@ -71,9 +72,9 @@ class Worker:
                           self._execution(started))
 
     def _execution(self, started: float) -> Execution:
-        return Execution(node=self.node, pid=os.getpid(), replica=self.replica,
+        return Execution(node=self.node, pid=self.process_id, replica=self.replica,
                          started_at=started, ended_at=time.time())
 
     def pid(self) -> int:
         """The process this worker runs in."""
-        return os.getpid()
+        return self.process_id
