@@ -3,7 +3,8 @@
 Each turn it takes the stimuli that have arrived (worker results and failures, in the
 order they finished), folds each into the run's state and decides what follows, appends
 the turn's stimuli and decisions to the log in one transaction, and only then performs
-the effects — dispatching assignments to worker actors (write-ahead: invariant 3).
+the effects — sending the dispatched assignments to worker actors, a batch a call
+(write-ahead: invariant 3).
 Sequence numbers are assigned here and nowhere else. No handler code runs in this
 process (invariant 1): it holds worker handles, never handlers.
 """
@@ -15,7 +16,7 @@ import os
 import resource
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -57,6 +58,14 @@ SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
 
 
+@dataclass(slots=True)
+class Call:
+    """One call out to a worker: the assignments it carries, which it runs in order."""
+
+    ids: tuple[str, ...]
+    replica: Replica
+
+
 @dataclass
 class Progress:
     """How a run stands, as the coordinator sees it now."""
@@ -69,6 +78,7 @@ class Progress:
     in_flight: int = 0
     escalations: int = 0
     dispatched: int = 0
+    calls: int = 0  # Ray calls that carried the assignments to workers, a batch each
     failures: int = 0
     rejections: int = 0
     recoveries: int = 0
@@ -118,12 +128,14 @@ class Coordinator:
         self.state = self.store.state(run_id)
         self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
-        self.pending: dict[ray.ObjectRef[Any], tuple[str, Replica]] = {}
+        self.pending: dict[ray.ObjectRef[Any], Call] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
         self.clock_on_send: set[str] = set()  # re-sent: their time starts when they go out
         self.overdue: set[str] = set()  # calls still out past their deadline
-        self.parked: list[Assignment] = []  # dispatched while every replica was down
+        # Dispatched (and recorded), not yet sent: every replica of the handler is busy
+        # with WINDOW calls, down or stuck.
+        self.waiting: dict[str, deque[Assignment]] = {name: deque() for name in self.pool.workers}
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
         self.tally: Counter[str] = Counter()
@@ -191,18 +203,18 @@ class Coordinator:
                 time.sleep(self._next_wake())
             for ref in [r for r in ready if r in self.pool.probes]:
                 self.pool.probe_returned(ref)
-            if self.parked:
-                self._send_parked()
             ready = [r for r in ready if r in self.pending]
             try:
                 outcomes = ray.get(ready)
             except RayError:  # one of them failed: fetch each alone to tell which
                 outcomes = [None] * len(ready)
-            arrived = zip(ready, outcomes, strict=True)
-            makers = [self._arrived(ref, outcome) for ref, outcome in arrived]
+            makers: list[StimulusMaker] = []
+            for ref, outcome in zip(ready, outcomes, strict=True):
+                makers += self._arrived(ref, outcome)
             makers += self._expired_timers()
             if makers:
                 self._turn(makers)
+            self._send_waiting()  # to replicas with room again, or back from the dead
             self._take_up_inbox()
         return self.progress_now().as_dict()
 
@@ -221,8 +233,8 @@ class Coordinator:
         """Is anything still coming that the decider cares about? (A late result for a
         superseded attempt is recorded if it comes, but is not waited for.)"""
         in_flight = self.state.in_flight
-        return any(aid in in_flight for aid, _ in self.pending.values()) or any(
-            a.id in in_flight for a in self.parked)
+        return any(aid in in_flight for call in self.pending.values() for aid in call.ids) or any(
+            a.id in in_flight for waiting in self.waiting.values() for a in waiting)
 
     def _next_wake(self) -> float:
         """Seconds until the next timer, probe or look at the inbox is due."""
@@ -235,8 +247,9 @@ class Coordinator:
         """TimerFired for each current attempt whose deadline has passed. A worker still
         running a call past its deadline (this attempt's, or an earlier one's that timed
         out already) is stuck: WorkerStuck first, so the replacement happens before the
-        retry is sent; attempts queued behind the stuck call get no timer: they are sent
-        again, to the replacement, with time of their own."""
+        retry is sent; attempts queued behind the stuck call, or waiting here while every
+        replica of their handler is stuck or down, get no timer: they are sent again, to
+        the replacement, with time of their own."""
         now, expired = time.monotonic(), []
         while self.deadlines and self.deadlines[0][0] <= now:
             deadline, assignment_id = heapq.heappop(self.deadlines)
@@ -249,13 +262,17 @@ class Coordinator:
             return []
         running = self._running_by_replica()
         late = self.overdue.union(expired)
-        stuck = {replica for replica, (aid, ref) in running.items()
-                 if aid in late and not ray.wait([ref], timeout=0)[0]}
-        fired = [_stuck(self.run_id, running[replica][0], replica) for replica in stuck]
+        stuck = {replica: next(aid for aid in call.ids if aid in late)
+                 for replica, (call, ref) in running.items()
+                 if late.intersection(call.ids) and not ray.wait([ref], timeout=0)[0]}
+        fired = [_stuck(self.run_id, aid, replica) for replica, aid in stuck.items()]
+        held_up = self.pool.stuck.union(stuck, self.pool.down)
         for assignment_id in expired:
             replica = self._replica_of(assignment_id)
-            if replica in stuck and running[replica][0] != assignment_id:
+            if replica in stuck and assignment_id not in running[replica][0].ids:
                 continue  # queued behind the stuck call: re-sent when it is replaced
+            if replica is None and self._waits_on(held_up, assignment_id):
+                continue
             if replica is not None:
                 self.overdue.add(assignment_id)
                 if replica not in stuck:
@@ -263,36 +280,55 @@ class Coordinator:
             fired.append(_timer_for(self.run_id, assignment_id))
         return fired
 
-    def _running_by_replica(self) -> dict[Replica, tuple[str, ray.ObjectRef[Any]]]:
+    def _waits_on(self, held_up: set[Replica], assignment_id: str) -> bool:
+        """Is this unsent assignment waiting only because every replica of its handler is
+        stuck or down? Then, as for one queued behind a stuck call, the wait is not the
+        attempt's: its time starts when it is sent."""
+        assignment = self.state.tasks[self.state.in_flight[assignment_id]].assignment
+        assert assignment is not None
+        replicas = range(len(self.pool.workers[assignment.handler]))
+        if any((assignment.handler, i) not in held_up for i in replicas):
+            return False
+        self._restart_clock_on_send(assignment)
+        return True
+
+    def _running_by_replica(self) -> dict[Replica, tuple[Call, ray.ObjectRef[Any]]]:
         """The call each busy replica is running: its oldest still pending (a worker takes
         one call at a time, in the order they were sent)."""
-        running: dict[Replica, tuple[str, ray.ObjectRef[Any]]] = {}
-        for ref, (aid, replica) in self.pending.items():
-            running.setdefault(replica, (aid, ref))
+        running: dict[Replica, tuple[Call, ray.ObjectRef[Any]]] = {}
+        for ref, call in self.pending.items():
+            running.setdefault(call.replica, (call, ref))
         return running
 
     def _replica_of(self, assignment_id: str) -> Replica | None:
-        return next((replica for aid, replica in self.pending.values()
-                     if aid == assignment_id), None)
+        return next((call.replica for call in self.pending.values()
+                     if assignment_id in call.ids), None)
 
     def _arrived(
-        self, ref: ray.ObjectRef[Any], outcome: Result | Failure | None
-    ) -> StimulusMaker:
-        assignment_id, replica = self.pending.pop(ref)
-        self.overdue.discard(assignment_id)
-        self.pool.returned(replica)
+        self, ref: ray.ObjectRef[Any], outcomes: list[Result | Failure] | None
+    ) -> list[StimulusMaker]:
+        call = self.pending.pop(ref)
+        self.overdue.difference_update(call.ids)
+        self.pool.returned(call.replica)
+        handler, index = call.replica
         try:
-            if outcome is None:
-                outcome = ray.get(ref)
+            if outcomes is None:
+                outcomes = ray.get(ref)
         except RayActorError as error:
-            self.pool.lost(replica)
-            outcome = Failure(assignment_id=assignment_id, kind="worker_lost",
-                              error_type=type(error).__name__,
-                              message=f"worker {replica[0]}[{replica[1]}] was lost: {error}")
+            self.pool.lost(call.replica)
+            outcomes = [Failure(assignment_id=aid, kind="worker_lost",
+                                error_type=type(error).__name__,
+                                message=f"worker {handler}[{index}] was lost: {error}")
+                        for aid in call.ids]
         except RayError as error:
-            outcome = Failure(assignment_id=assignment_id, kind="error",
-                              error_type=type(error).__name__, message=str(error))
-        return _stimulus_for(self.run_id, outcome)
+            outcomes = [Failure(assignment_id=aid, kind="error",
+                                error_type=type(error).__name__, message=str(error))
+                        for aid in call.ids]
+        else:
+            first, last = outcomes[0].execution, outcomes[-1].execution
+            if first is not None and last is not None:
+                self.pool.ran(handler, (last.ended_at - first.started_at) / len(outcomes))
+        return [_stimulus_for(self.run_id, outcome) for outcome in outcomes]
 
     def _turn(self, makers: Sequence[StimulusMaker]) -> None:
         expected = self.state.seq
@@ -318,6 +354,7 @@ class Coordinator:
                 self._dispatch(event)
             elif isinstance(event, WorkerReplaced):
                 self._replace(event)
+        self._send_waiting()
         if self.state.seq - self.snapshot_seq >= max(SNAPSHOT_EVERY, self.snapshot_seq // 2):
             # Spaced geometrically, so keeping them costs O(1) per event, and a restart
             # folds at most a third of the log on top of the latest one.
@@ -325,10 +362,16 @@ class Coordinator:
             self.snapshot_seq = self.state.seq
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
+        """Start the assignment's clock, and queue it to be sent."""
         assignment = decision.assignment
         if assignment.timeout_s is not None:
             self._start_clock(assignment)
-        self._send(assignment)
+            # While every replica is down and one is being started afresh, the wait is
+            # not the attempt's: its time starts when it is sent.
+            if self.pool.all_down(assignment.handler) and self.pool.restarting_handler(
+                    assignment.handler):
+                self._restart_clock_on_send(assignment)
+        self.waiting[assignment.handler].append(assignment)
 
     def _start_clock(self, assignment: Assignment, grace_s: float = 0.0) -> None:
         assert assignment.timeout_s is not None
@@ -342,51 +385,51 @@ class Coordinator:
         self.clock_on_send.add(assignment.id)
         self._start_clock(assignment, RESTART_GRACE_S)
 
-    def _send(self, assignment: Assignment) -> None:
-        picked = self.pool.choose(assignment.handler)
-        if picked is None:
-            # Every replica of the handler is down: hold the (recorded) dispatch until one
-            # answers a probe, rather than spend the task's attempts on calls that fail.
-            # While one is restarting because it was replaced, the wait is not the
-            # attempt's: its time starts when it is sent.
-            if self.pool.restarting_handler(assignment.handler) and (
-                    assignment.id in self.deadline_of):
-                self._restart_clock_on_send(assignment)
-            self.parked.append(assignment)
-            return
-        if assignment.id in self.clock_on_send:
-            self.clock_on_send.discard(assignment.id)
-            self._start_clock(assignment)
-        replica, worker = picked
-        ref: ray.ObjectRef[Any] = worker.run.remote(assignment)
-        self.pending[ref] = (assignment.id, replica)
+    def _send_waiting(self) -> None:
+        """Send what waits, a batch a call, to each replica with room. An assignment that
+        timed out or was cancelled while it waited is dropped: it is no longer in flight."""
+        in_flight = self.state.in_flight
+        for handler, waiting in self.waiting.items():
+            while waiting and (replica := self.pool.choose(handler)) is not None:
+                batch: list[Assignment] = []
+                size = self.pool.batch_size(handler)
+                while waiting and len(batch) < size:
+                    assignment = waiting.popleft()
+                    if assignment.id not in in_flight:
+                        continue
+                    if assignment.id in self.clock_on_send:
+                        self.clock_on_send.discard(assignment.id)
+                        self._start_clock(assignment)
+                    batch.append(assignment)
+                if batch:
+
+                    ref: ray.ObjectRef[Any] = self.pool.sent(replica).run.remote(batch)
+                    self.pending[ref] = Call(tuple(a.id for a in batch), replica)
+                    self.tally["calls"] += 1
 
     def _replace(self, decision: WorkerReplaced) -> None:
         """Kill the worker stuck on the decision's assignment; Ray starts it again. Its
-        calls are dropped: the stuck one (already timed out) and those queued behind it,
-        which are sent again, to whichever replica is up, as the same assignments."""
+        calls are dropped: the stuck one (already timed out) and the one queued behind it,
+        whose assignments still in flight wait to be sent again, to whichever replica is
+        up, as the same assignments, ahead of what was dispatched after them."""
         replica = self._replica_of(decision.assignment_id)
         if replica is None:
             return  # it answered, or this process never sent it (a restarted coordinator)
-        dropped = [ref for ref, (_, on) in self.pending.items() if on == replica]
+        dropped = [ref for ref, call in self.pending.items() if call.replica == replica]
+        again: list[Assignment] = []
         for ref in dropped:
-            aid, _ = self.pending.pop(ref)
-            task_id = self.state.in_flight.get(aid)
-            assignment = self.state.tasks[task_id].assignment if task_id else None
-            self.overdue.discard(aid)
-            if assignment is not None and assignment.id == aid:
-                if aid in self.deadline_of:
-                    self._restart_clock_on_send(assignment)
-                self.parked.append(assignment)
+            for aid in self.pending.pop(ref).ids:
+                task_id = self.state.in_flight.get(aid)
+                assignment = self.state.tasks[task_id].assignment if task_id else None
+                self.overdue.discard(aid)
+                if assignment is not None and assignment.id == aid:
+                    if aid in self.deadline_of:
+                        self._restart_clock_on_send(assignment)
+                    again.append(assignment)
         handler, index = replica
+        self.waiting[handler].extendleft(reversed(again))
         ray.kill(self.pool.workers[handler][index], no_restart=False)
         self.pool.replaced(replica)
-
-    def _send_parked(self) -> None:
-        parked, self.parked = self.parked, []
-        for assignment in parked:
-            if assignment.id in self.state.in_flight:  # not timed out meanwhile
-                self._send(assignment)
 
     # --- reading -----------------------------------------------------------------------
 
@@ -406,6 +449,7 @@ class Coordinator:
             in_flight=len(s.in_flight),
             escalations=len(s.escalations),
             dispatched=self.tally["AssignmentDispatched"],
+            calls=self.tally["calls"],
             failures=self.tally["FailureReported"],
             rejections=self.tally["rejected"],
             recoveries=self.tally["RecoveryChosen"],

@@ -15,7 +15,7 @@ from typing import Any, TypeVar, overload
 from baton.events.errors import BadSpec
 from baton.events.model import HandlerInfo
 
-DEFAULT_QUEUE_DEPTH = 4
+DEFAULT_QUEUE_DEPTH = 16
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,10 @@ def handler(
     """Declare a handler. Use bare (`@handler`: its capability is its name) or with
     options: ``@handler(capabilities=["analyze"], replicas=4, num_cpus=0.5)``.
 
-    `queue_depth` is how many assignments each replica may hold at once (one running,
-    the rest queued in its mailbox, so a replica never idles between assignments)."""
+    `queue_depth` is how many assignments each replica may hold at once: running, sent
+    to it in a batch, or dispatched and waiting to be sent. Deep enough, a fast handler's
+    replica never idles and gets its work in batches; lower it for slow handlers that
+    share a capability, so work is routed when a replica is free, not long before."""
 
     def wrap(obj: Any) -> Handler:
         if not callable(obj):

@@ -1,9 +1,15 @@
 """The worker replicas of each handler, as the coordinator sees them.
 
-The decider chooses a handler; the pool chooses which of its replicas takes the
-assignment: the one with the fewest queued, avoiding replicas known to be down (a call
-to them failed; Ray is restarting them) or stuck (still running an attempt that timed
-out). A down replica is probed until it answers again.
+The decider chooses a handler; the pool chooses which of its replicas takes the next
+call: one with room (fewer than WINDOW calls out), the one with the fewest, never one
+known to be down (a call to it failed; Ray is restarting it) or stuck (still running an
+attempt that timed out). A down replica is probed until it answers again.
+
+A call carries a batch of assignments, as many as the handler runs in BATCH_BUDGET_S by
+what its calls took so far: a fast handler gets hundreds a call, so Ray's cost per call
+is paid once for them all; a slow one gets one, so no result waits on another's work.
+Work beyond the window waits in the coordinator, where a timeout, a cancel or a lost
+replica still reaches it, rather than in a worker's queue.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ from ray.exceptions import RayError
 Replica = tuple[str, int]  # (handler name, index)
 PROBE_EVERY_S = 0.5
 NAMESPACE = "baton"  # Ray namespace of every coordinator and worker actor
+WINDOW = 2  # calls out to one replica at once: one running, the next queued behind it
+BATCH_BUDGET_S = 0.02  # how long a call's batch should take its worker, at most
+BATCH_MAX = 256  # assignments in one call, at most
 
 
 def worker_name(run_id: str, launch: str, handler: str, index: int) -> str:
@@ -32,7 +41,7 @@ class Pool:
 
     def __init__(self, workers: dict[str, Sequence[ActorHandle[Any]]]):
         self.workers = {name: list(handles) for name, handles in workers.items()}
-        self.held: dict[Replica, int] = {
+        self.held: dict[Replica, int] = {  # calls out
             (name, i): 0 for name, handles in self.workers.items() for i in range(len(handles))
         }
         self.stuck: set[Replica] = set()
@@ -40,6 +49,7 @@ class Pool:
         self.restarting: set[Replica] = set()  # killed on purpose, not yet answering
         self.probes: dict[ray.ObjectRef[Any], Replica] = {}
         self.reprobe_at: dict[Replica, float] = {}
+        self.seconds_each: dict[str, float] = {}  # by handler, averaged over recent calls
 
     @classmethod
     def named(cls, workers: dict[str, Sequence[str]]) -> Pool:
@@ -47,19 +57,37 @@ class Pool:
         return cls({handler: [ray.get_actor(name, namespace=NAMESPACE) for name in names]
                     for handler, names in workers.items()})
 
-    def choose(self, handler: str) -> tuple[Replica, ActorHandle[Any]] | None:
-        """The replica of `handler` to send the next assignment to (and count it held),
-        or None while every one of them is down."""
-        if all((handler, i) in self.down for i in range(len(self.workers[handler]))):
-            return None
-        index = min(range(len(self.workers[handler])), key=lambda i: (
-            (handler, i) in self.down, (handler, i) in self.stuck, self.held[(handler, i)], i))
-        replica = (handler, index)
+    def choose(self, handler: str) -> Replica | None:
+        """The replica of `handler` to send the next call to, or None while none has room."""
+        free = [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
+                if self.held[replica] < WINDOW and replica not in self.down
+                and replica not in self.stuck]
+        return min(free, key=lambda r: (self.held[r], r[1])) if free else None
+
+    def sent(self, replica: Replica) -> ActorHandle[Any]:
+        """Count a call out to `replica`: its actor, to make the call on."""
         self.held[replica] += 1
-        return replica, self.workers[handler][index]
+        handler, index = replica
+        return self.workers[handler][index]
+
+    def all_down(self, handler: str) -> bool:
+        return all((handler, i) in self.down for i in range(len(self.workers[handler])))
+
+    def batch_size(self, handler: str) -> int:
+        """How many assignments the next call to `handler` carries: one until a call has
+        shown how long the handler takes."""
+        seconds = self.seconds_each.get(handler)
+        if seconds is None:
+            return 1
+        return max(1, min(BATCH_MAX, int(BATCH_BUDGET_S / max(seconds, 1e-6))))
+
+    def ran(self, handler: str, seconds_each: float) -> None:
+        """A call to `handler` showed it takes `seconds_each` an assignment."""
+        before = self.seconds_each.get(handler, seconds_each)
+        self.seconds_each[handler] = 0.7 * before + 0.3 * seconds_each
 
     def returned(self, replica: Replica) -> None:
-        """A call to `replica` came back (with a result or an error)."""
+        """A call to `replica` came back (with outcomes or an error)."""
         self.held[replica] -= 1
         self.stuck.discard(replica)
 

@@ -1,6 +1,7 @@
-"""The worker: runs one handler on one assignment at a time and reports what happened.
+"""The worker: runs one handler on each assignment of a call, in turn, and reports what
+happened to each.
 
-A worker sees only the `Assignment` it is given. It never retries and never swallows
+A worker sees only the `Assignment`s it is given. It never retries and never swallows
 an error: an exception becomes a `Failure` carrying its type, message and traceback;
 an output that is not JSON, or is larger than the limit, becomes a `Failure` too.
 """
@@ -57,9 +58,12 @@ class Worker:
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.process_id = os.getpid()  # once: Ray starts a restarted worker afresh
 
-    def run(self, assignment: Assignment) -> Result | Failure:
-        """Run the handler on one assignment: its Result, or a Failure saying why not;
-        either way, with where and when it ran."""
+    def run(self, assignments: list[Assignment]) -> list[Result | Failure]:
+        """Run the handler on each assignment, in order: for each its Result, or a Failure
+        saying why not; either way, with where and when it ran."""
+        return [self._run_one(assignment) for assignment in assignments]
+
+    def _run_one(self, assignment: Assignment) -> Result | Failure:
         started = time.time()
         try:
             value = self.call(assignment)

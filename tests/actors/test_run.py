@@ -9,7 +9,7 @@ import pytest
 import ray
 
 import baton
-from baton import open_store
+from baton import Spec, open_store
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import (
     AssignmentDispatched,
@@ -112,6 +112,24 @@ def test_each_result_records_where_and_when_its_handler_ran(store_url: str) -> N
         for e in (event.result.execution for event in received) if e is not None]
     assert {f.kind for f in failures} == {"error", "unserializable", "too_large"}
     assert all(f.execution is not None and f.execution.node == node for f in failures)
+
+
+def test_fast_work_goes_out_in_batches_and_slow_work_one_assignment_a_call(
+    store_url: str
+) -> None:
+    """A handler that answers at once gets many assignments a Ray call, so Ray's cost
+    per call is shared among them; one that takes 50 ms gets one a call, so no result
+    waits on another's work. Either way every task is accepted once, and the log replays."""
+    fast = baton.run(Spec(goal="fast", tasks=ray_specs.slow_plan(400, 0),
+                          handlers=[ray_specs.echo]), store=store_url, run_id="fast")
+    assert fast.ok and fast.progress.accepted == fast.progress.dispatched == 400
+    assert fast.progress.calls <= 400 / 4, fast.progress
+    slow = baton.run(Spec(goal="slow", tasks=ray_specs.slow_plan(12, 0.05),
+                          handlers=[ray_specs.echo]), store=store_url, run_id="slow")
+    assert slow.ok and slow.progress.calls == slow.progress.dispatched == 12
+    with open_store(store_url) as store:
+        for run_id in ("fast", "slow"):
+            assert verify_log(store.read(run_id), DefaultPolicy())[1] is None
 
 
 def test_invalid_output_is_retried_with_feedback(store_url: str) -> None:
