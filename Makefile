@@ -24,7 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	rm -rf build/typecheck && mkdir -p build/typecheck/baton
-	for f in baton/*.py; do ln -s "$$PWD/$$f" build/typecheck/baton/; done
+	for f in baton/*.py baton/cli; do ln -s "$$PWD/$$f" build/typecheck/baton/; done
 	for d in events actors projections; do ln -s "$$PWD/$$d" build/typecheck/baton/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p baton
 

@@ -1,0 +1,21 @@
+"""The `baton` command: run a spec on Ray, operate it, read and debug its log, export it.
+
+Every command takes --store URL (default sqlite:///.baton/baton.db, or $BATON_STORE)
+and --json (machine-readable output on stdout, nothing else there). Exit codes:
+0 done, 1 the run failed (or waits on people), 2 bad input.
+
+One module per group of commands, each registering its own on the one `app`:
+operating (run, resume, inbox, answer, status, wait, cancel, keygen), reading (runs,
+show, log, replay, fork, diff, trace) and reporting (export, import); `common` holds
+what they share.
+"""
+
+from . import operating, reading, reporting
+from .common import app
+
+__all__ = ["app", "main", "operating", "reading", "reporting"]
+
+
+def main() -> None:
+    """Entry point of the `baton` console script."""
+    app()

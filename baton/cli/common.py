@@ -1,0 +1,95 @@
+"""What every `baton` command shares: the app, the consoles, the --store and --json
+options, exit codes, and how a BatonError becomes a message and an exit code."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from baton.actors.launcher import ClusterUnavailable, store_url
+from baton.events.errors import (
+    BadSpec,
+    BadStoreURL,
+    BatonError,
+    EncryptionKeyProblem,
+    RunExists,
+    StoreUnavailable,
+    UnknownRun,
+)
+from baton.events.store import EventStore, open_store
+from baton.projections.trace import UnknownTask
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+ENDINGS = frozenset({"RunCompleted", "RunFailed"})
+BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
+             ClusterUnavailable, EncryptionKeyProblem, RunExists)
+
+app = typer.Typer(
+    name="baton",
+    help=(
+        "Run multi-agent work on Ray with every decision recorded.\n\n"
+        "Start with: baton run examples/stdlib_audit.py, then baton runs and "
+        "baton show RUN.\n\n"
+        "After the fact: baton log RUN, baton trace RUN TASK, baton replay RUN --verify "
+        "(or --policy M:P to ask what another policy would have done), baton fork RUN "
+        "--at SEQ, baton diff RUN_A RUN_B.\n\n"
+        "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # click's help: paragraphs re-wrapped, \b blocks kept
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)  # long messages wrap where the terminal does
+
+Store = Annotated[
+    str | None,
+    typer.Option("--store", envvar="BATON_STORE", show_envvar=True, metavar="URL",
+                 help="Where logs are kept: sqlite:///path.db, "
+                      "postgresql://USER:PASSWORD@HOST:PORT/DB (shared by a cluster) or "
+                      "memory:// [default: sqlite:///.baton/baton.db]"),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
+Address = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS", metavar="ADDR",
+    help="Ray cluster to attach to; without one, a local Ray is started.")]
+Detach = Annotated[bool, typer.Option(
+    "--detach", help="Leave the run to a detached coordinator and return at once.")]
+
+
+
+@contextmanager
+def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
+    """The store holding `run_id`, open; UnknownRun when the run is not there."""
+    url = store_url(store)
+    with open_store(url) as log:
+        if not log.last_seq(run_id):
+            raise UnknownRun(run_id, log.shown_url)
+        yield log
+
+
+def fail(error: BatonError) -> NoReturn:
+    err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    raise typer.Exit(EXIT_BAD_INPUT if isinstance(error, BAD_INPUT) else EXIT_FAILED)
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def say(text: str = "") -> None:
+    """Print plain text: no markup, no highlighting (logs hold brackets and numbers)."""
+    out.print(text, highlight=False, markup=False)
+
+
+def styled(status: str) -> str:
+    colour = {"completed": "green", "accepted": "green", "failed": "red", "abandoned": "red",
+              "waiting": "yellow", "escalated": "yellow"}.get(status, "cyan")
+    return f"[{colour}]{status}[/]"

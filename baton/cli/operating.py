@@ -1,0 +1,387 @@
+"""Launching and operating runs: run, resume, inbox, answer, status, wait, cancel,
+keygen."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from baton.actors import inbox as people
+from baton.actors.coordinator import Progress as RunProgress
+from baton.actors.launcher import (
+    ClusterUnavailable,
+    RunResult,
+    attach_ray,
+    coordinator_alive,
+    store_url,
+)
+from baton.actors.launcher import resume as resume_run
+from baton.actors.launcher import run as launch
+from baton.actors.spec import load_spec
+from baton.events.errors import BadSpec, BatonError
+from baton.events.store import live, open_store
+from baton.events.store.sealing import KEY_ENV, new_key
+
+from .common import (
+    ENDINGS,
+    EXIT_DONE,
+    EXIT_FAILED,
+    Address,
+    AsJson,
+    Detach,
+    Store,
+    app,
+    emit_json,
+    err,
+    fail,
+    out,
+    styled,
+)
+
+
+@app.command()
+def run(
+    spec: Annotated[str, typer.Argument(help="path/to/spec.py or package.module:spec")],
+    store: Store = None,
+    address: Address = None,
+    run_id: Annotated[str | None, typer.Option(
+        "--run-id", metavar="ID", help="Name the run (default: run-DATE-TIME-XXXX).")] = None,
+    detach: Detach = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run a spec to its end on Ray, showing progress, then summarise it.
+
+    The spec is checked before anything starts: a missing file, no `spec` in the
+    module, an unknown capability, a dependency cycle or a duplicate task id is refused
+    with exit code 2.
+    """
+    try:
+        loaded = load_spec(spec)
+        loaded.validate()
+        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+            result = launch(loaded, store, address, run_id=run_id, detach=detach,
+                            on_progress=display.update)
+    except BatonError as error:
+        fail(error)
+    finish(result, as_json, detach)
+
+
+def finish(result: RunResult, as_json: bool, detached: bool) -> NoReturn:
+    if as_json:
+        emit_json(_result_json(result))
+    elif detached:
+        out.print(f"run {result.run_id} continues in a detached coordinator\n"
+                  f"follow it: baton status {result.run_id} / baton wait {result.run_id}")
+    else:
+        _print_result(result)
+    raise typer.Exit(EXIT_DONE if result.ok or detached else EXIT_FAILED)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to continue.")],
+    spec: Annotated[str | None, typer.Option(
+        "--spec", metavar="SPEC", help="The spec to resume with (default: the one the run "
+        "was started from).")] = None,
+    store: Store = None,
+    address: Address = None,
+    detach: Detach = False,
+    as_json: AsJson = False,
+) -> None:
+    """Continue a run from its log: after its driver died, or once people answered.
+
+    A new coordinator folds the log, records CoordinatorRestarted, takes up answers that
+    arrived meanwhile, and re-dispatches the work that was in flight under the same ids.
+    """
+    try:
+        loaded = load_spec(spec) if spec else None
+        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+            result = resume_run(run_id, store, address, spec=loaded, detach=detach,
+                                on_progress=display.update)
+    except BatonError as error:
+        fail(error)
+    finish(result, as_json, detach)
+
+
+@app.command()
+def inbox(
+    run_id: Annotated[str | None, typer.Argument(
+        metavar="[RUN]", help="One run (default: every unfinished run).")] = None,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the open escalations: questions runs are waiting on a person to answer."""
+    url = store_url(store)
+    try:
+        with open_store(url) as log:
+            found = people.open_escalations(log, run_id)
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json([asdict(e) for e in found])
+        return
+    if not found:
+        out.print("no open escalations")
+        return
+    for esc in found:
+        state = "answered, waiting for a coordinator" if esc.answered else "open"
+        out.print(f"[bold]{esc.escalation_id}[/]  ({state}; handlers: "
+                  f"{', '.join(esc.handlers)})", highlight=False)
+        out.print(f"  {esc.question}", highlight=False)
+    out.print("\nanswer one: baton answer ESC --retry [--note TEXT] | --reassign HANDLER | "
+              "--abandon | --accept-output FILE.json")
+
+
+@app.command()
+def answer(
+    escalation_id: Annotated[str, typer.Argument(
+        metavar="ESC", help="RUN:esc-N, as baton inbox lists it.")],
+    retry: Annotated[bool, typer.Option("--retry", help="Try again on the same handler.")] = False,
+    reassign: Annotated[str | None, typer.Option(
+        "--reassign", metavar="HANDLER", help="Try again on this handler.")] = None,
+    abandon: Annotated[bool, typer.Option("--abandon", help="Give the task up.")] = False,
+    accept_output: Annotated[Path | None, typer.Option(
+        "--accept-output", metavar="FILE.json", help="Use this JSON file as the task's "
+        "output (it is validated like any output).")] = None,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT",
+                                      help="Added to the task's instructions.")] = "",
+    by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who answers.")] = "",
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Answer an escalation. Exactly one of --retry, --reassign, --abandon, --accept-output.
+
+    The answer is recorded in the run's inbox: a live coordinator takes it up within a
+    second; otherwise `baton resume RUN` does.
+    """
+    chosen = [name for name, on in (("retry", retry), ("reassign", reassign is not None),
+                                    ("abandon", abandon), ("accept", accept_output))
+              if on]
+    try:
+        if len(chosen) != 1:
+            raise BadSpec("give exactly one of --retry, --reassign HANDLER, --abandon, "
+                          "--accept-output FILE.json")
+        output = None
+        if accept_output is not None:
+            try:
+                output = json.loads(accept_output.read_text())
+            except (OSError, ValueError) as problem:
+                raise BadSpec(f"--accept-output {accept_output}: {problem}") from None
+        with open_store(store_url(store)) as log:
+            entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
+                                  handler=reassign, note=note, output=output, answered_by=by)
+    except BatonError as error:
+        fail(error)
+    run_id = escalation_id.rpartition(":esc-")[0]
+    if as_json:
+        emit_json({"run_id": run_id, "escalation_id": escalation_id, "action": chosen[0],
+                    "inbox_seq": entry.seq})
+    else:
+        out.print(f"recorded: {chosen[0]} for {escalation_id}. A live coordinator takes it "
+                  f"up within a second; if none is alive: baton resume {run_id}")
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """How a run stands now, from its log: status, tasks, work in flight, escalations."""
+    try:
+        report = _status(run_id, store_url(store))
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(f"[bold]{run_id}[/]  {styled(report['status'])}  "
+                  f"{report['accepted']} of {report['tasks']} tasks accepted, "
+                  f"{report['in_flight']} in flight, {report['events']} events")
+        for esc in report["escalations"]:
+            out.print(f"  waiting on a person: {esc}  (baton inbox {run_id})")
+        if report["error"]:
+            out.print(f"  [red]error:[/] {report['error']}", highlight=False)
+    raise typer.Exit(EXIT_DONE if report["status"] in ("completed", "running") else EXIT_FAILED)
+
+
+@app.command()
+def wait(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", metavar="SECONDS", help="Give up after this long (exit 1).")] = None,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Wait until a run completes, fails, or waits on people; exit 0 only if it completed.
+
+    On PostgreSQL it is told of each event as it is recorded (LISTEN/NOTIFY); on SQLite
+    it reads the log again four times a second.
+    """
+    url = store_url(store)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        report = _status(run_id, url)
+        if report["status"] == "running":
+            report = _wait_for_change(run_id, url, report, deadline)
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(report)
+    elif report["status"] == "running":
+        err.print(f"{run_id} is still running after {timeout:g}s")
+    else:
+        out.print(f"{run_id} {styled(report['status'])}"
+                  + (f": {report['error']}" if report["error"] else "")
+                  + (f"; see baton inbox {run_id}" if report["status"] == "waiting" else ""))
+    raise typer.Exit(EXIT_DONE if report["status"] == "completed" else EXIT_FAILED)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to stop.")],
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Why.")] = "",
+    store: Store = None,
+    address: Address = None,
+    as_json: AsJson = False,
+) -> None:
+    """Cancel a run: in-flight work is abandoned and the run fails, recorded so.
+
+    A live coordinator takes the request up within a second; a run nobody is driving
+    is cancelled in its log at once.
+    """
+    url = store_url(store)
+    try:
+        with open_store(url) as log:
+            entry = people.request_cancel(log, run_id, note)
+            if not _attached_and_alive(run_id, address):
+                people.cancel_in_place(log, run_id, entry)
+        report = _status(run_id, url)
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(report)
+    else:
+        out.print(f"cancel recorded for {run_id} (now {report['status']})")
+
+
+def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
+                     deadline: float | None) -> dict[str, Any]:
+    """Follow the run's log until its status is no longer running, or the deadline."""
+    with open_store(url) as log:
+        seen = stale = report["events"]
+        for event in live.follow(log, run_id, after=seen, tick_s=0.5):
+            if event is not None:
+                seen = event.seq
+            ended = event is not None and event.type in ENDINGS
+            # Whether only people can move the run on shows in its state, not in one
+            # event: look again once things have been quiet for a moment.
+            if ended or (event is None and seen != stale):
+                report, stale = _status(run_id, url), seen
+                if report["status"] != "running":
+                    return report
+            if deadline is not None and time.monotonic() >= deadline:
+                return report
+    return report
+
+
+def _attached_and_alive(run_id: str, address: str | None) -> bool:
+    """Is a coordinator driving `run_id` in a reachable Ray cluster?"""
+    try:
+        attach_ray(address)
+    except ClusterUnavailable:
+        return False
+    return coordinator_alive(run_id)
+
+
+def _status(run_id: str, url: str) -> dict[str, Any]:
+    with open_store(url) as log:
+        state, phase, answers = people.run_phase(log, run_id)
+    return {"run_id": run_id, "status": phase, "tasks": len(state.tasks),
+            "pending_answers": answers,
+            "accepted": state.accepted, "in_flight": len(state.in_flight),
+            "escalations": sorted(state.escalations), "events": state.seq,
+            "error": state.error, "output": state.output}
+
+
+@app.command()
+def keygen() -> None:
+    """Print a new key for encryption at rest.
+
+    With BATON_ENCRYPTION_KEY set to it, everything a run records (outputs, inputs,
+    reasons, snapshots) is encrypted before it reaches the store; run ids, seqs and event
+    types stay readable. Set it wherever runs are launched or read. Keep it safe: without
+    it the runs it sealed cannot be read, by anyone.
+    """
+    key = new_key()
+    sys.stdout.write(f"{key}\n")
+    err.print(f"export {KEY_ENV}={key}", highlight=False)
+
+
+class ProgressDisplay:
+    """A live line on stderr: tasks accepted of total, in flight, failures, rate."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
+            transient=True)
+        self.task = self.bar.add_task("tasks accepted", total=None, detail="starting Ray")
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.enabled:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+    def update(self, p: RunProgress) -> None:
+        detail = (f"in flight {p.in_flight}  failures {p.failures}  rejected {p.rejections}  "
+                  f"recoveries {p.recoveries}  {p.assignments_per_s:,.0f} assignments/s")
+        if p.escalations:
+            detail += f"  [yellow]waiting on people: {p.escalations}[/]"
+        self.bar.update(self.task, completed=p.accepted, total=p.tasks, detail=detail)
+
+
+def _result_json(result: RunResult) -> dict[str, Any]:
+    p = result.progress
+    return {
+        "run_id": result.run_id, "status": result.status, "store": result.store,
+        "output": result.output, "error": result.error,
+        "counts": {"tasks": p.tasks, "accepted": p.accepted, "abandoned": p.abandoned,
+                   "escalations": p.escalations, "dispatched": p.dispatched,
+                   "failures": p.failures, "rejections": p.rejections,
+                   "recoveries": p.recoveries, "events": p.events},
+        "elapsed_s": round(p.elapsed_s, 3),
+    }
+
+
+def _print_result(result: RunResult) -> None:
+    p = result.progress
+    table = Table(box=None, show_header=False)
+    table.add_row("run", result.run_id)
+    table.add_row("status", styled(result.status))
+    table.add_row("tasks", f"{p.accepted} accepted of {p.tasks}"
+                  + (f", {p.abandoned} abandoned" if p.abandoned else ""))
+    table.add_row("assignments", f"{p.dispatched} dispatched, {p.failures} failed, "
+                  f"{p.rejections} rejected, {p.recoveries} recoveries")
+    table.add_row("time", f"{p.elapsed_s:.1f}s ({p.assignments_per_s:,.0f} assignments/s)")
+    table.add_row("log", f"{p.events} events in {result.store}")
+    if result.error:
+        table.add_row("error", f"[red]{result.error}[/]")
+    if result.status == "waiting":
+        table.add_row("waiting", f"{p.escalations} escalation(s) need a person; "
+                      f"see: baton show {result.run_id}")
+    out.print(table)
+    out.print(f"\nnext: baton show {result.run_id}")

@@ -1,0 +1,459 @@
+"""Reading and debugging runs: runs, show, log, replay, fork, diff, trace."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, NoReturn
+
+import typer
+from rich.table import Table
+
+from baton import replay as debug
+from baton.actors.launcher import resume as resume_run
+from baton.actors.launcher import store_url
+from baton.actors.spec import load_policy, load_spec
+from baton.events.errors import BadSpec, BatonError
+from baton.events.schema import EVENT_TYPES, Event
+from baton.events.store import EventStore, live, masked_url, open_store
+from baton.projections import log as readable
+from baton.projections.counterfactual import Counterfactual, TaskChange
+from baton.projections.ledger import Ledger, TaskLine, ledger
+from baton.projections.replay import Verification
+from baton.projections.trace import as_dicts as trace_dicts
+from baton.projections.trace import trace as explain
+
+from .common import (
+    ENDINGS,
+    EXIT_DONE,
+    EXIT_FAILED,
+    Address,
+    AsJson,
+    Detach,
+    Store,
+    app,
+    emit_json,
+    err,
+    fail,
+    out,
+    run_log,
+    say,
+    styled,
+)
+from .operating import ProgressDisplay, finish
+
+SHOW_ROWS = 40
+PARTINGS_SHOWN = 5
+CHANGES_SHOWN = 10
+
+
+@app.command()
+def runs(store: Store = None, as_json: AsJson = False) -> None:
+    """List the runs in a store, newest first, with their status.
+
+    Read from the store's runs index, which takes in what was recorded since it was
+    last read; it stays fast with many thousands of runs.
+    """
+    url = store_url(store)
+    try:
+        with open_store(url) as log:
+            listed = log.runs()
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json([{"run_id": i.run_id, "status": i.status, "goal": i.goal,
+                     "tasks": i.tasks, "events": i.events, "requested_at": i.requested_at}
+                    for i in listed])
+        return
+    if not listed:
+        out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
+        return
+    out.print(_fitted_table(
+        ("run", "status", "requested", "tasks", "events"), "goal", 12,
+        [(i.run_id, i.status, _when(i.requested_at), str(i.tasks), str(i.events), i.goal)
+         for i in listed]))
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id (see baton runs).")],
+    store: Store = None,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help=f"List every task (by default, past {SHOW_ROWS} tasks, the accepted "
+        "first attempts are summarised).")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Show a run's ledger: each task's status, attempts, handler and outcome.
+
+    Then the open escalations (questions waiting on a person) and the final output.
+    Exit code 0 when the run completed, 1 otherwise.
+    """
+    try:
+        with run_log(run_id, store) as log:
+            book = ledger(log.read_recorded(run_id))
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(book.as_dict())
+    else:
+        _print_ledger(book, show_all)
+    raise typer.Exit(EXIT_DONE if book.status == "completed" else EXIT_FAILED)
+
+
+@app.command(name="log")
+def log_(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    kinds: Annotated[list[str] | None, typer.Option(
+        "--type", metavar="T", help="Only events of this type (repeatable), e.g. "
+        "AssignmentDispatched.")] = None,
+    task: Annotated[str | None, typer.Option(
+        "--task", metavar="ID", help="Only events about this task.")] = None,
+    since: Annotated[int, typer.Option(
+        "--since", metavar="SEQ", min=0, help="Only events after this seq.")] = 0,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing events as they are recorded, until the run "
+        "completes or fails (Ctrl-C stops). With --json, one JSON object a line.")] = False,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Print a run's log, one event a line, with the rule and facts behind each decision.
+
+    On PostgreSQL, --follow is told of each event as it is recorded (LISTEN/NOTIFY); on
+    SQLite it reads the log again four times a second.
+    """
+    unknown = sorted(set(kinds or ()) - set(EVENT_TYPES))
+
+    def wanted(event: Event) -> bool:
+        return ((not kinds or type(event).__name__ in kinds)
+                and (task is None or readable.concerns(event, task)))
+
+    try:
+        if unknown:
+            raise BadSpec(f"unknown event type {', '.join(unknown)}; the types are "
+                          f"{', '.join(sorted(EVENT_TYPES))}")
+        with run_log(run_id, store) as log:
+            if follow:
+                _follow(log, run_id, since, wanted, as_json)
+                return
+            events = [e for e in log.read(run_id, after=since) if wanted(e)]
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json([e.model_dump(mode="json") for e in events])
+        return
+    for event in events:
+        out.print(readable.line(event), highlight=False, markup=False)
+
+
+def _follow(log: EventStore, run_id: str, since: int, wanted: Callable[[Event], bool],
+            as_json: bool) -> None:
+    try:
+        for event in live.follow(log, run_id, after=since):
+            if event is None:
+                continue
+            if wanted(event):
+                if as_json:
+                    sys.stdout.write(json.dumps(event.model_dump(mode="json")) + "\n")
+                    sys.stdout.flush()
+                else:
+                    out.print(readable.line(event), highlight=False, markup=False)
+            if event.type in ENDINGS:
+                return
+    except KeyboardInterrupt:
+        return
+
+
+@app.command()
+def replay(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    until: Annotated[int | None, typer.Option(
+        "--until", metavar="SEQ", help="Stop after this seq.")] = None,
+    verify: Annotated[bool, typer.Option(
+        "--verify", help="Re-decide every recorded stimulus and compare with the log; "
+        "exit 1 naming the first decision that differs.")] = False,
+    policy: Annotated[str | None, typer.Option(
+        "--policy", metavar="MODULE:NAME", help="Feed the run's recorded facts to this "
+        "policy (a class or instance; module:Name or file.py:Name), calling no worker, and "
+        "show where it decides otherwise and how the run would end. With --verify, "
+        "replay with it instead of the recorded policy.")] = None,
+    spec: Annotated[str | None, typer.Option(
+        "--spec", metavar="SPEC", help="Like --policy, with this spec's policy.")] = None,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show a run's state at a seq, verify its decisions, or replay it under another policy.
+
+    \b
+    baton replay RUN --until 120       the ledger as it stood after seq 120
+    baton replay RUN --verify          every decision reproduced? (exit 1 if not)
+    baton replay RUN --policy f.py:P   the same facts, decided by policy P
+    """
+    try:
+        if policy and spec:
+            raise BadSpec("give --policy or --spec, not both")
+        if until is not None and (policy or spec) and not verify:
+            raise BadSpec("--until goes with --verify or alone; a replay under another "
+                          "policy runs over the whole log")
+        with run_log(run_id, store) as log:
+            chosen = (load_policy(policy) if policy else
+                      load_spec(spec).policy if spec else None)
+            if verify:
+                report = debug.verify(log, run_id, chosen, until=until)
+            elif chosen is not None:
+                what_if = debug.counterfactual(log, run_id, chosen)
+            else:
+                last = log.last_seq(run_id)
+                if until is not None and not 1 <= until <= last:
+                    raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} "
+                                  "is not one of them")
+                book = ledger(log.read_recorded(run_id, until=until))
+    except BatonError as error:
+        fail(error)
+    if verify:
+        _print_verification(report, as_json)
+    if chosen is not None:
+        _print_counterfactual(what_if, as_json)
+    if as_json:
+        emit_json(book.as_dict())
+    else:
+        _print_ledger(book, show_all=False)
+
+
+def _print_verification(report: Verification, as_json: bool) -> NoReturn:
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        for note in report.notes:
+            err.print(f"[yellow]note:[/] {note}", highlight=False)
+        if report.divergence is None:
+            out.print(f"{report.run_id}: replayed {report.events} events; every decision "
+                      "reproduced")
+        else:
+            out.print(f"{report.run_id}: replay diverges\n{report.divergence.describe()}",
+                      highlight=False, markup=False)
+    raise typer.Exit(EXIT_DONE if report.reproduced else EXIT_FAILED)
+
+
+def _print_changes(changes: list[TaskChange], was: str, now: str) -> None:
+    if changes:
+        say(f"\ntasks that end differently ({len(changes)}):")
+    for change in changes[:CHANGES_SHOWN]:
+        say(f"  {change.task_id}: {was} {change.recorded}; {now} {change.replayed}")
+    if len(changes) > CHANGES_SHOWN:
+        say(f"  … {len(changes) - CHANGES_SHOWN} more (--json lists them all)")
+
+
+def _print_counterfactual(report: Counterfactual, as_json: bool) -> NoReturn:
+    """Exit 0 when the policy decides as the record did, 1 when it parts from it."""
+    if as_json:
+        emit_json(report.as_dict())
+        raise typer.Exit(EXIT_DONE if report.same else EXIT_FAILED)
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
+    say(f"{report.run_id} replayed under {report.policy}, no worker called")
+    if report.same:
+        say("it decides exactly as the record did")
+    for parting in report.partings[:PARTINGS_SHOWN]:
+        say(f"\nafter seq {parting.seq} ({parting.stimulus}):")
+        for text in parting.recorded:
+            say(f"  recorded  {text}")
+        for text in parting.replayed:
+            say(f"  replayed  {text}")
+        if not parting.replayed:
+            say("  replayed  (decides nothing)")
+    if len(report.partings) > PARTINGS_SHOWN:
+        say(f"\n… {len(report.partings) - PARTINGS_SHOWN} more turns decided otherwise "
+            "(--json lists them all)")
+    if report.stopped:
+        say(f"\nstopped after seq {report.stopped_at}: {report.stopped}")
+    changes = report.changed_tasks
+    if report.stopped:  # what was still open when it stopped is unknown, not changed
+        changes = [c for c in changes if not c.replayed.startswith(("in_flight", "queued",
+                                                                    "blocked", "escalated"))]
+        open_ = len(report.changed_tasks) - len(changes)
+        if open_:
+            say(f"{open_} task(s) were still open where it stopped")
+    _print_changes(changes, "recorded", "replayed")
+    was, now = report.recorded_outcome, report.outcome
+    say(f"\noutcome: recorded {was['status']} ({was['accepted']} of {was['tasks']} "
+        f"accepted); replayed {now['status']} ({now['accepted']} of {now['tasks']} accepted"
+        + (", stopped early)" if report.stopped else ")"))
+    if was["output"] != now["output"] and now["status"] == "completed":
+        say(f"  recorded output {readable.short(was['output'], 100)}")
+        say(f"  replayed output {readable.short(now['output'], 100)}")
+    if report.unused:
+        say(f"recorded results the policy never asked for: {', '.join(report.unused[:10])}")
+    raise typer.Exit(EXIT_DONE if report.same else EXIT_FAILED)
+
+
+@app.command()
+def fork(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to fork.")],
+    at: Annotated[int, typer.Option(
+        "--at", metavar="SEQ", help="Keep the parent's log up to this seq (the end of a "
+        "turn: see baton log RUN).")],
+    policy: Annotated[str | None, typer.Option(
+        "--policy", metavar="MODULE:NAME", help="Decide the fork with this policy.")] = None,
+    spec: Annotated[str | None, typer.Option(
+        "--spec", metavar="SPEC", help="Run the fork with this spec's handlers (same "
+        "names and capabilities) and policy (default: the parent's spec).")] = None,
+    new_run_id: Annotated[str | None, typer.Option(
+        "--run-id", metavar="ID", help="Name the fork (default: RUN-fork-SEQ).")] = None,
+    note: Annotated[str, typer.Option("--note", metavar="TEXT", help="Why.")] = "",
+    store: Store = None,
+    address: Address = None,
+    detach: Detach = False,
+    as_json: AsJson = False,
+) -> None:
+    """Start a new run from a prefix of RUN's log and finish it live on Ray.
+
+    The fork records where it came from, then a coordinator takes it up: work that was
+    in flight at SEQ is dispatched again, and the rest is decided by the fork's policy.
+    Typical use: fork just before a bad dispatch with a fixed handler (--spec) or rule
+    (--policy), then compare: baton diff RUN FORK.
+    """
+    try:
+        with run_log(run_id, store) as log:
+            made = debug.fork(log, run_id, at, new_run_id=new_run_id, spec=spec,
+                              policy=policy, note=note)
+    except BatonError as error:
+        fail(error)
+    if not as_json:
+        err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
+                  f"{made.policy}", highlight=False)
+    try:
+        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+            result = resume_run(made.run_id, store, address, spec=made.spec, detach=detach,
+                                on_progress=display.update)
+    except BatonError as error:
+        err.print(f"the fork {made.run_id} is recorded; once this is fixed, run it with: "
+                  f"baton resume {made.run_id}", highlight=False)
+        fail(error)
+    finish(result, as_json, detach)
+
+
+@app.command(name="diff")
+def diff_(
+    run_a: Annotated[str, typer.Argument(metavar="RUN_A", help="One run.")],
+    run_b: Annotated[str, typer.Argument(metavar="RUN_B", help="The other.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
+    and how each ended. Exit 0 when they say the same, 1 when they differ."""
+    try:
+        with open_store(store_url(store)) as log:
+            found = debug.diff_runs(log, run_a, run_b)
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(found.as_dict())
+        raise typer.Exit(EXIT_DONE if found.same else EXIT_FAILED)
+    say(f"{run_a} and {run_b} share their first {found.common} events")
+    if found.same:
+        say("and nothing else: they are the same run")
+        raise typer.Exit(EXIT_DONE)
+    say(f"then  {run_a}: {found.first_a or '(its log ends)'}")
+    say(f"      {run_b}: {found.first_b or '(its log ends)'}")
+    say(f"after that, {found.decisions_a} and {found.decisions_b} decisions")
+    _print_changes(found.changed_tasks, run_a, run_b)
+    for name, ended in ((run_a, found.outcome_a), (run_b, found.outcome_b)):
+        say(f"{name}: {ended['status']}, {ended['accepted']} of {ended['tasks']} accepted"
+            + (f", error: {ended['error']}" if ended["error"] else ""))
+    if found.outcome_a["output"] != found.outcome_b["output"]:
+        say(f"outputs differ:\n  {run_a}: {readable.short(found.outcome_a['output'], 100)}"
+            f"\n  {run_b}: {readable.short(found.outcome_b['output'], 100)}")
+    raise typer.Exit(EXIT_FAILED)
+
+
+@app.command(name="trace")
+def trace_(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    task: Annotated[str, typer.Argument(metavar="TASK", help="The task id.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Explain a task's outcome: synthesis <- validation <- output <- assignment <- plan.
+
+    Each step names the rule that fired, the facts it read, and the state digest it
+    looked at; the assignment shows its handler, routing reason, candidates weighed and
+    the inputs it was given, so a wrong answer leads to the worker that gave it.
+    """
+    try:
+        with run_log(run_id, store) as log:
+            steps = explain(log.read(run_id), task)
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(trace_dicts(steps))
+        return
+    for step in steps:
+        rule = f"  [{step.rule}]" if step.rule else ""
+        out.print(f"{step.seq:>6}  {step.type:<21} {step.what}{rule}", highlight=False,
+                  markup=False)
+        if step.state_digest:
+            out.print(f"{'':8}state {step.state_digest}", highlight=False)
+        for name, value in {**step.detail, **({"facts": step.facts} if step.facts else {}),
+                            **({"candidates": step.candidates} if step.candidates else {})
+                            }.items():
+            out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
+                      markup=False)
+
+
+def _print_ledger(book: Ledger, show_all: bool) -> None:
+    out.print(f"[bold]{book.run_id}[/]  {styled(book.status)}  {book.goal}")
+    out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
+    if book.forked_from:
+        parent, _, seq = book.forked_from.partition("@")
+        out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
+                  highlight=False)
+    shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
+    out.print(_fitted_table(
+        ("task", "status", "attempts", "handler"), "outcome", 24,
+        [(line.id + ("" if line.required else " (optional)"), line.status,
+          str(line.attempts), line.handler or "-", " ".join(line.outcome.split()))
+         for line in shown]))
+    if len(shown) < len(book.tasks):
+        out.print(f"… {len(book.tasks) - len(shown)} more accepted tasks "
+                  f"(baton show {book.run_id} --all lists every task)")
+    if book.escalations:
+        out.print(f"\n[yellow bold]waiting on people[/] ({len(book.escalations)}):")
+        for esc in book.escalations:
+            out.print(f"  {esc.id}  {esc.question}", highlight=False)
+    if book.error:
+        out.print(f"\n[red]error:[/] {book.error}", highlight=False)
+    if book.status == "completed":
+        out.print("\n[bold]output[/]")
+        out.print_json(json.dumps(book.output, default=str))
+
+
+def _fitted_table(
+    headers: tuple[str, ...], last: str, last_min: int, rows: list[tuple[str, ...]]
+) -> Table:
+    """Columns `headers` as wide as their contents, never wrapped (ids must stay whole),
+    and a last column that gets what is left of the line, cut short rather than wrapped.
+    The second column is a status, shown in its colour."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    table = Table(box=None)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column(last, no_wrap=True, overflow="ellipsis",
+                     max_width=max(last_min, out.width - sum(widths) - 2 * len(widths) - 2))
+    for first, status, *rest in rows:
+        table.add_row(first, styled(status), *rest)
+    return table
+
+
+def _worth_showing(book: Ledger) -> list[TaskLine]:
+    """Every task that is not simply accepted, then accepted ones up to SHOW_ROWS."""
+    trouble = [t for t in book.tasks if t.status != "accepted" or t.attempts > 1]
+    room = max(0, SHOW_ROWS - len(trouble))
+    fine = [t for t in book.tasks if t.status == "accepted" and t.attempts <= 1][:room]
+    keep = {id(t) for t in trouble + fine}
+    return [t for t in book.tasks if id(t) in keep]
+
+
+def _when(stamp: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp)) if stamp else "-"
