@@ -154,7 +154,10 @@ class Coordinator:
         if self.state.seq == 0:
             if request is None:
                 raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
-            self._turn([lambda seq: request])
+            # Stamped as it is recorded, after the workers started: the first dispatches
+            # take its time, and their latency should not count the cluster's start-up.
+            stamped = request.model_copy(update={"recorded_at": time.time()})
+            self._turn([lambda seq: stamped])
         if self.detached:
             self._drive_in_background()
         return os.getpid()

@@ -6,14 +6,14 @@ and --json (machine-readable output on stdout, nothing else there). Exit codes:
 
 One module per group of commands, each registering its own on the one `app`:
 operating (run, resume, inbox, answer, status, wait, cancel, keygen), reading (runs,
-show, log, replay, fork, diff, trace) and reporting (export, import); `common` holds
-what they share.
+show, log, replay, fork, diff, trace), reporting (export, import) and benchmarking
+(bench); `common` holds what they share.
 """
 
-from . import operating, reading, reporting
+from . import benchmarking, operating, reading, reporting
 from .common import app
 
-__all__ = ["app", "main", "operating", "reading", "reporting"]
+__all__ = ["app", "benchmarking", "main", "operating", "reading", "reporting"]
 
 
 def main() -> None:

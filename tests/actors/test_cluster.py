@@ -222,3 +222,25 @@ def test_a_client_without_the_token_is_told_to_set_ray_auth_mode(
     assert done.returncode == 2, done.stderr[-2000:]
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert "set RAY_AUTH_MODE=token" in line
+
+
+@pytest.mark.slow
+def test_baton_bench_quick_measures_a_two_node_cluster(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    """`baton bench --quick --address` on two nodes: both nodes and their CPUs named, a
+    row for 1 and for 2 replicas with Baton's and plain Ray's rates, and the chart drawn."""
+    chart = tmp_path / "bench.png"
+    done = subprocess.run(
+        [str(BIN / "baton"), "bench", "--quick", "--address", f"127.0.0.1:{cluster.gcs}",
+         "--json", "--chart", str(chart)],
+        env=cluster.env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["cluster"] == {"nodes": 2, "cpus": 2.0}
+    assert [row["replicas"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["baton"]["assignments"] == row["ray"]["assignments"] == 300
+        assert row["baton"]["assignments_per_s"] > 0 and row["ray"]["assignments_per_s"] > 0
+        assert row["events"] >= 3 * 300  # dispatched, received, validated
+    assert chart.read_bytes().startswith(b"\x89PNG")
