@@ -39,6 +39,7 @@ app = typer.Typer(
         "After the fact: baton log RUN, baton trace RUN TASK, baton replay RUN --verify "
         "(or --policy M:P to ask what another policy would have done), baton fork RUN "
         "--at SEQ, baton diff RUN_A RUN_B.\n\n"
+        "What Baton costs on your cluster, beside plain Ray: baton bench --quick.\n\n"
         "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input."
     ),
     no_args_is_help=True,
