@@ -23,12 +23,12 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.rows import DictRow
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
 from .index import READ_WHOLE, PostgresRunsView
-from .recorder import EventStore, masked_url
+from .recorder import EventStore, LogRow, masked_url
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_S = 5
@@ -76,6 +76,18 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
             "CASE WHEN topic = %s THEN state ELSE ''::bytea END AS state FROM {}.{} "
             "WHERE notification_id > %s AND notification_id <= %s "
             "ORDER BY notification_id LIMIT %s").format(schema, table)
+        self.log_page_statement = SQL(
+            "SELECT originator_version, topic, state FROM {}.{} "
+            "WHERE originator_id = %s AND originator_version > %s").format(schema, table)
+
+    def log_page(self, run_id: str, after: int, until: int | None,
+                 limit: int) -> Sequence[LogRow]:
+        statement = self.log_page_statement + (SQL(" AND originator_version <= %s")
+                                               if until is not None else SQL(""))
+        params = [run_id, after, *([until] if until is not None else []), limit]
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(statement + SQL(" ORDER BY originator_version LIMIT %s"), params)
+            return [(seq, topic, bytes(state)) for seq, topic, state in curs.fetchall()]
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
