@@ -18,6 +18,7 @@ from typing import Any
 from baton.events.decider import step
 from baton.events.model import (
     Assignment,
+    Execution,
     Failure,
     FailureKind,
     HandlerInfo,
@@ -55,6 +56,7 @@ class Scenario:
         run_id: str = "run-1",
         goal: str = "",
         store: EventStore | None = None,
+        at: float | None = None,
     ):
         self.run_id = run_id
         self.policy = policy or DefaultPolicy()
@@ -64,7 +66,7 @@ class Scenario:
         kind = type(self.policy)
         self.first = self.stimulate(
             RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers),
-            policy=f"{kind.__module__}:{kind.__qualname__}",
+            policy=f"{kind.__module__}:{kind.__qualname__}", recorded_at=at,
         )
 
     def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:
@@ -90,23 +92,27 @@ class Scenario:
             raise KeyError(f"task {task_id!r} has no assignment in flight")
         return found
 
-    def succeed(self, assignment_id: str, output: Json) -> list[Decision]:
-        """A worker returns `output` for the assignment."""
-        return self.stimulate(ResultReceived, result=Result(assignment_id=assignment_id,
-                                                            output=output))
+    def succeed(
+        self, assignment_id: str, output: Json, *, at: float | None = None,
+        execution: Execution | None = None,
+    ) -> list[Decision]:
+        """A worker returns `output` for the assignment (recorded at `at`, run as
+        `execution` says)."""
+        result = Result(assignment_id=assignment_id, output=output, execution=execution)
+        return self.stimulate(ResultReceived, result=result, recorded_at=at)
 
     def fail(
         self, assignment_id: str, message: str = "", *, kind: FailureKind = "error",
-        error_type: str = "",
+        error_type: str = "", at: float | None = None, execution: Execution | None = None,
     ) -> list[Decision]:
-        """A worker reports that the assignment failed."""
+        """A worker reports that the assignment failed (recorded at `at`)."""
         failure = Failure(assignment_id=assignment_id, kind=kind, error_type=error_type,
-                          message=message)
-        return self.stimulate(FailureReported, failure=failure)
+                          message=message, execution=execution)
+        return self.stimulate(FailureReported, failure=failure, recorded_at=at)
 
-    def time_out(self, assignment_id: str) -> list[Decision]:
-        """The assignment's deadline passes."""
-        return self.stimulate(TimerFired, assignment_id=assignment_id)
+    def time_out(self, assignment_id: str, *, at: float | None = None) -> list[Decision]:
+        """The assignment's deadline passes (recorded at `at`)."""
+        return self.stimulate(TimerFired, assignment_id=assignment_id, recorded_at=at)
 
     def answer(
         self, escalation_id: str, action: HumanAction, *, handler: str | None = None,

@@ -24,7 +24,7 @@ import time
 from baton import HandlerInfo, Task, open_store
 from baton.actors.coordinator import SNAPSHOT_EVERY
 from baton.events.decider import turn
-from baton.events.model import Result
+from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import ResultReceived, RunRequested
 from baton.events.state import RunState
@@ -32,10 +32,13 @@ from baton.replay import state_at, verify
 from workload import eventsourcing_reference, gc_paused, machine, scratch_dir
 
 SAMPLES = 12
+EPOCH = 1_800_000_000.0  # when a timed run begins
 
 
-def record_run(url: str, run_id: str, events: int) -> int:
-    """Decide and store a completed run of about `events` events; returns its length."""
+def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> int:
+    """Decide and store a completed run of about `events` events; returns its length.
+    `timed`: stimuli carry a time and results where and when they ran, as a
+    coordinator records them (a result every millisecond, its handler started 3 ms before)."""
     tasks = (events - 2) // 3
     plan = tuple(Task(id=f"t{i}", capability="work", inputs={"item": i}) for i in range(tasks))
     handlers = tuple(HandlerInfo(name=f"w{j}", capabilities=("work",), capacity=8)
@@ -43,11 +46,16 @@ def record_run(url: str, run_id: str, events: int) -> int:
     state, policy, snapshot_at = RunState(), DefaultPolicy(), 0
     with open_store(url) as store, gc_paused():
         pending = turn(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
-                                           handlers=handlers), policy)
+                                           handlers=handlers,
+                                           recorded_at=EPOCH if timed else None), policy)
         while state.in_flight:
             aid = next(iter(state.in_flight))
-            received = ResultReceived(run_id=run_id, seq=state.seq + 1,
-                                      result=Result(assignment_id=aid, output={"lines": 42}))
+            now = EPOCH + state.seq / 3000 if timed else None
+            ran = Execution(node="bench", pid=1, replica=0, started_at=now - 0.003,
+                            ended_at=now - 0.001) if now is not None else None
+            received = ResultReceived(run_id=run_id, seq=state.seq + 1, recorded_at=now,
+                                      result=Result(assignment_id=aid, output={"lines": 42},
+                                                    execution=ran))
             pending += turn(state, received, policy)
             if len(pending) >= 1_000 or not state.in_flight:
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),

@@ -70,29 +70,36 @@ def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
 def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatch]:
     for run_id in run_ids:
         page: list[Recorded] = []
+        recorded_at = None  # the last of the pages before, for its decisions to carry on
         for record in store.read_raw(run_id):
             page.append(record)
             if len(page) == PAGE:
-                yield batch(page)
+                rows = batch(page, recorded_at)
+                recorded_at = rows.column("recorded_at")[-1].as_py()
+                yield rows
                 page = []
         if page:
-            yield batch(page)
+            yield batch(page, recorded_at)
 
 
-def batch(records: list[Recorded]) -> pa.RecordBatch:
-    """Rows for consecutive records of one run."""
+def batch(records: list[Recorded], recorded_at: float | None = None) -> pa.RecordBatch:
+    """Rows for consecutive records of one run; `recorded_at` is the time of the records
+    before them, which decisions at the start of these carry."""
     data = [r.data for r in records]
-    derived = derive(data, run_id=records[0].run_id, first_seq=records[0].seq)
+    derived = derive(data, run_id=records[0].run_id, first_seq=records[0].seq,
+                     recorded_at=recorded_at)
     return pa.RecordBatch.from_arrays(
-        [pa.array([r.run_id for r in records], pa.string()),
-         pa.array([r.seq for r in records], pa.int64()),
+        [pa.repeat(pa.scalar(records[0].run_id, pa.string()), len(records)),
+         pa.array(range(records[0].seq, records[0].seq + len(records)), pa.int64()),
          *(derived.column(name).combine_chunks() for name in DERIVED),
          pa.array(data, pa.binary())],
         schema=SCHEMA)
 
 
-def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
-    """The query columns of records (given in seq order), read out of their JSON."""
+def derive(data: list[bytes], *, run_id: str, first_seq: int,
+           recorded_at: float | None = None) -> pa.Table:
+    """The query columns of records (given in seq order), read out of their JSON;
+    `recorded_at` is the time of the records before them, if any."""
     try:
         # A block must hold the longest record whole (a large plan's RunRequested).
         block = max(1 << 20, 2 * max(len(d) for d in data) + 2)
@@ -116,7 +123,10 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
         "type": read.column("type"),
         "schema_version": pc.fill_null(read.column("schema_version"), 1),
         "cause": read.column("cause"),
-        "recorded_at": pc.fill_null_forward(read.column("recorded_at")),
+        # Only leading nulls are left after the forward fill: the decisions that answer
+        # a stimulus recorded before `data`.
+        "recorded_at": pc.fill_null(pc.fill_null_forward(read.column("recorded_at")),
+                                    pa.scalar(recorded_at, pa.float64())),
         "rule": pc.struct_field(read.column("reason"), "rule"),
         "task_id": pc.coalesce(read.column("task_id"),
                                pc.struct_field(assignment, "task_id"), task_of_attempt),
