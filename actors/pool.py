@@ -107,7 +107,10 @@ class Pool:
         return any(name == handler for name, _ in self.restarting)
 
     def lost(self, replica: Replica) -> None:
-        """A call to `replica` failed because the actor died: avoid it until it answers."""
+        """A call to `replica` failed because the actor died: avoid it until it answers.
+        Its handler's calls carry one assignment again until one comes back: if an input
+        kills the process, its retry should take as little else down with it."""
+        self.seconds_each.pop(replica[0], None)
         if replica not in self.down:
             self.down.add(replica)
             self._probe(replica)

@@ -67,7 +67,7 @@ def bench(
             raise BadSpec(f"--workload {workload!r}: choose one of "
                           f"{', '.join(measure.WORKLOADS)}")
         counts = QUICK_REPLICAS if quick else measure.parse_replicas(replicas)
-        options = measure.Options(workload=workload,  # type: ignore[arg-type]
+        options = measure.Options(workload=workload,
                                   tasks=QUICK_TASKS if quick else tasks, replicas=counts,
                                   work_ms=work_ms, payload_bytes=payload_bytes, seed=seed)
         if chart is not None:
