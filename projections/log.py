@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -34,6 +35,13 @@ from baton.events.schema import (
 
 def short(value: Any, limit: int = 80) -> str:
     """Compact JSON of `value`, cut to `limit` characters."""
+    # Every item of a dict or list takes a character at least, so its first `limit`
+    # items already run past the cut: a run's output of many thousand entries is not
+    # serialized whole to show 80 characters of it (a report does so once per task).
+    if isinstance(value, dict) and len(value) > limit:
+        value = dict(itertools.islice(value.items(), limit))
+    elif isinstance(value, list | tuple) and len(value) > limit:
+        value = value[:limit]
     text = json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -1,19 +1,23 @@
-"""Exporting and reporting: runs to Parquet and back."""
+"""Exporting and reporting: runs to Parquet and back, a run's statistics, and its HTML
+report."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
+from rich.table import Table
 
 from baton.actors.launcher import store_url
 from baton.events.errors import BadSpec, BatonError
 from baton.events.store import arrow, open_store
+from baton.projections import report as page
+from baton.projections.metrics import Quantiles, RunStats, run_stats
 
-from .common import Store, app, err, fail, out, run_log
+from .common import AsJson, Store, app, emit_json, err, fail, out, run_log
 
 
 @app.command(name="export")
@@ -81,3 +85,114 @@ def import_runs(
         fail(error)
     for run_id, events in loaded.items():
         out.print(f"imported {run_id}: {events:,} events", highlight=False)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to report on.")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", metavar="FILE.html",
+        help="Where to write the page [default: RUN.html].")] = None,
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Write one HTML page about a run: open it from disk, no server needed.
+
+    Its summary, a timeline (a lane per handler replica, a bar per assignment coloured
+    by its outcome, retries, reassignments, escalations and replaced workers marked),
+    every task with its status, and each task's trace. Hover over a bar for its
+    assignment; click it for the rule and facts that routed it, its validation and state
+    digest, and its task's trace. Everything is inside the file: nothing is loaded from
+    the network.
+    """
+    target = output if output is not None else Path(f"{run_id}.html")
+    try:
+        with run_log(run_id, store) as log:
+            figures = run_stats(arrow.table(log, [run_id]))
+            document = page.html(log.read(run_id), _shown(figures))
+    except BatonError as error:
+        fail(error)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(document, encoding="utf-8")
+    if as_json:
+        emit_json({"run_id": run_id, "path": str(target), "bytes": len(document.encode())})
+    err.print(f"wrote the report of {run_id} to {target}", highlight=False, markup=False)
+
+
+@app.command()
+def stats(
+    run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
+    store: Store = None,
+    as_json: AsJson = False,
+) -> None:
+    """Where a run's time went: per handler and for the whole run, from its log.
+
+    Per handler: attempts, how each ended (accepted, rejected, failed, timed out, or
+    answered too late to count), latency from dispatch to answer and queue wait from
+    dispatch to the handler's start (p50/p95/p99). Per run: makespan, events, attempts
+    and acceptances per second, and how often each rule decided. Computed with Arrow
+    over the run's table (as `baton export` writes it).
+    """
+    try:
+        with run_log(run_id, store) as log:
+            figures = run_stats(arrow.table(log, [run_id]))
+    except BatonError as error:
+        fail(error)
+    if as_json:
+        emit_json(figures.as_dict())
+        return
+    span = "-" if figures.makespan_s is None else f"{figures.makespan_s:,.2f}s"
+    out.print(f"[bold]{run_id}[/]  {figures.events:,} events over {span}; "
+              f"{figures.assignments:,} attempts ({figures.assignments_per_s:,.1f}/s), "
+              f"{figures.accepted:,} accepted ({figures.accepted_per_s:,.1f}/s)",
+              highlight=False)
+    outcomes = Table(box=None, title="per handler: attempts and how they ended",
+                     title_justify="left")
+    timing = Table(box=None, title="per handler: seconds (latency: dispatch to answer; "
+                   "wait: dispatch to the handler's start)", title_justify="left")
+    for header in ("handler", "attempts", "accepted", "rejected", "failed", "timed out",
+                   "late"):
+        outcomes.add_column(header, justify="left" if header == "handler" else "right")
+    for header in ("handler", "latency p50", "p95", "p99", "wait p50", "p95", "p99"):
+        timing.add_column(header, justify="left" if header == "handler" else "right")
+    for h in figures.handlers:
+        outcomes.add_row(h.handler, *(f"{n:,}" for n in (
+            h.assignments, h.accepted, h.rejected, h.failed, h.timed_out, h.ignored)))
+        timing.add_row(h.handler, *_each(h.latency_s), *_each(h.queue_wait_s))
+    out.print(outcomes)
+    out.print(timing)
+    rules = Table(box=None, title="decisions by rule", title_justify="left")
+    rules.add_column("rule", no_wrap=True)
+    rules.add_column("decisions", justify="right")
+    for rule, count in sorted(figures.decisions_by_rule, key=lambda rc: (-rc[1], rc[0])):
+        rules.add_row(rule, f"{count:,}")
+    out.print(rules)
+
+
+def _each(q: Quantiles) -> list[str]:
+    return [_duration(v) for v in (q.p50, q.p95, q.p99)]
+
+
+def _seconds(q: Quantiles) -> str:
+    return "-" if q.count == 0 else " / ".join(_each(q))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:,.3f}" if seconds < 10 else f"{seconds:,.1f}"
+
+
+def _shown(figures: RunStats) -> dict[str, Any]:
+    """The statistics as the report's tables: a row per handler, a row per rule."""
+    return {
+        "per handler": [
+            {"handler": h.handler, "attempts": h.assignments, "accepted": h.accepted,
+             "rejected": h.rejected, "failed": h.failed, "timed out": h.timed_out,
+             "ignored": h.ignored, "latency p50/p95/p99 (s)": _seconds(h.latency_s),
+             "queue wait p50/p95/p99 (s)": _seconds(h.queue_wait_s)}
+            for h in figures.handlers],
+        "decisions by rule": [{"rule": rule, "decisions": count} for rule, count in
+                              sorted(figures.decisions_by_rule,
+                                     key=lambda rc: (-rc[1], rc[0]))],
+    }
