@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -60,6 +61,7 @@ _READ = pa.schema([
 _OPTIONS = pj.ParseOptions(explicit_schema=_READ, unexpected_field_behavior="ignore")
 DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data")]
 PAGE = 50_000  # events read into one batch
+_AT = SCHEMA.get_field_index("recorded_at")
 
 
 def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
@@ -68,18 +70,42 @@ def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
 
 
 def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatch]:
-    for run_id in run_ids:
-        page: list[Recorded] = []
-        recorded_at = None  # the last of the pages before, for its decisions to carry on
-        for record in store.read_raw(run_id):
-            page.append(record)
-            if len(page) == PAGE:
-                rows = batch(page, recorded_at)
-                recorded_at = rows.column("recorded_at")[-1].as_py()
-                yield rows
-                page = []
-        if page:
-            yield batch(page, recorded_at)
+    """The runs' rows a page at a time. A page's columns are derived on a second thread
+    while the next page is read: Arrow's JSON reader and kernels let go of the GIL, so
+    reading and deriving overlap on two cores."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-arrow") as deriving:
+        for run_id in run_ids:
+            recorded_at = None  # the last of the pages before, for its decisions to carry
+            ahead: Future[pa.RecordBatch] | None = None
+            for page in _pages(store.read_raw(run_id)):
+                future = deriving.submit(batch, page)
+                if ahead is not None:
+                    rows = _carrying(ahead.result(), recorded_at)
+                    recorded_at = rows.column(_AT)[-1].as_py()
+                    yield rows
+                ahead = future
+            if ahead is not None:
+                yield _carrying(ahead.result(), recorded_at)
+
+
+def _pages(records: Iterable[Recorded]) -> Iterator[list[Recorded]]:
+    page: list[Recorded] = []
+    for record in records:
+        page.append(record)
+        if len(page) == PAGE:
+            yield page
+            page = []
+    if page:
+        yield page
+
+
+def _carrying(rows: pa.RecordBatch, recorded_at: float | None) -> pa.RecordBatch:
+    """`rows` with the decisions that open them timed by the stimulus before them."""
+    column = rows.column(_AT)
+    if recorded_at is None or not column.null_count:
+        return rows
+    return rows.set_column(_AT, SCHEMA.field(_AT),
+                           pc.fill_null(column, pa.scalar(recorded_at, pa.float64())))
 
 
 def batch(records: list[Recorded], recorded_at: float | None = None) -> pa.RecordBatch:
