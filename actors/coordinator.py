@@ -11,6 +11,7 @@ process (invariant 1): it holds worker handles, never handlers.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import os
 import resource
@@ -142,6 +143,9 @@ class Coordinator:
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
         self.detached = detached
         self.driving: threading.Thread | None = None
+        # The plan and the state live as long as the run. Out of the collector's sight,
+        # its full collections cost in proportion to what is new since, not to the run.
+        gc.freeze()
         if detached and self.state.seq:
             self._drive_in_background()  # restarted by Ray: take the run up again
 
@@ -363,6 +367,7 @@ class Coordinator:
             # folds at most a third of the log on top of the latest one.
             self.store.save_snapshot(self.state)
             self.snapshot_seq = self.state.seq
+            gc.freeze()
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         """Start the assignment's clock, and queue it to be sent."""
