@@ -46,4 +46,20 @@ demo: $(STAMP)
 	$(BIN)/baton show $(DEMO_RUN)
 
 clean:
-	rm -rf $(VENV) .baton build *.egg-info
+	rm -rf $(VENV) .baton build *.egg-info benchmarks/peers/.venv-*
+
+# Baton beside LangGraph, Temporal and raw Ray on the same work: one table. Each peer
+# gets a venv of its own under benchmarks/peers/, made again when its requirements change.
+# PEERS_ARGS=--quick for 500 tasks; PEERS_ARGS="--tasks 2000,20000" for other sizes.
+PEERS := benchmarks/peers
+
+$(PEERS)/.venv-%/.installed: $(PEERS)/requirements-%.txt
+	rm -rf $(PEERS)/.venv-$*
+	$(PYTHON) -m venv $(PEERS)/.venv-$*
+	$(PEERS)/.venv-$*/bin/pip install --quiet --upgrade pip
+	$(PEERS)/.venv-$*/bin/pip install --quiet -r $<
+	touch $@
+
+.PHONY: bench-peers
+bench-peers: $(STAMP) $(PEERS)/.venv-langgraph/.installed $(PEERS)/.venv-temporal/.installed
+	$(BIN)/python $(PEERS)/compare.py $(PEERS_ARGS)
