@@ -53,7 +53,7 @@ from . import inbox
 from .pool import Pool, Replica
 
 INBOX_POLL_S = 1.0
-RESTART_GRACE_S = 60.0  # how long work held for a replaced worker waits before timing out
+RESTART_GRACE_S = 60.0  # how long timed work waits to be sent, with no replica up, at most
 SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's state
 
 StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
@@ -132,7 +132,7 @@ class Coordinator:
         self.pending: dict[ray.ObjectRef[Any], Call] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
-        self.clock_on_send: set[str] = set()  # re-sent: their time starts when they go out
+        self.clock_on_send: set[str] = set()  # timed, not yet sent: clocked when they go out
         self.overdue: set[str] = set()  # calls still out past their deadline
         # Dispatched (and recorded), not yet sent: every replica of the handler is busy
         # with WINDOW calls, down or stuck.
@@ -143,9 +143,7 @@ class Coordinator:
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
         self.detached = detached
         self.driving: threading.Thread | None = None
-        # The plan and the state live as long as the run. Out of the collector's sight,
-        # its full collections cost in proportion to what is new since, not to the run.
-        gc.freeze()
+        _settled()
         if detached and self.state.seq:
             self._drive_in_background()  # restarted by Ray: take the run up again
 
@@ -162,6 +160,7 @@ class Coordinator:
             # take its time, and their latency should not count the cluster's start-up.
             stamped = request.model_copy(update={"recorded_at": time.time()})
             self._turn([lambda seq: stamped])
+            _settled()
         if self.detached:
             self._drive_in_background()
         return os.getpid()
@@ -254,9 +253,10 @@ class Coordinator:
         """TimerFired for each current attempt whose deadline has passed. A worker still
         running a call past its deadline (this attempt's, or an earlier one's that timed
         out already) is stuck: WorkerStuck first, so the replacement happens before the
-        retry is sent; attempts queued behind the stuck call, or waiting here while every
-        replica of their handler is stuck or down, get no timer: they are sent again, to
-        the replacement, with time of their own."""
+        retry is sent; attempts queued behind the stuck call get no timer: they are sent
+        again, to the replacement, with time of their own. An attempt not yet sent times
+        out only when no replica of its handler could take it (every one down or stuck)
+        for its time and the grace after it; while one is up, the wait is this queue's."""
         now, expired = time.monotonic(), []
         while self.deadlines and self.deadlines[0][0] <= now:
             deadline, assignment_id = heapq.heappop(self.deadlines)
@@ -278,7 +278,7 @@ class Coordinator:
             replica = self._replica_of(assignment_id)
             if replica in stuck and assignment_id not in running[replica][0].ids:
                 continue  # queued behind the stuck call: re-sent when it is replaced
-            if replica is None and self._waits_on(held_up, assignment_id):
+            if replica is None and self._waiting_its_turn(held_up, assignment_id):
                 continue
             if replica is not None:
                 self.overdue.add(assignment_id)
@@ -287,16 +287,15 @@ class Coordinator:
             fired.append(_timer_for(self.run_id, assignment_id))
         return fired
 
-    def _waits_on(self, held_up: set[Replica], assignment_id: str) -> bool:
-        """Is this unsent assignment waiting only because every replica of its handler is
-        stuck or down? Then, as for one queued behind a stuck call, the wait is not the
-        attempt's: its time starts when it is sent."""
+    def _waiting_its_turn(self, held_up: set[Replica], assignment_id: str) -> bool:
+        """Is this unsent assignment only waiting for a replica that is up to have room?
+        Then its time has not started: its clock is set again, for when it is sent."""
         assignment = self.state.tasks[self.state.in_flight[assignment_id]].assignment
         assert assignment is not None
         replicas = range(len(self.pool.workers[assignment.handler]))
-        if any((assignment.handler, i) not in held_up for i in replicas):
+        if all((assignment.handler, i) in held_up for i in replicas):
             return False
-        self._restart_clock_on_send(assignment)
+        self._clock_from_send(assignment)
         return True
 
     def _running_by_replica(self) -> dict[Replica, tuple[Call, ray.ObjectRef[Any]]]:
@@ -367,18 +366,14 @@ class Coordinator:
             # folds at most a third of the log on top of the latest one.
             self.store.save_snapshot(self.state)
             self.snapshot_seq = self.state.seq
-            gc.freeze()
+            _settled()
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
-        """Start the assignment's clock, and queue it to be sent."""
+        """Queue the assignment to be sent. Its time starts when it is: the wait for a
+        replica with room is this queue's, not the attempt's."""
         assignment = decision.assignment
         if assignment.timeout_s is not None:
-            self._start_clock(assignment)
-            # While every replica is down and one is being started afresh, the wait is
-            # not the attempt's: its time starts when it is sent.
-            if self.pool.all_down(assignment.handler) and self.pool.restarting_handler(
-                    assignment.handler):
-                self._restart_clock_on_send(assignment)
+            self._clock_from_send(assignment)
         self.waiting[assignment.handler].append(assignment)
 
     def _start_clock(self, assignment: Assignment, grace_s: float = 0.0) -> None:
@@ -387,33 +382,53 @@ class Coordinator:
         self.deadline_of[assignment.id] = deadline
         heapq.heappush(self.deadlines, (deadline, assignment.id))
 
-    def _restart_clock_on_send(self, assignment: Assignment) -> None:
+    def _clock_from_send(self, assignment: Assignment) -> None:
         """Time the assignment from when it is sent, not from now; but should no replica
-        ever come back, let it time out anyway, a grace period later."""
+        be able to take it meanwhile, let it time out anyway, a grace period later."""
         self.clock_on_send.add(assignment.id)
         self._start_clock(assignment, RESTART_GRACE_S)
 
     def _send_waiting(self) -> None:
-        """Send what waits, a batch a call, to each replica with room. An assignment that
-        timed out or was cancelled while it waited is dropped: it is no longer in flight."""
+        """Send what waits, a batch a call, to each replica with room. A retry goes alone
+        to an idle replica, and nothing is queued behind it there: if its input kills the
+        worker, it takes nothing else down. An assignment that timed out or was cancelled
+        while it waited is dropped: it is no longer in flight."""
         in_flight = self.state.in_flight
         for handler, waiting in self.waiting.items():
-            while waiting and (replica := self.pool.choose(handler)) is not None:
-                batch: list[Assignment] = []
-                size = self.pool.batch_size(handler)
-                while waiting and len(batch) < size:
-                    assignment = waiting.popleft()
-                    if assignment.id not in in_flight:
-                        continue
-                    if assignment.id in self.clock_on_send:
-                        self.clock_on_send.discard(assignment.id)
-                        self._start_clock(assignment)
-                    batch.append(assignment)
-                if batch:
+            while waiting:
+                while waiting and waiting[0].id not in in_flight:
+                    waiting.popleft()
+                retry = bool(waiting) and waiting[0].attempt > 1
+                if not waiting or (replica := self.pool.choose(handler, idle=retry)) is None:
+                    break
+                # What waits is shared among the replicas with room, not sent to the first.
+                size = min(self.pool.batch_size(handler),
+                           -(-len(waiting) // self.pool.with_room(handler)))
+                batch = self._next_batch(waiting, size)
+                ref: ray.ObjectRef[Any] = self.pool.sent(replica, alone=retry).run.remote(batch)
+                self.pending[ref] = Call(tuple(a.id for a in batch), replica)
+                self.tally["calls"] += 1
 
-                    ref: ray.ObjectRef[Any] = self.pool.sent(replica).run.remote(batch)
-                    self.pending[ref] = Call(tuple(a.id for a in batch), replica)
-                    self.tally["calls"] += 1
+    def _next_batch(self, waiting: deque[Assignment], size: int) -> list[Assignment]:
+        """The next call's assignments, off the front of `waiting` (whose first is in
+        flight): that one alone if it must travel alone, else up to `size` that need not."""
+        in_flight = self.state.in_flight
+        batch: list[Assignment] = []
+        while waiting and len(batch) < size:
+            assignment = waiting[0]
+            if assignment.id not in in_flight:
+                waiting.popleft()
+                continue
+            if batch and _alone(assignment):
+                break
+            waiting.popleft()
+            if assignment.id in self.clock_on_send:
+                self.clock_on_send.discard(assignment.id)
+                self._start_clock(assignment)
+            batch.append(assignment)
+            if _alone(assignment):
+                break
+        return batch
 
     def _replace(self, decision: WorkerReplaced) -> None:
         """Kill the worker stuck on the decision's assignment; Ray starts it again. Its
@@ -431,8 +446,8 @@ class Coordinator:
                 assignment = self.state.tasks[task_id].assignment if task_id else None
                 self.overdue.discard(aid)
                 if assignment is not None and assignment.id == aid:
-                    if aid in self.deadline_of:
-                        self._restart_clock_on_send(assignment)
+                    if assignment.timeout_s is not None:
+                        self._clock_from_send(assignment)
                     again.append(assignment)
         handler, index = replica
         self.waiting[handler].extendleft(reversed(again))
@@ -484,6 +499,21 @@ class Coordinator:
     def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _settled() -> None:
+    """Put what lives now (the plan, the state) out of the collector's sight, so its full
+    collections cost in proportion to what is new since, not to the run. Garbage is
+    collected first: a cycle frozen would never be."""
+    gc.collect()
+    gc.freeze()
+
+
+def _alone(assignment: Assignment) -> bool:
+    """Does the assignment go in a call of its own? A timed one does, so its deadline
+    measures its own handler's time and a stuck call names the attempt that is stuck; so
+    does a retry, so an input that kills its worker takes nothing else down twice."""
+    return assignment.timeout_s is not None or assignment.attempt > 1
 
 
 def _from_inbox(run_id: str, entry: Event) -> StimulusMaker:

@@ -8,8 +8,11 @@ attempt that timed out). A down replica is probed until it answers again.
 A call carries a batch of assignments, as many as the handler runs in BATCH_BUDGET_S by
 what its calls took so far: a fast handler gets hundreds a call, so Ray's cost per call
 is paid once for them all; a slow one gets one, so no result waits on another's work.
-Work beyond the window waits in the coordinator, where a timeout, a cancel or a lost
-replica still reaches it, rather than in a worker's queue.
+Timed work travels alone, so its deadline measures its own handler's time; a retry
+travels alone to an idle replica, which takes nothing more until it returns, so an input
+that kills its worker takes nothing else down a second time. Work beyond the window waits
+in the coordinator, where a timeout, a cancel or a lost replica still reaches it, rather
+than in a worker's queue.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ class Pool:
             (name, i): 0 for name, handles in self.workers.items() for i in range(len(handles))
         }
         self.stuck: set[Replica] = set()
+        self.alone: set[Replica] = set()  # running a call nothing may queue behind
         self.down: set[Replica] = set()
-        self.restarting: set[Replica] = set()  # killed on purpose, not yet answering
         self.probes: dict[ray.ObjectRef[Any], Replica] = {}
         self.reprobe_at: dict[Replica, float] = {}
         self.seconds_each: dict[str, float] = {}  # by handler, averaged over recent calls
@@ -57,21 +60,29 @@ class Pool:
         return cls({handler: [ray.get_actor(name, namespace=NAMESPACE) for name in names]
                     for handler, names in workers.items()})
 
-    def choose(self, handler: str) -> Replica | None:
-        """The replica of `handler` to send the next call to, or None while none has room."""
-        free = [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
-                if self.held[replica] < WINDOW and replica not in self.down
-                and replica not in self.stuck]
+    def choose(self, handler: str, idle: bool = False) -> Replica | None:
+        """The replica of `handler` to send the next call to, or None while none has room
+        (with `idle`: none has no call out)."""
+        free = [r for r in self._with_room(handler) if not idle or not self.held[r]]
         return min(free, key=lambda r: (self.held[r], r[1])) if free else None
 
-    def sent(self, replica: Replica) -> ActorHandle[Any]:
-        """Count a call out to `replica`: its actor, to make the call on."""
+    def with_room(self, handler: str) -> int:
+        """How many of `handler`'s replicas could take a call now."""
+        return len(self._with_room(handler))
+
+    def _with_room(self, handler: str) -> list[Replica]:
+        return [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
+                if self.held[replica] < WINDOW and replica not in self.down
+                and replica not in self.stuck and replica not in self.alone]
+
+    def sent(self, replica: Replica, alone: bool = False) -> ActorHandle[Any]:
+        """Count a call out to `replica` (with `alone`, the only one it may have until it
+        returns): its actor, to make the call on."""
         self.held[replica] += 1
+        if alone:
+            self.alone.add(replica)
         handler, index = replica
         return self.workers[handler][index]
-
-    def all_down(self, handler: str) -> bool:
-        return all((handler, i) in self.down for i in range(len(self.workers[handler])))
 
     def batch_size(self, handler: str) -> int:
         """How many assignments the next call to `handler` carries: one until a call has
@@ -90,6 +101,7 @@ class Pool:
         """A call to `replica` came back (with outcomes or an error)."""
         self.held[replica] -= 1
         self.stuck.discard(replica)
+        self.alone.discard(replica)
 
     def timed_out(self, replica: Replica) -> None:
         self.stuck.add(replica)
@@ -99,18 +111,11 @@ class Pool:
         it answers."""
         self.held[replica] = 0
         self.stuck.discard(replica)
-        self.restarting.add(replica)
+        self.alone.discard(replica)
         self.lost(replica)
 
-    def restarting_handler(self, handler: str) -> bool:
-        """Is one of `handler`'s replicas being started afresh after a replacement?"""
-        return any(name == handler for name, _ in self.restarting)
-
     def lost(self, replica: Replica) -> None:
-        """A call to `replica` failed because the actor died: avoid it until it answers.
-        Its handler's calls carry one assignment again until one comes back: if an input
-        kills the process, its retry should take as little else down with it."""
-        self.seconds_each.pop(replica[0], None)
+        """A call to `replica` failed because the actor died: avoid it until it answers."""
         if replica not in self.down:
             self.down.add(replica)
             self._probe(replica)
@@ -142,4 +147,3 @@ class Pool:
             self.reprobe_at[replica] = time.monotonic() + PROBE_EVERY_S
         else:
             self.down.discard(replica)
-            self.restarting.discard(replica)

@@ -93,6 +93,41 @@ def test_a_worker_that_dies_holding_an_assignment_is_recovered(
     assert verify_log(log, DefaultPolicy())[1] is None
 
 
+def test_an_input_that_kills_its_worker_takes_no_other_task_down_twice(
+    store_url: str
+) -> None:
+    """Assignments travel in batches, so a worker killed by one input loses the others
+    in its call too: each of those is lost once at most (its retry travels alone, and a
+    first loss is free), and accepted; the poisoned task alone is given up."""
+    result = baton.run(ray_specs.poison_spec(), store=store_url, run_id="poison")
+    assert result.ok, result.error
+    assert result.progress.calls < result.progress.dispatched  # batches were sent
+    with open_store(store_url) as store:
+        log = store.read("poison")
+        state = store.state("poison")
+    lost: dict[str, int] = {}
+    for e in log:
+        if isinstance(e, FailureReported) and e.failure.kind == "worker_lost":
+            task = e.failure.assignment_id.split("#")[0]
+            lost[task] = lost.get(task, 0) + 1
+    assert lost.get("p30", 0) >= 2  # the poisoned task, tried until given up
+    assert {t for t, n in lost.items() if t != "p30"}  # it took others down with it ...
+    assert all(n == 1 for t, n in lost.items() if t != "p30")  # ... once each
+    assert state.tasks["p30"].status == "abandoned"
+    assert sum(1 for r in state.tasks.values() if r.status == "accepted") == 59
+
+
+def test_timed_work_waiting_for_a_busy_replica_is_not_timed_out(store_url: str) -> None:
+    """Twelve 0.25 s assignments with a 1 s timeout on one replica: together they take
+    3 s, but each is timed from when it is sent, so none times out waiting its turn."""
+    result = baton.run(ray_specs.queued_spec(), store=store_url, run_id="queued")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        log = store.read("queued")
+    assert not [e for e in log if isinstance(e, TimerFired)]
+    assert result.progress.calls == result.progress.dispatched == 12  # timed: one a call
+
+
 def test_a_killed_coordinator_is_restarted_and_finishes_the_run(
     durable_store_url: str
 ) -> None:

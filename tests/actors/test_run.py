@@ -124,6 +124,10 @@ def test_fast_work_goes_out_in_batches_and_slow_work_one_assignment_a_call(
                           handlers=[ray_specs.echo]), store=store_url, run_id="fast")
     assert fast.ok and fast.progress.accepted == fast.progress.dispatched == 400
     assert fast.progress.calls <= 400 / 4, fast.progress
+    with open_store(store_url) as store:
+        ran = {e.result.execution.replica for e in store.read("fast")
+               if isinstance(e, ResultReceived) and e.result.execution is not None}
+    assert ran == {0, 1}  # the batches were shared between both replicas
     slow = baton.run(Spec(goal="slow", tasks=ray_specs.slow_plan(12, 0.05),
                           handlers=[ray_specs.echo]), store=store_url, run_id="slow")
     assert slow.ok and slow.progress.calls == slow.progress.dispatched == 12
