@@ -401,9 +401,11 @@ class Coordinator:
                 retry = bool(waiting) and waiting[0].attempt > 1
                 if not waiting or (replica := self.pool.choose(handler, idle=retry)) is None:
                     break
-                # What waits is shared among the replicas with room, not sent to the first.
-                size = min(self.pool.batch_size(handler),
-                           -(-len(waiting) // self.pool.with_room(handler)))
+                # While replicas sit idle, what waits is shared among them, not all sent
+                # to the first.
+                size, idle = self.pool.batch_size(handler), self.pool.idle(handler)
+                if idle:
+                    size = min(size, -(-len(waiting) // idle))
                 batch = self._next_batch(waiting, size)
                 ref: ray.ObjectRef[Any] = self.pool.sent(replica, alone=retry).run.remote(batch)
                 self.pending[ref] = Call(tuple(a.id for a in batch), replica)

@@ -66,9 +66,9 @@ class Pool:
         free = [r for r in self._with_room(handler) if not idle or not self.held[r]]
         return min(free, key=lambda r: (self.held[r], r[1])) if free else None
 
-    def with_room(self, handler: str) -> int:
-        """How many of `handler`'s replicas could take a call now."""
-        return len(self._with_room(handler))
+    def idle(self, handler: str) -> int:
+        """How many of `handler`'s replicas could take a call and have none out."""
+        return sum(1 for replica in self._with_room(handler) if not self.held[replica])
 
     def _with_room(self, handler: str) -> list[Replica]:
         return [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
