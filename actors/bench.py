@@ -198,22 +198,24 @@ def _inputs(options: Options) -> dict[str, Any]:
 
 
 def bench(options: Options, store: str | None = None,
-          on_step: Callable[[str], None] | None = None) -> Report:
-    """Run the workload through Baton and through plain Ray at each replica count."""
+          on_step: Callable[[str, int, int], None] | None = None) -> Report:
+    """Run the workload through Baton and through plain Ray at each replica count;
+    `on_step(what, steps done, steps in all)` is told as each side of each row starts."""
     if options.tasks < 1:
         raise BadSpec("--tasks must be at least 1")
     if not options.replicas or min(options.replicas) < 1:
         raise BadSpec("--replicas must be positive counts, e.g. 1,2,4")
     report = Report(options, Cluster.now())
     cpus = min(1.0, report.cluster.cpus / max(options.replicas))
+    steps = 2 * len(options.replicas)
     with _store(store) as url:
-        for replicas in options.replicas:
+        for row, replicas in enumerate(options.replicas):
             step = f"{options.workload}, {replicas} replica{'s' if replicas > 1 else ''}"
             if on_step:
-                on_step(f"{step}: plain Ray")
+                on_step(f"{step}: plain Ray", 2 * row, steps)
             plain = plain_ray(options, replicas, cpus)
             if on_step:
-                on_step(f"{step}: Baton")
+                on_step(f"{step}: Baton", 2 * row + 1, steps)
             run_id = f"bench-{options.workload}-{replicas}-{time.strftime('%H%M%S')}"
             result = launch(spec_for(options, replicas, cpus), url, run_id=run_id)
             if not result.ok:

@@ -6,7 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from baton.actors import bench as measure
@@ -73,12 +79,12 @@ def bench(
         if chart is not None:
             _matplotlib()
         ensure_ray(address)
-        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                      console=err, transient=True, disable=as_json or not err.is_terminal
-                      ) as bar:
+        with Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=err, transient=True,
+                      disable=as_json or not err.is_terminal) as bar:
             step = bar.add_task("starting", total=None)
-            report = measure.bench(options, store,
-                                   on_step=lambda what: bar.update(step, description=what))
+            report = measure.bench(options, store, on_step=lambda what, done, steps: (
+                bar.update(step, description=what, completed=done, total=steps)))
     except BatonError as error:
         fail(error)
     if chart is not None:
@@ -96,9 +102,10 @@ def _print(report: measure.Report) -> None:
               highlight=False)
     out.print(f"workload: {o.workload}, {o.tasks:,} tasks, {o.work_ms:g} ms of work, "
               f"{o.payload_bytes:,} B payload", highlight=False)
-    table = Table(box=None)
-    for header in ("replicas", "baton a/s", "plain ray a/s", "ratio", "baton p50/p95/p99 ms",
-                   "ray p50/p95/p99 ms", "events"):
+    table = Table(box=None, caption="latency in ms; ratio: Baton's rate over plain Ray's",
+                  caption_justify="left")
+    for header in ("replicas", "baton a/s", "ray a/s", "ratio", "baton p50/95/99",
+                   "ray p50/95/99", "events"):
         table.add_column(header, justify="right", no_wrap=True)
     for row in report.rows:
         table.add_row(str(row.replicas), f"{row.baton.assignments_per_s:,.0f}",
