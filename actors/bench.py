@@ -17,6 +17,7 @@ gave the good answer, by the worker's clock.
 from __future__ import annotations
 
 import random
+import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from baton.events.errors import BadSpec
+from baton.events.errors import BadSpec, BatonError
 from baton.events.model import Assignment, Budget, Check, FromTask, Task
 from baton.events.store import arrow, open_store
 
@@ -80,6 +81,10 @@ class Row:
     @property
     def ratio(self) -> float:
         return self.baton.assignments_per_s / self.ray.assignments_per_s
+
+
+class BenchFailed(BatonError):
+    """A bench run did not complete: what is measured would not be the work asked for."""
 
 
 @dataclass(frozen=True)
@@ -216,10 +221,12 @@ def bench(options: Options, store: str | None = None,
             plain = plain_ray(options, replicas, cpus)
             if on_step:
                 on_step(f"{step}: Baton", 2 * row + 1, steps)
-            run_id = f"bench-{options.workload}-{replicas}-{time.strftime('%H%M%S')}"
+            run_id = (f"bench-{options.workload}-{replicas}-{time.strftime('%H%M%S')}-"
+                      f"{secrets.token_hex(2)}")
             result = launch(spec_for(options, replicas, cpus), url, run_id=run_id)
             if not result.ok:
-                raise BadSpec(f"the bench run {run_id} ended {result.status}: {result.error}")
+                raise BenchFailed(f"the bench run {run_id} ended {result.status}: "
+                                  f"{result.error}")
             report.rows.append(Row(replicas, through_baton(result, url), plain,
                                    result.progress.events, run_id))
     return report
@@ -227,8 +234,11 @@ def bench(options: Options, store: str | None = None,
 
 @contextmanager
 def _store(url: str | None) -> Iterator[str]:
-    """The store to record bench runs in: `url`, or a scratch SQLite file removed after."""
+    """The store to record bench runs in: `url` (opened once first, so a bad one is
+    refused before anything is measured), or a scratch SQLite file removed after."""
     if url:
+        with open_store(url):
+            pass
         yield url
         return
     with tempfile.TemporaryDirectory(prefix="baton-bench-") as scratch:
@@ -295,18 +305,26 @@ def plain_ray(options: Options, replicas: int, cpus: float) -> Measured:
                 sent_at[i] = time.time()
                 pending[i] = actors[i % replicas].run.remote(options.workload,
                                                              {"i": i, **extra}, 1)
-            attempt = 1
-            while pending:
-                answers = ray.get(list(pending.values()))
-                again = {}
-                for i, (value, end) in zip(pending, answers, strict=True):
+            # Each answer is checked as it comes, and a bad one sent again at once (echo
+            # has none: it is collected in one ray.get, as a plain Ray program would).
+            task_of = {ref: (i, 1) for i, ref in pending.items()}
+            if options.workload == "echo":
+                for i, (_, end) in zip(pending, ray.get(list(task_of)), strict=True):
+                    ends[i] = end
+                task_of = {}
+            while task_of:
+                refs = list(task_of)
+                ray.wait(refs, num_returns=1)
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                for ref, (value, end) in zip(ready, ray.get(ready), strict=True):
+                    i, attempt = task_of.pop(ref)
                     if "error" not in value and value.get("i", 0) >= 0:
                         ends[i] = end
                     else:
-                        again[i] = actors[i % replicas].run.remote(
+                        again = actors[i % replicas].run.remote(
                             options.workload, {"i": i, **extra}, attempt + 1)
-                calls += len(again)
-                pending, attempt = again, attempt + 1
+                        task_of[again] = (i, attempt + 1)
+                        calls += 1
         seconds = time.perf_counter() - started
     finally:
         for actor in actors:

@@ -72,7 +72,9 @@ class RunStats:
 
     `makespan_s` is the last recorded time minus the first (None when the log records
     none); `accepted` counts every accepted result, a person's included; the rates are
-    per second of makespan (None when it is zero or unknown).
+    per second of makespan (None when it is zero or unknown). A fork's makespan and
+    rates run from its RunForked, counting what was dispatched and accepted since: the
+    prefix it copied keeps its parent's times.
     """
 
     run_id: str
@@ -108,20 +110,32 @@ def run_stats(rows: pa.Table) -> RunStats:
     names = sorted(attempts.column("handler").unique().to_pylist())
     handlers = tuple(_handler(name, attempts, ends, waits) for name in names)
 
-    recorded = pc.min_max(rows.column("recorded_at")).as_py()
+    accepted = _accepted(validated)
+    own, own_attempts, own_accepted = rows, attempts.num_rows, accepted
+    forked = rows.filter(pc.equal(kind, "RunForked")).column("seq")
+    if len(forked):
+        own = rows.filter(pc.greater_equal(rows.column("seq"), forked[0]))
+        own_kind = own.column("type")
+        own_attempts = len(pc.unique(own.filter(pc.equal(
+            own_kind, "AssignmentDispatched")).column("assignment_id")))
+        own_accepted = _accepted(own.filter(pc.equal(own_kind, "ResultValidated")))
+    recorded = pc.min_max(own.column("recorded_at")).as_py()
     span = None if recorded["min"] is None else float(recorded["max"] - recorded["min"])
-    accepted = int(pc.sum(pc.equal(validated.column("outcome"), "accepted")).as_py() or 0)
     return RunStats(
         run_id=run_id,
         events=rows.num_rows,
         makespan_s=span,
         assignments=attempts.num_rows,
         accepted=accepted,
-        assignments_per_s=attempts.num_rows / span if span else None,
-        accepted_per_s=accepted / span if span else None,
+        assignments_per_s=own_attempts / span if span else None,
+        accepted_per_s=own_accepted / span if span else None,
         decisions_by_rule=_rules(rows.column("rule")),
         handlers=handlers,
     )
+
+
+def _accepted(validated: pa.Table) -> int:
+    return int(pc.sum(pc.equal(validated.column("outcome"), "accepted")).as_py() or 0)
 
 
 def _one_run(rows: pa.Table) -> str:

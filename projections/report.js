@@ -532,7 +532,7 @@
       selected = null;
       $("details").replaceChildren(taskDetails(task));
     }
-    const steps = data.traces[taskId];
+    const steps = Object.hasOwn(data.traces, taskId) ? data.traces[taskId] : undefined;
     const box = $("trace");
     box.replaceChildren(
       h("h3", {}, "trace of ", mono(taskId), " ", badge(task.status)),
@@ -587,7 +587,12 @@
   }
 
   function fromHash() {
-    const hash = decodeURIComponent(location.hash.slice(1));
+    let hash;
+    try {
+      hash = decodeURIComponent(location.hash.slice(1));
+    } catch (_) {
+      return; // a malformed link: show the page as it is
+    }
     if (hash.startsWith("a=")) select(hash.slice(2), true);
     else if (hash.startsWith("task=")) showTrace(hash.slice(5), false);
   }

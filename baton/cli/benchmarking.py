@@ -60,8 +60,10 @@ def bench(
     item, every call submitted at once) and then through Baton (every decision recorded
     in the store), on the same cluster, one after the other. The table shows
     assignments/s, latency percentiles (Baton: a task's first dispatch to its accepted
-    result; plain Ray: a call's submission to its end, its wait in the actor's queue
-    included), the events Baton recorded, and Baton's rate over plain Ray's.
+    result, so the wait before dispatch, while a handler holds as much as its replicas'
+    queue_depth allows, is not in it; plain Ray: a call's submission to its end, its wait
+    in the actor's queue included: the two say different things), the events Baton
+    recorded, and Baton's rate over plain Ray's.
 
     \b
     baton bench --quick                       a smoke test on a local Ray

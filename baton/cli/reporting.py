@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from baton.actors.launcher import store_url
 from baton.events.errors import BadSpec, BatonError
@@ -112,8 +113,11 @@ def report(
             document = page.html(log.read(run_id), _shown(figures))
     except BatonError as error:
         fail(error)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(document, encoding="utf-8")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(document, encoding="utf-8")
+    except OSError as error:
+        fail(BadSpec(f"cannot write the report to {target}: {error.strerror or error}"))
     if as_json:
         emit_json({"run_id": run_id, "path": str(target), "bytes": len(document.encode())})
     err.print(f"wrote the report of {run_id} to {target}", highlight=False, markup=False)
@@ -142,10 +146,10 @@ def stats(
         emit_json(figures.as_dict())
         return
     span = "-" if figures.makespan_s is None else f"{figures.makespan_s:,.2f}s"
-    out.print(f"[bold]{run_id}[/]  {figures.events:,} events over {span}; "
-              f"{figures.assignments:,} attempts ({figures.assignments_per_s:,.1f}/s), "
-              f"{figures.accepted:,} accepted ({figures.accepted_per_s:,.1f}/s)",
-              highlight=False)
+    out.print(f"{run_id}  {figures.events:,} events over {span}; "
+              f"{figures.assignments:,} attempts ({_rate(figures.assignments_per_s)}), "
+              f"{figures.accepted:,} accepted ({_rate(figures.accepted_per_s)})",
+              highlight=False, markup=False)
     outcomes = Table(box=None, title="per handler: attempts and how they ended",
                      title_justify="left")
     timing = Table(box=None, title="per handler: seconds (latency: dispatch to answer; "
@@ -156,17 +160,21 @@ def stats(
     for header in ("handler", "latency p50", "p95", "p99", "wait p50", "p95", "p99"):
         timing.add_column(header, justify="left" if header == "handler" else "right")
     for h in figures.handlers:
-        outcomes.add_row(h.handler, *(f"{n:,}" for n in (
+        outcomes.add_row(Text(h.handler), *(f"{n:,}" for n in (
             h.assignments, h.accepted, h.rejected, h.failed, h.timed_out, h.ignored)))
-        timing.add_row(h.handler, *_each(h.latency_s), *_each(h.queue_wait_s))
+        timing.add_row(Text(h.handler), *_each(h.latency_s), *_each(h.queue_wait_s))
     out.print(outcomes)
     out.print(timing)
     rules = Table(box=None, title="decisions by rule", title_justify="left")
     rules.add_column("rule", no_wrap=True)
     rules.add_column("decisions", justify="right")
     for rule, count in sorted(figures.decisions_by_rule, key=lambda rc: (-rc[1], rc[0])):
-        rules.add_row(rule, f"{count:,}")
+        rules.add_row(Text(rule), f"{count:,}")
     out.print(rules)
+
+
+def _rate(per_s: float | None) -> str:
+    return "-" if per_s is None else f"{per_s:,.1f}/s"
 
 
 def _each(q: Quantiles) -> list[str]:

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from typer.testing import CliRunner
 
-from baton import open_store
+from baton import HandlerInfo, Task, open_store
 from baton.cli import app
 from baton.cli.reporting import _shown
 from baton.events.schema import AssignmentDispatched
@@ -23,6 +23,7 @@ from baton.events.store import arrow
 from baton.projections.metrics import run_stats
 from baton.projections.report import html as page_of
 from baton.projections.trace import trace
+from baton.testing import Scenario
 from tests.fixtures.golden import every_event_type
 from tests.projections.test_report import HOSTILE, seeded_run
 
@@ -81,6 +82,30 @@ def test_stats_gives_people_tables_and_machines_the_same_figures(store_url: str)
     assert "per handler" in page and "queue wait p50/p95/p99 (s)" in page
     done = CliRunner().invoke(app, ["stats", "nope", "--store", store_url])
     assert done.exit_code == 2 and "nope" in done.stderr
+
+
+def test_stats_of_a_run_without_a_clock_or_with_markup_in_its_names(store_url: str) -> None:
+    """A scripted run records no times and its handler's name holds brackets: `baton
+    stats` prints '-' for what it cannot know, and the name as it is."""
+    with open_store(store_url) as store:
+        run = Scenario([Task(id="a", capability="count")],
+                       [HandlerInfo(name="gpt[/]", capabilities=("count",))],
+                       run_id="unclocked", store=store)
+        run.succeed("a#1", {"count": 1})
+    done = CliRunner().invoke(app, ["stats", "unclocked", "--store", store_url])
+    assert done.exit_code == 0, done.output
+    assert "events over -; 1 attempts (-), 1 accepted (-)" in done.stdout
+    assert " gpt[/] " in done.stdout
+
+
+def test_a_report_that_cannot_be_written_is_bad_input(store_url: str, tmp_path: Path) -> None:
+    """-o naming a directory, or a path under a file: exit 2, saying where."""
+    with open_store(store_url) as store:
+        seeded_run(store)
+    (tmp_path / "a.db").write_text("")
+    for target in (tmp_path, tmp_path / "a.db" / "x.html"):
+        done = report("seeded", "-o", str(target), "--store", store_url)
+        assert done.exit_code == 2 and f"cannot write the report to {target}" in done.stderr
 
 
 @pytest.fixture(scope="module")

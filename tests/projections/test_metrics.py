@@ -10,7 +10,7 @@ import pytest
 from baton import HandlerInfo, Task, open_store
 from baton.events.errors import BadSpec
 from baton.events.model import Budget, Check, Execution
-from baton.events.schema import CoordinatorRestarted, EscalationRaised
+from baton.events.schema import CoordinatorRestarted, EscalationRaised, RunForked
 from baton.events.store import arrow
 from baton.projections.metrics import HandlerStats, Quantiles, RunStats, run_stats
 from baton.testing import Scenario
@@ -175,3 +175,25 @@ def test_a_table_that_is_not_one_runs_events_is_refused(store_url: str) -> None:
         run_stats(both.drop_columns(["rule"]))
     one = run_stats(both.filter(pc.equal(both.column("run_id"), "one")))
     assert (one.run_id, one.events) == ("one", 3)
+
+
+def test_a_forks_makespan_and_rates_run_from_its_fork(store_url: str) -> None:
+    """A fork's copied prefix keeps its parent's times; its makespan and rates run from
+    its RunForked (an hour later here), not from its parent's start."""
+    with open_store(store_url) as store:
+        run = Scenario([counting("a"), counting("b")], HANDLERS, run_id="fork", store=store,
+                       at=100.0)
+        run.succeed("a#1", {"count": 1}, at=102.0)
+        run.stimulate(RunForked, parent_run_id="parent", parent_seq=4,
+                      parent_digest="0" * 32, policy="baton.events.policy:DefaultPolicy",
+                      recorded_at=3700.0)
+        # The coordinator taking the fork up sends what was in flight again.
+        run.stimulate(CoordinatorRestarted, note="took the fork up", recorded_at=3701.0)
+        [again] = [a.id for a in run.in_flight]
+        run.succeed(again, {"count": 2}, at=3704.0)
+    stats = stats_of(store_url, "fork")
+    assert stats.makespan_s == 4.0
+    assert stats.accepted == 2 and stats.accepted_per_s == 1 / 4.0
+    assert stats.assignments_per_s == 1 / 4.0  # the one dispatched again at the fork
+    # b's latency runs from its dispatch again (3701), not its parent's (100).
+    assert sorted(h.latency_s.p99 for h in stats.handlers) == [2.0, 3.0]
