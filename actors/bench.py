@@ -35,7 +35,7 @@ from baton.events.model import Assignment, Budget, Check, FromTask, Task
 from baton.events.store import arrow, open_store
 
 from .handlers import Handler, handler
-from .launcher import RunResult, ensure_ray
+from .launcher import RunResult
 from .launcher import run as launch
 from .spec import Spec
 
@@ -158,12 +158,16 @@ def chaos(assignment: Assignment) -> Any:
     return _chaos(assignment.inputs, assignment.attempt)
 
 
+HANDLERS: dict[str, Callable[[Assignment], Any]] = {"echo": echo, "dag": layer,
+                                                    "chaos": chaos}
+
+
 # --- the specs -------------------------------------------------------------------------
 
 
 def spec_for(options: Options, replicas: int, cpus: float) -> Spec:
     """The workload as a spec, its handler with `replicas` replicas of `cpus` CPUs."""
-    target = {"echo": echo, "dag": layer, "chaos": chaos}[options.workload]
+    target = HANDLERS[options.workload]
     worker: Handler = handler(capabilities=[options.workload], replicas=replicas,
                               num_cpus=cpus, name=options.workload)(target)
     inputs = _inputs(options)
@@ -356,5 +360,3 @@ def parse_replicas(text: str) -> tuple[int, ...]:
         raise BadSpec(f"--replicas {text!r}: each count must be at least 1")
     return counts
 
-
-__all__ = ["WORKLOADS", "Options", "Report", "bench", "ensure_ray", "parse_replicas"]
