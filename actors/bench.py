@@ -252,7 +252,7 @@ def _store(url: str | None) -> Iterator[str]:
 def through_baton(result: RunResult, url: str) -> Measured:
     """The run's rate, and each task's latency from first dispatch to acceptance."""
     with open_store(url) as store:
-        rows = arrow.table(store, [result.run_id]).select(
+        rows = arrow.columns(store, result.run_id).select(
             ["type", "task_id", "recorded_at", "outcome"])
     dispatched = rows.filter(pc.equal(rows["type"], "AssignmentDispatched")).group_by(
         "task_id").aggregate([("recorded_at", "min")])

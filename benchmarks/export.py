@@ -50,7 +50,7 @@ def main() -> None:
         select_s = plain_select(str(source))
         with open_store(f"sqlite:///{source}") as store, gc_paused():
             started = time.perf_counter()
-            rows = arrow.table(store, ["long"])
+            rows = arrow.columns(store, "long")
             read_s = time.perf_counter() - started
             stats = run_stats(rows)
             stats_s = time.perf_counter() - started
@@ -60,8 +60,7 @@ def main() -> None:
         assert all(h.latency_s.count == h.assignments for h in stats.handlers)
         with open_store(f"sqlite:///{source}") as store, gc_paused():
             started = time.perf_counter()
-            table = arrow.table(store, ["long"])
-            pq.write_table(table, tmp / "long.parquet")
+            arrow.write_parquet(store, ["long"], tmp / "long.parquet")
             export_s = time.perf_counter() - started
         with open_store(f"sqlite:///{tmp / 'target.db'}") as store, gc_paused():
             started = time.perf_counter()

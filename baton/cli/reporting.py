@@ -9,6 +9,13 @@ from typing import Annotated, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -40,25 +47,27 @@ def export_runs(
     """
     if (run_id is None) == (not every):
         fail(BadSpec("name one run to export, or pass --all for every run"))
+    if not every and output.is_dir():
+        fail(BadSpec(f"{output} is a directory: name a .parquet file with -o"))
     try:
-        if run_id is not None:
-            with run_log(run_id, store) as log:
-                run_ids = [run_id]
-                table = arrow.table(log, run_ids)
-        else:
-            with open_store(store_url(store)) as log:
-                run_ids = [info.run_id for info in log.runs()]
-                table = arrow.table(log, run_ids)
+        with open_store(store_url(store)) if every else run_log(run_id or "", store) as log:
+            runs = [info.run_id for info in log.runs()] if every else [run_id or ""]
+            with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
+                          TimeElapsedColumn(), console=err, transient=True,
+                          disable=not err.is_terminal) as bar:
+                step = bar.add_task("events", total=sum(log.last_seq(r) for r in runs))
+                if every:
+                    rows = arrow.write_dataset(log, runs, output)
+                else:
+                    output.parent.mkdir(parents=True, exist_ok=True)
+                    rows = arrow.write_parquet(log, runs, output,
+                                               on_rows=lambda n: bar.advance(step, n))
     except BatonError as error:
         fail(error)
-    if every:
-        pq.write_to_dataset(table, output, partition_cols=["run_id"],
-                            existing_data_behavior="delete_matching")
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, output)
-    err.print(f"exported {table.num_rows:,} events of {len(run_ids):,} run"
-              f"{'s' if len(run_ids) != 1 else ''} to {output}", highlight=False)
+    except OSError as error:
+        fail(BadSpec(f"cannot write the export to {output}: {error.strerror or error}"))
+    err.print(f"exported {rows:,} events of {len(runs):,} run"
+              f"{'s' if len(runs) != 1 else ''} to {output}", highlight=False)
 
 
 @app.command(name="import")
@@ -109,7 +118,7 @@ def report(
     target = output if output is not None else Path(f"{run_id}.html")
     try:
         with run_log(run_id, store) as log:
-            figures = run_stats(arrow.table(log, [run_id]))
+            figures = run_stats(arrow.columns(log, run_id))
             document = page.html(log.read(run_id), _shown(figures))
     except BatonError as error:
         fail(error)
@@ -139,7 +148,7 @@ def stats(
     """
     try:
         with run_log(run_id, store) as log:
-            figures = run_stats(arrow.table(log, [run_id]))
+            figures = run_stats(arrow.columns(log, run_id))
     except BatonError as error:
         fail(error)
     if as_json:

@@ -10,16 +10,25 @@ than reading the rows; an import derives them again and refuses a row that disag
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.dataset as ds
 import pyarrow.json as pj
+import pyarrow.parquet as pq
 
 from ..errors import BadLog, BadSpec, RunExists
 from ..state import RunState
-from .recorder import EventStore, Recorded
+from . import chunks
+from .rows import LogRow, Packed
+
+if TYPE_CHECKING:
+    from .recorder import EventStore
 
 SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
@@ -60,8 +69,14 @@ _READ = pa.schema([
 ])
 _OPTIONS = pj.ParseOptions(explicit_schema=_READ, unexpected_field_behavior="ignore")
 DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data")]
+DERIVED_SCHEMA = pa.schema([(name, SCHEMA.field(name).type) for name in DERIVED])
 PAGE = 50_000  # events read into one batch
-_AT = SCHEMA.get_field_index("recorded_at")
+# Events' bytes are all different and their min and max say nothing: a dictionary of
+# them, or statistics, would cost time and space for no reader.
+_QUERIED = [name for name in SCHEMA.names if name != "data"]
+_PARQUET = {"use_dictionary": _QUERIED, "write_statistics": _QUERIED}
+_AT_DERIVED = DERIVED_SCHEMA.get_field_index("recorded_at")
+_VERSION = DERIVED_SCHEMA.get_field_index("schema_version")
 
 
 def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
@@ -69,57 +84,205 @@ def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
     return pa.Table.from_batches(list(batches(store, run_ids)), schema=SCHEMA)
 
 
+def columns(store: EventStore, run_id: str) -> pa.Table:
+    """The run's rows without their data (what statistics read): from the columns kept
+    beside its log, reading and deriving only the events no chunk covers."""
+    def data(first: int, end: int) -> list[bytes]:
+        return [r.data for r in store.read_raw(run_id, after=first - 1, until=end - 1)]
+
+    last = store.last_seq(run_id)
+    derived = _Kept(run_id, store.column_chunks(run_id)).columns(1, last, data)
+    return pa.table([pa.repeat(pa.scalar(run_id, pa.string()), last),
+                     _seqs(1, last),
+                     *derived.columns],
+                    schema=pa.schema([SCHEMA.field(name) for name in SCHEMA.names[:-1]]))
+
+
 def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatch]:
-    """The runs' rows a page at a time. A page's columns are derived on a second thread
-    while the next page is read: Arrow's JSON reader and kernels let go of the GIL, so
-    reading and deriving overlap on two cores."""
+    """The runs' rows a page at a time. A page's columns are taken from those kept
+    beside the log, or derived where none were, on a second thread while the next page
+    is read: Arrow's JSON reader and kernels let go of the GIL, so reading and deriving
+    overlap on two cores."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-arrow") as deriving:
         for run_id in run_ids:
-            recorded_at = None  # the last of the pages before, for its decisions to carry
+            # One thread takes the pages in turn, so each page's rows carry the time of
+            # the one before.
+            kept = _Kept(run_id, store.column_chunks(run_id))
             ahead: Future[pa.RecordBatch] | None = None
-            for page in _pages(store.read_raw(run_id)):
-                future = deriving.submit(batch, page)
+            pages: Iterable[Packed | Sequence[LogRow]] | None = store.read_packed(
+                run_id, size=PAGE)
+            if pages is None:
+                pages = store.read_pages(run_id, size=PAGE)
+            for page in pages:
+                future = deriving.submit(kept.rows, page)
                 if ahead is not None:
-                    rows = _carrying(ahead.result(), recorded_at)
-                    recorded_at = rows.column(_AT)[-1].as_py()
-                    yield rows
+                    yield ahead.result()
                 ahead = future
             if ahead is not None:
-                yield _carrying(ahead.result(), recorded_at)
+                yield ahead.result()
 
 
-def _pages(records: Iterable[Recorded]) -> Iterator[list[Recorded]]:
-    page: list[Recorded] = []
-    for record in records:
-        page.append(record)
-        if len(page) == PAGE:
-            yield page
-            page = []
-    if page:
-        yield page
+def write_parquet(store: EventStore, run_ids: Iterable[str], path: Path,
+                  on_rows: Callable[[int], None] = lambda rows: None) -> int:
+    """Write the runs' rows to one Parquet file as they are read, a page at a time (so
+    memory stays bounded by a few pages); `on_rows(n)` after each. Returns the rows."""
+    written = 0
+    with pq.ParquetWriter(path, SCHEMA, **_PARQUET) as writer, ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="baton-parquet") as writing:
+        behind: Future[None] | None = None
+        for rows in batches(store, run_ids):
+            if behind is not None:
+                behind.result()
+            behind = writing.submit(writer.write_batch, rows)
+            written += rows.num_rows
+            on_rows(rows.num_rows)
+        if behind is not None:
+            behind.result()
+    return written
 
 
-def _carrying(rows: pa.RecordBatch, recorded_at: float | None) -> pa.RecordBatch:
-    """`rows` with the decisions that open them timed by the stimulus before them."""
-    column = rows.column(_AT)
-    if recorded_at is None or not column.null_count:
-        return rows
-    return rows.set_column(_AT, SCHEMA.field(_AT),
-                           pc.fill_null(column, pa.scalar(recorded_at, pa.float64())))
+def write_dataset(store: EventStore, run_ids: Iterable[str], directory: Path) -> int:
+    """Write the runs' rows to a Parquet dataset partitioned by run (run_id=…/), as
+    they are read; what was there for these runs is replaced. Returns the rows."""
+    written = 0
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        nonlocal written
+        for rows in batches(store, run_ids):
+            written += rows.num_rows
+            yield rows
+
+    ds.write_dataset(pa.RecordBatchReader.from_batches(SCHEMA, counted()), directory,
+                     format="parquet", partitioning=["run_id"], partitioning_flavor="hive",
+                     file_options=ds.ParquetFileFormat().make_write_options(**_PARQUET),
+                     existing_data_behavior="delete_matching")
+    return written
 
 
-def batch(records: list[Recorded], recorded_at: float | None = None) -> pa.RecordBatch:
-    """Rows for consecutive records of one run; `recorded_at` is the time of the records
-    before them, which decisions at the start of these carry."""
-    data = [r.data for r in records]
-    derived = derive(data, run_id=records[0].run_id, first_seq=records[0].seq,
-                     recorded_at=recorded_at)
-    return pa.RecordBatch.from_arrays(
-        [pa.repeat(pa.scalar(records[0].run_id, pa.string()), len(records)),
-         pa.array(range(records[0].seq, records[0].seq + len(records)), pa.int64()),
-         *(derived.column(name).combine_chunks() for name in DERIVED),
-         pa.array(data, pa.binary())],
-        schema=SCHEMA)
+def _seqs(first: int, count: int) -> pa.Array:
+    """first, first + 1, … (count of them), made in Arrow, not from a Python range."""
+    ones = pa.repeat(pa.scalar(1, pa.int64()), count)
+    return pc.cumulative_sum(ones, start=pa.scalar(first - 1, pa.int64()))
+
+
+def _binary(page: Packed | Sequence[LogRow], run_id: str) -> tuple[int, pa.BinaryArray]:
+    """The first seq of a page of records, and their bytes as one Arrow array."""
+    if not isinstance(page, Packed):
+        return page[0][0], pa.array([data for _, _, data in page], pa.binary())
+    seqs = pc.cast(pc.split_pattern(page.seqs, ",").values, pa.int64())
+    lengths = pc.cast(pc.split_pattern(page.lengths, ",").values, pa.int32())
+    offsets = pc.cumulative_sum(pa.concat_arrays([pa.array([0], pa.int32()), lengths]))
+    # The database packs seqs, lengths and bytes in one pass, in the order it was asked
+    # for; should it ever not, this export would be wrong, so it is refused.
+    if not (len(seqs) == len(lengths) == page.records and seqs[0].as_py() == page.first
+            and pc.all(pc.equal(pc.pairwise_diff(seqs), 1)).as_py() is not False
+            and offsets[-1].as_py() == len(page.data)):
+        raise BadLog("the store packed these records out of seq order; export with "
+                     "a newer Baton", run_id=run_id, seq=page.first)
+    return page.first, pa.Array.from_buffers(pa.binary(), page.records,
+                                             [None, offsets.buffers()[1],
+                                              pa.py_buffer(page.data)])
+
+
+class _Kept:
+    """A run's query columns kept beside its log (chunks.py), and the columns of any
+    range of its events: from them, and derived from the events' data where none is."""
+
+    def __init__(self, run_id: str, kept: list[tuple[int, int, bytes]]):
+        self.run_id = run_id
+        self.chunks = kept  # (first seq, events, lines), in seq order; parsed when needed
+        self.parsed: dict[int, pa.Table | None] = {}
+        self.recorded_at = pa.scalar(None, pa.float64())  # of the rows given so far
+
+    def rows(self, page: Packed | Sequence[LogRow]) -> pa.RecordBatch:
+        """Export rows for the run's next consecutive records."""
+        first, data = _binary(page, self.run_id)
+        derived = self.columns(first, len(data), lambda seq, end: (
+            data.slice(seq - first, end - seq).to_pylist()))
+        return pa.RecordBatch.from_arrays(
+            [pa.repeat(pa.scalar(self.run_id, pa.string()), len(data)),
+             _seqs(first, len(data)),
+             *(column.combine_chunks() for column in derived.columns),
+             data],
+            schema=SCHEMA)
+
+    def _parse(self, end: int) -> None:
+        """Parse, in one go, every chunk not parsed yet that starts before seq `end`:
+        one large read is split across cores by Arrow, many small ones are not."""
+        todo = [(start, rows, lines) for start, rows, lines in self.chunks
+                if start < end and start not in self.parsed]
+        read = _parsed(b"\n".join(lines for _, _, lines in todo),
+                       sum(rows for _, rows, _ in todo))
+        offset = 0
+        for start, rows, lines in todo:
+            if read is None:  # one is damaged: each on its own, to find which
+                alone = _parsed(lines, rows)
+                self.parsed[start] = None if alone is None else _timed(alone)
+            else:
+                self.parsed[start] = _timed(read.slice(offset, rows))
+                offset += rows
+
+    def columns(self, first: int, count: int,
+                data: Callable[[int, int], list[bytes]]) -> pa.Table:
+        """The columns of seqs first … first + count - 1; `data(seq, end)` gives the
+        bytes of seqs seq … end - 1."""
+        parts: list[pa.Table] = []
+        seq, end = first, first + count
+        for start, rows, _ in self.chunks:
+            stop = min(start + rows, end)
+            if stop <= seq or start >= end:
+                continue
+            if start not in self.parsed:
+                self._parse(end)
+            chunk = self.parsed[start]
+            if start + rows <= end:
+                del self.parsed[start]  # no later page reads it
+            if chunk is None:  # damaged: derived like any event no chunk covers
+                continue
+            if start > seq:
+                parts.append(derive(data(seq, start), run_id=self.run_id, first_seq=seq))
+                seq = start
+            parts.append(chunk.slice(seq - start, stop - seq))
+            seq = stop
+        if seq < end:
+            parts.append(derive(data(seq, end), run_id=self.run_id, first_seq=seq))
+        # Each part was derived on its own: the decisions opening one are timed by the
+        # stimulus that ends the one before.
+        carried = []
+        for part in parts:
+            at = part.column("recorded_at")
+            if at.null_count and self.recorded_at.is_valid:
+                part = part.set_column(_AT_DERIVED, "recorded_at",
+                                       pc.fill_null(at, self.recorded_at))
+            carried.append(part)
+            self.recorded_at = part.column("recorded_at")[-1]
+        return pa.concat_tables(carried) if carried else DERIVED_SCHEMA.empty_table()
+
+
+_CSV_READ = pcsv.ReadOptions(column_names=list(chunks.COLUMNS))
+# An empty field is null; a quoted one, even empty, is text.
+_CSV_CONVERT = pcsv.ConvertOptions(column_types=DERIVED_SCHEMA, strings_can_be_null=True,
+                                   quoted_strings_can_be_null=False)
+
+
+def _parsed(lines: bytes, rows: int) -> pa.Table | None:
+    """Chunks' columns as their lines say them; None when one is damaged (then the
+    events it covers are derived instead)."""
+    try:
+        read = pcsv.read_csv(io.BytesIO(lines), read_options=_CSV_READ,
+                             convert_options=_CSV_CONVERT)
+    except pa.ArrowInvalid:
+        return None
+    if read.num_rows != rows or not read.schema.equals(DERIVED_SCHEMA):
+        return None
+    return read.set_column(_VERSION, "schema_version",
+                           pc.fill_null(read.column("schema_version"), 1))
+
+
+def _timed(chunk: pa.Table) -> pa.Table:
+    """A chunk's columns with each decision timed by the stimulus before it there."""
+    return chunk.set_column(_AT_DERIVED, "recorded_at",
+                            pc.fill_null_forward(chunk.column("recorded_at")))
 
 
 def derive(data: list[bytes], *, run_id: str, first_seq: int,

@@ -28,7 +28,8 @@ from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
 from .index import READ_WHOLE, PostgresRunsView
-from .recorder import EventStore, LogRow, masked_url
+from .recorder import EventStore, masked_url
+from .rows import LogRow
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_S = 5
@@ -278,8 +279,10 @@ def _opened(url: str, address: Address) -> EventStore:
     try:
         recorder = factory.application_recorder()
         snapshots = factory.aggregate_recorder("snapshots")
+        columns = factory.aggregate_recorder("columns")
         index = cast(PostgresRunsView, factory.tracking_recorder(PostgresRunsView))
     except PersistenceError as error:
         factory.close()
         raise address._explained(str(error)) from None
-    return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index)
+    return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index,
+                      columns=columns)

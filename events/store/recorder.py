@@ -33,7 +33,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
 from ..schema import Envelope, Event, RunRequested
 from ..state import RunState
-from . import snapshot
+from . import chunks, snapshot
 from .codec import Codec
 from .index import (
     READ_WHOLE,
@@ -45,6 +45,7 @@ from .index import (
     RunsView,
     SQLiteRunsView,
 )
+from .rows import LogRow, Packed
 from .sealing import MARKER, Sealer
 
 DEFAULT_URL = "sqlite:///.baton/baton.db"
@@ -80,10 +81,13 @@ class EventStore:
         snapshots: AggregateRecorder | None = None,
         index: RunsView | None = None,
         sealer: Sealer | None = None,
+        columns: AggregateRecorder | None = None,
     ):
         self.recorder = recorder
         self.sealer = sealer or Sealer(None)
         self.snapshots = snapshots
+        self.columns = columns  # the query columns' chunks (chunks.py)
+        self._unchunked: dict[str, chunks.Pending] = {}
         self.index = index
         self.url = url
         self.codec = codec or Codec()
@@ -96,6 +100,9 @@ class EventStore:
         self.close()
 
     def close(self) -> None:
+        for run_id, pending in list(self._unchunked.items()):
+            if len(pending.lines) >= chunks.KEPT_AT_CLOSE:
+                self._write_chunk(run_id)
         self._close()
 
     def __repr__(self) -> str:
@@ -128,13 +135,15 @@ class EventStore:
                     run_id=run_id,
                     seq=event.seq,
                 )
+        if recorded is None:
+            recorded = [self.codec.encode(event) for event in events]
+        seal = self.sealer.seal
         stored = [
             StoredEvent(
                 originator_id=run_id,
                 originator_version=event.seq,
                 topic=event.type,  # type: ignore[attr-defined]
-                state=self.sealer.seal(
-                    self.codec.encode(event) if recorded is None else recorded[i]),
+                state=seal(recorded[i]),
             )
             for i, event in enumerate(events)
         ]
@@ -144,6 +153,32 @@ class EventStore:
             # A writer in another process took one of these seqs after our check, inside
             # its own transaction; the recorder rolled our whole batch back.
             raise ConcurrencyConflict(run_id, expected_last_seq, self.last_seq(run_id)) from None
+        if self.columns is not None:
+            self._chunk(run_id, expected_last_seq + 1, events)
+
+    def _chunk(self, run_id: str, first: int, events: Sequence[Envelope]) -> None:
+        """Keep the appended events' query columns, a chunk at a time."""
+        pending = self._unchunked.get(run_id)
+        if pending is not None and pending.next_seq != first:
+            # Another writer appended in between: what each kept is still right, and
+            # readers derive the events neither did.
+            self._write_chunk(run_id)
+            pending = None
+        if pending is None:
+            pending = self._unchunked[run_id] = chunks.Pending(first)
+        pending.lines.extend(map(chunks.line, events))
+        if len(pending.lines) >= chunks.SIZE or events[-1].type in chunks.ENDINGS:  # type: ignore[attr-defined]
+            self._write_chunk(run_id)
+
+    def _write_chunk(self, run_id: str) -> None:
+        pending = self._unchunked.pop(run_id)
+        assert self.columns is not None
+        lines = chunks.encode(pending.lines)
+        if lines is None:  # left for readers to derive
+            return
+        stored = StoredEvent(run_id, pending.first, chunks.TOPIC, self.sealer.seal(lines))
+        with suppress(IntegrityError):  # one from this seq exists already: the same columns
+            self.columns.insert_events([stored])
 
     # --- reading -----------------------------------------------------------------------
 
@@ -174,24 +209,67 @@ class EventStore:
     ) -> Iterator[Recorded]:
         """The run's records with seq in (after, until], not yet decoded (`decode` does
         that): for readers that need only some of them as events."""
+        for page in self.read_pages(run_id, after=after, until=until):
+            for seq, topic, data in page:
+                yield Recorded(run_id, seq, topic, data)
+
+    def read_pages(
+        self, run_id: str, *, after: int = 0, until: int | None = None, size: int = PAGE
+    ) -> Iterator[Sequence[LogRow]]:
+        """The run's records with seq in (after, until] as rows (seq, type, bytes),
+        up to `size` a page, each page checked whole: for long reads (export), which
+        would spend more on an object per record than on reading it."""
         position = after
         open_, plain = self.sealer.open, not self.sealer.sealing
         while until is None or position < until:
-            limit = PAGE if until is None else min(PAGE, until - position)
+            limit = size if until is None else min(size, until - position)
             page = _log_page(self.recorder, run_id, position, until, limit)
-            for seq, topic, data in page:
-                if seq != position + 1:
-                    raise BadLog(
-                        f"expected seq {position + 1}, found {seq}: the log has a gap",
-                        run_id=run_id,
-                        seq=seq,
-                    )
-                if not (plain and data[:1] != MARKER[:1]):  # else: plain, as stored
-                    data = open_(data, run_id=run_id, seq=seq)
-                yield Recorded(run_id, seq, topic, data)
-                position = seq
+            found = None  # the seq after a gap
+            if page and (page[0][0] != position + 1 or page[-1][0] != position + len(page)):
+                # Seqs are unique and in order, so the first and last tell whether any
+                # is missing; which one is, only a walk tells. What precedes it is read.
+                gap = next(at for at, (seq, _, _) in enumerate(page)
+                           if seq != position + 1 + at)
+                found, page = page[gap][0], page[:gap]
+            # A sealed record's first byte is NUL, below any other: one look at the
+            # least of the page's tells whether any was sealed.
+            if page and (not plain or min(row[2] for row in page)[:1] == MARKER[:1]):
+                page = [(seq, topic, open_(data, run_id=run_id, seq=seq))
+                        for seq, topic, data in page]
+            if found is not None:
+                if page:
+                    yield page
+                raise BadLog(f"expected seq {position + len(page) + 1}, found {found}: "
+                             "the log has a gap", run_id=run_id, seq=found)
+            if page:
+                yield page
+                position = page[-1][0]
             if len(page) < limit:
                 return
+
+    def read_packed(self, run_id: str, *, size: int = PAGE) -> Iterator[Packed] | None:
+        """The run's records packed a page at a time, checked as `read_pages` checks
+        them; None when this store cannot pack them (its recorder does not, or it is
+        sealed: each record is opened on its own), and then `read_pages` reads them."""
+        if self.sealer.sealing or not isinstance(self.recorder, PackingRecorder):
+            return None
+        return self._packed(self.recorder, run_id, size)
+
+    def _packed(self, recorder: PackingRecorder, run_id: str, size: int) -> Iterator[Packed]:
+        position = 0
+        while (page := recorder.packed_page(run_id, position, size)) is not None:
+            # Seqs are unique: the least, the greatest and how many tell whether any is
+            # missing.
+            if (page.first != position + 1 or page.last != position + page.records
+                    or page.nul):
+                # A gap, or a sealed record in a store with no key: read so as to say
+                # which, as a reader of records would.
+                for _ in self.read_pages(run_id, after=position, until=page.last):
+                    pass
+            yield page
+            if page.records < size:
+                return
+            position = page.last
 
     def decode(self, record: Recorded) -> Event:
         """The event a raw record holds (BadLog when it is malformed or misfiled)."""
@@ -228,6 +306,23 @@ class EventStore:
                              self.sealer.seal(snapshot.encode_state(state)))
         with suppress(IntegrityError):  # one at this seq exists already: the same state
             self.snapshots.insert_events([stored])
+
+    def column_chunks(self, run_id: str) -> list[tuple[int, int, bytes]]:
+        """The run's kept query columns (chunks.py): (first seq, events, lines), in seq
+        order, none overlapping; the events between them are for the reader to derive."""
+        if self.columns is None:
+            return []
+        found: list[tuple[int, int, bytes]] = []
+        covered = 0
+        for stored in self.columns.select_events(run_id):
+            first = stored.originator_version
+            if stored.topic != chunks.TOPIC or first <= covered:
+                continue
+            lines = self.sealer.open(stored.state, run_id=run_id, seq=first,
+                                     what="query columns")
+            found.append((first, chunks.rows(lines), lines))
+            covered = first + found[-1][1] - 1
+        return found
 
     def _latest_snapshot(self, run_id: str, until: int | None) -> RunState | None:
         if self.snapshots is None:
@@ -335,7 +430,11 @@ def check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: 
         raise ConcurrencyConflict(str(stored[0].originator_id), expected, last)
 
 
-LogRow = tuple[int, str, bytes]  # seq, type, stored bytes
+@runtime_checkable
+class PackingRecorder(Protocol):
+    """A recorder that packs a page of one run's records in the database."""
+
+    def packed_page(self, run_id: str, after: int, limit: int) -> Packed | None: ...
 
 
 @runtime_checkable
@@ -391,6 +490,22 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
             cursor.execute(statement + "ORDER BY originator_version LIMIT ?", [*params, limit])
             return cast(list[LogRow], cursor.fetchall())
 
+    def packed_page(self, run_id: str, after: int, limit: int) -> Packed | None:
+        with self.datastore.transaction(commit=False) as c:
+            cursor = c.sqlite_cursor
+            cursor.row_factory = None
+            cursor.execute(
+                "SELECT min(originator_version), max(originator_version), count(*), "
+                "group_concat(originator_version), "
+                "group_concat(length(state)), CAST(group_concat(state, '') AS BLOB), "
+                "min(substr(state, 1, 1)) = x'00' FROM (SELECT originator_version, state "
+                f"FROM {self.events_table_name} WHERE originator_id=? AND "
+                "originator_version>? ORDER BY originator_version LIMIT ?)",
+                (run_id, after, limit))
+            row = cursor.fetchone()
+        first, last, records, seqs, lengths, data, nul = row
+        return Packed(first, last, records, seqs, lengths, data, bool(nul)) if records else None
+
     def index_page(self, after: int, limit: int) -> Sequence[persistence.Notification]:
         with self.datastore.transaction(commit=False) as c:
             c.execute(
@@ -417,7 +532,7 @@ class _MemoryRunRecorder(POPOApplicationRecorder):
 
 def _open_memory(url: str) -> EventStore:
     return EventStore(_MemoryRunRecorder(), url, snapshots=POPOAggregateRecorder(),
-                      index=MemoryRunsView())
+                      index=MemoryRunsView(), columns=POPOAggregateRecorder())
 
 
 def _open_sqlite(url: str) -> EventStore:
@@ -442,6 +557,7 @@ def _open_sqlite(url: str) -> EventStore:
     )
     return EventStore(factory.application_recorder(), url, close=factory.close,
                       snapshots=factory.aggregate_recorder("snapshots"),
+                      columns=factory.aggregate_recorder("columns"),
                       index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)))
 
 

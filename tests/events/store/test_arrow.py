@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+from itertools import cycle
+
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from baton import HandlerInfo, Task, open_store
-from baton.events.store import arrow
+from baton.events.errors import BadLog, EncryptionKeyProblem
+from baton.events.schema import Envelope, WorkerStuck
+from baton.events.store import EventStore, arrow, chunks
+from baton.events.store.sealing import KEY_ENV, MARKER, new_key
 from baton.testing import Scenario
+from tests.events.store.test_hostile import recorded_run
+from tests.fixtures.golden import every_event_type
 
 
 def test_decisions_at_the_start_of_a_page_carry_their_stimulus_time(
@@ -23,3 +33,136 @@ def test_decisions_at_the_start_of_a_page_carry_their_stimulus_time(
         assert rows.column("recorded_at").to_pylist() == [
             1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
         arrow.check(run.run_id, rows, store)
+
+
+def _runs() -> list[tuple[str, list[Envelope]]]:
+    """Every kind of run the tests make: completed, cancelled after an escalation,
+    forked, with a stuck worker, with a failure and its retry; and one whose stimuli
+    carry times, which the decisions after each take."""
+    tasks = ["a", "b", "c", "d"]
+    timed = Scenario([Task(id=t, capability="c") for t in tasks],
+                     [HandlerInfo(name="h", capabilities=("c",))], run_id="timed", at=1.0)
+    for at, task in enumerate(tasks, start=2):
+        timed.succeed(f"{task}#1", {}, at=float(at))
+    return [*((run.run_id, run.log) for run in every_event_type()),
+            ("retried", recorded_run("retried")), ("timed", timed.log)]
+
+
+def _appended_as_a_coordinator_would(store: EventStore) -> list[str]:
+    """The runs appended one, two or four events a turn, as a coordinator appends."""
+    for run_id, log in _runs():
+        start = 0
+        for size in cycle((1, 2, 4)):
+            if start >= len(log):
+                break
+            store.append(run_id, log[start:start + size], start)
+            start += size
+    return [run_id for run_id, _ in _runs()]
+
+
+def _derived_from_the_log(store: EventStore, run_ids: list[str]) -> pa.Table:
+    """The runs' rows with every column derived from the events' bytes."""
+    kept, store.columns = store.columns, None
+    try:
+        return arrow.table(store, run_ids)
+    finally:
+        store.columns = kept
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgresql"])
+def test_the_columns_kept_beside_a_log_are_what_its_events_say(
+        kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export and stats read the query columns a store keeps as it appends, a chunk at
+    a time; what they read is exactly what deriving them from the events gives."""
+    monkeypatch.setattr(chunks, "SIZE", 5)  # chunks end mid-turn and mid-run
+    url = {"memory": lambda: "memory://", "sqlite": lambda: request.getfixturevalue(
+        "store_url"), "postgresql": lambda: request.getfixturevalue("postgres_url")}[kind]()
+    with open_store(url) as store:
+        run_ids = _appended_as_a_coordinator_would(store)
+        for run_id in run_ids:
+            assert store.column_chunks(run_id) or store.last_seq(run_id) < 5, run_id
+        expected = _derived_from_the_log(store, run_ids)
+        assert arrow.table(store, run_ids).equals(expected)
+        for run_id in run_ids:
+            mine = expected.filter(pc.equal(expected.column("run_id"), run_id))
+            assert arrow.columns(store, run_id).equals(mine.drop_columns(["data"]))
+
+
+def test_a_lost_or_damaged_chunk_costs_time_never_facts(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are a cache: with one deleted, one damaged, and events appended by a
+    second writer that kept none, readers derive what is missing and read the same."""
+    monkeypatch.setattr(chunks, "SIZE", 4)
+    with open_store(store_url) as store, open_store(store_url) as other:
+        run_ids = _appended_as_a_coordinator_would(store)
+        log = recorded_run("shared")
+        store.append("shared", log[:5], 0)
+        other.columns = None  # an older Baton's writer
+        other.append("shared", log[5:9], 5)
+        store.append("shared", log[9:], 9)
+        run_ids.append("shared")
+    path = store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute("DELETE FROM stored_columns WHERE originator_id = 'retried' "
+                   "AND originator_version = 5")
+        db.execute("UPDATE stored_columns SET state = x'ffffffff00' WHERE originator_id = "
+                   "'retried' AND originator_version = 13")
+    with open_store(store_url) as store:
+        expected = _derived_from_the_log(store, run_ids)
+        assert arrow.table(store, run_ids).equals(expected)
+        shared = expected.filter(pc.equal(expected.column("run_id"), "shared"))
+        assert arrow.columns(store, "shared").equals(shared.drop_columns(["data"]))
+
+
+@pytest.mark.unverifiable("retried")  # sealed with the test's own key
+def test_a_sealed_store_keeps_its_columns_sealed(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, new_key())
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+        expected = _derived_from_the_log(store, ["retried"])
+        assert arrow.table(store, ["retried"]).equals(expected)
+        [stored] = store.columns.select_events("retried")  # type: ignore[union-attr]
+        assert stored.state.startswith(MARKER) and b'"type"' not in stored.state
+
+
+@pytest.mark.unverifiable("retried")  # the gap is the point
+def test_an_export_of_a_log_with_a_gap_names_the_missing_seq(store_url: str) -> None:
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM stored_events WHERE originator_version = 7")
+    with open_store(store_url) as store, pytest.raises(BadLog) as raised:
+        arrow.table(store, ["retried"])
+    assert raised.value.seq == 8 and "expected seq 7, found 8" in str(raised.value)
+
+
+@pytest.mark.unverifiable("retried")  # sealed with the test's own key
+def test_an_export_of_a_sealed_record_without_the_key_says_to_set_it(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, new_key())
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+    monkeypatch.delenv(KEY_ENV)
+    with open_store(store_url) as store, pytest.raises(EncryptionKeyProblem) as raised:
+        arrow.table(store, ["retried"])
+    assert KEY_ENV in str(raised.value)
+
+
+@pytest.mark.unverifiable("odd")  # stimuli alone, with nothing to decide on
+def test_kept_columns_hold_any_text_a_stimulus_can_carry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commas, quotes, empty text and line breaks in what a person or worker sent read
+    back exactly as the events say (a chunk with a line break is left to derive)."""
+    monkeypatch.setattr(chunks, "SIZE", 2)
+    texts = ['h"x,y', "", 'a,"b', "é ☃", "line\nbreak", "ok", "cr\rhere", '""']
+    log = [WorkerStuck(run_id="odd", seq=seq, assignment_id=f"{text}#1", handler=text,
+                       recorded_at=seq / 3 if seq % 2 else None)
+           for seq, text in enumerate(texts, start=1)]
+    with open_store("memory://") as store:
+        store.append("odd", log[:4], 0)
+        store.append("odd", log[4:], 4)
+        assert [first for first, _, _ in store.column_chunks("odd")] == [1]
+        expected = _derived_from_the_log(store, ["odd"])
+        assert arrow.table(store, ["odd"]).equals(expected)
+        assert expected.column("handler").to_pylist() == texts
