@@ -2,9 +2,11 @@
 and polars, and back into a store byte for byte.
 
 Each row holds the event's bytes as recorded (`data`, plain even when the store seals
-them: what the key decrypts) beside columns read out of them for querying. The columns
-are derived from `data` with Arrow's own JSON reader, so an export costs little more
-than reading the rows; an import derives them again and refuses a row that disagrees.
+them: what the key decrypts) beside columns read out of them for querying. The store
+keeps those columns as it appends (chunks.py), so an export reads them with the rows
+instead of parsing every event; where no chunk does, they are derived from `data`
+with Arrow's own JSON reader. An import derives them again and refuses a row that
+disagrees.
 """
 
 from __future__ import annotations
@@ -206,11 +208,11 @@ class _Kept:
              data],
             schema=SCHEMA)
 
-    def _parse(self, end: int) -> None:
-        """Parse, in one go, every chunk not parsed yet that starts before seq `end`:
-        one large read is split across cores by Arrow, many small ones are not."""
+    def _parse(self, first: int, end: int) -> None:
+        """Parse, in one go, every chunk not parsed yet with events in seqs first …
+        end - 1: one large read is split across cores by Arrow, many small ones are not."""
         todo = [(start, rows, lines) for start, rows, lines in self.chunks
-                if start < end and start not in self.parsed]
+                if start < end and start + rows > first and start not in self.parsed]
         read = _parsed(b"\n".join(lines for _, _, lines in todo),
                        sum(rows for _, rows, _ in todo))
         offset = 0
@@ -233,7 +235,7 @@ class _Kept:
             if stop <= seq or start >= end:
                 continue
             if start not in self.parsed:
-                self._parse(end)
+                self._parse(seq, end)
             chunk = self.parsed[start]
             if start + rows <= end:
                 del self.parsed[start]  # no later page reads it

@@ -166,3 +166,23 @@ def test_kept_columns_hold_any_text_a_stimulus_can_carry(
         expected = _derived_from_the_log(store, ["odd"])
         assert arrow.table(store, ["odd"]).equals(expected)
         assert expected.column("handler").to_pylist() == texts
+
+
+def test_an_export_parses_each_kept_chunk_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pages and chunks do not line up; still, each chunk is parsed once, however many
+    pages the export reads (a long run's export would otherwise grow quadratic)."""
+    monkeypatch.setattr(chunks, "SIZE", 3)
+    monkeypatch.setattr(arrow, "PAGE", 4)
+    parsed: list[int] = []
+    real = arrow._parsed
+
+    def counting(lines: bytes, rows: int) -> pa.Table | None:
+        parsed.append(rows)
+        return real(lines, rows)
+
+    monkeypatch.setattr(arrow, "_parsed", counting)
+    with open_store("memory://") as store:
+        _appended_as_a_coordinator_would(store)
+        kept = sum(rows for _, rows, _ in store.column_chunks("retried"))
+        arrow.table(store, ["retried"])
+    assert kept > 8 and sum(parsed) == kept
