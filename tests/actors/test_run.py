@@ -96,6 +96,9 @@ def test_each_result_records_where_and_when_its_handler_ran(store_url: str) -> N
         failures = [e.failure for e in store.read("where-fail")
                     if isinstance(e, FailureReported)]
         exported = arrow.table(store, ["where"]).to_pylist()
+        # The coordinator kept the run's query columns as it went: export read those.
+        kept = store.column_chunks("where")
+        assert sum(rows for _, rows, _ in kept) == len(exported) == store.last_seq("where")
     sent_at = {e.assignment.id: log[e.cause - 1].recorded_at for e in log
                if isinstance(e, AssignmentDispatched)}  # a decision's time is its cause's
     received = [e for e in log if isinstance(e, ResultReceived)]
