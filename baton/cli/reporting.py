@@ -56,12 +56,14 @@ def export_runs(
                           TimeElapsedColumn(), console=err, transient=True,
                           disable=not err.is_terminal) as bar:
                 step = bar.add_task("events", total=sum(log.last_seq(r) for r in runs))
+                def advance(rows: int) -> None:
+                    bar.advance(step, rows)
+
                 if every:
-                    rows = arrow.write_dataset(log, runs, output)
+                    rows = arrow.write_dataset(log, runs, output, on_rows=advance)
                 else:
                     output.parent.mkdir(parents=True, exist_ok=True)
-                    rows = arrow.write_parquet(log, runs, output,
-                                               on_rows=lambda n: bar.advance(step, n))
+                    rows = arrow.write_parquet(log, runs, output, on_rows=advance)
     except BatonError as error:
         fail(error)
     except OSError as error:

@@ -12,8 +12,12 @@ disagrees.
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -92,7 +96,7 @@ def columns(store: EventStore, run_id: str) -> pa.Table:
     def data(first: int, end: int) -> list[bytes]:
         return [r.data for r in store.read_raw(run_id, after=first - 1, until=end - 1)]
 
-    last = store.last_seq(run_id)
+    last = store.require_every_seq(run_id)
     derived = _Kept(run_id, store.column_chunks(run_id)).columns(1, last, data)
     return pa.table([pa.repeat(pa.scalar(run_id, pa.string()), last),
                      _seqs(1, last),
@@ -127,10 +131,12 @@ def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatc
 def write_parquet(store: EventStore, run_ids: Iterable[str], path: Path,
                   on_rows: Callable[[int], None] = lambda rows: None) -> int:
     """Write the runs' rows to one Parquet file as they are read, a page at a time (so
-    memory stays bounded by a few pages); `on_rows(n)` after each. Returns the rows."""
+    memory stays bounded by a few pages); `on_rows(n)` after each. The file appears
+    only once whole: should reading fail, what was at `path` is left as it was.
+    Returns the rows."""
     written = 0
-    with pq.ParquetWriter(path, SCHEMA, **_PARQUET) as writer, ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="baton-parquet") as writing:
+    with _replacing(path) as partial, pq.ParquetWriter(partial, SCHEMA, **_PARQUET) as writer, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="baton-parquet") as writing:
         behind: Future[None] | None = None
         for rows in batches(store, run_ids):
             if behind is not None:
@@ -143,22 +149,47 @@ def write_parquet(store: EventStore, run_ids: Iterable[str], path: Path,
     return written
 
 
-def write_dataset(store: EventStore, run_ids: Iterable[str], directory: Path) -> int:
+def write_dataset(store: EventStore, run_ids: Iterable[str], directory: Path,
+                  on_rows: Callable[[int], None] = lambda rows: None) -> int:
     """Write the runs' rows to a Parquet dataset partitioned by run (run_id=…/), as
-    they are read; what was there for these runs is replaced. Returns the rows."""
+    they are read; `on_rows(n)` after each page. Each run's directory replaces the one
+    there only once every run is written: should reading fail, nothing there changes.
+    Returns the rows."""
     written = 0
 
     def counted() -> Iterator[pa.RecordBatch]:
         nonlocal written
         for rows in batches(store, run_ids):
             written += rows.num_rows
+            on_rows(rows.num_rows)
             yield rows
 
-    ds.write_dataset(pa.RecordBatchReader.from_batches(SCHEMA, counted()), directory,
-                     format="parquet", partitioning=["run_id"], partitioning_flavor="hive",
-                     file_options=ds.ParquetFileFormat().make_write_options(**_PARQUET),
-                     existing_data_behavior="delete_matching")
+    directory.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=".baton-export-", dir=directory))
+    try:
+        ds.write_dataset(pa.RecordBatchReader.from_batches(SCHEMA, counted()), partial,
+                         format="parquet", partitioning=["run_id"],
+                         partitioning_flavor="hive",
+                         file_options=ds.ParquetFileFormat().make_write_options(**_PARQUET))
+        for run in partial.iterdir():
+            shutil.rmtree(directory / run.name, ignore_errors=True)
+            run.rename(directory / run.name)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return written
+
+
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A file beside `path` to write; it becomes `path` when the block ends without
+    an error, and is removed when it ends with one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        yield partial
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
 
 
 def _seqs(first: int, count: int) -> pa.Array:
@@ -371,7 +402,9 @@ def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
             chunk = data[start:start + APPEND_BATCH]
             events = [store.codec.decode(raw, run_id=run_id, seq=start + i)
                       for i, raw in enumerate(chunk, start=1)]
-            store.append(run_id, events, start, chunk)
+            # The columns of an import are derived from its bytes when read, not kept from
+            # the decoded events: what is lax in decoding must not reach them.
+            store.append(run_id, events, start, chunk, keep_columns=False)
     return {run_id: part.num_rows for run_id, part in runs.items()}
 
 

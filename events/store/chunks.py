@@ -38,16 +38,30 @@ class Pending:
         return self.first + len(self.lines)
 
 
-def encode(lines: list[str | None]) -> bytes | None:
-    """A chunk: its events' lines; None when one could not be written."""
+def encode(run_id: str, first: int, lines: list[str | None]) -> bytes | None:
+    """A chunk: a line naming the run and first seq it is filed under, then its
+    events' lines; None when one could not be written."""
     if None in lines:
         return None
-    return "\n".join(lines).encode()  # type: ignore[arg-type]
+    return "\n".join([_place(run_id, first), *lines]).encode()  # type: ignore[list-item]
 
 
-def rows(chunk: bytes) -> int:
-    """How many events a chunk covers."""
-    return chunk.count(b"\n") + 1 if chunk else 0
+def lines_of(chunk: bytes, run_id: str, first: int) -> tuple[int, bytes] | None:
+    """How many events a chunk covers, and their lines; None when it names another
+    place than the one it is filed under (it was copied there: not to be read)."""
+    head, _, body = chunk.partition(b"\n")
+    if head != _place(run_id, first).encode() or not body:
+        return None
+    return body.count(b"\n") + 1, body
+
+
+def _place(run_id: str, first: int) -> str:
+    return f"{TOPIC} {run_id} {first}"
+
+
+def _number(value: float) -> str:
+    """A float as CSV: exact; nothing (null) where JSON has no number for it either."""
+    return repr(value) if value - value == 0 else ""  # false for inf and nan
 
 
 # The columns of a line, in order: arrow.DERIVED's.
@@ -103,8 +117,8 @@ def line(event: Envelope) -> str | None:
                           f'"{text}"')
     version, cause, at = fields["schema_version"], fields["cause"], fields.get("recorded_at")
     head = (f'{kind},{"" if version == 1 else version},{"" if cause is None else cause},'
-            f'{"" if at is None else repr(at)},')
+            f'{"" if at is None else _number(at)},')
     if ran is None:
         return head + ",".join(quoted) + ",,,,,"
     return (head + ",".join(quoted) +
-            f",{ran.pid:d},{ran.replica:d},{ran.started_at!r},{ran.ended_at!r}")
+            f",{ran.pid:d},{ran.replica:d},{_number(ran.started_at)},{_number(ran.ended_at)}")

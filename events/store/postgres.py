@@ -77,9 +77,17 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
             "CASE WHEN topic = %s THEN state ELSE ''::bytea END AS state FROM {}.{} "
             "WHERE notification_id > %s AND notification_id <= %s "
             "ORDER BY notification_id LIMIT %s").format(schema, table)
+        self.count_statement = SQL(
+            "SELECT count(*) FROM {}.{} WHERE originator_id = %s").format(schema, table)
         self.log_page_statement = SQL(
             "SELECT originator_version, topic, state FROM {}.{} "
             "WHERE originator_id = %s AND originator_version > %s").format(schema, table)
+
+    def count_events(self, run_id: str) -> int:
+        with self.datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            curs.execute(self.count_statement, (run_id,), prepare=True)
+            row = curs.fetchone()
+            return int(row[0]) if row else 0
 
     def log_page(self, run_id: str, after: int, until: int | None,
                  limit: int) -> Sequence[LogRow]:

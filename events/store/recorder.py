@@ -100,10 +100,12 @@ class EventStore:
         self.close()
 
     def close(self) -> None:
-        for run_id, pending in list(self._unchunked.items()):
-            if len(pending.lines) >= chunks.KEPT_AT_CLOSE:
-                self._write_chunk(run_id)
-        self._close()
+        try:
+            for run_id, pending in list(self._unchunked.items()):
+                if len(pending.lines) >= chunks.KEPT_AT_CLOSE:
+                    self._write_chunk(run_id)
+        finally:
+            self._close()
 
     def __repr__(self) -> str:
         return f"EventStore({masked_url(self.url)!r})"
@@ -121,10 +123,13 @@ class EventStore:
         events: Sequence[Envelope],
         expected_last_seq: int,
         recorded: Sequence[bytes] | None = None,
+        *,
+        keep_columns: bool = True,
     ) -> None:
         """Append `events` to the run's log in one transaction, provided the log still ends
         at `expected_last_seq`; otherwise raise ConcurrencyConflict and write nothing.
-        `recorded` may give the events' bytes when the caller has them already."""
+        `recorded` may give the events' bytes when the caller has them already; without
+        `keep_columns` the events' query columns are not kept (chunks.py)."""
         if not events:
             return
         for offset, event in enumerate(events, start=1):
@@ -153,8 +158,13 @@ class EventStore:
             # A writer in another process took one of these seqs after our check, inside
             # its own transaction; the recorder rolled our whole batch back.
             raise ConcurrencyConflict(run_id, expected_last_seq, self.last_seq(run_id)) from None
-        if self.columns is not None:
-            self._chunk(run_id, expected_last_seq + 1, events)
+        if self.columns is not None and keep_columns:
+            try:
+                self._chunk(run_id, expected_last_seq + 1, events)
+            except Exception:
+                # The events are recorded, and a cache never undoes that: readers will
+                # derive what these columns would have held.
+                self._unchunked.pop(run_id, None)
 
     def _chunk(self, run_id: str, first: int, events: Sequence[Envelope]) -> None:
         """Keep the appended events' query columns, a chunk at a time."""
@@ -173,11 +183,13 @@ class EventStore:
     def _write_chunk(self, run_id: str) -> None:
         pending = self._unchunked.pop(run_id)
         assert self.columns is not None
-        lines = chunks.encode(pending.lines)
+        lines = chunks.encode(run_id, pending.first, pending.lines)
         if lines is None:  # left for readers to derive
             return
         stored = StoredEvent(run_id, pending.first, chunks.TOPIC, self.sealer.seal(lines))
-        with suppress(IntegrityError):  # one from this seq exists already: the same columns
+        # One from this seq may exist already (the same columns), or the database may
+        # refuse the write for now: either way readers derive what is not kept.
+        with suppress(persistence.PersistenceError):
             self.columns.insert_events([stored])
 
     # --- reading -----------------------------------------------------------------------
@@ -186,6 +198,19 @@ class EventStore:
         """The seq the run's log ends at (0 when the run has no events)."""
         last = self.recorder.select_events(run_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
+
+    def require_every_seq(self, run_id: str) -> int:
+        """The seq the run's log ends at, having checked that it holds every seq up to
+        there (BadLog naming the first missing one otherwise), without reading them."""
+        last = self.last_seq(run_id)
+        if isinstance(self.recorder, CountingRecorder):
+            held = self.recorder.count_events(run_id)
+        else:
+            held = len(self.recorder.select_events(run_id))
+        if held != last:
+            for _ in self.read_pages(run_id, opened=False):  # raises, naming the gap
+                pass
+        return last
 
     def last_event(self, run_id: str) -> Event | None:
         """The run's last recorded event, or None when it has none."""
@@ -209,16 +234,21 @@ class EventStore:
     ) -> Iterator[Recorded]:
         """The run's records with seq in (after, until], not yet decoded (`decode` does
         that): for readers that need only some of them as events."""
-        for page in self.read_pages(run_id, after=after, until=until):
+        open_, plain = self.sealer.open, not self.sealer.sealing
+        for page in self.read_pages(run_id, after=after, until=until, opened=False):
             for seq, topic, data in page:
+                if not (plain and data[:1] != MARKER[:1]):  # else: plain, as stored
+                    data = open_(data, run_id=run_id, seq=seq)
                 yield Recorded(run_id, seq, topic, data)
 
     def read_pages(
-        self, run_id: str, *, after: int = 0, until: int | None = None, size: int = PAGE
+        self, run_id: str, *, after: int = 0, until: int | None = None, size: int = PAGE,
+        opened: bool = True,
     ) -> Iterator[Sequence[LogRow]]:
         """The run's records with seq in (after, until] as rows (seq, type, bytes),
-        up to `size` a page, each page checked whole: for long reads (export), which
-        would spend more on an object per record than on reading it."""
+        up to `size` a page, each page checked whole (and, `opened`, decrypted whole):
+        for long reads (export), which would spend more on an object per record than on
+        reading it. The records before a gap are given, then BadLog names its seq."""
         position = after
         open_, plain = self.sealer.open, not self.sealer.sealing
         while until is None or position < until:
@@ -231,9 +261,7 @@ class EventStore:
                 gap = next(at for at, (seq, _, _) in enumerate(page)
                            if seq != position + 1 + at)
                 found, page = page[gap][0], page[:gap]
-            # A sealed record's first byte is NUL, below any other: one look at the
-            # least of the page's tells whether any was sealed.
-            if page and (not plain or min(row[2] for row in page)[:1] == MARKER[:1]):
+            if opened and page and (not plain or MARKER[:1] in {row[2][:1] for row in page}):
                 page = [(seq, topic, open_(data, run_id=run_id, seq=seq))
                         for seq, topic, data in page]
             if found is not None:
@@ -247,17 +275,35 @@ class EventStore:
             if len(page) < limit:
                 return
 
-    def read_packed(self, run_id: str, *, size: int = PAGE) -> Iterator[Packed] | None:
-        """The run's records packed a page at a time, checked as `read_pages` checks
-        them; None when this store cannot pack them (its recorder does not, or it is
-        sealed: each record is opened on its own), and then `read_pages` reads them."""
+    def read_packed(
+        self, run_id: str, *, size: int = PAGE
+    ) -> Iterator[Packed | Sequence[LogRow]] | None:
+        """The run's records packed a page at a time (a page too large to pack comes
+        as rows), checked as `read_pages` checks them; None when this store cannot pack
+        them (its recorder does not, or it is sealed: each record is opened on its own),
+        and then `read_pages` reads them."""
         if self.sealer.sealing or not isinstance(self.recorder, PackingRecorder):
             return None
         return self._packed(self.recorder, run_id, size)
 
-    def _packed(self, recorder: PackingRecorder, run_id: str, size: int) -> Iterator[Packed]:
+    def _packed(self, recorder: PackingRecorder, run_id: str,
+                size: int) -> Iterator[Packed | Sequence[LogRow]]:
         position = 0
-        while (page := recorder.packed_page(run_id, position, size)) is not None:
+        while True:
+            try:
+                page = recorder.packed_page(run_id, position, size)
+            except persistence.PersistenceError:
+                # More bytes than the database puts in one value (SQLite: 1e9): as rows.
+                read = 0
+                for rows in self.read_pages(run_id, after=position, until=position + size):
+                    yield rows
+                    read += len(rows)
+                if read < size:
+                    return
+                position += size
+                continue
+            if page is None:
+                return
             # Seqs are unique: the least, the greatest and how many tell whether any is
             # missing.
             if (page.first != position + 1 or page.last != position + page.records
@@ -318,10 +364,11 @@ class EventStore:
             first = stored.originator_version
             if stored.topic != chunks.TOPIC or first <= covered:
                 continue
-            lines = self.sealer.open(stored.state, run_id=run_id, seq=first,
-                                     what="query columns")
-            found.append((first, chunks.rows(lines), lines))
-            covered = first + found[-1][1] - 1
+            kept = chunks.lines_of(self.sealer.open(stored.state, run_id=run_id, seq=first,
+                                                    what="query columns"), run_id, first)
+            if kept is not None:
+                found.append((first, *kept))
+                covered = first + kept[0] - 1
         return found
 
     def _latest_snapshot(self, run_id: str, until: int | None) -> RunState | None:
@@ -431,6 +478,13 @@ def check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: 
 
 
 @runtime_checkable
+class CountingRecorder(Protocol):
+    """A recorder that counts a run's records without reading them."""
+
+    def count_events(self, run_id: str) -> int: ...
+
+
+@runtime_checkable
 class PackingRecorder(Protocol):
     """A recorder that packs a page of one run's records in the database."""
 
@@ -490,6 +544,12 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
             cursor.execute(statement + "ORDER BY originator_version LIMIT ?", [*params, limit])
             return cast(list[LogRow], cursor.fetchall())
 
+    def count_events(self, run_id: str) -> int:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT count(*) FROM {self.events_table_name} WHERE originator_id=?",
+                      (run_id,))
+            return int(c.fetchone()[0])
+
     def packed_page(self, run_id: str, after: int, limit: int) -> Packed | None:
         with self.datastore.transaction(commit=False) as c:
             cursor = c.sqlite_cursor
@@ -498,7 +558,7 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
                 "SELECT min(originator_version), max(originator_version), count(*), "
                 "group_concat(originator_version), "
                 "group_concat(length(state)), CAST(group_concat(state, '') AS BLOB), "
-                "min(substr(state, 1, 1)) = x'00' FROM (SELECT originator_version, state "
+                "max(substr(state, 1, 1) = x'00') FROM (SELECT originator_version, state "
                 f"FROM {self.events_table_name} WHERE originator_id=? AND "
                 "originator_version>? ORDER BY originator_version LIMIT ?)",
                 (run_id, after, limit))

@@ -8,6 +8,7 @@ from itertools import cycle
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from eventsourcing import persistence
 
 from baton import HandlerInfo, Task, open_store
 from baton.events.errors import BadLog, EncryptionKeyProblem
@@ -186,3 +187,99 @@ def test_an_export_parses_each_kept_chunk_once(monkeypatch: pytest.MonkeyPatch) 
         kept = sum(rows for _, rows, _ in store.column_chunks("retried"))
         arrow.table(store, ["retried"])
     assert kept > 8 and sum(parsed) == kept
+
+
+def test_a_chunk_copied_to_another_run_is_not_read(store_url: str) -> None:
+    """A chunk names the run and seq it was written for; filed under another, it is
+    ignored and that run's columns are derived from its own events."""
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+        store.append("other", recorded_run("other"), 0)
+        expected = _derived_from_the_log(store, ["other"])
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+        db.execute("DELETE FROM stored_columns WHERE originator_id = 'other'")
+        db.execute("INSERT INTO stored_columns SELECT 'other', originator_version, topic, "
+                   "state FROM stored_columns WHERE originator_id = 'retried'")
+    with open_store(store_url) as store:
+        assert store.column_chunks("other") == []
+        assert arrow.table(store, ["other"]).equals(expected)
+
+
+def test_keeping_columns_never_fails_an_append(store_url: str) -> None:
+    """The events are what counts: a database that refuses a chunk loses the chunk."""
+    with open_store(store_url) as store:
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise persistence.OperationalError("database is locked")
+
+        store.columns.insert_events = refuse  # type: ignore[union-attr, method-assign]
+        store.append("retried", recorded_run("retried"), 0)
+        assert store.read("retried") == recorded_run("retried")
+        assert store.column_chunks("retried") == []
+
+
+def test_a_page_too_large_to_pack_is_read_as_rows(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+        expected = arrow.table(store, ["retried"])
+
+        def too_big(*args: object) -> None:
+            raise persistence.DataError("string or blob too big")
+
+        monkeypatch.setattr(store.recorder, "packed_page", too_big)
+        assert arrow.table(store, ["retried"]).equals(expected)
+
+
+@pytest.mark.unverifiable("odd")  # a stimulus alone, with nothing to decide on
+def test_a_time_json_cannot_hold_is_null_in_the_kept_columns(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """JSON has no infinity: the event's bytes say null, and so do its columns."""
+    monkeypatch.setattr(chunks, "SIZE", 1)
+    with open_store("memory://") as store:
+        store.append("odd", [WorkerStuck(run_id="odd", seq=1, assignment_id="a#1",
+                                         handler="h", recorded_at=float("inf"))], 0)
+        assert store.column_chunks("odd")
+        rows = arrow.table(store, ["odd"])
+        assert rows.equals(_derived_from_the_log(store, ["odd"]))
+        assert rows.column("recorded_at").to_pylist() == [None]
+
+
+@pytest.mark.unverifiable("retried")  # a record is damaged on purpose
+def test_reading_a_sealed_log_opens_each_record_only_when_it_is_reached(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, new_key())
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0)
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+        [sealed] = db.execute("SELECT state FROM stored_events WHERE "
+                              "originator_version = 12").fetchone()
+        db.execute("UPDATE stored_events SET state = ? WHERE originator_version = 12",
+                   (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
+    with open_store(store_url) as store:
+        assert next(store.read_raw("retried")).seq == 1
+        with pytest.raises(BadLog) as raised:
+            list(store.read_raw("retried"))
+        assert raised.value.seq == 12
+
+
+@pytest.mark.unverifiable("plain")  # a sealed record put into a plain log
+def test_a_sealed_record_among_plain_ones_is_refused_even_beside_an_empty_one(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, new_key())
+    with open_store(store_url) as store:
+        store.append("sealed", recorded_run("sealed"), 0)
+    monkeypatch.delenv(KEY_ENV)
+    with open_store(store_url) as store:
+        store.append("plain", recorded_run("plain"), 0)
+    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+        [sealed] = db.execute("SELECT state FROM stored_events WHERE originator_id = "
+                              "'sealed' AND originator_version = 5").fetchone()
+        db.execute("UPDATE stored_events SET state = ? WHERE originator_id = 'plain' "
+                   "AND originator_version = 5", (sealed,))
+        db.execute("UPDATE stored_events SET state = x'' WHERE originator_id = 'plain' "
+                   "AND originator_version = 3")
+    with open_store(store_url) as store:
+        with pytest.raises(EncryptionKeyProblem):
+            arrow.table(store, ["plain"])
+        with pytest.raises(EncryptionKeyProblem):
+            list(store.read_pages("plain"))
