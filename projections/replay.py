@@ -25,7 +25,7 @@ from baton.events.schema import (
     Stimulus,
 )
 from baton.events.state import RunState
-from baton.events.store import Codec, EventStore, Recorded
+from baton.events.store import Codec, EventStore, Recorded, collector_paused
 
 LogItem = Envelope | tuple[Envelope, bytes] | Recorded
 # The policy that decided a run from its RunRequested, or a fork from its RunForked, on.
@@ -121,8 +121,16 @@ def verify_log(
     and at each RunForked. Items are events, ``(event, bytes as stored)`` pairs, or raw
     Recorded records (with `decode`); where the stored bytes are known, the digest chain
     runs over them and a decision is compared by its bytes, decoded only when they
-    differ. With `complete` false the log may stop inside a turn (a prefix of a run)."""
-    decode = decode or _codec_decode
+    differ. With `complete` false the log may stop inside a turn (a prefix of a run).
+    Python's cyclic collector is paused meanwhile, as for a fold: replaying makes many
+    long-lived objects and no cycles, and its rescans cost a fifth of the time."""
+    with collector_paused():
+        return _verified(log, policy, policy_for, decode or _codec_decode, complete)
+
+
+def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyFor | None,
+              decode: Callable[[Recorded], Envelope],
+              complete: bool) -> tuple[int, Divergence | None]:
     state = RunState()
     pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
     count = 0  # events read; the last one read had seq `count`

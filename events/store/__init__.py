@@ -2,7 +2,15 @@
 
 from .codec import Codec
 from .index import RunInfo
-from .recorder import DEFAULT_URL, EventStore, Notification, Recorded, masked_url, open_store
+from .recorder import (
+    DEFAULT_URL,
+    EventStore,
+    Notification,
+    Recorded,
+    collector_paused,
+    masked_url,
+    open_store,
+)
 
 __all__ = ["DEFAULT_URL", "Codec", "EventStore", "Notification", "Recorded", "RunInfo",
-           "masked_url", "open_store"]
+           "collector_paused", "masked_url", "open_store"]

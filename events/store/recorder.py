@@ -335,7 +335,7 @@ class EventStore:
         """The run's state at `until` (default: now), folded from its log, starting from
         the latest snapshot at or before it when there is one (then only the tail is
         read; the tail's first decision checks the snapshot's digest)."""
-        with _collector_paused():
+        with collector_paused():
             state = (self._latest_snapshot(run_id, until) if from_snapshot else None)
             state = state or RunState()
             for event, recorded in self.read_recorded(run_id, after=state.seq, until=until):
@@ -457,7 +457,7 @@ class EventStore:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
+def collector_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while a log is folded. A fold allocates
     many long-lived objects and no cycles; left on, the collector rescans the growing
     state again and again, which made folding cost grow with the size of the run."""
