@@ -41,9 +41,12 @@ def export_runs(
     """Write runs to Parquet: one row per event, for DuckDB, pandas or polars.
 
     Each row has run id, seq, type, schema version, cause, recorded_at, the rule that
-    fired, task, assignment, handler, outcome, state digest, and the event's bytes as
-    recorded (decrypted, when the store is sealed), so `baton import` restores the run
-    exactly.
+    fired, task, assignment, handler, outcome, state digest, where and when the handler
+    ran, and the event's bytes as recorded (decrypted, when the store is sealed), so
+    `baton import` restores the run exactly.
+
+    The file (or each run's directory, with --all) replaces what was there only once
+    it is whole: an export that fails midway leaves the last one as it was.
     """
     if (run_id is None) == (not every):
         fail(BadSpec("name one run to export, or pass --all for every run"))
