@@ -5,7 +5,7 @@ again: parsing is most of what those cost.
 The store takes each event's columns from the event object as it appends it (the
 coordinator has it at hand, and needs no Arrow for this), one CSV line per event, and
 writes a chunk of lines every `SIZE` events, at a run's end, and at close. Readers
-parse chunks with Arrow's CSV reader, many times faster than whole events' JSON.
+parse chunks with Arrow's CSV reader, several times faster than whole events' JSON.
 
 A chunk is a cache of the log, as a snapshot is: losing one costs time, never facts,
 for readers derive whatever no chunk covers from the events themselves. A test holds
