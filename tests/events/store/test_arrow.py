@@ -70,6 +70,18 @@ def _derived_from_the_log(store: EventStore, run_ids: list[str]) -> pa.Table:
         store.columns = kept
 
 
+def _recorded(url: str, *run_ids: str) -> None:
+    """A store at `url` holding `recorded_run` under each of `run_ids`."""
+    with open_store(url) as store:
+        for run_id in run_ids:
+            store.append(run_id, recorded_run(run_id), 0)
+
+
+def _database(url: str) -> sqlite3.Connection:
+    """The SQLite file behind `url`, to edit as someone with the file but no Baton."""
+    return sqlite3.connect(url.removeprefix("sqlite:///"))
+
+
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "postgresql"])
 def test_the_columns_kept_beside_a_log_are_what_its_events_say(
         kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -102,8 +114,7 @@ def test_a_lost_or_damaged_chunk_costs_time_never_facts(
         other.append("shared", log[5:9], 5)
         store.append("shared", log[9:], 9)
         run_ids.append("shared")
-    path = store_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
+    with _database(store_url) as db:
         db.execute("DELETE FROM stored_columns WHERE originator_id = 'retried' "
                    "AND originator_version = 5")
         db.execute("UPDATE stored_columns SET state = x'ffffffff00' WHERE originator_id = "
@@ -119,8 +130,8 @@ def test_a_lost_or_damaged_chunk_costs_time_never_facts(
 def test_a_sealed_store_keeps_its_columns_sealed(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, new_key())
+    _recorded(store_url, "retried")
     with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
         expected = _derived_from_the_log(store, ["retried"])
         assert arrow.table(store, ["retried"]).equals(expected)
         [stored] = store.columns.select_events("retried")  # type: ignore[union-attr]
@@ -129,9 +140,8 @@ def test_a_sealed_store_keeps_its_columns_sealed(
 
 @pytest.mark.unverifiable("retried")  # the gap is the point
 def test_an_export_of_a_log_with_a_gap_names_the_missing_seq(store_url: str) -> None:
-    with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
-    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+    _recorded(store_url, "retried")
+    with _database(store_url) as db:
         db.execute("DELETE FROM stored_events WHERE originator_version = 7")
     with open_store(store_url) as store, pytest.raises(BadLog) as raised:
         arrow.table(store, ["retried"])
@@ -142,8 +152,7 @@ def test_an_export_of_a_log_with_a_gap_names_the_missing_seq(store_url: str) -> 
 def test_an_export_of_a_sealed_record_without_the_key_says_to_set_it(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, new_key())
-    with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
+    _recorded(store_url, "retried")
     monkeypatch.delenv(KEY_ENV)
     with open_store(store_url) as store, pytest.raises(EncryptionKeyProblem) as raised:
         arrow.table(store, ["retried"])
@@ -192,11 +201,10 @@ def test_an_export_parses_each_kept_chunk_once(monkeypatch: pytest.MonkeyPatch) 
 def test_a_chunk_copied_to_another_run_is_not_read(store_url: str) -> None:
     """A chunk names the run and seq it was written for; filed under another, it is
     ignored and that run's columns are derived from its own events."""
+    _recorded(store_url, "retried", "other")
     with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
-        store.append("other", recorded_run("other"), 0)
         expected = _derived_from_the_log(store, ["other"])
-    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+    with _database(store_url) as db:
         db.execute("DELETE FROM stored_columns WHERE originator_id = 'other'")
         db.execute("INSERT INTO stored_columns SELECT 'other', originator_version, topic, "
                    "state FROM stored_columns WHERE originator_id = 'retried'")
@@ -219,8 +227,8 @@ def test_keeping_columns_never_fails_an_append(store_url: str) -> None:
 
 def test_a_page_too_large_to_pack_is_read_as_rows(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _recorded(store_url, "retried")
     with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
         expected = arrow.table(store, ["retried"])
 
         def too_big(*args: object) -> None:
@@ -248,9 +256,8 @@ def test_a_time_json_cannot_hold_is_null_in_the_kept_columns(
 def test_reading_a_sealed_log_opens_each_record_only_when_it_is_reached(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, new_key())
-    with open_store(store_url) as store:
-        store.append("retried", recorded_run("retried"), 0)
-    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+    _recorded(store_url, "retried")
+    with _database(store_url) as db:
         [sealed] = db.execute("SELECT state FROM stored_events WHERE "
                               "originator_version = 12").fetchone()
         db.execute("UPDATE stored_events SET state = ? WHERE originator_version = 12",
@@ -266,12 +273,10 @@ def test_reading_a_sealed_log_opens_each_record_only_when_it_is_reached(
 def test_a_sealed_record_among_plain_ones_is_refused_even_beside_an_empty_one(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEY_ENV, new_key())
-    with open_store(store_url) as store:
-        store.append("sealed", recorded_run("sealed"), 0)
+    _recorded(store_url, "sealed")
     monkeypatch.delenv(KEY_ENV)
-    with open_store(store_url) as store:
-        store.append("plain", recorded_run("plain"), 0)
-    with sqlite3.connect(store_url.removeprefix("sqlite:///")) as db:
+    _recorded(store_url, "plain")
+    with _database(store_url) as db:
         [sealed] = db.execute("SELECT state FROM stored_events WHERE originator_id = "
                               "'sealed' AND originator_version = 5").fetchone()
         db.execute("UPDATE stored_events SET state = ? WHERE originator_id = 'plain' "
