@@ -318,10 +318,10 @@ def _timed(chunk: pa.Table) -> pa.Table:
                             pc.fill_null_forward(chunk.column("recorded_at")))
 
 
-def derive(data: list[bytes], *, run_id: str, first_seq: int,
-           recorded_at: float | None = None) -> pa.Table:
-    """The query columns of records (given in seq order), read out of their JSON;
-    `recorded_at` is the time of the records before them, if any."""
+def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
+    """The query columns of records (given in seq order), read out of their JSON. The
+    decisions that open them, answering a stimulus before them, have no time yet:
+    `_Kept.columns` gives them that stimulus's."""
     try:
         # A block must hold the longest record whole (a large plan's RunRequested).
         block = max(1 << 20, 2 * max(len(d) for d in data) + 2)
@@ -345,10 +345,7 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int,
         "type": read.column("type"),
         "schema_version": pc.fill_null(read.column("schema_version"), 1),
         "cause": read.column("cause"),
-        # Only leading nulls are left after the forward fill: the decisions that answer
-        # a stimulus recorded before `data`.
-        "recorded_at": pc.fill_null(pc.fill_null_forward(read.column("recorded_at")),
-                                    pa.scalar(recorded_at, pa.float64())),
+        "recorded_at": pc.fill_null_forward(read.column("recorded_at")),
         "rule": pc.struct_field(read.column("reason"), "rule"),
         "task_id": pc.coalesce(read.column("task_id"),
                                pc.struct_field(assignment, "task_id"), task_of_attempt),
