@@ -104,9 +104,13 @@ def resolve_schema(topic: str) -> type[BaseModel]:
 # --- canonical JSON --------------------------------------------------------------------
 
 
+# What json.dumps would build afresh on every call given these arguments.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_json(value: Any) -> bytes:
     """Stable bytes for a JSON value: sorted keys, no spaces (for digests)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _CANONICAL.encode(value).encode()
 
 
 def digest(data: bytes) -> str:
@@ -217,11 +221,11 @@ class Task(Frozen):
     @property
     def dependencies(self) -> tuple[str, ...]:
         """Every task this one waits for: `depends_on`, then tasks named by its inputs."""
-        seen = dict.fromkeys(self.depends_on)
-        for value in self.inputs.values():
-            if isinstance(value, FromTask):
-                seen.setdefault(value.from_task)
-        return tuple(seen)
+        named = [value.from_task for value in self.inputs.values()
+                 if isinstance(value, FromTask)]
+        if not named and len(self.depends_on) < 2:
+            return self.depends_on  # most tasks; read by every plan check and fold
+        return tuple(dict.fromkeys([*self.depends_on, *named]))
 
 
 class HandlerInfo(Frozen):
@@ -313,7 +317,11 @@ class Verdict(Frozen):
     @staticmethod
     def of(problems: list[str] | tuple[str, ...]) -> Verdict:
         """Accepted when there are no problems."""
-        return Verdict(accepted=not problems, problems=tuple(problems))
+        return Verdict(accepted=False, problems=tuple(problems)) if problems else ACCEPTED
+
+
+# Frozen, so every accepted output can share one: a policy judges one per result.
+ACCEPTED = Verdict(accepted=True)
 
 
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

@@ -49,16 +49,18 @@ def plan_problems(
 
 def _cycle(tasks: Mapping[str, Task]) -> list[str]:
     """One dependency cycle among `tasks` (as a path), or [] when there is none."""
-    indegree = {tid: 0 for tid in tasks}
-    users: dict[str, list[str]] = {tid: [] for tid in tasks}
+    # Only tasks that wait or are waited for can be on a cycle: a plan of independent
+    # tasks (the usual large one) costs one pass.
+    indegree: dict[str, int] = {}
+    users: dict[str, list[str]] = {}
     for tid, task in tasks.items():
         for dep in task.dependencies:
             if dep in tasks:
-                indegree[tid] += 1
-                users[dep].append(tid)
-    todo = deque(tid for tid, n in indegree.items() if n == 0)
+                indegree[tid] = indegree.get(tid, 0) + 1
+                users.setdefault(dep, []).append(tid)
+    todo = deque(tid for tid in users if tid not in indegree)
     while todo:
-        for user in users[todo.popleft()]:
+        for user in users.get(todo.popleft(), ()):
             indegree[user] -= 1
             if indegree[user] == 0:
                 todo.append(user)

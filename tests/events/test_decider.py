@@ -256,6 +256,8 @@ def test_proposed_tasks_that_break_the_plan_reject_the_planning_output() -> None
         ([counting("a", depends_on=("ghost",))], "depends on unknown task 'ghost'"),
         ([counting("a", depends_on=("b",)), counting("b", depends_on=("a",))],
          "dependency cycle: a -> b -> a"),
+        ([counting("x"), counting("a", depends_on=("x", "b")), counting("b", depends_on=("a",)),
+          counting("c", depends_on=("a",))], "dependency cycle: a -> b -> a"),
         ([Task(id="a", capability="count", output_schema="nowhere.module:Gone")],
          "output schema 'nowhere.module:Gone' cannot be imported"),
     ],

@@ -17,6 +17,8 @@ def test_a_task_depends_on_what_it_names_and_what_its_inputs_use() -> None:
     task = Task(id="t", capability="c", depends_on=("a",),
                 inputs={"x": from_task("b"), "y": from_task("a"), "z": 1})
     assert task.dependencies == ("a", "b")
+    assert Task(id="t", capability="c", depends_on=("a", "a")).dependencies == ("a",)
+    assert Task(id="t", capability="c", inputs={"z": 1}).dependencies == ()
 
 
 def test_a_task_is_frozen_and_refuses_unknown_fields() -> None:
