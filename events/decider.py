@@ -358,13 +358,12 @@ class _Turn:
                 record = self._live_head(queue, peek=True)
                 if record is None:
                     continue
-                weighed = [
-                    Candidate(h, s.load[h], s.handlers[h].capacity, s.streak[h],
-                              self._has_room(h))
-                    for h in s.by_capability[capability]
-                ]
-                if not any(c.free for c in weighed):
+                handlers = s.by_capability[capability]
+                room = [self._has_room(h) for h in handlers]
+                if not any(room):
                     break
+                weighed = [Candidate(h, s.load[h], s.handlers[h].capacity, s.streak[h], free)
+                           for h, free in zip(handlers, room, strict=True)]
                 routing = self.policy.route(record.task, weighed)
                 if routing.handler is None:
                     break  # the policy holds this capability's work for now
