@@ -5,7 +5,7 @@ real decider and written to SQLite in batches, with snapshots where a coordinato
 would have taken them. Then:
 
 - verify: every stimulus re-decided and every decision compared with its stored bytes
-  (target: >= 200,000 events/s);
+  (target: >= 100,000 events/s);
 - state_at: the state at random seqs (seeded), from the nearest snapshot plus the tail
   (target: <= 50 ms);
 - beside them, in the same run, the eventsourcing library's own Aggregate reconstructing
