@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/fold.py
 	.ci/postgres run $(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/replay.py
+	$(BIN)/python benchmarks/recovery.py
 	.ci/postgres run $(BIN)/python benchmarks/many_runs.py
 	$(BIN)/python benchmarks/export.py
 
