@@ -132,7 +132,6 @@ class Coordinator:
         self.pending: dict[ray.ObjectRef[Any], Call] = {}
         self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
         self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
-        self.clock_on_send: set[str] = set()  # timed, not yet sent: clocked when they go out
         self.overdue: set[str] = set()  # calls still out past their deadline
         # Dispatched (and recorded), not yet sent: every replica of the handler is busy
         # with WINDOW calls, down or stuck.
@@ -361,9 +360,7 @@ class Coordinator:
             elif isinstance(event, WorkerReplaced):
                 self._replace(event)
         self._send_waiting()
-        if self.state.seq - self.snapshot_seq >= max(SNAPSHOT_EVERY, self.snapshot_seq // 2):
-            # Spaced geometrically, so keeping them costs O(1) per event, and a restart
-            # folds at most a third of the log on top of the latest one.
+        if snapshot_due(self.state.seq, self.snapshot_seq):
             self.store.save_snapshot(self.state)
             self.snapshot_seq = self.state.seq
             _settled()
@@ -372,8 +369,7 @@ class Coordinator:
         """Queue the assignment to be sent. Its time starts when it is: the wait for a
         replica with room is this queue's, not the attempt's."""
         assignment = decision.assignment
-        if assignment.timeout_s is not None:
-            self._clock_from_send(assignment)
+        self._clock_from_send(assignment)
         self.waiting[assignment.handler].append(assignment)
 
     def _start_clock(self, assignment: Assignment, grace_s: float = 0.0) -> None:
@@ -383,10 +379,11 @@ class Coordinator:
         heapq.heappush(self.deadlines, (deadline, assignment.id))
 
     def _clock_from_send(self, assignment: Assignment) -> None:
-        """Time the assignment from when it is sent, not from now; but should no replica
-        be able to take it meanwhile, let it time out anyway, a grace period later."""
-        self.clock_on_send.add(assignment.id)
-        self._start_clock(assignment, RESTART_GRACE_S)
+        """Time a timed assignment from when it is sent (`_send_waiting` starts its clock
+        then); should no replica be able to take it meanwhile, let it time out anyway, a
+        grace period after its time."""
+        if assignment.timeout_s is not None:
+            self._start_clock(assignment, RESTART_GRACE_S)
 
     def _send_waiting(self) -> None:
         """Send what waits, a batch a call, to each replica with room. A retry goes alone
@@ -395,41 +392,43 @@ class Coordinator:
         while it waited is dropped: it is no longer in flight."""
         in_flight = self.state.in_flight
         for handler, waiting in self.waiting.items():
-            while waiting:
+            while True:
                 while waiting and waiting[0].id not in in_flight:
                     waiting.popleft()
-                retry = bool(waiting) and waiting[0].attempt > 1
-                if not waiting or (replica := self.pool.choose(handler, idle=retry)) is None:
+                if not waiting:
                     break
-                # While replicas sit idle, what waits is shared among them, not all sent
-                # to the first.
-                size, idle = self.pool.batch_size(handler), self.pool.idle(handler)
-                if idle:
-                    size = min(size, -(-len(waiting) // idle))
-                batch = self._next_batch(waiting, size)
+                head = waiting[0]
+                retry = head.attempt > 1
+                replica, idle = self.pool.choose(handler, idle=retry)
+                if replica is None:
+                    break
+                if _alone(head):
+                    batch = [waiting.popleft()]
+                    if head.timeout_s is not None:
+                        self._start_clock(head)  # its time starts as it goes out
+                else:
+                    # While replicas sit idle, what waits is shared among them, not all
+                    # sent to the first.
+                    size = self.pool.batch_size(handler)
+                    if idle:
+                        size = min(size, -(-len(waiting) // idle))
+                    batch = self._next_batch(waiting, size)
                 ref: ray.ObjectRef[Any] = self.pool.sent(replica, alone=retry).run.remote(batch)
                 self.pending[ref] = Call(tuple(a.id for a in batch), replica)
                 self.tally["calls"] += 1
 
     def _next_batch(self, waiting: deque[Assignment], size: int) -> list[Assignment]:
-        """The next call's assignments, off the front of `waiting` (whose first is in
-        flight): that one alone if it must travel alone, else up to `size` that need not."""
+        """Up to `size` assignments still in flight off the front of `waiting` (whose first
+        need not travel alone), up to the next that must."""
         in_flight = self.state.in_flight
         batch: list[Assignment] = []
         while waiting and len(batch) < size:
             assignment = waiting[0]
-            if assignment.id not in in_flight:
-                waiting.popleft()
-                continue
-            if batch and _alone(assignment):
-                break
+            if assignment.id in in_flight:
+                if _alone(assignment):
+                    break
+                batch.append(assignment)
             waiting.popleft()
-            if assignment.id in self.clock_on_send:
-                self.clock_on_send.discard(assignment.id)
-                self._start_clock(assignment)
-            batch.append(assignment)
-            if _alone(assignment):
-                break
         return batch
 
     def _replace(self, decision: WorkerReplaced) -> None:
@@ -448,8 +447,7 @@ class Coordinator:
                 assignment = self.state.tasks[task_id].assignment if task_id else None
                 self.overdue.discard(aid)
                 if assignment is not None and assignment.id == aid:
-                    if assignment.timeout_s is not None:
-                        self._clock_from_send(assignment)
+                    self._clock_from_send(assignment)
                     again.append(assignment)
         handler, index = replica
         self.waiting[handler].extendleft(reversed(again))
@@ -501,6 +499,13 @@ class Coordinator:
     def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def snapshot_due(seq: int, last: int) -> bool:
+    """Is a snapshot of the state due at `seq`, the last one having been taken at `last`?
+    They are spaced geometrically, so keeping them costs O(1) per event, and a restart
+    folds at most a third of the log on top of the latest one."""
+    return seq - last >= max(SNAPSHOT_EVERY, last // 2)
 
 
 def _settled() -> None:

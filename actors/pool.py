@@ -60,20 +60,16 @@ class Pool:
         return cls({handler: [ray.get_actor(name, namespace=NAMESPACE) for name in names]
                     for handler, names in workers.items()})
 
-    def choose(self, handler: str, idle: bool = False) -> Replica | None:
+    def choose(self, handler: str, idle: bool = False) -> tuple[Replica | None, int]:
         """The replica of `handler` to send the next call to, or None while none has room
-        (with `idle`: none has no call out)."""
-        free = [r for r in self._with_room(handler) if not idle or not self.held[r]]
-        return min(free, key=lambda r: (self.held[r], r[1])) if free else None
-
-    def idle(self, handler: str) -> int:
-        """How many of `handler`'s replicas could take a call and have none out."""
-        return sum(1 for replica in self._with_room(handler) if not self.held[replica])
-
-    def _with_room(self, handler: str) -> list[Replica]:
-        return [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
+        (with `idle`: while none has no call out); and how many could take a call and
+        have none out."""
+        room = [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
                 if self.held[replica] < WINDOW and replica not in self.down
                 and replica not in self.stuck and replica not in self.alone]
+        idle_ones = [replica for replica in room if not self.held[replica]]
+        free = idle_ones if idle else room
+        return min(free, key=lambda r: (self.held[r], r[1])) if free else None, len(idle_ones)
 
     def sent(self, replica: Replica, alone: bool = False) -> ActorHandle[Any]:
         """Count a call out to `replica` (with `alone`, the only one it may have until it
