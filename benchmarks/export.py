@@ -24,9 +24,9 @@ import pyarrow.parquet as pq
 from replay import record_run
 
 from baton import open_store
-from baton.events.store import arrow
+from baton.events.store import arrow, collector_paused
 from baton.projections.metrics import run_stats
-from workload import gc_paused, machine, scratch_dir
+from workload import machine, scratch_dir
 
 
 def plain_select(path: str) -> float:
@@ -48,7 +48,7 @@ def main() -> None:
         source = tmp / "source.db"
         length = record_run(f"sqlite:///{source}", "long", events, timed=True)
         select_s = plain_select(str(source))
-        with open_store(f"sqlite:///{source}") as store, gc_paused():
+        with open_store(f"sqlite:///{source}") as store, collector_paused():
             started = time.perf_counter()
             rows = arrow.columns(store, "long")
             read_s = time.perf_counter() - started
@@ -58,11 +58,11 @@ def main() -> None:
         assert stats.events == length and stats.accepted == stats.assignments == sum(
             h.accepted for h in stats.handlers) > 0
         assert all(h.latency_s.count == h.assignments for h in stats.handlers)
-        with open_store(f"sqlite:///{source}") as store, gc_paused():
+        with open_store(f"sqlite:///{source}") as store, collector_paused():
             started = time.perf_counter()
             arrow.write_parquet(store, ["long"], tmp / "long.parquet")
             export_s = time.perf_counter() - started
-        with open_store(f"sqlite:///{tmp / 'target.db'}") as store, gc_paused():
+        with open_store(f"sqlite:///{tmp / 'target.db'}") as store, collector_paused():
             started = time.perf_counter()
             loaded = arrow.load(store, pq.read_table(tmp / "long.parquet"))
             import_s = time.perf_counter() - started

@@ -20,6 +20,7 @@ import ray
 
 import baton
 from baton import Assignment, HandlerInfo, Spec, Task, open_store
+from baton.actors.coordinator import snapshot_due
 from baton.actors.launcher import ensure_ray
 from baton.events.decider import turn
 from baton.events.model import Result
@@ -28,7 +29,6 @@ from baton.events.schema import Decision, ResultReceived, RunRequested
 from baton.events.state import RunState
 from workload import machine, scratch_dir
 
-SNAPSHOT_EVERY = 20_000
 TAIL_TASKS = 40
 
 
@@ -57,8 +57,7 @@ def record_partial_run(url: str, run_id: str, events: int) -> None:
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),
                              [b for _, b in pending])
                 pending = []
-            due = state.seq - snapshot_at >= max(SNAPSHOT_EVERY, snapshot_at // 2)
-            if due and not pending:
+            if snapshot_due(state.seq, snapshot_at) and not pending:
                 store.save_snapshot(state)
                 snapshot_at = state.seq
 

@@ -22,14 +22,15 @@ import sys
 import time
 
 from baton import HandlerInfo, Task, open_store
-from baton.actors.coordinator import SNAPSHOT_EVERY
+from baton.actors.coordinator import snapshot_due
 from baton.events.decider import turn
 from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import ResultReceived, RunRequested
 from baton.events.state import RunState
+from baton.events.store import collector_paused
 from baton.replay import state_at, verify
-from workload import eventsourcing_reference, gc_paused, machine, scratch_dir
+from workload import eventsourcing_reference, machine, scratch_dir
 
 SAMPLES = 12
 EPOCH = 1_800_000_000.0  # when a timed run begins
@@ -44,7 +45,7 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
     handlers = tuple(HandlerInfo(name=f"w{j}", capabilities=("work",), capacity=8)
                      for j in range(2))
     state, policy, snapshot_at = RunState(), DefaultPolicy(), 0
-    with open_store(url) as store, gc_paused():
+    with open_store(url) as store, collector_paused():
         pending = turn(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
                                            handlers=handlers,
                                            recorded_at=EPOCH if timed else None), policy)
@@ -61,8 +62,7 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),
                              [b for _, b in pending])
                 pending = []
-                # The coordinator's schedule: geometric, at least SNAPSHOT_EVERY apart.
-                if state.seq - snapshot_at >= max(SNAPSHOT_EVERY, snapshot_at // 2):
+                if snapshot_due(state.seq, snapshot_at):  # the coordinator's schedule
                     store.save_snapshot(state)
                     snapshot_at = state.seq
         assert state.status == "completed"

@@ -18,12 +18,13 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from baton import HandlerInfo, Task
-from baton.actors.coordinator import SNAPSHOT_EVERY
+from baton.actors.coordinator import snapshot_due
 from baton.events.decider import step
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Envelope, ResultReceived, RunRequested
 from baton.events.state import RunState
+from baton.events.store import collector_paused
 
 
 def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], float]:
@@ -47,7 +48,7 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
                                   result=Result(assignment_id=aid, output={"lines": 42}))
         log.append(received)
         log.extend(step(state, received, policy))
-        if state.seq - frozen_at >= max(SNAPSHOT_EVERY, frozen_at // 2):
+        if snapshot_due(state.seq, frozen_at):
             gc.freeze()
             frozen_at = state.seq
     seconds = time.perf_counter() - started
@@ -71,17 +72,6 @@ def scratch_schema(server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True) as db:
             db.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class Ledger(Aggregate):
@@ -113,7 +103,7 @@ def eventsourcing_reference(events: int, batch: int) -> tuple[float, float]:
             elapsed += time.perf_counter() - started
             saved = ledger.version
         started = time.perf_counter()
-        with gc_paused():
+        with collector_paused():
             back = app.repository.get(ledger.id)
         reconstruct = time.perf_counter() - started
         assert back.version == events
