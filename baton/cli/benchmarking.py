@@ -6,20 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from baton.actors import bench as measure
 from baton.actors.launcher import ensure_ray
 from baton.events.errors import BadSpec, BatonError
 
-from .common import Address, AsJson, app, emit_json, err, fail, out
+from .common import Address, AsJson, app, emit_json, err, fail, out, progress
 
 QUICK_TASKS = 300
 QUICK_REPLICAS = (1, 2)
@@ -81,9 +74,7 @@ def bench(
         if chart is not None:
             _matplotlib()
         ensure_ray(address)
-        with Progress(TextColumn("{task.description:<32}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=err, transient=True,
-                      disable=as_json or not err.is_terminal) as bar:
+        with progress("{task.description:<32}", hidden=as_json) as bar:
             step = bar.add_task("starting", total=None)
             report = measure.bench(options, store, on_step=lambda what, done, steps: (
                 bar.update(step, description=what, completed=done, total=steps)))

@@ -11,6 +11,13 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from baton.actors.launcher import ClusterUnavailable, store_url
 from baton.events.errors import (
@@ -76,6 +83,13 @@ def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
         if not log.last_seq(run_id):
             raise UnknownRun(run_id, log.shown_url)
         yield log
+
+
+def progress(label: str, *, hidden: bool = False) -> Progress:
+    """A bar on stderr for long work (`label`, how far, for how long), gone once done,
+    and shown only to a terminal."""
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True, disable=hidden or not err.is_terminal)
 
 
 def fail(error: BatonError) -> NoReturn:

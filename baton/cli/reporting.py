@@ -9,13 +9,6 @@ from typing import Annotated, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
@@ -25,7 +18,7 @@ from baton.events.store import arrow, open_store
 from baton.projections import report as page
 from baton.projections.metrics import Quantiles, RunStats, run_stats
 
-from .common import AsJson, Store, app, emit_json, err, fail, out, run_log
+from .common import AsJson, Store, app, emit_json, err, fail, out, progress, run_log
 
 
 @app.command(name="export")
@@ -55,9 +48,7 @@ def export_runs(
     try:
         with open_store(store_url(store)) if every else run_log(run_id or "", store) as log:
             runs = [info.run_id for info in log.runs()] if every else [run_id or ""]
-            with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), console=err, transient=True,
-                          disable=not err.is_terminal) as bar:
+            with progress("exporting") as bar:
                 step = bar.add_task("events", total=sum(log.last_seq(r) for r in runs))
                 def advance(rows: int) -> None:
                     bar.advance(step, rows)
