@@ -142,7 +142,8 @@ class Coordinator:
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
         self.detached = detached
         self.driving: threading.Thread | None = None
-        _settled()
+        if self.state.seq:
+            _settled()  # a run taken up again: its folded state lives as long as the run
         if detached and self.state.seq:
             self._drive_in_background()  # restarted by Ray: take the run up again
 
