@@ -55,6 +55,11 @@ class Row:
     events: int | None
     notes: str
 
+    @classmethod
+    def failed(cls, system: str, tasks: int, why: str) -> Row:
+        """A row for a peer that gave no figures, saying why."""
+        return cls(system, tasks, None, "-", "-", None, why)
+
 
 # --- raw Ray --------------------------------------------------------------------------
 
@@ -132,14 +137,13 @@ def peer(venv: str, module: str, args: list[str], name: str, tasks: int,
     """Run a peer's module with its venv's python; its row, and the versions it used."""
     python = PEERS / venv / "bin" / "python"
     if not python.exists():
-        return Row(name, tasks, None, "-", "-", None,
-                   f"not installed: {venv} missing (make bench-peers creates it)"), {}
+        return Row.failed(name, tasks,
+                          f"not installed: {venv} missing (make bench-peers creates it)"), {}
     try:
         done = subprocess.run([str(python), str(PEERS / module), *args], capture_output=True,
                               text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return Row(name, tasks, None, "-", "-", None,
-                   f"FAILED: not done in {timeout_s:,.0f} s"), {}
+        return Row.failed(name, tasks, f"FAILED: not done in {timeout_s:,.0f} s"), {}
     lines = done.stdout.strip().splitlines()
     try:
         found: dict[str, Any] = json.loads(lines[-1]) if lines else {}
@@ -147,8 +151,7 @@ def peer(venv: str, module: str, args: list[str], name: str, tasks: int,
         found = {}
     if "error" in found or "per_s" not in found or done.returncode:
         why = found.get("error") or (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return Row(name, tasks, None, "-", "-", None,
-                   f"FAILED: {why[:160]}"), found.get("versions", {})
+        return Row.failed(name, tasks, f"FAILED: {why[:160]}"), found.get("versions", {})
     return Row(found["system"], tasks, found["per_s"], found["store"], found["replay"],
                found["events"], found["notes"]), found["versions"]
 
