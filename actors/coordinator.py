@@ -15,6 +15,7 @@ import gc
 import heapq
 import os
 import resource
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -46,10 +47,12 @@ from baton.events.schema import (
     WorkerReplaced,
     WorkerStuck,
 )
-from baton.events.store import open_store
+from baton.events.store import faults, masked_url, open_store
+from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat
 from baton.events.store.sealing import Sealer
 
 from . import inbox
+from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
 
 INBOX_POLL_S = 1.0
@@ -91,6 +94,8 @@ class Progress:
     elapsed_s: float = 0.0
     output: Any = None
     error: str = ""
+    store_down_since: float = 0.0  # wall-clock time the store began failing, if it is
+    store_error: str = ""  # what it said
 
     @property
     def assignments_per_s(self) -> float:
@@ -119,14 +124,18 @@ class Coordinator:
         schemas: dict[str, type[BaseModel]] | None = None,
         detached: bool = False,
         sealing_key: str | None = None,
+        store_patience_s: float = STORE_PATIENCE_S,
     ):
         for topic, model in (schemas or {}).items():
             register_schema(topic, model)
         self.run_id = run_id
-        self.store = open_store(store_url, sealer=Sealer(sealing_key) if sealing_key else None)
+        # A store that is down while this actor starts (Ray restarting it) is waited for.
+        self.patience = Patience(masked_url(store_url), run_id, store_patience_s)
+        sealer = Sealer(sealing_key) if sealing_key else None
+        self.store = self.patience.call(lambda: open_store(store_url, sealer=sealer), 0)
         self.policy = policy
         self.pool = Pool.named(workers)
-        self.state = self.store.state(run_id)
+        self.state = self.patience.call(lambda: self.store.state(run_id), 0)
         self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
         self.pending: dict[ray.ObjectRef[Any], Call] = {}
@@ -142,6 +151,8 @@ class Coordinator:
         self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
         self.detached = detached
         self.driving: threading.Thread | None = None
+        self.beat_due = 0.0  # monotonic time of the next heartbeat
+        self.who = f"pid {os.getpid()} on {socket.gethostname()}"
         if self.state.seq:
             _settled()  # a run taken up again: its folded state lives as long as the run
         if detached and self.state.seq:
@@ -156,10 +167,12 @@ class Coordinator:
         if self.state.seq == 0:
             if request is None:
                 raise ValueError(f"run {self.run_id!r} has no log and no request to start it")
+            self._beat(force=True)  # so no reader finds its log with no one beating for it
             # Stamped as it is recorded, after the workers started: the first dispatches
             # take its time, and their latency should not count the cluster's start-up.
             stamped = request.model_copy(update={"recorded_at": time.time()})
             self._turn([lambda seq: stamped])
+            self._beat(force=True)
             _settled()
         if self.detached:
             self._drive_in_background()
@@ -196,6 +209,7 @@ class Coordinator:
             note = f"pid {os.getpid()} took the run up at seq {self.state.seq}"
             self._turn([lambda seq: CoordinatorRestarted(run_id=self.run_id, seq=seq,
                                                          recorded_at=time.time(), note=note)])
+        self._beat(force=True)
         self._take_up_inbox()
         while self.state.status == "running" and (
             self._awaiting() or (wait_for_people and self.state.waiting_on_people)
@@ -222,7 +236,25 @@ class Coordinator:
                 self._turn(makers)
             self._send_waiting()  # to replicas with room again, or back from the dead
             self._take_up_inbox()
+            self._beat()
+        self._beat(force=True)
         return self.progress_now().as_dict()
+
+    def _beat(self, force: bool = False) -> None:
+        """Tell readers this run has a live coordinator, and how it stands: every
+        BEAT_EVERY_S, and when `force`d (starting, stopping). A beat the store refuses
+        is skipped; while the store is out, none is tried."""
+        now = time.monotonic()
+        if (now < self.beat_due and not force) or self.patience.outage is not None:
+            return
+        self.beat_due = now + BEAT_EVERY_S
+        s = self.state
+        try:
+            self.store.beat(Heartbeat(self.run_id, time.time(), s.phase if s.seq else "running",
+                                      len(s.tasks), s.accepted, self.who))
+        except Exception as error:
+            if not faults.is_store_error(error):
+                raise
 
     def _take_up_inbox(self) -> None:
         """Record what people sent since the last look (answers, cancels) and decide.
@@ -231,7 +263,9 @@ class Coordinator:
         if now < self.inbox_due:
             return
         self.inbox_due = now + INBOX_POLL_S
-        entries = inbox.pending(self.store, self.run_id, self.state.inbox_seen)
+        entries = self.patience.call(
+            lambda: inbox.pending(self.store, self.run_id, self.state.inbox_seen),
+            self.state.seq)
         if entries and self.state.status == "running":
             self._turn([_from_inbox(self.run_id, entry) for entry in entries])
 
@@ -347,7 +381,7 @@ class Coordinator:
                 recorded.append(data)
         decided_at = time.perf_counter()
         # Write-ahead: the turn is durable before any of its effects happen.
-        self.store.append(self.run_id, events, expected, recorded)
+        self._append(events, expected, recorded)
         self.timing[0] += 1
         self.timing[1] += decided_at - started
         self.timing[2] += time.perf_counter() - decided_at
@@ -362,9 +396,18 @@ class Coordinator:
                 self._replace(event)
         self._send_waiting()
         if snapshot_due(self.state.seq, self.snapshot_seq):
-            self.store.save_snapshot(self.state)
+            try:
+                self.store.save_snapshot(self.state)
+            except Exception as error:
+                if not faults.is_store_error(error):
+                    raise
+                return  # a cache: taken at a later turn, when the store takes it
             self.snapshot_seq = self.state.seq
             _settled()
+
+    def _append(self, events: list[Envelope], expected: int, recorded: list[bytes]) -> None:
+        """Append a turn's events, waiting out a store that fails for a while."""
+        self.patience.append(self.store, events, expected, recorded)
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         """Queue the assignment to be sent. Its time starts when it is: the wait for a
@@ -485,6 +528,8 @@ class Coordinator:
             elapsed_s=time.monotonic() - self.started,
             output=s.output if status == "completed" else None,
             error=s.error,
+            store_down_since=outage.since if (outage := self.patience.outage) else 0.0,
+            store_error=outage.cause if outage else "",
         )
 
     def progress(self) -> dict[str, Any]:

@@ -132,16 +132,18 @@ def _post(
     return entry
 
 
-def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, int]:
-    """The run's folded state, its phase as a reader should see it, and how many inbox
-    entries wait for a coordinator. A run whose people have answered is no longer
-    waiting on them, only on its coordinator to take the answers up: `running`."""
+def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, set[str]]:
+    """The run's folded state, its phase as a reader should see it, and the escalations
+    answered in its inbox that no coordinator has taken up yet. A run whose people have
+    answered (or that was asked to cancel) is no longer waiting on them, only on its
+    coordinator to take the entries up: `running`."""
     if not store.last_seq(run_id):
         raise UnknownRun(run_id, store.shown_url)
     state = store.state(run_id)
-    waiting = len(pending(store, run_id, state.inbox_seen))
+    entries = pending(store, run_id, state.inbox_seen)
+    answered = {e.escalation_id for e in entries if isinstance(e, HumanAnswered)}
     phase = state.phase
-    return state, ("running" if phase == "waiting" and waiting else phase), waiting
+    return state, ("running" if phase == "waiting" and entries else phase), answered
 
 
 def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> None:

@@ -30,6 +30,7 @@ from baton.events.store import DEFAULT_URL, masked_url, open_store
 from baton.events.store.sealing import KEY_ENV
 
 from .coordinator import Coordinator, Progress
+from .outage import STORE_PATIENCE_S
 from .pool import NAMESPACE, worker_name
 from .spec import (
     Spec,
@@ -233,6 +234,7 @@ def run(
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    store_patience_s: float = STORE_PATIENCE_S,
 ) -> RunResult:
     """Run `spec` to its end on Ray and return how it ended.
 
@@ -241,6 +243,8 @@ def run(
     ClusterUnavailable. `on_progress` is called with the run's Progress while it runs.
     With `detach`, the run is left to a detached coordinator (it outlives this process
     and waits for people's answers) and this returns at once with status `running`.
+    A store that fails for a while (a server restarting) is waited for, for up to
+    `store_patience_s`; a fault that does not pass, or lasts longer, raises StoreFault.
     """
     spec.validate()
     url = store_url(store)
@@ -256,7 +260,7 @@ def run(
                            policy=policy, policy_digest=policy_digest,
                            spec=absolute_ref(spec.source) if spec.source else "")
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
-                   max_output_bytes)
+                   max_output_bytes, store_patience_s=store_patience_s)
 
 
 def resume(
@@ -269,6 +273,7 @@ def resume(
     on_progress: Callable[[Progress], None] | None = None,
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    store_patience_s: float = STORE_PATIENCE_S,
 ) -> RunResult:
     """Continue `run_id` from its log with a new coordinator and workers (after its
     driver died, or once people have answered a run that ended `waiting`). The spec is
@@ -297,7 +302,7 @@ def resume(
     # too; the new coordinator must be able to resolve every one it may judge.
     planned = [record.task for record in state.tasks.values()]
     return _launch(spec, url, address, run_id, None, detach, on_progress, poll_s,
-                   max_output_bytes, planned)
+                   max_output_bytes, planned, store_patience_s=store_patience_s)
 
 
 def coordinator_alive(run_id: str) -> bool:
@@ -307,6 +312,17 @@ def coordinator_alive(run_id: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def live_progress(run_id: str, timeout_s: float = 5.0) -> Progress | None:
+    """How `run_id` stands as its live coordinator sees it (in the Ray cluster this
+    process is attached to), or None when it has none that answers."""
+    try:
+        coordinator = ray.get_actor(f"baton:{run_id}", namespace=NAMESPACE)
+        ref: ray.ObjectRef[dict[str, Any]] = coordinator.progress.remote()
+        return Progress(**ray.get(ref, timeout=timeout_s))
+    except (ValueError, RayActorError, GetTimeoutError):
+        return None
 
 
 def _launch(
@@ -320,6 +336,8 @@ def _launch(
     poll_s: float,
     max_output_bytes: int,
     planned: Sequence[Task] = (),
+    *,
+    store_patience_s: float = STORE_PATIENCE_S,
 ) -> RunResult:
     schemas: dict[str, type[BaseModel]] = {
         t.output_schema: resolve_schema(t.output_schema)
@@ -345,8 +363,8 @@ def _launch(
     # argument, kept by Ray to restart it, and shown in no listing of actors as a runtime
     # environment would be. Workers never see the store, nor the key.
     coordinator = remote_coordinator.options(**options).remote(
-        run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV)
-    )
+        run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV),
+        store_patience_s)
     actors = [coordinator, *handles]
     if detach:
         try:

@@ -12,6 +12,7 @@ from .errors import (
     BatonError,
     ConcurrencyConflict,
     EncryptionKeyProblem,
+    StoreFault,
     StoreUnavailable,
     UnknownRun,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "Result",
     "Routing",
     "RunState",
+    "StoreFault",
     "StoreUnavailable",
     "Task",
     "TaskRecord",

@@ -55,7 +55,28 @@ class BadStoreURL(BatonError):
 
 class StoreUnavailable(BatonError):
     """The store's server cannot be used: unreachable, a wrong password, no such database.
-    The message names host and port, with the password masked."""
+    The message names host and port, with the password masked. `passing` when the cause
+    may go away by itself (the server is down or restarting), not on a person's mistake."""
+
+    def __init__(self, message: str, *, passing: bool = False):
+        super().__init__(message)
+        self.passing = passing
+
+
+class StoreFault(BatonError):
+    """The store failed a read or a write, for a cause that does not pass by itself (a
+    full disk, no permission, a damaged file) or that lasted longer than Baton waits (a
+    server down). The message names the store and the cause; what was recorded before it
+    is kept, and a run under way says the `baton resume` that continues it."""
+
+    def __init__(self, message: str, *, store: str = "", cause: str = ""):
+        super().__init__(message)
+        self.store = store
+        self.cause = cause
+
+    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, str]]:
+        # Raised in a coordinator and re-raised in its driver: it crosses processes.
+        return type(self), (str(self),), {"store": self.store, "cause": self.cause}
 
 
 class EncryptionKeyProblem(BatonError):

@@ -72,6 +72,10 @@ Address = Annotated[str | None, typer.Option(
     help="Ray cluster to attach to; without one, a local Ray is started.")]
 Detach = Annotated[bool, typer.Option(
     "--detach", help="Leave the run to a detached coordinator and return at once.")]
+StorePatience = Annotated[float, typer.Option(
+    "--store-patience", envvar="BATON_STORE_PATIENCE", show_envvar=True, metavar="SECONDS",
+    min=0, help="How long the coordinator waits out a store that fails for a while (a "
+    "server restarting, a connection cut) before it stops, leaving the run to resume.")]
 
 
 

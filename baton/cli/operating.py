@@ -21,13 +21,16 @@ from baton.actors.launcher import (
     RunResult,
     attach_ray,
     coordinator_alive,
+    live_progress,
     store_url,
 )
 from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
+from baton.actors.outage import STORE_PATIENCE_S
 from baton.actors.spec import load_spec
-from baton.events.errors import BadSpec, BatonError
+from baton.events.errors import BadSpec, BatonError, StoreFault, StoreUnavailable
 from baton.events.store import live, open_store
+from baton.events.store.heartbeats import STALE_AFTER_S, standing
 from baton.events.store.sealing import KEY_ENV, new_key
 
 from .common import (
@@ -38,6 +41,7 @@ from .common import (
     AsJson,
     Detach,
     Store,
+    StorePatience,
     app,
     emit_json,
     err,
@@ -55,6 +59,7 @@ def run(
     run_id: Annotated[str | None, typer.Option(
         "--run-id", metavar="ID", help="Name the run (default: run-DATE-TIME-XXXX).")] = None,
     detach: Detach = False,
+    store_patience: StorePatience = STORE_PATIENCE_S,
     as_json: AsJson = False,
 ) -> None:
     """Run a spec to its end on Ray, showing progress, then summarise it.
@@ -68,7 +73,7 @@ def run(
         loaded.validate()
         with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
             result = launch(loaded, store, address, run_id=run_id, detach=detach,
-                            on_progress=display.update)
+                            on_progress=display.update, store_patience_s=store_patience)
     except BatonError as error:
         fail(error)
     finish(result, as_json, detach)
@@ -94,6 +99,7 @@ def resume(
     store: Store = None,
     address: Address = None,
     detach: Detach = False,
+    store_patience: StorePatience = STORE_PATIENCE_S,
     as_json: AsJson = False,
 ) -> None:
     """Continue a run from its log: after its driver died, or once people answered.
@@ -105,7 +111,7 @@ def resume(
         loaded = load_spec(spec) if spec else None
         with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
             result = resume_run(run_id, store, address, spec=loaded, detach=detach,
-                                on_progress=display.update)
+                                on_progress=display.update, store_patience_s=store_patience)
     except BatonError as error:
         fail(error)
     finish(result, as_json, detach)
@@ -193,11 +199,19 @@ def answer(
 def status(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
     store: Store = None,
+    address: Address = None,
     as_json: AsJson = False,
 ) -> None:
-    """How a run stands now, from its log: status, tasks, work in flight, escalations."""
+    """How a run stands now, from its log: status, tasks, work in flight, escalations.
+
+    When the store cannot be read, the run's coordinator is asked instead (in the Ray
+    cluster at --address, or this machine's): it says whether it is waiting for the
+    store to come back.
+    """
     try:
         report = _status(run_id, store_url(store))
+    except (StoreUnavailable, StoreFault) as error:
+        _status_without_store(run_id, address, error, as_json)
     except BatonError as error:
         fail(error)
     if as_json:
@@ -206,8 +220,14 @@ def status(
         out.print(f"[bold]{run_id}[/]  {styled(report['status'])}  "
                   f"{report['accepted']} of {report['tasks']} tasks accepted, "
                   f"{report['in_flight']} in flight, {report['events']} events")
+        if report["status"] == "stalled":
+            out.print(f"  {_no_coordinator(report)}; `baton resume {run_id}` continues it",
+                      highlight=False)
         for esc in report["escalations"]:
-            out.print(f"  waiting on a person: {esc}  (baton inbox {run_id})")
+            if esc in report["answered"]:
+                out.print(f"  answered, for a coordinator to take up: {esc}")
+            else:
+                out.print(f"  waiting on a person: {esc}  (baton inbox {run_id})")
         if report["error"]:
             out.print(f"  [red]error:[/] {report['error']}", highlight=False)
     raise typer.Exit(EXIT_DONE if report["status"] in ("completed", "running") else EXIT_FAILED)
@@ -241,7 +261,9 @@ def wait(
     else:
         out.print(f"{run_id} {styled(report['status'])}"
                   + (f": {report['error']}" if report["error"] else "")
-                  + (f"; see baton inbox {run_id}" if report["status"] == "waiting" else ""))
+                  + (f"; see baton inbox {run_id}" if report["status"] == "waiting" else "")
+                  + (f"; {_no_coordinator(report)}; `baton resume {run_id}` continues it"
+                     if report["status"] == "stalled" else ""), highlight=False)
     raise typer.Exit(EXIT_DONE if report["status"] == "completed" else EXIT_FAILED)
 
 
@@ -273,19 +295,56 @@ def cancel(
         out.print(f"cancel recorded for {run_id} (now {report['status']})")
 
 
+def _status_without_store(run_id: str, address: str | None, error: BatonError,
+                          as_json: bool) -> NoReturn:
+    """Report what the run's live coordinator says, the store being unreadable; or
+    fail with the store's error when no coordinator answers."""
+    live = live_progress(run_id) if _attached_and_alive(run_id, address) else None
+    if live is None:
+        fail(error)
+    if as_json:
+        emit_json({"run_id": run_id, "status": live.status, "store_error": str(error),
+                   **{k: v for k, v in live.as_dict().items() if k != "output"}})
+    else:
+        line = f"[bold]{run_id}[/]  {styled(live.status)}  {live.accepted} of {live.tasks} " \
+               f"tasks accepted, {live.in_flight} in flight (its coordinator's count)"
+        out.print(line, highlight=False)
+        outage = store_outage(live) if live.store_down_since else f"store: {error}"
+        out.print(f"  [yellow]{outage}[/]", highlight=False)
+    raise typer.Exit(EXIT_DONE)
+
+
+def _no_coordinator(report: dict[str, Any]) -> str:
+    """Why a run is stalled, from its coordinator's last heartbeat."""
+    beat = report["coordinator"]
+    if beat is None:
+        return "no coordinator has reported for this run"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat["at"]))
+    return f"no live coordinator: the last ({beat['coordinator']}) reported at {when}"
+
+
+def store_outage(p: RunProgress) -> str:
+    """What a coordinator waiting for its store is doing, in one line."""
+    since = time.strftime("%H:%M:%S", time.localtime(p.store_down_since))
+    return f"store unreachable since {since}, retrying ({p.store_error})"
+
+
 def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
                      deadline: float | None) -> dict[str, Any]:
     """Follow the run's log until its status is no longer running, or the deadline."""
     with open_store(url) as log:
         seen = stale = report["events"]
+        again = time.monotonic() + STALE_AFTER_S / 3
         for event in live.follow(log, run_id, after=seen, tick_s=0.5):
             if event is not None:
                 seen = event.seq
             ended = event is not None and event.type in ENDINGS
             # Whether only people can move the run on shows in its state, not in one
-            # event: look again once things have been quiet for a moment.
-            if ended or (event is None and seen != stale):
+            # event: look again once things have been quiet for a moment; and now and
+            # then, for a coordinator that has stopped reporting.
+            if ended or (event is None and (seen != stale or time.monotonic() > again)):
                 report, stale = _status(run_id, url), seen
+                again = time.monotonic() + STALE_AFTER_S / 3
                 if report["status"] != "running":
                     return report
             if deadline is not None and time.monotonic() >= deadline:
@@ -303,12 +362,16 @@ def _attached_and_alive(run_id: str, address: str | None) -> bool:
 
 
 def _status(run_id: str, url: str) -> dict[str, Any]:
+    """How the run stands: from its log, its inbox, and its coordinator's heartbeat."""
     with open_store(url) as log:
-        state, phase, answers = people.run_phase(log, run_id)
-    return {"run_id": run_id, "status": phase, "tasks": len(state.tasks),
-            "pending_answers": answers,
-            "accepted": state.accepted, "in_flight": len(state.in_flight),
-            "escalations": sorted(state.escalations), "events": state.seq,
+        state, phase, answered = people.run_phase(log, run_id)
+        beat = log.heartbeats().get(run_id)
+    return {"run_id": run_id,
+            "status": standing(phase, beat, time.time(), answered=bool(answered)),
+            "tasks": len(state.tasks), "accepted": state.accepted,
+            "in_flight": len(state.in_flight), "escalations": sorted(state.escalations),
+            "answered": sorted(answered), "events": state.seq,
+            "coordinator": asdict(beat) if beat else None,
             "error": state.error, "output": state.output}
 
 
@@ -351,6 +414,8 @@ class ProgressDisplay:
                   f"recoveries {p.recoveries}  {p.assignments_per_s:,.0f} assignments/s")
         if p.escalations:
             detail += f"  [yellow]waiting on people: {p.escalations}[/]"
+        if p.store_down_since:
+            detail = f"[red]{store_outage(p)}[/]"
         self.bar.update(self.task, completed=p.accepted, total=p.tasks, detail=detail)
 
 

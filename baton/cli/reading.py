@@ -18,6 +18,7 @@ from baton.actors.spec import load_policy, load_spec
 from baton.events.errors import BadSpec, BatonError
 from baton.events.schema import EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store
+from baton.events.store.heartbeats import standing
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
@@ -59,21 +60,28 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     url = store_url(store)
     try:
         with open_store(url) as log:
-            listed = log.runs()
+            listed, beats = log.runs(), log.heartbeats()
     except BatonError as error:
         fail(error)
+    # The index knows how a run ended; its coordinator's heartbeat, how one still going
+    # stands (waiting, stalled) and how many tasks its plan has now.
+    now = time.time()
+    rows = [(i, standing(i.status, beats.get(i.run_id), now), beats.get(i.run_id))
+            for i in listed]
     if as_json:
-        emit_json([{"run_id": i.run_id, "status": i.status, "goal": i.goal,
-                     "tasks": i.tasks, "events": i.events, "requested_at": i.requested_at}
-                    for i in listed])
+        emit_json([{"run_id": i.run_id, "status": status, "goal": i.goal,
+                    "tasks": beat.tasks if beat else i.tasks, "events": i.events,
+                    "requested_at": i.requested_at,
+                    "last_heartbeat": beat.at if beat else None}
+                   for i, status, beat in rows])
         return
     if not listed:
         out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
         return
     out.print(_fitted_table(
         ("run", "status", "requested", "tasks", "events"), "goal", 12,
-        [(i.run_id, i.status, _when(i.requested_at), str(i.tasks), str(i.events), i.goal)
-         for i in listed]))
+        [(i.run_id, status, _when(i.requested_at), str(beat.tasks if beat else i.tasks),
+          str(i.events), i.goal) for i, status, beat in rows]))
 
 
 @app.command()

@@ -22,11 +22,12 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
+from .heartbeats import PostgresHeartbeats
 from .index import READ_WHOLE, PostgresRunsView
 from .recorder import EventStore, masked_url
 from .rows import LogRow
@@ -253,7 +254,8 @@ class Address:
                 f"(createdb {self.database}) or name another (store {self.shown})")
         first = message.splitlines()[0].removeprefix("connection failed: ")
         return StoreUnavailable(
-            f"cannot reach PostgreSQL at {self.where}: {first} (store {self.shown})")
+            f"cannot reach PostgreSQL at {self.where}: {first} (store {self.shown})",
+            passing=True)
 
 
 def open_postgres(url: str) -> EventStore:
@@ -289,8 +291,9 @@ def _opened(url: str, address: Address) -> EventStore:
         snapshots = factory.aggregate_recorder("snapshots")
         columns = factory.aggregate_recorder("columns")
         index = cast(PostgresRunsView, factory.tracking_recorder(PostgresRunsView))
+        heartbeats = PostgresHeartbeats(cast(PostgresFactory, factory).datastore)
     except PersistenceError as error:
         factory.close()
         raise address._explained(str(error)) from None
     return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index,
-                      columns=columns)
+                      columns=columns, heartbeats=heartbeats)

@@ -28,13 +28,14 @@ from eventsourcing.persistence import (
     Tracking,
 )
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
 
 from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
 from ..schema import Envelope, Event, RunRequested
 from ..state import RunState
-from . import chunks, snapshot
+from . import chunks, faults, snapshot
 from .codec import Codec
+from .heartbeats import Heartbeat, MemoryHeartbeats, SQLiteHeartbeats
 from .index import (
     READ_WHOLE,
     TRACKED_AS,
@@ -82,8 +83,10 @@ class EventStore:
         index: RunsView | None = None,
         sealer: Sealer | None = None,
         columns: AggregateRecorder | None = None,
+        heartbeats: Heartbeats | None = None,
     ):
         self.recorder = recorder
+        self._heartbeats = heartbeats
         self.sealer = sealer or Sealer(None)
         self.snapshots = snapshots
         self.columns = columns  # the query columns' chunks (chunks.py)
@@ -96,8 +99,16 @@ class EventStore:
     def __enter__(self) -> EventStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        try:
+            self.close()
+        except Exception as closing:
+            if error is None and not faults.is_store_error(closing):
+                raise
+            error = error or closing
+        if error is not None and faults.is_store_error(error):
+            # What the database said, in one line naming this store, not its traceback.
+            raise faults.fault(faults.cause_of(error), self.shown_url) from error
 
     def close(self) -> None:
         try:
@@ -451,6 +462,15 @@ class EventStore:
             if len(batch) < page:
                 return
 
+    def beat(self, beat: Heartbeat) -> None:
+        """Record a coordinator's heartbeat for its run (heartbeats.py), over the last."""
+        if self._heartbeats is not None:
+            self._heartbeats.beat(beat)
+
+    def heartbeats(self) -> dict[str, Heartbeat]:
+        """The last heartbeat of each run that has one, by run id."""
+        return self._heartbeats.read() if self._heartbeats is not None else {}
+
     def max_position(self) -> int:
         """The position of the last event recorded in the store (0 when empty)."""
         return self.recorder.max_notification_id() or 0
@@ -475,6 +495,14 @@ def check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: 
     expected = kwargs.get("expected_last_seq")
     if expected is not None and stored and last != expected:
         raise ConcurrencyConflict(str(stored[0].originator_id), expected, last)
+
+
+class Heartbeats(Protocol):
+    """Where a store keeps its coordinators' heartbeats (heartbeats.py)."""
+
+    def beat(self, beat: Heartbeat) -> None: ...
+
+    def read(self) -> dict[str, Heartbeat]: ...
 
 
 @runtime_checkable
@@ -592,7 +620,8 @@ class _MemoryRunRecorder(POPOApplicationRecorder):
 
 def _open_memory(url: str) -> EventStore:
     return EventStore(_MemoryRunRecorder(), url, snapshots=POPOAggregateRecorder(),
-                      index=MemoryRunsView(), columns=POPOAggregateRecorder())
+                      index=MemoryRunsView(), columns=POPOAggregateRecorder(),
+                      heartbeats=MemoryHeartbeats())
 
 
 def _open_sqlite(url: str) -> EventStore:
@@ -618,7 +647,8 @@ def _open_sqlite(url: str) -> EventStore:
     return EventStore(factory.application_recorder(), url, close=factory.close,
                       snapshots=factory.aggregate_recorder("snapshots"),
                       columns=factory.aggregate_recorder("columns"),
-                      index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)))
+                      index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)),
+                      heartbeats=SQLiteHeartbeats(cast(SQLiteFactory, factory).datastore))
 
 
 def _open_postgres(url: str) -> EventStore:
@@ -650,7 +680,12 @@ def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> Event
         )
     # A key that is not one is refused before the store opens.
     sealer = sealer if sealer is not None else Sealer.from_env()
-    store = opener(url)
+    try:
+        store = opener(url)
+    except Exception as error:
+        if faults.is_store_error(error):
+            raise faults.fault(faults.cause_of(error), masked_url(url)) from None
+        raise
     store.sealer = sealer
     return store
 

@@ -73,6 +73,17 @@ def test_run_then_runs_then_show_through_the_cli(durable_store_url: str) -> None
     assert code == 0 and json.loads(out)["events"] == 5
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_runs_counts_the_tasks_of_the_plan_as_it_grew(store_url: str) -> None:
+    """A plan of one task that adds five: `runs` lists six tasks, not the one requested."""
+    code, _, err = baton("run", str(SPECS / "expands.py"), "--store", store_url,
+                         "--run-id", "grows")
+    assert code == 0, err
+    [listed] = json.loads(baton("runs", "--store", store_url, "--json")[1])
+    assert (listed["status"], listed["tasks"]) == ("completed", 6)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

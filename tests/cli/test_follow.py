@@ -10,9 +10,16 @@ import time
 import psycopg
 
 from baton import open_store
+from baton.events.store import EventStore
+from baton.events.store.heartbeats import Heartbeat
 from baton.testing import Scenario
 from tests.cli.test_cli import baton
 from tests.fixtures.specs import counting, handlers
+
+
+def alive(store: EventStore, run_id: str) -> None:
+    """Beat for the run as its coordinator would: someone is driving it."""
+    store.beat(Heartbeat(run_id, time.time(), "running", 2, 0, "the test's writer"))
 
 
 def write_slowly(url: str, run_id: str, started: threading.Event,
@@ -21,6 +28,7 @@ def write_slowly(url: str, run_id: str, started: threading.Event,
     with open_store(url) as store:
         run = Scenario([counting("a"), counting("b", depends_on=("a",))], handlers("h"),
                        run_id=run_id, store=store)
+        alive(store, run_id)
         started.set()
         time.sleep(0.5)  # the reader is following by now
         if url.startswith("postgresql"):
@@ -52,8 +60,9 @@ def test_log_follow_prints_each_event_until_the_run_ends(durable_store_url: str)
 
 
 def test_wait_returns_when_the_run_completes(durable_store_url: str) -> None:
-    """`wait` on a running run returns once it completes, with exit 0, and gives up
-    after --timeout with exit 1 on a run that does not move."""
+    """`wait` on a running run returns once it completes, with exit 0, gives up after
+    --timeout with exit 1 on a run that does not move, and at once on one that no
+    coordinator drives (stalled)."""
     started, listening = threading.Event(), []
     writer = threading.Thread(target=write_slowly,
                               args=(durable_store_url, "waited", started, listening))
@@ -66,5 +75,11 @@ def test_wait_returns_when_the_run_completes(durable_store_url: str) -> None:
     assert time.monotonic() - began < 10
     with open_store(durable_store_url) as store:
         Scenario([counting("x")], handlers("h"), run_id="stuck", store=store)
+        alive(store, "stuck")
+        Scenario([counting("x")], handlers("h"), run_id="orphan", store=store)
     code, _, err = baton("wait", "stuck", "--timeout", "1", "--store", durable_store_url)
     assert code == 1 and "still running after 1s" in err
+    code, out, _ = baton("wait", "orphan", "--timeout", "30", "--store", durable_store_url)
+    assert code == 1
+    assert "orphan stalled; no coordinator has reported for this run; `baton resume " \
+           "orphan` continues it" in out

@@ -16,6 +16,7 @@ import ray
 from typer.testing import CliRunner
 
 from baton.cli import app
+from baton.events.store import heartbeats
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs_cli"
 REPO = Path(__file__).resolve().parents[2]
@@ -46,11 +47,14 @@ def status(run_id: str, store: str) -> dict:  # type: ignore[type-arg]
 def test_an_escalation_answered_while_no_coordinator_lives_is_taken_up_on_resume(
     store_url: str,
 ) -> None:
-    """run ends `waiting` (exit 1); inbox lists the question; answer records it; resume
+    """run ends `waiting` (exit 1), and `runs` says so; inbox lists the question; answer
+    records it, and `status` shows it answered, for a coordinator to take up; resume
     takes the answer up and completes the run."""
     code, out, _ = baton("run", str(SPECS / "asks.py"), "--run-id", "asks", "--store",
                          store_url, "--json")
     assert code == 1 and json.loads(out)["status"] == "waiting"
+    [listed] = json.loads(baton("runs", "--store", store_url, "--json")[1])
+    assert listed["status"] == "waiting"
 
     code, out, _ = baton("inbox", "--store", store_url, "--json")
     [open_one] = json.loads(out)
@@ -63,6 +67,9 @@ def test_an_escalation_answered_while_no_coordinator_lives_is_taken_up_on_resume
     assert code == 0 and json.loads(out)["action"] == "retry"
     again = baton("answer", esc, "--abandon", "--store", store_url)
     assert again[0] == 2 and "already answered" in again[2]
+    code, out, _ = baton("status", "asks", "--store", store_url)
+    assert f"answered, for a coordinator to take up: {esc}" in out
+    assert "waiting on a person" not in out
 
     code, out, _ = baton("resume", "asks", "--store", store_url, "--json")
     assert code == 0, out
@@ -98,8 +105,12 @@ def test_cancel_stops_a_live_detached_run(store_url: str) -> None:
     assert report["error"] == "cancelled: wrong input" and report["accepted"] < 40
 
 
-def test_a_killed_driver_is_resumed_to_completion(store_url: str, tmp_path: Path) -> None:
-    """Kill the process running `baton run` mid-run; `baton resume` finishes the run."""
+def test_a_killed_driver_is_resumed_to_completion(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kill the process running `baton run` mid-run: once its coordinator has stopped
+    reporting, `status` and `runs` say the run is stalled and how to resume it, and
+    `baton resume` finishes the run."""
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
            "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(
@@ -114,6 +125,13 @@ def test_a_killed_driver_is_resumed_to_completion(store_url: str, tmp_path: Path
         driver.wait()
     assert status("orphan", store_url)["status"] == "running"
     until(lambda: not _alive("orphan"))  # its coordinator died with its owner
+    monkeypatch.setattr(heartbeats, "STALE_AFTER_S", 4.0)  # (a reader's threshold)
+    until(lambda: status("orphan", store_url)["status"] == "stalled", seconds=30)
+    code, out, _ = baton("status", "orphan", "--store", store_url)
+    assert code == 1 and "no live coordinator: the last (pid " in out
+    assert "`baton resume orphan` continues it" in out
+    [listed] = json.loads(baton("runs", "--store", store_url, "--json")[1])
+    assert listed["status"] == "stalled" and listed["tasks"] == 40
     code, out, _ = baton("resume", "orphan", "--store", store_url, "--json")
     assert code == 0, out
     assert len(json.loads(out)["output"]) == 40

@@ -1,0 +1,68 @@
+"""Store faults: which errors of a store pass by themselves and which do not.
+
+A server restarting, a connection cut, a SQLite file locked by another writer: these
+pass, and a writer that waits and tries again carries on. A full disk, a file that is
+not a database, a database it may not write: these stay until a person acts, so waiting
+only hides them. Either way the error becomes one StoreFault naming the store and the
+cause, never the database driver's traceback.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from eventsourcing.persistence import PersistenceError
+
+from ..errors import StoreFault, StoreUnavailable
+
+# SQLSTATE classes and codes of PostgreSQL errors that pass: a connection lost (08),
+# the server shutting down or starting (57P01-03), too many connections (53300), and a
+# transaction the server gave up to break a deadlock or a serialization conflict (40).
+_PASSING_STATES = ("08", "57P01", "57P02", "57P03", "53300", "40001", "40P01")
+_SQLITE_PASSING = ("locked", "busy")
+
+
+def is_store_error(error: BaseException) -> bool:
+    """Did a store's database (or the library over it) raise this?"""
+    return isinstance(error, PersistenceError | sqlite3.Error) or _is_psycopg(error)
+
+
+def passes(error: BaseException) -> bool:
+    """Is this a store error that goes away by itself, so that trying again later may
+    succeed (a server restarting, a connection cut, a SQLite file busy)?"""
+    if isinstance(error, StoreUnavailable):
+        return error.passing
+    if not is_store_error(error):
+        return False
+    cause = error.__cause__ if isinstance(error, PersistenceError) else error
+    if cause is not None and _is_psycopg(cause):
+        state = getattr(cause, "sqlstate", None)
+        # No state: the client lost or could not make its connection (the pool waited).
+        return state is None or state.startswith(_PASSING_STATES)
+    text = str(error).lower()
+    if isinstance(cause, sqlite3.Error):
+        return any(word in text for word in _SQLITE_PASSING)
+    # The library's own errors over PostgreSQL, with no driver error behind them.
+    return type(error).__name__ in ("OperationalError", "InterfaceError")
+
+
+def cause_of(error: BaseException) -> str:
+    """The first line of what the database said, without the driver's prefixes."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0].removeprefix("connection failed: ")
+
+
+def fault(cause: str, store: str, *, run_id: str | None = None,
+          recorded_to: int | None = None) -> StoreFault:
+    """The StoreFault for a store's error (`cause`, as `cause_of` gives it); for a run
+    under way, what is recorded of it and how to continue it once the cause is fixed."""
+    message = f"store {store}: {cause}"
+    if run_id is not None:
+        message += (f"; run {run_id} is recorded up to seq {recorded_to}; once the cause is "
+                    f"fixed, `baton resume {run_id}` continues it")
+    return StoreFault(message, store=store, cause=cause)
+
+
+def _is_psycopg(error: BaseException) -> bool:
+    # By module, so that a SQLite user never imports the PostgreSQL driver.
+    return type(error).__module__.startswith("psycopg")  # and psycopg_pool

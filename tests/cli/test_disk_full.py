@@ -1,0 +1,97 @@
+"""A disk that fills under a run: `baton run` ends in one line naming the store, the
+cause and the `baton resume` to type; once space is freed, the resume completes the run
+and it verifies. A real tmpfs, filled for real (CI runs as root, which mounting needs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import ray
+
+from baton import open_store
+from baton.replay import verify
+from tests.cli.test_operations import REPO, SPECS, until
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MB tmpfs, mounted for the test and gone after it."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        message = f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+def environment() -> dict[str, str]:
+    return {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address,
+            "PYTHONPATH": str(REPO)}
+
+
+BATON = str(Path(sys.executable).with_name("baton"))
+
+
+def used(disk: Path) -> int:
+    """Bytes in the files on the disk (the database, its write-ahead log)."""
+    return sum(f.stat().st_size for f in disk.iterdir())
+
+
+def fill(disk: Path) -> Path:
+    """Write to the disk until it has no room left."""
+    filler = disk / "filler"
+    with filler.open("wb") as out:
+        try:
+            while True:
+                out.write(b"\0" * 65536)
+                out.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_disk_that_fills_ends_the_run_in_one_line_and_resume_finishes_it(
+    small_disk: Path,
+) -> None:
+    """The disk fills mid-run: exit 1, one line naming the store and `baton resume RUN`,
+    no traceback. Freed, `baton resume RUN` completes it, every task once, verified."""
+    url = f"sqlite:///{small_disk / 'baton.db'}"
+    driver = subprocess.Popen(
+        [BATON, "run", str(SPECS / "bulky.py"), "--run-id", "full", "--store", url],
+        env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        until(lambda: driver.poll() is not None or used(small_disk) > 1_000_000, seconds=120)
+        assert driver.poll() is None, driver.communicate()
+        filler = fill(small_disk)
+        _, stderr = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+    lines = stderr.strip().splitlines()
+    assert driver.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: store {url}: database or disk is full; run full is "
+                               "recorded up to seq "), lines
+    assert lines[0].endswith("`baton resume full` continues it"), lines
+
+    filler.unlink()
+    resumed = subprocess.run([BATON, "resume", "full", "--store", url], env=environment(),
+                             capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    with open_store(url) as store:
+        assert store.state("full").accepted == 300
+        assert verify(store, "full").reproduced
