@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,7 @@ from urllib.parse import quote, urlparse
 
 import ray
 from pydantic import BaseModel
+from ray._private import services  # ray.init's lookup of a local cluster
 from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -116,7 +119,9 @@ def _init_ray(**options: Any) -> None:
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Attach to Ray at `address` (or $RAY_ADDRESS), or start a quiet local one."""
+    """Attach to Ray at `address` (or $RAY_ADDRESS), else to the cluster already running
+    on this machine (`ray start --head`), as ray.init does, saying so on stderr; else
+    start a quiet local one. `local` always starts a separate one."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -131,11 +136,45 @@ def ensure_ray(address: str | None = None) -> None:
         if address:
             _init_ray(address=address, **options)  # "local" starts one too
         else:
-            _init_ray(num_cpus=os.cpu_count() or 1, **options)
+            try:
+                _init_ray(num_cpus=os.cpu_count() or 1, **options)
+            except ValueError as error:
+                # Ray found a cluster `ray start` left on this machine, and will only
+                # attach to it.
+                if "existing cluster" not in str(error):
+                    raise
+                address = _attach_or_start_beside(options)
     except (ConnectionError, RuntimeError) as error:
         where = f"at {address}" if address else "locally"
         raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}"
                                  + _auth_hint(address)) from error
+
+
+def _attach_or_start_beside(options: dict[str, Any]) -> str:
+    """Attach to the cluster `ray start` left on this machine, if it answers, else start
+    a separate one; say which on stderr. Returns the address used."""
+    found = services.canonicalize_bootstrap_address(None)  # ray.init's own lookup
+    if found and _answers(found):
+        # "auto", not the address: so Ray also finds the cluster's token, if it has one.
+        _init_ray(address="auto", namespace=NAMESPACE, logging_level=logging.ERROR,
+                  configure_logging=True)
+        print(f"baton: attached to the Ray cluster already running on this machine "
+              f"({found}); --address local starts a separate one", file=sys.stderr)
+        return found
+    _init_ray(address="local", num_cpus=os.cpu_count() or 1, **options)
+    print(f"baton: the Ray cluster `ray start` left on this machine ({found}) does not "
+          "answer (`ray stop` forgets it); started a separate local one", file=sys.stderr)
+    return "local"
+
+
+def _answers(address: str) -> bool:
+    """Does something listen at host:port (a cluster's GCS)?"""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def attach_ray(address: str | None = None) -> None:

@@ -69,7 +69,8 @@ Store = Annotated[
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.")]
 Address = Annotated[str | None, typer.Option(
     "--address", envvar="RAY_ADDRESS", metavar="ADDR",
-    help="Ray cluster to attach to; without one, a local Ray is started.")]
+    help="Ray cluster to attach to (`local`: start a new one); without one, the cluster "
+         "already running on this machine, if any, else a new local one.")]
 Detach = Annotated[bool, typer.Option(
     "--detach", help="Leave the run to a detached coordinator and return at once.")]
 StorePatience = Annotated[float, typer.Option(
