@@ -153,7 +153,8 @@ def ensure_ray(address: str | None = None) -> None:
 def _attach_or_start_beside(options: dict[str, Any]) -> str:
     """Attach to the cluster `ray start` left on this machine, if it answers, else start
     a separate one; say which on stderr. Returns the address used."""
-    found = services.canonicalize_bootstrap_address(None)  # ray.init's own lookup
+    # ray.init's own lookup (it is annotated as taking a str, and takes None).
+    found = services.canonicalize_bootstrap_address(None)  # type: ignore[arg-type]
     if found and _answers(found):
         # "auto", not the address: so Ray also finds the cluster's token, if it has one.
         _init_ray(address="auto", namespace=NAMESPACE, logging_level=logging.ERROR,
