@@ -4,13 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint clean wheel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
+	@# An older checkout installed the distribution as `baton`; it would shadow this one.
+	$(BIN)/pip uninstall --quiet --yes baton 2>/dev/null || true
 	$(BIN)/pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
@@ -46,8 +48,14 @@ demo: $(STAMP)
 	$(BIN)/baton run examples/stdlib_audit.py --run-id $(DEMO_RUN)
 	$(BIN)/baton show $(DEMO_RUN)
 
+# A wheel of Baton for the nodes of a cluster: pip install 'dist/baton_ray-*.whl[cluster]'.
+wheel: $(STAMP)
+	rm -rf dist
+	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	@ls dist/*.whl
+
 clean:
-	rm -rf $(VENV) .baton build *.egg-info benchmarks/peers/.venv-*
+	rm -rf $(VENV) .baton build dist *.egg-info benchmarks/peers/.venv-*
 
 # Baton beside LangGraph, Temporal and raw Ray on the same work: one table. Each peer
 # gets a venv of its own under benchmarks/peers/, made again when its requirements change.

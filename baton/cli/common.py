@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -52,12 +53,29 @@ app = typer.Typer(
         "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # click's help: paragraphs re-wrapped, \b blocks kept
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)  # long messages wrap where the terminal does
+DISTRIBUTION = "baton-ray"  # the name on the package index (`baton` is another project's)
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        out.print(f"baton {metadata.version(DISTRIBUTION)}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Print Baton's version and exit.")] = False,
+) -> None:
+    # Options of `baton` itself, before any command (the app's help is its own).
+    pass
 
 Store = Annotated[
     str | None,

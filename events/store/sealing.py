@@ -61,7 +61,15 @@ class Sealer:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Sealer:
-        return cls(env.get(KEY_ENV) or None)
+        """The sealer for the key in BATON_ENCRYPTION_KEY; none set, one that seals
+        nothing. Set but empty is refused: it is what a failed `$(...)` leaves, and
+        storing unsealed what was meant to be sealed cannot be undone."""
+        key = env.get(KEY_ENV)
+        if key is not None and not key.strip():
+            raise EncryptionKeyProblem(
+                f"{KEY_ENV} is set but empty (a command substitution that failed?); set it "
+                "to the key `baton keygen` printed, or unset it to store without encryption")
+        return cls(key)
 
     @property
     def sealing(self) -> bool:

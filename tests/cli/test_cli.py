@@ -165,3 +165,16 @@ def test_the_console_script_is_installed_and_teaches() -> None:
     assert done.returncode == 0
     for command in ("run", "runs", "show"):
         assert f" {command} " in done.stdout
+
+
+def test_version_and_shell_completion() -> None:
+    """`baton --version` names the installed version; `--show-completion bash` prints a
+    completion script a shell can source (`--install-completion` installs it)."""
+    from importlib import metadata
+
+    code, out, _ = baton("--version")
+    assert code == 0 and out.strip() == f"baton {metadata.version('baton-ray')}"
+    script = Path(sys.executable).with_name("baton")
+    done = subprocess.run([str(script), "--show-completion", "bash"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0 and "_BATON_COMPLETE" in done.stdout

@@ -119,6 +119,19 @@ def test_a_key_that_is_not_one_is_refused_before_anything_is_read(
         open_store("memory://")
 
 
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_key_is_refused_never_taken_for_no_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty: str) -> None:
+    """BATON_ENCRYPTION_KEY= (a failed `$(...)`) is exit 2 saying so, before anything is
+    opened: a store meant to be sealed is never written in the clear."""
+    monkeypatch.setenv(KEY_ENV, empty)
+    code, shown = cli(f"sqlite:///{tmp_path / 'baton.db'}", "runs")
+    assert code == 2 and f"{KEY_ENV} is set but empty" in shown
+    assert not (tmp_path / "baton.db").exists()
+    with pytest.raises(EncryptionKeyProblem):
+        open_store("memory://")
+
+
 @pytest.mark.unverifiable(RUN)
 def test_a_sealed_record_edited_in_the_store_is_a_bad_log(tmp_path: Path, key: str) -> None:
     """The right key, a record that does not authenticate: damage, named at its seq."""
