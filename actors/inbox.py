@@ -15,8 +15,8 @@ from typing import TypeVar
 
 from baton.events.decider import turn
 from baton.events.errors import BadSpec, UnknownRun
-from baton.events.model import Json
-from baton.events.policy import DefaultPolicy
+from baton.events.model import Json, Task
+from baton.events.policy import DefaultPolicy, schema_problems
 from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
 from baton.events.state import RunState
 from baton.events.store import EventStore
@@ -105,10 +105,26 @@ def answer(
     if action == "reassign" and handler not in escalation.handlers:
         raise BadAnswer(f"--reassign needs one of the handlers with capability "
                         f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
+    if action == "accept":
+        task = store.state(run_id).tasks[escalation.task_id].task
+        problems = output_problems(task, output)
+        if problems:
+            raise BadAnswer(f"the output offered for task {task.id!r} would be rejected: "
+                            f"{'; '.join(problems)}; nothing was recorded")
     return _post(store, run_id, lambda seq, rid: HumanAnswered(
         run_id=rid, seq=seq, recorded_at=time.time(), escalation_id=escalation_id,
         action=action, handler=handler, note=note, output=output, answered_by=answered_by),
         seen)
+
+
+def output_problems(task: Task, output: Json) -> list[str]:
+    """How `output` fails the task's own contract: its output schema (when this process
+    can import it; the coordinator judges it all the same) and its `done_when` checks."""
+    try:
+        problems = schema_problems(task, output)
+    except BadSpec:
+        problems = []
+    return problems or [p for check in task.done_when if (p := check.problem(output))]
 
 
 def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequested:

@@ -156,7 +156,9 @@ def answer(
     abandon: Annotated[bool, typer.Option("--abandon", help="Give the task up.")] = False,
     accept_output: Annotated[Path | None, typer.Option(
         "--accept-output", metavar="FILE.json", help="Use this JSON file as the task's "
-        "output (it is validated like any output).")] = None,
+        "output. It is checked against the task's schema and done_when checks before it "
+        "is recorded (exit 2 naming what does not fit), and validated like any output.")
+    ] = None,
     note: Annotated[str, typer.Option("--note", metavar="TEXT",
                                       help="Added to the task's instructions.")] = "",
     by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who answers.")] = "",

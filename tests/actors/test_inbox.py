@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
 import baton
 from baton import Budget, open_store
 from baton.actors.inbox import BadAnswer, inbox_id
+from baton.cli import app
 from baton.events.schema import CancelRequested, HumanAnswered
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
@@ -74,3 +79,27 @@ def test_a_cancel_request_is_recorded_for_the_coordinator(store_url: str) -> Non
     with open_store(store_url) as store:
         [entry] = store.read(inbox_id("py"))
     assert isinstance(entry, CancelRequested) and entry.note == "enough"
+
+
+@pytest.mark.parametrize(("output", "problem"), [
+    ({"count": -1}, "count must not be negative"),
+    ({"total": 3}, "output does not match Count: count: Field required"),
+])
+def test_an_output_offered_that_the_task_would_reject_is_refused_before_it_is_recorded(
+    store_url: str, tmp_path: Path, output: dict[str, int], problem: str
+) -> None:
+    """--accept-output is checked against the task's schema and done_when first: exit 2
+    naming the problem, and nothing in the inbox; one that fits is recorded."""
+    esc = waiting_run(store_url)
+    offered = tmp_path / "fixed.json"
+    offered.write_text(json.dumps(output))
+    done = CliRunner().invoke(app, ["answer", esc, "--accept-output", str(offered),
+                                    "--store", store_url])
+    assert done.exit_code == 2, done.stderr
+    assert problem in done.stderr and "nothing was recorded" in done.stderr
+    with open_store(store_url) as store:
+        assert store.read(inbox_id("py")) == []
+    baton.answer(esc, "accept", output={"count": 2}, store=store_url)
+    with open_store(store_url) as store:
+        [entry] = store.read(inbox_id("py"))
+    assert isinstance(entry, HumanAnswered) and entry.output == {"count": 2}
