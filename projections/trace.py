@@ -18,6 +18,7 @@ from baton.events.schema import (
     AssignmentDispatched,
     Decision,
     Envelope,
+    FailureReported,
     PlanChanged,
     RecoveryChosen,
     ResultReceived,
@@ -76,9 +77,9 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
         chosen = [judged.assignment_id]
     else:
         # Not accepted: how it ended, and every attempt that led there.
-        steps += [_step(e) for e in reversed(about)
-                  if isinstance(e, RecoveryChosen | ResultValidated) or type(e).__name__ in (
-                      "FailureReported", "TimerFired", "EscalationRaised")]
+        steps += [_step(e, detail=_failed(e)) for e in reversed(about)
+                  if isinstance(e, RecoveryChosen | ResultValidated | FailureReported)
+                  or type(e).__name__ in ("TimerFired", "EscalationRaised")]
         chosen = [e.assignment.id for e in about if isinstance(e, AssignmentDispatched)]
     dispatches = [e for e in about if isinstance(e, AssignmentDispatched)
                   and e.assignment.id in chosen]
@@ -92,6 +93,13 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
     steps.sort(key=lambda s: -s.seq)
     steps.append(_step(created))
     return steps
+
+
+def _failed(event: Envelope) -> dict[str, Any]:
+    """Where a failed attempt's handler raised: the traceback its worker reported."""
+    if isinstance(event, FailureReported) and event.failure.traceback:
+        return {"traceback": event.failure.traceback}
+    return {}
 
 
 def _uses(output: Any, task_id: str) -> dict[str, Any]:

@@ -406,6 +406,11 @@ def trace_(
         for name, value in {**step.detail, **({"facts": step.facts} if step.facts else {}),
                             **({"candidates": step.candidates} if step.candidates else {})
                             }.items():
+            if name == "traceback":  # in full: it is where to look
+                out.print(f"{'':8}traceback:", highlight=False)
+                for line in str(value).rstrip().splitlines():
+                    out.print(f"{'':10}{line}", highlight=False, markup=False)
+                continue
             out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
                       markup=False)
 

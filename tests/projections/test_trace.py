@@ -7,8 +7,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from baton import HandlerInfo, Task, from_task, open_store
+from baton import Budget, HandlerInfo, Task, from_task, open_store
 from baton.cli import app
+from baton.events.model import Failure
+from baton.events.schema import FailureReported
 from baton.projections.trace import UnknownTask, trace
 from baton.testing import Scenario
 
@@ -60,3 +62,22 @@ def test_trace_through_the_cli_and_for_an_unknown_task(store_url: str) -> None:
     assert missing.exit_code == 2 and "no task 'zzz'" in missing.stderr
     with pytest.raises(UnknownTask):
         trace([], "zzz")
+
+
+def test_the_trace_of_a_failed_task_prints_each_attempts_traceback(store_url: str) -> None:
+    """A task that failed for good: `baton trace` prints the traceback each failed
+    attempt's handler reported, in full, not only under --json."""
+    plan = [Task(id="a", capability="count", budget=Budget(attempts=1), required=False)]
+    raised = ('Traceback (most recent call last):\n  File "handlers.py", line 12, in count\n'
+              '    return {"count": 1 / 0}\nZeroDivisionError: division by zero\n')
+    with open_store(store_url) as store:
+        run = Scenario(plan, [HandlerInfo(name="h", capabilities=("count",))], run_id="sad",
+                       store=store)
+        run.stimulate(FailureReported, failure=Failure(
+            assignment_id="a#1", error_type="ZeroDivisionError", message="division by zero",
+            traceback=raised))
+    assert run.state.tasks["a"].status == "abandoned"
+    text = CliRunner().invoke(app, ["trace", "sad", "a", "--store", store_url]).stdout
+    assert "        traceback:\n" in text
+    assert '          File "handlers.py", line 12, in count\n' in text
+    assert "          ZeroDivisionError: division by zero\n" in text
