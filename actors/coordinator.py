@@ -152,6 +152,7 @@ class Coordinator:
         self.detached = detached
         self.driving: threading.Thread | None = None
         self.beat_due = 0.0  # monotonic time of the next heartbeat
+        self.stopping = False  # asked to stop driving (its driver was interrupted)
         self.who = f"pid {os.getpid()} on {socket.gethostname()}"
         if self.state.seq:
             _settled()  # a run taken up again: its folded state lives as long as the run
@@ -211,7 +212,7 @@ class Coordinator:
                                                          recorded_at=time.time(), note=note)])
         self._beat(force=True)
         self._take_up_inbox()
-        while self.state.status == "running" and (
+        while self.state.status == "running" and not self.stopping and (
             self._awaiting() or (wait_for_people and self.state.waiting_on_people)
         ):
             refs = list(self.pending) + self.pool.probe_refs()
@@ -237,10 +238,16 @@ class Coordinator:
             self._send_waiting()  # to replicas with room again, or back from the dead
             self._take_up_inbox()
             self._beat()
-        self._beat(force=True)
+        self._beat(force=True, phase="stopped" if self.stopping else None)
         return self.progress_now().as_dict()
 
-    def _beat(self, force: bool = False) -> None:
+    def stop(self) -> None:
+        """Stop driving once the turn under way is recorded and its effects done;
+        nothing more is recorded (what is in flight stays so, for `baton resume`).
+        Callable while `drive` runs."""
+        self.stopping = True
+
+    def _beat(self, force: bool = False, phase: str | None = None) -> None:
         """Tell readers this run has a live coordinator, and how it stands: every
         BEAT_EVERY_S, and when `force`d (starting, stopping). A beat the store refuses
         is skipped; while the store is out, none is tried."""
@@ -250,8 +257,9 @@ class Coordinator:
         self.beat_due = now + BEAT_EVERY_S
         s = self.state
         try:
-            self.store.beat(Heartbeat(self.run_id, time.time(), s.phase if s.seq else "running",
-                                      len(s.tasks), s.accepted, self.who))
+            phase = phase or (s.phase if s.seq else "running")
+            self.store.beat(Heartbeat(self.run_id, time.time(), phase, len(s.tasks),
+                                      s.accepted, self.who))
         except Exception as error:
             if not faults.is_store_error(error):
                 raise

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -46,6 +48,12 @@ from .spec import (
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
 WORKERS_READY_TIMEOUT_S = 120.0
+STOP_WAIT_S = 10.0  # for an interrupted run's coordinator to finish its turn
+
+
+class RunInterrupted(BatonError):
+    """The person running the run pressed Ctrl-C: its coordinator and workers are
+    stopped, and everything recorded stays, for `baton resume` or `baton cancel`."""
 
 
 class ClusterUnavailable(BatonError):
@@ -415,6 +423,7 @@ def _launch(
         return RunResult(run_id=run_id, status="running", output=None, error="",
                          progress=Progress(run_id=run_id, status="running"),
                          store=masked_url(url))
+    done = None
     try:
         _answer(coordinator.begin.remote(request))
         done = coordinator.drive.remote()
@@ -425,10 +434,37 @@ def _launch(
                 except RayActorError:
                     continue  # the coordinator is restarting; its run goes on
         final = Progress(**_answer(done))
+    except KeyboardInterrupt:
+        raise _interrupted(coordinator, done, handles, url, run_id) from None
     finally:
         _stop(actors)
     return RunResult(run_id=run_id, status=final.status, output=final.output,
                      error=final.error, progress=final, store=masked_url(url))
+
+
+def _interrupted(coordinator: ActorHandle[Any], done: ray.ObjectRef[Any] | None,
+                 workers: list[ActorHandle[Any]], url: str, run_id: str) -> RunInterrupted:
+    """Stop a run whose driver was interrupted: its coordinator first (it finishes the
+    turn under way and records nothing more), and only then its workers, so the log
+    records nothing of their going (no worker_lost for work that was merely in flight).
+    A second Ctrl-C meanwhile is ignored."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        coordinator.stop.remote()
+        if done is None or not ray.wait([done], timeout=STOP_WAIT_S)[0]:
+            ray.kill(coordinator, no_restart=True)  # stuck: it records nothing once dead
+            with suppress(RayActorError):
+                ray.get(coordinator.pid.remote(), timeout=STOP_WAIT_S)
+        _stop(workers)
+        with open_store(url) as log:
+            recorded = log.last_seq(run_id)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return RunInterrupted(f"interrupted: run {run_id} is recorded up to seq {recorded}; "
+                          f"`baton resume {run_id}` continues it, `baton cancel {run_id}` "
+                          "ends it")
 
 
 def _answer(ref: ray.ObjectRef[Any]) -> Any:

@@ -34,6 +34,7 @@ from baton.events.store import EventStore, open_store
 from baton.projections.trace import UnknownTask
 
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 ENDINGS = frozenset({"RunCompleted", "RunFailed"})
 BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
              ClusterUnavailable, EncryptionKeyProblem, RunExists)
@@ -50,7 +51,8 @@ app = typer.Typer(
         "(or --policy M:P to ask what another policy would have done), baton fork RUN "
         "--at SEQ, baton diff RUN_A RUN_B.\n\n"
         "What Baton costs on your cluster, beside plain Ray: baton bench --quick.\n\n"
-        "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input."
+        "Exit codes: 0 done, 1 the run failed or waits on people, 2 bad input, "
+        "130 interrupted (Ctrl-C)."
     ),
     no_args_is_help=True,
     add_completion=True,

@@ -18,6 +18,7 @@ from baton.actors import inbox as people
 from baton.actors.coordinator import Progress as RunProgress
 from baton.actors.launcher import (
     ClusterUnavailable,
+    RunInterrupted,
     RunResult,
     attach_ray,
     coordinator_alive,
@@ -37,6 +38,7 @@ from .common import (
     ENDINGS,
     EXIT_DONE,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     Address,
     AsJson,
     Detach,
@@ -49,6 +51,8 @@ from .common import (
     out,
     styled,
 )
+
+PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
 
 
 @app.command()
@@ -71,12 +75,22 @@ def run(
     try:
         loaded = load_spec(spec)
         loaded.validate()
-        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+        with ProgressDisplay(as_json) as display:
             result = launch(loaded, store, address, run_id=run_id, detach=detach,
                             on_progress=display.update, store_patience_s=store_patience)
+    except RunInterrupted as interrupted:
+        stopped(interrupted)
+    except KeyboardInterrupt:
+        stopped(RunInterrupted("interrupted before the run began; nothing was recorded"))
     except BatonError as error:
         fail(error)
     finish(result, as_json, detach)
+
+
+def stopped(interrupted: RunInterrupted) -> NoReturn:
+    """Ctrl-C: one line, and the shell's exit code for an interrupt."""
+    err.print(str(interrupted), highlight=False, markup=False)
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def finish(result: RunResult, as_json: bool, detached: bool) -> NoReturn:
@@ -109,9 +123,14 @@ def resume(
     """
     try:
         loaded = load_spec(spec) if spec else None
-        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+        with ProgressDisplay(as_json) as display:
             result = resume_run(run_id, store, address, spec=loaded, detach=detach,
                                 on_progress=display.update, store_patience_s=store_patience)
+    except RunInterrupted as interrupted:
+        stopped(interrupted)
+    except KeyboardInterrupt:
+        stopped(RunInterrupted(f"interrupted before run {run_id} was taken up; "
+                               "nothing more was recorded"))
     except BatonError as error:
         fail(error)
     finish(result, as_json, detach)
@@ -322,6 +341,9 @@ def _no_coordinator(report: dict[str, Any]) -> str:
     if beat is None:
         return "no coordinator has reported for this run"
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(beat["at"]))
+    if beat["phase"] == "stopped":
+        return f"its coordinator ({beat['coordinator']}) was stopped at {when}: its driver " \
+               "was interrupted"
     return f"no live coordinator: the last ({beat['coordinator']}) reported at {when}"
 
 
@@ -392,10 +414,14 @@ def keygen() -> None:
 
 
 class ProgressDisplay:
-    """A live line on stderr: tasks accepted of total, in flight, failures, rate."""
+    """How a run goes, on stderr: to a terminal, a live bar (tasks accepted of total, in
+    flight, failures, rate); elsewhere (`ray job submit` logs, CI), a plain line every
+    PLAIN_EVERY_S; with --json, nothing."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, as_json: bool):
+        self.bar_shown = not as_json and err.is_terminal
+        self.lines_shown = not as_json and not err.is_terminal
+        self.line_due = 0.0  # monotonic time the next plain line is due
         self.bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
@@ -403,15 +429,18 @@ class ProgressDisplay:
         self.task = self.bar.add_task("tasks accepted", total=None, detail="starting Ray")
 
     def __enter__(self) -> ProgressDisplay:
-        if self.enabled:
+        if self.bar_shown:
             self.bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.bar_shown:
             self.bar.stop()
 
     def update(self, p: RunProgress) -> None:
+        if self.lines_shown:
+            self._line(p)
+            return
         detail = (f"in flight {p.in_flight}  failures {p.failures}  rejected {p.rejections}  "
                   f"recoveries {p.recoveries}  {p.assignments_per_s:,.0f} assignments/s")
         if p.escalations:
@@ -419,6 +448,20 @@ class ProgressDisplay:
         if p.store_down_since:
             detail = f"[red]{store_outage(p)}[/]"
         self.bar.update(self.task, completed=p.accepted, total=p.tasks, detail=detail)
+
+    def _line(self, p: RunProgress) -> None:
+        now = time.monotonic()
+        if now < self.line_due:
+            return
+        self.line_due = now + PLAIN_EVERY_S
+        line = (f"{p.run_id}: {p.accepted} of {p.tasks} tasks accepted, {p.in_flight} in "
+                f"flight, {p.failures} failures, {p.assignments_per_s:,.0f} assignments/s, "
+                f"{p.elapsed_s:.0f}s")
+        if p.escalations:
+            line += f", waiting on people: {p.escalations}"
+        if p.store_down_since:
+            line += f"; {store_outage(p)}"
+        err.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _result_json(result: RunResult) -> dict[str, Any]:

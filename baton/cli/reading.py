@@ -332,7 +332,7 @@ def fork(
         err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
                   f"{made.policy}", highlight=False)
     try:
-        with ProgressDisplay(enabled=not as_json and err.is_terminal) as display:
+        with ProgressDisplay(as_json) as display:
             result = resume_run(made.run_id, store, address, spec=made.spec, detach=detach,
                                 on_progress=display.update)
     except BatonError as error:

@@ -32,7 +32,7 @@ class Heartbeat:
 
     run_id: str
     at: float  # wall-clock time it was written
-    phase: str  # running, waiting (on people), completed or failed, as the coordinator saw
+    phase: str  # running, waiting (on people), completed, failed, or stopped (interrupted)
     tasks: int  # in the current plan
     accepted: int
     coordinator: str  # which process: "pid N on HOST"
@@ -46,7 +46,7 @@ def standing(status: str, beat: Heartbeat | None, now: float, *,
     answer (`answered`) has come since, which only a coordinator would take up."""
     if status not in ("running", "waiting"):
         return status
-    fresh = beat is not None and now - beat.at <= STALE_AFTER_S
+    fresh = beat is not None and now - beat.at <= STALE_AFTER_S and beat.phase != "stopped"
     if status == "waiting" or (beat is not None and beat.phase == "waiting"):
         return "stalled" if answered and not fresh else "waiting"
     return "running" if fresh else "stalled"
