@@ -376,7 +376,16 @@ class Coordinator:
             first, last = outcomes[0].execution, outcomes[-1].execution
             if first is not None and last is not None:
                 self.pool.ran(handler, (last.ended_at - first.started_at) / len(outcomes))
+            if len(outcomes) < len(call.ids):
+                self._send_again(handler, call.ids[len(outcomes):])
         return [_stimulus_for(self.run_id, outcome) for outcome in outcomes]
+
+    def _send_again(self, handler: str, ids: Sequence[str]) -> None:
+        """Put assignments a call carried but did not run (its worker's return was full)
+        back at the front of their handler's queue, as they were."""
+        again = [a for aid in ids if (task_id := self.state.in_flight.get(aid))
+                 and (a := self.state.tasks[task_id].assignment) is not None and a.id == aid]
+        self.waiting[handler].extendleft(reversed(again))
 
     def _turn(self, makers: Sequence[StimulusMaker]) -> None:
         expected = self.state.seq

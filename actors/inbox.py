@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from baton.events.decider import turn
-from baton.events.errors import BadSpec, UnknownRun
+from baton.events.errors import BadLog, BadSpec, BatonError, EncryptionKeyProblem, UnknownRun
 from baton.events.model import Json, Task
 from baton.events.policy import DefaultPolicy, schema_problems
 from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
@@ -49,26 +49,42 @@ def pending(store: EventStore, run_id: str, after: int) -> list[Event]:
     return store.read(inbox_id(run_id), after=after)
 
 
-def open_escalations(store: EventStore, run_id: str | None = None) -> list[OpenEscalation]:
-    """Open escalations of one run, or of every run in the store that is not finished."""
+def open_escalations(
+    store: EventStore, run_id: str | None = None,
+    unreadable: Callable[[str, BatonError], None] | None = None,
+) -> list[OpenEscalation]:
+    """Open escalations of one run, or of every run in the store that is not finished.
+    Of every run, one that cannot be read (a damaged log, another key) is passed to
+    `unreadable` and skipped, when it is given; otherwise its error is raised."""
     run_ids = [run_id] if run_id else [r.run_id for r in store.runs()]
     found: list[OpenEscalation] = []
     for rid in run_ids:
-        if not store.last_seq(rid):
-            raise UnknownRun(rid, store.shown_url)
-        last = store.last_event(rid)
-        if last is not None and last.type in ("RunCompleted", "RunFailed"):
-            continue
-        state = store.state(rid)
-        answered = {e.escalation_id for e in pending(store, rid, state.inbox_seen)
-                    if isinstance(e, HumanAnswered)}
-        for esc, task_id in sorted(state.escalations.items()):
-            task = state.tasks[task_id].task
-            question = _question(store, rid, esc)
-            found.append(OpenEscalation(
-                run_id=rid, escalation_id=esc, task_id=task_id, capability=task.capability,
-                question=question, handlers=state.by_capability.get(task.capability, ()),
-                answered=esc in answered))
+        try:
+            found += _open_in(store, rid)
+        except (BadLog, EncryptionKeyProblem) as error:
+            if unreadable is None or run_id:
+                raise
+            unreadable(rid, error)
+    return found
+
+
+def _open_in(store: EventStore, rid: str) -> list[OpenEscalation]:
+    """The open escalations of one run (none once it has ended)."""
+    if not store.last_seq(rid):
+        raise UnknownRun(rid, store.shown_url)
+    last = store.last_event(rid)
+    if last is not None and last.type in ("RunCompleted", "RunFailed"):
+        return []
+    state = store.state(rid)
+    answered = {e.escalation_id for e in pending(store, rid, state.inbox_seen)
+                if isinstance(e, HumanAnswered)}
+    found: list[OpenEscalation] = []
+    for esc, task_id in sorted(state.escalations.items()):
+        task = state.tasks[task_id].task
+        found.append(OpenEscalation(
+            run_id=rid, escalation_id=esc, task_id=task_id, capability=task.capability,
+            question=_question(store, rid, esc),
+            handlers=state.by_capability.get(task.capability, ()), answered=esc in answered))
     return found
 
 

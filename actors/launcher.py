@@ -34,6 +34,7 @@ from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, masked_url, open_store
 from baton.events.store.sealing import KEY_ENV
 
+from . import worker
 from .coordinator import Coordinator, Progress
 from .outage import STORE_PATIENCE_S
 from .pool import NAMESPACE, worker_name
@@ -249,7 +250,7 @@ def _start_workers(
         names[h.name] = [worker_name(run_id, launch, h.name, i) for i in range(h.replicas)]
         pools[h.name] = [
             remote_worker.options(**options, name=name, namespace=NAMESPACE).remote(
-                h, max_output_bytes, replica)
+                h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
             for replica, name in enumerate(names[h.name])
         ]
     everyone = [w for workers in pools.values() for w in workers]

@@ -2,8 +2,12 @@
 happened to each.
 
 A worker sees only the `Assignment`s it is given. It never retries and never swallows
-an error: an exception becomes a `Failure` carrying its type, message and traceback;
-an output that is not JSON, or is larger than the limit, becomes a `Failure` too.
+an error: an exception becomes a `Failure` carrying its type, message and traceback
+(even SystemExit or KeyboardInterrupt raised by a handler: they end that assignment,
+not the batch); an output that is not JSON, or is larger than the limit, becomes a
+`Failure` too. A call's outcomes travel back in one return, so a call stops once they
+come to RETURN_BUDGET_BYTES: the coordinator sends the assignments it did not reach
+again.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ from baton.events.model import Assignment, Execution, Failure, Result
 from .handlers import Handler
 
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
+RETURN_BUDGET_BYTES = 16 * 1024 * 1024  # of outputs in one call's return, about
 
 
 def to_outcome(
     assignment_id: str, value: Any, max_output_bytes: int, execution: Execution | None = None
-) -> Result | Failure:
-    """The Result for a handler's return value, or the Failure that explains why not."""
+) -> tuple[Result | Failure, int]:
+    """The Result for a handler's return value, or the Failure that explains why not;
+    and how many bytes of JSON the output is."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:
@@ -36,23 +42,25 @@ def to_outcome(
         return Failure(assignment_id=assignment_id, kind="unserializable",
                        error_type=type(error).__name__,
                        message=f"the output cannot be recorded as JSON: {error}",
-                       execution=execution)
+                       execution=execution), 0
     if len(encoded) > max_output_bytes:
         return Failure(assignment_id=assignment_id, kind="too_large",
                        message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
                        f"{max_output_bytes:,} (raise it with max_output_bytes)",
-                       execution=execution)
+                       execution=execution), 0
     # Round-trip so what the coordinator records is exactly what a replay will read.
-    return Result(assignment_id=assignment_id, output=json.loads(encoded), execution=execution)
+    return Result(assignment_id=assignment_id, output=json.loads(encoded),
+                  execution=execution), len(encoded)
 
 
 class Worker:
     """Hosts one handler in a Ray actor (wrapped with ray.remote by the launcher)."""
 
     def __init__(self, handler: Handler, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
-                 replica: int = 0):
+                 replica: int = 0, return_budget_bytes: int = RETURN_BUDGET_BYTES):
         self.handler = handler
         self.max_output_bytes = max_output_bytes
+        self.return_budget_bytes = return_budget_bytes
         self.call = handler.target() if handler.is_class else handler.target
         self.replica = replica
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
@@ -60,18 +68,28 @@ class Worker:
 
     def run(self, assignments: list[Assignment]) -> list[Result | Failure]:
         """Run the handler on each assignment, in order: for each its Result, or a Failure
-        saying why not; either way, with where and when it ran."""
-        return [self._run_one(assignment) for assignment in assignments]
+        saying why not; either way, with where and when it ran. Once the outputs come to
+        the return budget, it stops: the outcomes are those of the first assignments."""
+        outcomes: list[Result | Failure] = []
+        carried = 0
+        for assignment in assignments:
+            outcome, size = self._run_one(assignment)
+            outcomes.append(outcome)
+            carried += size
+            if carried >= self.return_budget_bytes:
+                break
+        return outcomes
 
-    def _run_one(self, assignment: Assignment) -> Result | Failure:
+    def _run_one(self, assignment: Assignment) -> tuple[Result | Failure, int]:
         started = time.time()
         try:
             value = self.call(assignment)
-        except Exception as error:
-            return Failure(assignment_id=assignment.id, kind="error",
-                           error_type=type(error).__qualname__, message=str(error),
-                           traceback=traceback.format_exc(),
-                           execution=self._execution(started))
+        except (Exception, SystemExit, KeyboardInterrupt) as error:
+            failure = Failure(assignment_id=assignment.id, kind="error",
+                              error_type=type(error).__qualname__, message=str(error),
+                              traceback=traceback.format_exc(),
+                              execution=self._execution(started))
+            return failure, len(failure.message) + len(failure.traceback)
         return to_outcome(assignment.id, value, self.max_output_bytes,
                           self._execution(started))
 
@@ -82,3 +100,4 @@ class Worker:
     def pid(self) -> int:
         """The process this worker runs in."""
         return self.process_id
+

@@ -145,9 +145,14 @@ def inbox(
 ) -> None:
     """List the open escalations: questions runs are waiting on a person to answer."""
     url = store_url(store)
+
+    def skipped(run: str, error: BatonError) -> None:
+        err.print(f"skipped run {run}, which cannot be read: {error}", highlight=False,
+                  markup=False)
+
     try:
         with open_store(url) as log:
-            found = people.open_escalations(log, run_id)
+            found = people.open_escalations(log, run_id, unreadable=skipped)
     except BatonError as error:
         fail(error)
     if as_json:

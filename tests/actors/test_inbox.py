@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 from typer.testing import CliRunner
 
 import baton
 from baton import Budget, open_store
 from baton.actors.inbox import BadAnswer, inbox_id
 from baton.cli import app
+from baton.events.store.codec import Codec
 from baton.events.schema import CancelRequested, HumanAnswered
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
@@ -103,3 +105,20 @@ def test_an_output_offered_that_the_task_would_reject_is_refused_before_it_is_re
     with open_store(store_url) as store:
         [entry] = store.read(inbox_id("py"))
     assert isinstance(entry, HumanAnswered) and entry.output == {"count": 2}
+
+
+@pytest.mark.unverifiable("bad")
+def test_inbox_skips_a_run_it_cannot_read_and_names_it(store_url: str) -> None:
+    """Of every run, one whose log has a gap is named on stderr and passed over; the
+    others' escalations are listed, exit 0."""
+    esc = waiting_run(store_url)
+    bad = Scenario([counting("a", budget=Budget(attempts=1))], handlers("h"), run_id="bad")
+    bad.fail("a#1", "no")
+    with open_store(store_url) as store:
+        store.recorder.insert_events([StoredEvent("bad", e.seq, e.type, Codec().encode(e))
+                                      for e in bad.log if e.seq != 4])  # seq 4 lost
+    done = CliRunner().invoke(app, ["inbox", "--store", store_url, "--json"])
+    assert done.exit_code == 0, done.stderr
+    assert [e["escalation_id"] for e in json.loads(done.stdout)] == [esc]
+    assert done.stderr.startswith("skipped run bad, which cannot be read: ")
+    assert "the log has a gap" in done.stderr

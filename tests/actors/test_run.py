@@ -10,6 +10,7 @@ import ray
 
 import baton
 from baton import Spec, open_store
+from baton.actors import worker
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import (
     AssignmentDispatched,
@@ -207,3 +208,22 @@ def test_a_run_with_a_key_is_sealed_by_its_coordinator(
     assert secret.encode() not in raw
     with open_store(url) as store:
         assert verify(store, "sealed", None).reproduced
+
+
+def test_assignments_a_full_return_left_unrun_are_sent_again(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a return budget of two outputs, batches come back short: the rest of each is
+    sent again, every task is accepted once, and nothing is recorded as failed."""
+    monkeypatch.setattr(worker, "RETURN_BUDGET_BYTES", 150_000)
+    plan = [baton.Task(id=f"big{i}", capability="echo", inputs={"pad": "x" * 100_000})
+            for i in range(24)]
+    spec = Spec(goal="large outputs", tasks=plan, handlers=[ray_specs.echo])
+    result = baton.run(spec, store=store_url, run_id="full")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        log = store.read("full")
+    accepted = [e.task_id for e in log if isinstance(e, ResultValidated)]
+    assert sorted(accepted) == sorted(t.id for t in plan)
+    assert not [e for e in log if isinstance(e, FailureReported)]
+    assert result.progress.calls >= 12  # no call brought back more than two
