@@ -13,8 +13,8 @@ import baton
 from baton import Budget, open_store
 from baton.actors.inbox import BadAnswer, inbox_id
 from baton.cli import app
-from baton.events.store.codec import Codec
 from baton.events.schema import CancelRequested, HumanAnswered
+from baton.events.store.codec import Codec
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
 
