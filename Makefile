@@ -52,6 +52,7 @@ demo: $(STAMP)
 wheel: $(STAMP)
 	rm -rf dist
 	$(BIN)/pip wheel --quiet --no-deps --wheel-dir dist .
+	rm -rf build/lib build/bdist.*
 	@ls dist/*.whl
 
 clean:

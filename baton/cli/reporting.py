@@ -75,8 +75,10 @@ def import_runs(
     """Load exported runs into a store, byte for byte.
 
     Every run is checked before anything is written: a run id the store already has is
-    refused (exit 2); an export whose events do not chain (a gap, an edited row) is
-    refused naming the run and seq (exit 1).
+    refused (exit 2), unless what the store has of it is the beginning of this export's,
+    byte for byte (an import that stopped part way): then the import finishes it. An
+    export whose events do not chain (a gap, an edited row) is refused naming the run and
+    seq (exit 1).
     """
     if not source.exists():
         fail(BadSpec(f"{source} does not exist"))

@@ -386,16 +386,20 @@ APPEND_BATCH = 10_000  # events written in one transaction
 def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
     """Write an export's runs into `store`, byte for byte; the events of each run. Every
     run is checked before any is written: RunExists when the store has one already,
-    BadLog naming the run and seq when one does not chain."""
+    BadLog naming the run and seq when one does not chain. A run an earlier import of
+    the same export began and did not finish (it stopped between two batches) is
+    finished: the store's part of it is the export's, byte for byte."""
     runs = runs_in(rows)
-    taken = [run_id for run_id in runs if store.last_seq(run_id)]
+    begun = {run_id: store.last_seq(run_id) for run_id in runs}
+    taken = [run_id for run_id, have in begun.items()
+             if have and not _begun_from(store, run_id, runs[run_id], have)]
     if taken:
         raise RunExists(taken, store.shown_url)
     for run_id, part in runs.items():
         check(run_id, part, store)
     for run_id, part in runs.items():
         data = part.column("data").to_pylist()
-        for start in range(0, len(data), APPEND_BATCH):
+        for start in range(begun[run_id], len(data), APPEND_BATCH):
             chunk = data[start:start + APPEND_BATCH]
             events = [store.codec.decode(raw, run_id=run_id, seq=start + i)
                       for i, raw in enumerate(chunk, start=1)]
@@ -403,6 +407,16 @@ def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
             # the decoded events: what is lax in decoding must not reach them.
             store.append(run_id, events, start, chunk, keep_columns=False)
     return {run_id: part.num_rows for run_id, part in runs.items()}
+
+
+def _begun_from(store: EventStore, run_id: str, rows: pa.Table, have: int) -> bool:
+    """Is the store's log of `run_id` (`have` events) a proper beginning of these rows,
+    byte for byte: what an import that stopped part way left?"""
+    if have >= rows.num_rows:
+        return False
+    exported = rows.column("data").slice(0, have).to_pylist()
+    stored = [record.data for record in store.read_raw(run_id)]
+    return stored == exported
 
 
 def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
