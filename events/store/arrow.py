@@ -414,9 +414,8 @@ def _begun_from(store: EventStore, run_id: str, rows: pa.Table, have: int) -> bo
     byte for byte: what an import that stopped part way left?"""
     if have >= rows.num_rows:
         return False
-    exported = rows.column("data").slice(0, have).to_pylist()
-    stored = [record.data for record in store.read_raw(run_id)]
-    return stored == exported
+    exported: list[bytes] = rows.column("data").slice(0, have).to_pylist()
+    return [record.data for record in store.read_raw(run_id)] == exported
 
 
 def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
