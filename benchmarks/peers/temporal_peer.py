@@ -98,8 +98,11 @@ def start_server(db: Path, port: int, settings: dict[str, int]) -> subprocess.Po
                "--ip", "127.0.0.1", "--port", str(port), "--log-level", "error"]
     for key, value in settings.items():
         command += ["--dynamic-config-value", f"{key}={json.dumps(value)}"]
+    # The dev server looks up a version-check host on the network at every start; the
+    # benchmark contacts nothing but 127.0.0.1.
+    env = {**os.environ, "TEMPORAL_VERSION_CHECK_DISABLED": "1"}
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
 
 
 def stop_server(server: subprocess.Popen[bytes]) -> None:
