@@ -244,7 +244,12 @@ class Address:
             raise self._explained(str(error)) from None
 
     def _explained(self, message: str) -> StoreUnavailable:
-        if "password authentication failed" in message or "no password supplied" in message:
+        if "no password supplied" in message:
+            return StoreUnavailable(
+                f"PostgreSQL at {self.where} asks user {self.user!r} for a password and no "
+                "password was given: put one in ~/.pgpass (or the file PGPASSFILE names), "
+                f"in PGPASSWORD, or in the URL (store {self.shown})")
+        if "password authentication failed" in message:
             return StoreUnavailable(
                 f"PostgreSQL at {self.where} refused user {self.user!r}: wrong password "
                 f"or no such user (store {self.shown})")

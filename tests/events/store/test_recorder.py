@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -401,3 +404,30 @@ def test_a_postgres_server_that_cannot_be_used_is_named(postgres_server: str) ->
             open_store(url)
         assert str(parts.password) not in str(raised.value)
         assert "wrong-secret" not in str(raised.value) and ":***@" in str(raised.value)
+
+
+def test_a_password_kept_in_a_password_file_opens_a_url_that_has_none(
+    postgres_server: str, tmp_path: Path
+) -> None:
+    """A URL with no password takes libpq's password file (PGPASSFILE, ~/.pgpass), so
+    the URL a job's environment shows holds no secret; with none there, the error says
+    where a password could come from. (The `baton` command, in a process of its own.)"""
+    parts = urlparse(postgres_server)
+    bare = parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}").geturl()
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{parts.hostname}:{parts.port}:{parts.path.lstrip('/')}:"
+                        f"{parts.username}:{parts.password}\n")
+    passfile.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("PGPASSWORD", "BATON_STORE")}
+    baton = str(Path(sys.executable).with_name("baton"))
+
+    def runs(passfile: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([baton, "runs", "--store", bare], capture_output=True,
+                              text=True, env={**env, "PGPASSFILE": str(passfile)})
+
+    found = runs(passfile)
+    assert found.returncode == 0 and "no runs in" in found.stdout, found.stderr
+    refused = runs(tmp_path / "none")
+    assert refused.returncode == 2
+    assert "no password was given: put one in ~/.pgpass" in refused.stderr
+    assert str(parts.password) not in refused.stderr + found.stdout
