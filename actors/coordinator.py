@@ -51,7 +51,7 @@ from baton.events.store import faults, masked_url, open_store
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat
 from baton.events.store.sealing import Sealer
 
-from . import inbox
+from . import inbox, reservation
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
 
@@ -94,6 +94,7 @@ class Progress:
     elapsed_s: float = 0.0
     output: Any = None
     error: str = ""
+    waiting_for: str = ""  # what a run not yet begun waits for (the cluster's resources)
     store_down_since: float = 0.0  # wall-clock time the store began failing, if it is
     store_error: str = ""  # what it said
 
@@ -191,10 +192,11 @@ class Coordinator:
         try:
             self.drive(wait_for_people=True)
         finally:
-            # The run is over: release its workers and this actor.
+            # The run is over: release its workers, their reservation and this actor.
             for handles in self.pool.workers.values():
                 for handle in handles:
                     ray.kill(handle)
+            reservation.release(self.run_id)
             ray.kill(ray.get_runtime_context().current_actor)
 
     def drive(self, wait_for_people: bool = False) -> dict[str, Any]:

@@ -32,9 +32,10 @@ from baton.events.errors import BadSpec, BatonError, UnknownRun
 from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
 from baton.events.store import DEFAULT_URL, masked_url, open_store
+from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat
 from baton.events.store.sealing import KEY_ENV
 
-from . import worker
+from . import reservation, worker
 from .coordinator import Coordinator, Progress
 from .outage import STORE_PATIENCE_S
 from .pool import NAMESPACE, worker_name
@@ -231,11 +232,14 @@ def _check_capacity(spec: Spec) -> None:
 
 
 def _start_workers(
-    spec: Spec, run_id: str, max_output_bytes: int, detach: bool
+    spec: Spec, run_id: str, max_output_bytes: int, detach: bool,
+    waiting: Callable[[str], None],
 ) -> tuple[dict[str, list[str]], list[ActorHandle[Any]]]:
-    """Start every handler's replicas: their actor names by handler, and the actors."""
+    """Start every handler's replicas, in the run's reservation once the cluster grants
+    it (`waiting` is told meanwhile): their actor names by handler, and the actors."""
     remote_worker: Any = ray.remote(Worker)
     launch = secrets.token_hex(3)
+    group = reservation.reserve(spec.handlers, run_id, detach=detach, waiting=waiting)
     pools: dict[str, list[ActorHandle[Any]]] = {}
     names: dict[str, list[str]] = {}
     for h in spec.handlers:
@@ -249,7 +253,9 @@ def _start_workers(
             options["lifetime"] = "detached"
         names[h.name] = [worker_name(run_id, launch, h.name, i) for i in range(h.replicas)]
         pools[h.name] = [
-            remote_worker.options(**options, name=name, namespace=NAMESPACE).remote(
+            remote_worker.options(**options, **reservation.placed(group, spec.handlers, h,
+                                                                  replica),
+                                  name=name, namespace=NAMESPACE).remote(
                 h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
             for replica, name in enumerate(names[h.name])
         ]
@@ -258,12 +264,14 @@ def _start_workers(
         ray.get([w.pid.remote() for w in everyone], timeout=WORKERS_READY_TIMEOUT_S)
     except GetTimeoutError:
         _stop(everyone)
+        reservation.release(run_id)
         raise ClusterUnavailable(
             f"worker actors did not start within {WORKERS_READY_TIMEOUT_S:g}s; "
             "is the cluster busy?"
         ) from None
     except RayTaskError as error:
         _stop(everyone)
+        reservation.release(run_id)
         raise BadSpec(f"a handler failed to start: {error.cause}") from None
     return names, everyone
 
@@ -394,7 +402,8 @@ def _launch(
     }
     ensure_ray(address)
     _check_capacity(spec)
-    workers, handles = _start_workers(spec, run_id, max_output_bytes, detach)
+    workers, handles = _start_workers(spec, run_id, max_output_bytes, detach,
+                                      _waiting_reported(run_id, url, on_progress))
     # A coordinator that dies is restarted by Ray and its drive() call retried: the new
     # one folds the log, records CoordinatorRestarted and re-dispatches what was in flight.
     # The request goes to begin(), not the constructor: see Coordinator.
@@ -420,6 +429,7 @@ def _launch(
             _answer(coordinator.begin.remote(request))  # the run is its own now
         except BaseException:
             _stop(actors)
+            reservation.release(run_id)
             raise
         return RunResult(run_id=run_id, status="running", output=None, error="",
                          progress=Progress(run_id=run_id, status="running"),
@@ -439,8 +449,31 @@ def _launch(
         raise _interrupted(coordinator, done, handles, url, run_id) from None
     finally:
         _stop(actors)
+        reservation.release(run_id)
     return RunResult(run_id=run_id, status=final.status, output=final.output,
                      error=final.error, progress=final, store=masked_url(url))
+
+
+def _waiting_reported(run_id: str, url: str,
+                      on_progress: Callable[[Progress], None] | None) -> Callable[[str], None]:
+    """What to do while a run waits for the cluster to grant its workers: tell the
+    progress callback, and beat for the run (phase `queued`) so `baton status` says so."""
+    due = [0.0]
+    who = f"its launcher, pid {os.getpid()} on {socket.gethostname()}"
+
+    def waiting(what: str) -> None:
+        if on_progress is not None:
+            on_progress(Progress(run_id=run_id, status="queued", waiting_for=what))
+        if time.monotonic() < due[0]:
+            return
+        due[0] = time.monotonic() + BEAT_EVERY_S
+        try:
+            with open_store(url) as log:
+                log.beat(Heartbeat(run_id, time.time(), "queued", 0, 0, who))
+        except BatonError:
+            pass  # a beat is a courtesy; the wait goes on
+
+    return waiting
 
 
 def _interrupted(coordinator: ActorHandle[Any], done: ray.ObjectRef[Any] | None,

@@ -23,6 +23,7 @@ def ray_cluster() -> Iterator[None]:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(
+        address="local",  # its own, even beside a cluster `ray start` keeps on this machine
         num_cpus=2,
         namespace="baton",
         include_dashboard=False,

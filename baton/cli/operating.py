@@ -29,7 +29,7 @@ from baton.actors.launcher import resume as resume_run
 from baton.actors.launcher import run as launch
 from baton.actors.outage import STORE_PATIENCE_S
 from baton.actors.spec import load_spec
-from baton.events.errors import BadSpec, BatonError, StoreFault, StoreUnavailable
+from baton.events.errors import BadSpec, BatonError, StoreFault, StoreUnavailable, UnknownRun
 from baton.events.store import live, open_store
 from baton.events.store.heartbeats import STALE_AFTER_S, standing
 from baton.events.store.sealing import KEY_ENV, new_key
@@ -53,6 +53,7 @@ from .common import (
 )
 
 PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
+GOING = ("running", "queued")  # how a run that may still end by itself stands
 
 
 @app.command()
@@ -249,6 +250,9 @@ def status(
         if report["status"] == "stalled":
             out.print(f"  {_no_coordinator(report)}; `baton resume {run_id}` continues it",
                       highlight=False)
+        if report["status"] == "queued":
+            out.print(f"  waiting for the cluster to grant its workers ("
+                      f"{report['coordinator']['coordinator']})", highlight=False)
         for esc in report["escalations"]:
             if esc in report["answered"]:
                 out.print(f"  answered, for a coordinator to take up: {esc}")
@@ -256,7 +260,8 @@ def status(
                 out.print(f"  waiting on a person: {esc}  (baton inbox {run_id})")
         if report["error"]:
             out.print(f"  [red]error:[/] {report['error']}", highlight=False)
-    raise typer.Exit(EXIT_DONE if report["status"] in ("completed", "running") else EXIT_FAILED)
+    raise typer.Exit(EXIT_DONE if report["status"] in ("completed", "running", "queued")
+                     else EXIT_FAILED)
 
 
 @app.command()
@@ -276,14 +281,14 @@ def wait(
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         report = _status(run_id, url)
-        if report["status"] == "running":
+        if report["status"] in GOING:
             report = _wait_for_change(run_id, url, report, deadline)
     except BatonError as error:
         fail(error)
     if as_json:
         emit_json(report)
-    elif report["status"] == "running":
-        err.print(f"{run_id} is still running after {timeout:g}s")
+    elif report["status"] in GOING:
+        err.print(f"{run_id} is still {report['status']} after {timeout:g}s")
     else:
         out.print(f"{run_id} {styled(report['status'])}"
                   + (f": {report['error']}" if report["error"] else "")
@@ -374,7 +379,7 @@ def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
             if ended or (event is None and (seen != stale or time.monotonic() > again)):
                 report, stale = _status(run_id, url), seen
                 again = time.monotonic() + STALE_AFTER_S / 3
-                if report["status"] != "running":
+                if report["status"] not in GOING:
                     return report
             if deadline is not None and time.monotonic() >= deadline:
                 return report
@@ -393,8 +398,16 @@ def _attached_and_alive(run_id: str, address: str | None) -> bool:
 def _status(run_id: str, url: str) -> dict[str, Any]:
     """How the run stands: from its log, its inbox, and its coordinator's heartbeat."""
     with open_store(url) as log:
-        state, phase, answered = people.run_phase(log, run_id)
         beat = log.heartbeats().get(run_id)
+        try:
+            state, phase, answered = people.run_phase(log, run_id)
+        except UnknownRun:
+            if beat is None or standing("running", beat, time.time()) != "queued":
+                raise
+            # Launched, and waiting for the cluster to grant its workers: no log yet.
+            return {"run_id": run_id, "status": "queued", "tasks": 0, "accepted": 0,
+                    "in_flight": 0, "escalations": [], "answered": [], "events": 0,
+                    "coordinator": asdict(beat), "error": "", "output": None}
     return {"run_id": run_id,
             "status": standing(phase, beat, time.time(), answered=bool(answered)),
             "tasks": len(state.tasks), "accepted": state.accepted,
@@ -446,6 +459,9 @@ class ProgressDisplay:
         if self.lines_shown:
             self._line(p)
             return
+        if p.waiting_for:
+            self.bar.update(self.task, detail=f"[yellow]waiting for {p.waiting_for}[/]")
+            return
         detail = (f"in flight {p.in_flight}  failures {p.failures}  rejected {p.rejections}  "
                   f"recoveries {p.recoveries}  {p.assignments_per_s:,.0f} assignments/s")
         if p.escalations:
@@ -459,6 +475,10 @@ class ProgressDisplay:
         if now < self.line_due:
             return
         self.line_due = now + PLAIN_EVERY_S
+        if p.waiting_for:
+            err.print(f"{p.run_id}: waiting for {p.waiting_for}", highlight=False,
+                      markup=False, soft_wrap=True)
+            return
         line = (f"{p.run_id}: {p.accepted} of {p.tasks} tasks accepted, {p.in_flight} in "
                 f"flight, {p.failures} failures, {p.assignments_per_s:,.0f} assignments/s, "
                 f"{p.elapsed_s:.0f}s")

@@ -32,7 +32,8 @@ class Heartbeat:
 
     run_id: str
     at: float  # wall-clock time it was written
-    phase: str  # running, waiting (on people), completed, failed, or stopped (interrupted)
+    phase: str  # running, waiting (on people), completed, failed, stopped (interrupted), or
+    # queued (its launcher waits for the cluster to grant its workers)
     tasks: int  # in the current plan
     accepted: int
     coordinator: str  # which process: "pid N on HOST"
@@ -49,6 +50,8 @@ def standing(status: str, beat: Heartbeat | None, now: float, *,
     fresh = beat is not None and now - beat.at <= STALE_AFTER_S and beat.phase != "stopped"
     if status == "waiting" or (beat is not None and beat.phase == "waiting"):
         return "stalled" if answered and not fresh else "waiting"
+    if fresh and beat is not None and beat.phase == "queued":
+        return "queued"  # its launcher waits for the cluster to grant its workers
     return "running" if fresh else "stalled"
 
 

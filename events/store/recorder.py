@@ -10,7 +10,9 @@ order that projections follow. Selected by URL: ``memory://``, ``sqlite:///path`
 from __future__ import annotations
 
 import difflib
+import fcntl
 import gc
+import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
@@ -644,11 +646,33 @@ def _open_sqlite(url: str) -> EventStore:
             "APPLICATION_RECORDER_TOPIC": f"{__name__}:_SQLiteRunRecorder",
         }
     )
-    return EventStore(factory.application_recorder(), url, close=factory.close,
-                      snapshots=factory.aggregate_recorder("snapshots"),
-                      columns=factory.aggregate_recorder("columns"),
-                      index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)),
-                      heartbeats=SQLiteHeartbeats(cast(SQLiteFactory, factory).datastore))
+    # Stores opened at once on a new file (runs launched together) would race to create
+    # its tables; one creates them while the others wait.
+    with _opening(file):
+        return EventStore(
+            factory.application_recorder(), url, close=factory.close,
+            snapshots=factory.aggregate_recorder("snapshots"),
+            columns=factory.aggregate_recorder("columns"),
+            index=cast(SQLiteRunsView, factory.tracking_recorder(SQLiteRunsView)),
+            heartbeats=SQLiteHeartbeats(cast(SQLiteFactory, factory).datastore))
+
+
+@contextmanager
+def _opening(file: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the database's directory, across threads and
+    processes; none when it cannot be had (no permission: SQLite will say so itself).
+    Not on the file: closing any descriptor of it would drop the POSIX locks SQLite
+    holds on it in this process."""
+    try:
+        fd = os.open(file.parent, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def _open_postgres(url: str) -> EventStore:

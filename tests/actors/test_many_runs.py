@@ -9,7 +9,9 @@ import pytest
 
 import baton
 from baton import Spec, Task, open_store
+from baton.actors.coordinator import Progress
 from baton.actors.launcher import RunResult
+from baton.cli.operating import _status
 from baton.events.schema import Event, RunRequested, Stimulus
 from baton.replay import verify
 from tests.fixtures import ray_specs
@@ -73,3 +75,34 @@ def test_four_runs_at_once_share_one_postgres_store_and_each_completes_and_repla
     first_finish = min(last_stimulus_at(log) for log in logs.values())
     assert last_request < first_finish, {r: (requested_at(log), last_stimulus_at(log))
                                          for r, log in logs.items()}
+
+
+def test_more_runs_than_the_cluster_holds_at_once_take_turns_and_all_complete(
+    store_url: str,
+) -> None:
+    """Five runs, each of two replicas of half a CPU, at once on the 2-CPU cluster: at
+    most two can hold their workers together. The others wait whole, say so (progress
+    and `baton status`: queued), and every run completes; none fails for waiting."""
+    spec = Spec(goal="take turns", handlers=[ray_specs.echo], tasks=[
+        Task(id=f"t{i}", capability="echo", inputs={"i": i, "sleep": 0.1})
+        for i in range(16)])
+    queued: dict[str, list[str]] = {}
+    statuses: dict[str, str] = {}
+
+    def watch(progress: Progress) -> None:
+        if not progress.waiting_for:
+            return
+        seen = queued.setdefault(progress.run_id, [])
+        seen.append(progress.waiting_for)
+        if len(seen) == 2:  # its launcher has beaten for it by now
+            statuses[progress.run_id] = _status(progress.run_id, store_url)["status"]
+
+    run_ids = [f"turn-{n}" for n in range(5)]
+    with ThreadPoolExecutor(max_workers=len(run_ids)) as pool:
+        futures = [pool.submit(baton.run, spec, store=store_url, run_id=run_id,
+                               on_progress=watch) for run_id in run_ids]
+        results = [f.result(timeout=600) for f in futures]
+    assert all(r.ok for r in results), [(r.run_id, r.status, r.error) for r in results]
+    assert queued, "no run waited: the test did not crowd the cluster"
+    assert all("1 CPU for 2 workers" in what for seen in queued.values() for what in seen)
+    assert set(statuses.values()) == {"queued"}, statuses

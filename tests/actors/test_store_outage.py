@@ -15,14 +15,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 import baton
 from baton import Spec, Task, open_store
 from baton.actors.coordinator import Progress
+from baton.cli import app
 from baton.events.schema import ResultValidated
 from tests.fixtures import ray_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+RUN = "outage"
 
 
 class Server:
@@ -59,18 +62,37 @@ def server(postgres_server: str) -> Server:
     return Server(Path(data) / "data", Path(bin_dir))
 
 
-def restart(server: Server, url: str) -> None:
-    """The server stops (fast: every session is told to go) and is down for 3 s."""
+def restart(server: Server, url: str) -> list[str]:
+    """The server stops (fast: every session is told to go) and is down for 3 s or
+    more; meanwhile `baton status` asks the run's live coordinator, since it cannot read
+    the store. What status printed is returned."""
     server.stop()
-    time.sleep(3)
-    server.start()
+    said: list[str] = []
+    stopped = time.monotonic()
+    try:
+        while not said and time.monotonic() - stopped < 30:
+            code, out = status(url)
+            if code == 0 and "store unreachable since" in out:
+                said.append(out)
+            else:
+                time.sleep(0.2)
+        time.sleep(max(0.0, 3 - (time.monotonic() - stopped)))
+    finally:
+        server.start()
+    return said
 
 
-def cut_connections(server: Server, url: str) -> None:
+def status(url: str) -> tuple[int, str]:
+    done = CliRunner().invoke(app, ["status", RUN, "--store", url])
+    return done.exit_code, done.stdout
+
+
+def cut_connections(server: Server, url: str) -> list[str]:
     """Every other session of the store's user is terminated, as an operator would."""
     with psycopg.connect(url.partition("?")[0], autocommit=True) as db:
         db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                    "WHERE usename = current_user AND pid <> pg_backend_pid()")
+    return []
 
 
 def spec(tasks: int) -> Spec:
@@ -79,7 +101,7 @@ def spec(tasks: int) -> Spec:
     return Spec(goal="outlive the store", tasks=plan, handlers=[ray_specs.echo])
 
 
-FAULTS: dict[str, Callable[[Server, str], None]] = {
+FAULTS: dict[str, Callable[[Server, str], list[str]]] = {
     "server restarted": restart, "connections cut": cut_connections}
 
 
@@ -92,7 +114,7 @@ def test_a_run_outlives_its_store_going_away_and_completes(
     seen: list[Progress] = []
     ended: list[baton.RunResult] = []
     run = threading.Thread(target=lambda: ended.append(baton.run(
-        spec(120), store=postgres_url, run_id=f"outage-{len(fault)}",
+        spec(120), store=postgres_url, run_id=RUN,
         on_progress=seen.append, poll_s=0.1)))
     run.start()
     deadline = time.monotonic() + 120
@@ -100,7 +122,7 @@ def test_a_run_outlives_its_store_going_away_and_completes(
         assert time.monotonic() < deadline and run.is_alive(), "the run never got going"
         time.sleep(0.05)
     at = len(seen)
-    FAULTS[fault](server, postgres_url)
+    said = FAULTS[fault](server, postgres_url)
     run.join(timeout=300)
     assert ended, "the run did not end"
     [result] = ended
@@ -110,6 +132,8 @@ def test_a_run_outlives_its_store_going_away_and_completes(
         down = [p for p in seen[at:] if p.store_down_since]
         assert down and down[0].store_error, "its progress never said the store was down"
         assert seen[-1].store_down_since == 0.0  # and then that it was back
+        assert said and f"{RUN}  running" in said[0], said
+        assert "store unreachable since" in said[0] and ", retrying (" in said[0]
     with open_store(postgres_url) as store:
         log = store.read(result.run_id)
     accepted = Counter(e.task_id for e in log if isinstance(e, ResultValidated)
