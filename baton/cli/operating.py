@@ -71,7 +71,9 @@ def run(
 
     The spec is checked before anything starts: a missing file, no `spec` in the
     module, an unknown capability, a dependency cycle or a duplicate task id is refused
-    with exit code 2.
+    with exit code 2. While other runs hold the cluster, the run waits for all its
+    workers at once (queued). Without a terminal, progress is a line every 5 s. Ctrl-C
+    stops the run, recorded so far: `baton resume RUN` continues it (exit 130).
     """
     try:
         loaded = load_spec(spec)
