@@ -71,5 +71,6 @@ $(PEERS)/.venv-%/.installed: $(PEERS)/requirements-%.txt
 	touch $@
 
 .PHONY: bench-peers
-bench-peers: $(STAMP) $(PEERS)/.venv-langgraph/.installed $(PEERS)/.venv-temporal/.installed
+bench-peers: $(STAMP) $(PEERS)/.venv-langgraph/.installed $(PEERS)/.venv-temporal/.installed \
+		$(PEERS)/.venv-dbos/.installed
 	$(BIN)/python $(PEERS)/compare.py $(PEERS_ARGS)

@@ -8,12 +8,14 @@ result (>= 0), combine them (a sum). Each system runs it its own way:
 - Baton: a spec of N `echo` tasks, each with a `Check` (i >= 0), and a `sum` task
   reading every one of them (`from_task`), on 2 echo replicas and 1 sum replica, logged
   to SQLite; then `baton.replay.verify` on the run's log;
-- LangGraph (langgraph_peer.py) and Temporal (temporal_peer.py, with the server's
-  defaults and tuned), each in its own virtual environment under benchmarks/peers/,
-  run as a subprocess that prints one JSON line.
+- LangGraph (langgraph_peer.py), Temporal (temporal_peer.py, with the server's
+  defaults and tuned) and DBOS Transact (dbos_peer.py, on a SQLite system database: child
+  workflows on a queue, and async steps gathered in one workflow), each in its own
+  virtual environment under benchmarks/peers/, run as a subprocess that prints one JSON
+  line.
 
 tasks/s is N over the time from starting the work to having the checked sum; starting
-Ray, a server or a worker is not counted. The peers run first, before Ray starts, so
+Ray, a server, a worker or DBOS is not counted. The peers run first, before Ray starts, so
 that an idle Ray does not share the 2 cores with them.
 
     make bench-peers    # creates the peers' venvs, then runs this with .venv's python
@@ -41,7 +43,7 @@ from baton import Assignment, Check, Spec, Task, from_task, open_store
 from baton.actors.launcher import ensure_ray
 
 PEERS = Path(__file__).resolve().parent
-SYSTEMS = ("ray", "baton", "langgraph", "temporal")
+SYSTEMS = ("ray", "baton", "langgraph", "temporal", "dbos")
 REPLICAS = 2
 
 
@@ -163,7 +165,7 @@ def baton_version() -> str:
                                 capture_output=True, text=True, timeout=10).stdout.strip()
     except OSError:
         commit = ""
-    return f"{version('baton')} ({commit})" if commit else version("baton")
+    return f"{version('baton-ray')} ({commit})" if commit else version("baton-ray")
 
 
 # --- the table ------------------------------------------------------------------------
@@ -221,6 +223,9 @@ def main() -> None:
         peers += [("temporal", ".venv-temporal", "temporal_peer.py", wave, "Temporal"),
                   ("temporal", ".venv-temporal", "temporal_peer.py", [*wave, "--tuned"],
                    "Temporal (tuned)")]
+    if "dbos" in systems:
+        peers += [("dbos", ".venv-dbos", "dbos_peer.py", ["--mode", mode], f"DBOS ({mode})")
+                  for mode in ("queue", "gather")]
     for tasks in sizes:
         for system, venv, module, extra, name in peers:
             started = step(name, tasks)

@@ -26,6 +26,7 @@ from tests.cli.test_cli import baton
 from tests.cli.test_operations import until
 
 BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
 SPEC = '''
 import time
 import baton
@@ -244,3 +245,94 @@ def test_baton_bench_quick_measures_a_two_node_cluster(
         assert row["baton"]["assignments_per_s"] > 0 and row["ray"]["assignments_per_s"] > 0
         assert row["events"] >= 3 * 300  # dispatched, received, validated
     assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+FRESH_SPEC = '''
+import os
+import sys
+
+import baton
+
+
+@baton.handler(capabilities=["where"], replicas=2, num_cpus=0.5)
+def where(assignment: baton.Assignment) -> dict:
+    return {"python": sys.executable, "baton": os.path.dirname(baton.__file__)}
+
+
+spec = baton.Spec(goal="on a fresh node", handlers=[where],
+                  tasks=[baton.Task(id=f"t{i}", capability="where") for i in range(8)])
+'''
+
+
+def fresh_node_venv(where: Path) -> Path:
+    """What the README's cluster section has a node do: Baton's wheel (as `make wheel`
+    builds it) installed with the cluster extra into an empty virtual environment; its
+    dependencies held to this environment's versions, so the node's Ray is the head's."""
+    wheels = where / "dist"
+    subprocess.run([str(BIN / "pip"), "wheel", "--quiet", "--no-deps", "--wheel-dir",
+                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=600)
+    [wheel] = wheels.glob("baton_ray-*.whl")
+    pins = where / "constraints.txt"
+    frozen = subprocess.run([str(BIN / "pip"), "freeze", "--exclude-editable"],
+                            check=True, capture_output=True, text=True).stdout
+    pins.write_text(frozen)
+    venv = where / "node"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--constraint", str(pins),
+         f"{wheel}[cluster]"], capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    return venv
+
+
+@pytest.mark.slow
+def test_the_readme_cluster_section_works_on_a_fresh_node(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """As the README says: a node with only Baton's wheel installed joins the cluster;
+    the store's password is in a password file on the nodes, so the job's environment
+    holds a URL without it; `ray job submit -- baton run` completes, its workers running
+    on the fresh node from the wheel, and `ray job list` shows no password."""
+    venv = fresh_node_venv(tmp_path)
+    parts = urlparse(postgres_url)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"{parts.hostname}:{parts.port}:{parts.path.lstrip('/')}:"
+                        f"{parts.username}:{parts.password}\n")
+    passfile.chmod(0o600)
+    bare = parts._replace(netloc=f"{parts.username}@{parts.hostname}:{parts.port}").geturl()
+    cluster = LoopbackCluster()
+    cluster.env["PGPASSFILE"] = str(passfile)
+    cluster.env.pop("PGPASSWORD", None)
+    try:
+        head = cluster.ray("start", "--head", f"--port={cluster.gcs}", "--num-cpus=0",
+                           *cluster.own_ports(), "--include-dashboard=true",
+                           "--dashboard-host=127.0.0.1", f"--dashboard-port={cluster.dashboard}",
+                           f"--ray-client-server-port={free_port()}", "--disable-usage-stats")
+        assert head.returncode == 0, head.stderr[-2000:]
+        node_env = {**cluster.env, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
+        node = subprocess.run(
+            [str(venv / "bin" / "ray"), "start", f"--address=127.0.0.1:{cluster.gcs}",
+             "--num-cpus=2", *cluster.own_ports(), "--disable-usage-stats"],
+            env=node_env, capture_output=True, text=True, timeout=180, check=False)
+        assert node.returncode == 0, node.stderr[-2000:]
+        work = tmp_path / "job"
+        work.mkdir()
+        (work / "spec.py").write_text(FRESH_SPEC)
+        submitted = cluster.submit(
+            f"--working-dir={work}",
+            f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': bare}})}",
+            "--", "baton", "run", "spec.py", "--run-id", "fresh")
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        listed = cluster.ray("job", "list", f"--address=http://127.0.0.1:{cluster.dashboard}")
+        assert str(parts.password) not in listed.stdout + listed.stderr
+        assert "BATON_STORE" in listed.stdout  # the URL is there, without the password
+    finally:
+        cluster.stop()
+    code, out, _ = baton("show", "fresh", "--store", postgres_url, "--json")
+    assert code == 0, out
+    outputs = json.loads(out)["output"]
+    assert len(outputs) == 8
+    assert {str(Path(o["python"]).parent) for o in outputs.values()} == {str(venv / "bin")}
+    assert all(o["baton"].startswith(str(venv)) for o in outputs.values())
+    with open_store(postgres_url) as store:
+        assert verify(store, "fresh").reproduced
