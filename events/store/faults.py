@@ -46,10 +46,26 @@ def passes(error: BaseException) -> bool:
     return type(error).__name__ in ("OperationalError", "InterfaceError")
 
 
+# What to check, after what SQLite says when it says little.
+_HINTS = {
+    "unable to open database file": "may this user write the file and its directory, and "
+                                    "is the disk mounted read-write?",
+    "readonly database": "may this user write the file and its directory, and is the disk "
+                         "mounted read-write?",
+    "file is not a database": "the file is damaged, or is not a store: name another with "
+                              "--store, or restore it from a copy",
+    "database disk image is malformed": "the file is damaged: restore it from a copy, or "
+                                        "name another with --store",
+}
+
+
 def cause_of(error: BaseException) -> str:
-    """The first line of what the database said, without the driver's prefixes."""
+    """The first line of what the database said, without the driver's prefixes, and
+    what to check when SQLite's words say little."""
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0].removeprefix("connection failed: ")
+    cause = text.splitlines()[0].removeprefix("connection failed: ")
+    hint = next((h for words, h in _HINTS.items() if words in cause), None)
+    return f"{cause} ({hint})" if hint else cause
 
 
 def fault(cause: str, store: str, *, run_id: str | None = None,

@@ -1,6 +1,7 @@
 """A disk that fills under a run: `baton run` ends in one line naming the store, the
 cause and the `baton resume` to type; once space is freed, the resume completes the run
-and it verifies. A real tmpfs, filled for real (CI runs as root, which mounting needs)."""
+and it verifies. And a store that may not be written. A real tmpfs, filled or made
+read-only for real (CI runs as root, which mounting needs)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import ray
 
 from baton import open_store
 from baton.replay import verify
+from baton.testing import Scenario
 from tests.cli.test_operations import REPO, SPECS, until
+from tests.fixtures.specs import counting, handlers
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
 
@@ -95,3 +98,30 @@ def test_a_disk_that_fills_ends_the_run_in_one_line_and_resume_finishes_it(
     with open_store(url) as store:
         assert store.state("full").accepted == 300
         assert verify(store, "full").reproduced
+
+
+def test_a_store_it_may_not_write_gives_one_line_and_loses_nothing(small_disk: Path) -> None:
+    """The store's filesystem turns read-only (as a failing disk is remounted): a command
+    that writes (cancel) ends in one line naming the store and the cause, exit 1; once
+    it is writable again, the run is as it was, and the cancel goes through."""
+    url = f"sqlite:///{small_disk / 'baton.db'}"
+    with open_store(url) as store:
+        Scenario([counting("a")], handlers("h"), run_id="ro", store=store)
+        recorded = store.last_seq("ro")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        done = subprocess.run([BATON, "cancel", "ro", "--store", url], env=environment(),
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: store {url}: "), line
+    assert line.endswith("(may this user write the file and its directory, and is the disk "
+                         "mounted read-write?)"), line
+    with open_store(url) as store:
+        assert store.last_seq("ro") == recorded
+    done = subprocess.run([BATON, "cancel", "ro", "--store", url], env=environment(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
