@@ -229,6 +229,16 @@ def _check_capacity(spec: Spec) -> None:
                     f"handler {h.name!r} asks for {amount * h.replicas:g} of resource "
                     f"{name!r}; the cluster has {total.get(name, 0):g}"
                 )
+    # A replica's reservation lies on one node: one no node can hold would wait forever.
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    for h in spec.handlers:
+        need = reservation.bundle(h)
+        if need and not any(all(node.get(name, 0) >= amount for name, amount in need.items())
+                            for node in nodes):
+            asked = ", ".join(f"{amount:g} {name}" for name, amount in need.items())
+            raise ClusterUnavailable(
+                f"one replica of handler {h.name!r} asks for {asked}, more than any one "
+                "node of the cluster has; lower num_cpus or resources")
 
 
 def _start_workers(
@@ -236,43 +246,54 @@ def _start_workers(
     waiting: Callable[[str], None],
 ) -> tuple[dict[str, list[str]], list[ActorHandle[Any]]]:
     """Start every handler's replicas, in the run's reservation once the cluster grants
-    it (`waiting` is told meanwhile): their actor names by handler, and the actors."""
+    it (`waiting` is told meanwhile): their actor names by handler, and the actors.
+    However this ends other than with the workers up (a handler that cannot start,
+    Ctrl-C while the run is queued), what was started and reserved is let go."""
     remote_worker: Any = ray.remote(Worker)
     launch = secrets.token_hex(3)
-    group = reservation.reserve(spec.handlers, run_id, detach=detach, waiting=waiting)
-    pools: dict[str, list[ActorHandle[Any]]] = {}
     names: dict[str, list[str]] = {}
-    for h in spec.handlers:
-        # Ray restarts a dead worker in place (the pool keeps its size and its handles);
-        # calls it held fail, and the coordinator records them as worker_lost.
-        options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1,
-                                   "max_restarts": -1, "max_task_retries": 0}
-        if h.resources:
-            options["resources"] = h.resources
-        if detach:
-            options["lifetime"] = "detached"
-        names[h.name] = [worker_name(run_id, launch, h.name, i) for i in range(h.replicas)]
-        pools[h.name] = [
-            remote_worker.options(**options, **reservation.placed(group, spec.handlers, h,
-                                                                  replica),
-                                  name=name, namespace=NAMESPACE).remote(
-                h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
-            for replica, name in enumerate(names[h.name])
-        ]
-    everyone = [w for workers in pools.values() for w in workers]
-    try:
-        ray.get([w.pid.remote() for w in everyone], timeout=WORKERS_READY_TIMEOUT_S)
-    except GetTimeoutError:
+    everyone: list[ActorHandle[Any]] = []
+
+    def let_go() -> None:
         _stop(everyone)
         reservation.release(run_id)
+
+    try:
+        group = reservation.reserve(spec.handlers, run_id, detach=detach, waiting=waiting)
+        for h in spec.handlers:
+            # Ray restarts a dead worker in place (the pool keeps its size and its
+            # handles); calls it held fail, and the coordinator records them as
+            # worker_lost.
+            options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1,
+                                       "max_restarts": -1, "max_task_retries": 0}
+            if h.resources:
+                options["resources"] = h.resources
+            if detach:
+                options["lifetime"] = "detached"
+            names[h.name] = [worker_name(run_id, launch, h.name, i)
+                             for i in range(h.replicas)]
+            everyone += [
+                remote_worker.options(**options,
+                                      **reservation.placed(group, spec.handlers, h, replica),
+                                      name=name, namespace=NAMESPACE).remote(
+                    h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
+                for replica, name in enumerate(names[h.name])
+            ]
+        ray.get([w.pid.remote() for w in everyone], timeout=WORKERS_READY_TIMEOUT_S)
+    except GetTimeoutError:
+        let_go()
         raise ClusterUnavailable(
             f"worker actors did not start within {WORKERS_READY_TIMEOUT_S:g}s; "
             "is the cluster busy?"
         ) from None
-    except RayTaskError as error:
-        _stop(everyone)
-        reservation.release(run_id)
-        raise BadSpec(f"a handler failed to start: {error.cause}") from None
+    except (RayTaskError, RayActorError) as error:
+        let_go()
+        # The handler's own exception is the last line of what Ray says.
+        said = [line for line in str(error).splitlines() if line.strip()]
+        raise BadSpec(f"a handler failed to start: {said[-1] if said else error}") from None
+    except BaseException:
+        let_go()
+        raise
     return names, everyone
 
 
@@ -484,19 +505,20 @@ def _interrupted(coordinator: ActorHandle[Any], done: ray.ObjectRef[Any] | None,
     A second Ctrl-C meanwhile is ignored."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    recorded = "an unknown seq (its store cannot be read now)"
     try:
         coordinator.stop.remote()
         if done is None or not ray.wait([done], timeout=STOP_WAIT_S)[0]:
             ray.kill(coordinator, no_restart=True)  # stuck: it records nothing once dead
-            with suppress(RayActorError):
+            with suppress(RayActorError, GetTimeoutError):
                 ray.get(coordinator.pid.remote(), timeout=STOP_WAIT_S)
         _stop(workers)
-        with open_store(url) as log:
-            recorded = log.last_seq(run_id)
+        with suppress(BatonError), open_store(url) as log:
+            recorded = f"seq {log.last_seq(run_id)}"
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return RunInterrupted(f"interrupted: run {run_id} is recorded up to seq {recorded}; "
+    return RunInterrupted(f"interrupted: run {run_id} is recorded up to {recorded}; "
                           f"`baton resume {run_id}` continues it, `baton cancel {run_id}` "
                           "ends it")
 

@@ -57,15 +57,16 @@ class Patience:
                 value = attempt()
             except Exception as error:
                 if not faults.passes(error):
-                    if not faults.is_store_error(error):
+                    self.outage = None
+                    if not (faults.is_store_error(error) or isinstance(error, StoreFault)):
                         raise
                     raise self._fault(error, recorded_to) from error
                 now = time.monotonic()
                 if self.outage is None:
                     self.outage = Outage(time.time(), now, faults.cause_of(error))
                 elif now - self.outage.began >= self.patience_s:
-                    raise self._fault(error, recorded_to, waited=now - self.outage.began
-                                      ) from error
+                    waited, self.outage = now - self.outage.began, None
+                    raise self._fault(error, recorded_to, waited=waited) from error
                 self.sleep(pause)
                 pause = min(pause * 2, LONGEST_PAUSE_S)
                 attempt = again or operation
@@ -90,13 +91,18 @@ class Patience:
                 return  # stored: its commit happened, unseen
             if last != expected:
                 raise ConcurrencyConflict(self.run_id, expected, last)
-            append()
+            try:
+                append()
+            except ConcurrencyConflict:
+                # The first try's commit was still under way when the log was read.
+                if store.last_seq(self.run_id) != end:
+                    raise
 
         self.call(append, expected, again)
 
     def _fault(self, error: BaseException, recorded_to: int,
                waited: float | None = None) -> StoreFault:
-        cause = faults.cause_of(error)
+        cause = error.cause if isinstance(error, StoreFault) else faults.cause_of(error)
         if waited is not None:
             cause = f"unreachable for {waited:.0f}s, the run's patience ({cause})"
         return faults.fault(cause, self.store, run_id=self.run_id, recorded_to=recorded_to)

@@ -69,14 +69,17 @@ class StoreFault(BatonError):
     server down). The message names the store and the cause; what was recorded before it
     is kept, and a run under way says the `baton resume` that continues it."""
 
-    def __init__(self, message: str, *, store: str = "", cause: str = ""):
+    def __init__(self, message: str, *, store: str = "", cause: str = "",
+                 passing: bool = False):
         super().__init__(message)
         self.store = store
         self.cause = cause
+        self.passing = passing  # the cause may go away by itself (a writer may wait)
 
-    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, str]]:
+    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, object]]:
         # Raised in a coordinator and re-raised in its driver: it crosses processes.
-        return type(self), (str(self),), {"store": self.store, "cause": self.cause}
+        return type(self), (str(self),), {"store": self.store, "cause": self.cause,
+                                          "passing": self.passing}
 
 
 class EncryptionKeyProblem(BatonError):

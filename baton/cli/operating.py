@@ -344,7 +344,7 @@ def _status_without_store(run_id: str, address: str | None, error: BatonError,
         out.print(line, highlight=False)
         outage = store_outage(live) if live.store_down_since else f"store: {error}"
         out.print(f"  [yellow]{outage}[/]", highlight=False)
-    raise typer.Exit(EXIT_DONE)
+    raise typer.Exit(EXIT_DONE if live.status in ("completed", *GOING) else EXIT_FAILED)
 
 
 def _no_coordinator(report: dict[str, Any]) -> str:
@@ -411,7 +411,7 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
                     "in_flight": 0, "escalations": [], "answered": [], "events": 0,
                     "coordinator": asdict(beat), "error": "", "output": None}
     return {"run_id": run_id,
-            "status": standing(phase, beat, time.time(), answered=bool(answered)),
+            "status": standing(phase, beat, time.time()),
             "tasks": len(state.tasks), "accepted": state.accepted,
             "in_flight": len(state.in_flight), "escalations": sorted(state.escalations),
             "answered": sorted(answered), "events": state.seq,

@@ -66,7 +66,7 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     # The index knows how a run ended; its coordinator's heartbeat, how one still going
     # stands (waiting, stalled) and how many tasks its plan has now.
     now = time.time()
-    rows = [(i, standing(i.status, beats.get(i.run_id), now), beats.get(i.run_id))
+    rows = [(i, standing(i.status, beats.get(i.run_id), now, exact=False), beats.get(i.run_id))
             for i in listed]
     if as_json:
         emit_json([{"run_id": i.run_id, "status": status, "goal": i.goal,

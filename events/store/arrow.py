@@ -386,15 +386,18 @@ APPEND_BATCH = 10_000  # events written in one transaction
 def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
     """Write an export's runs into `store`, byte for byte; the events of each run. Every
     run is checked before any is written: RunExists when the store has one already,
-    BadLog naming the run and seq when one does not chain. A run an earlier import of
-    the same export began and did not finish (it stopped between two batches) is
-    finished: the store's part of it is the export's, byte for byte."""
+    BadLog naming the run and seq when one does not chain. An import of the same export
+    that stopped part way is finished: a run it began (the store's part of it is the
+    export's, byte for byte) is completed, one it finished is passed over, the rest
+    written; which were written is returned."""
     runs = runs_in(rows)
     begun = {run_id: store.last_seq(run_id) for run_id in runs}
     taken = [run_id for run_id, have in begun.items()
              if have and not _begun_from(store, run_id, runs[run_id], have)]
-    if taken:
-        raise RunExists(taken, store.shown_url)
+    done = [run_id for run_id, have in begun.items() if have == runs[run_id].num_rows]
+    if taken or len(done) == len(runs):
+        raise RunExists(taken or done, store.shown_url)
+    runs = {run_id: part for run_id, part in runs.items() if run_id not in done}
     for run_id, part in runs.items():
         check(run_id, part, store)
     for run_id, part in runs.items():
@@ -410,9 +413,9 @@ def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
 
 
 def _begun_from(store: EventStore, run_id: str, rows: pa.Table, have: int) -> bool:
-    """Is the store's log of `run_id` (`have` events) a proper beginning of these rows,
-    byte for byte: what an import that stopped part way left?"""
-    if have >= rows.num_rows:
+    """Is the store's log of `run_id` (`have` events) a beginning of these rows, byte for
+    byte (all of them, or what an import that stopped part way left)?"""
+    if have > rows.num_rows:
         return False
     exported: list[bytes] = rows.column("data").slice(0, have).to_pylist()
     return [record.data for record in store.read_raw(run_id)] == exported

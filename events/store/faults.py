@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from eventsourcing.persistence import PersistenceError
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
 from ..errors import StoreFault, StoreUnavailable
 
@@ -30,20 +30,27 @@ def is_store_error(error: BaseException) -> bool:
 def passes(error: BaseException) -> bool:
     """Is this a store error that goes away by itself, so that trying again later may
     succeed (a server restarting, a connection cut, a SQLite file busy)?"""
-    if isinstance(error, StoreUnavailable):
+    if isinstance(error, StoreUnavailable | StoreFault):
         return error.passing
     if not is_store_error(error):
         return False
     cause = error.__cause__ if isinstance(error, PersistenceError) else error
     if cause is not None and _is_psycopg(cause):
-        state = getattr(cause, "sqlstate", None)
-        # No state: the client lost or could not make its connection (the pool waited).
-        return state is None or state.startswith(_PASSING_STATES)
-    text = str(error).lower()
+        return passes_psycopg(cause)
     if isinstance(cause, sqlite3.Error):
-        return any(word in text for word in _SQLITE_PASSING)
-    # The library's own errors over PostgreSQL, with no driver error behind them.
-    return type(error).__name__ in ("OperationalError", "InterfaceError")
+        return any(word in str(error).lower() for word in _SQLITE_PASSING)
+    # The library's own errors, with no driver error behind them (its pool timing out).
+    return isinstance(error, OperationalError | InterfaceError)
+
+
+def passes_psycopg(error: BaseException) -> bool:
+    """Is this PostgreSQL driver error one that passes? One with no SQLSTATE passes when
+    the client lost or could not make its connection (the pool waited for one)."""
+    state = getattr(error, "sqlstate", None)
+    if state is not None:
+        return bool(state.startswith(_PASSING_STATES))
+    kinds = {kind.__name__ for kind in type(error).__mro__}
+    return bool(kinds & {"OperationalError", "InterfaceError", "PoolTimeout"})
 
 
 # What to check, after what SQLite says when it says little.
@@ -69,14 +76,14 @@ def cause_of(error: BaseException) -> str:
 
 
 def fault(cause: str, store: str, *, run_id: str | None = None,
-          recorded_to: int | None = None) -> StoreFault:
+          recorded_to: int | None = None, passing: bool = False) -> StoreFault:
     """The StoreFault for a store's error (`cause`, as `cause_of` gives it); for a run
     under way, what is recorded of it and how to continue it once the cause is fixed."""
     message = f"store {store}: {cause}"
     if run_id is not None:
         message += (f"; run {run_id} is recorded up to seq {recorded_to}; once the cause is "
                     f"fixed, `baton resume {run_id}` continues it")
-    return StoreFault(message, store=store, cause=cause)
+    return StoreFault(message, store=store, cause=cause, passing=passing)
 
 
 def _is_psycopg(error: BaseException) -> bool:

@@ -39,20 +39,21 @@ class Heartbeat:
     coordinator: str  # which process: "pid N on HOST"
 
 
-def standing(status: str, beat: Heartbeat | None, now: float, *,
-             answered: bool = False) -> str:
-    """How a run stands for a reader. `status` is its log's (running, waiting on people,
-    completed or failed); a run still going is `stalled` when no coordinator has beaten
-    for it within STALE_AFTER_S, unless its last one left it waiting on people and no
-    answer (`answered`) has come since, which only a coordinator would take up."""
+def standing(status: str, beat: Heartbeat | None, now: float, *, exact: bool = True) -> str:
+    """How a run stands for a reader. `status` is the log's: running, waiting (on
+    people), completed or failed. A run still going is `stalled` when no coordinator has
+    beaten for it within STALE_AFTER_S (or its last was stopped), and `queued` while its
+    launcher waits for the cluster. `exact` when `status` was folded from the log and its
+    inbox; the runs index says only `running` for a run that has not ended, so there the
+    coordinator's last word tells a run waiting on people."""
     if status not in ("running", "waiting"):
         return status
+    if status == "waiting" or (not exact and beat is not None and beat.phase == "waiting"):
+        return "waiting"
     fresh = beat is not None and now - beat.at <= STALE_AFTER_S and beat.phase != "stopped"
-    if status == "waiting" or (beat is not None and beat.phase == "waiting"):
-        return "stalled" if answered and not fresh else "waiting"
-    if fresh and beat is not None and beat.phase == "queued":
-        return "queued"  # its launcher waits for the cluster to grant its workers
-    return "running" if fresh else "stalled"
+    if beat is not None and fresh:
+        return "queued" if beat.phase == "queued" else "running"
+    return "stalled"
 
 
 class SQLiteHeartbeats(SQLiteRecorder):

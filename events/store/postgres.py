@@ -27,6 +27,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
+from . import faults
 from .heartbeats import PostgresHeartbeats
 from .index import READ_WHOLE, PostgresRunsView
 from .recorder import EventStore, masked_url
@@ -241,9 +242,10 @@ class Address:
                                    password=self.password, dbname=self.database,
                                    connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
         except psycopg.Error as error:
-            raise self._explained(str(error)) from None
+            raise self._explained(error) from None
 
-    def _explained(self, message: str) -> StoreUnavailable:
+    def _explained(self, error: BaseException) -> StoreUnavailable:
+        message = str(error)
         if "no password supplied" in message:
             return StoreUnavailable(
                 f"PostgreSQL at {self.where} asks user {self.user!r} for a password and no "
@@ -258,9 +260,13 @@ class Address:
                 f"PostgreSQL at {self.where} has no database {self.database!r}; create it "
                 f"(createdb {self.database}) or name another (store {self.shown})")
         first = message.splitlines()[0].removeprefix("connection failed: ")
-        return StoreUnavailable(
-            f"cannot reach PostgreSQL at {self.where}: {first} (store {self.shown})",
-            passing=True)
+        cause = error.__cause__ if isinstance(error, PersistenceError) else error
+        if faults.passes_psycopg(cause or error):  # down, restarting, or out of reach
+            return StoreUnavailable(
+                f"cannot reach PostgreSQL at {self.where}: {first} (store {self.shown})",
+                passing=True)
+        return StoreUnavailable(f"PostgreSQL at {self.where} refused: {first} "
+                                f"(store {self.shown})")
 
 
 def open_postgres(url: str) -> EventStore:
@@ -299,6 +305,6 @@ def _opened(url: str, address: Address) -> EventStore:
         heartbeats = PostgresHeartbeats(cast(PostgresFactory, factory).datastore)
     except PersistenceError as error:
         factory.close()
-        raise address._explained(str(error)) from None
+        raise address._explained(error) from None
     return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index,
                       columns=columns, heartbeats=heartbeats)

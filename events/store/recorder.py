@@ -660,7 +660,8 @@ def _open_sqlite(url: str) -> EventStore:
 @contextmanager
 def _opening(file: Path) -> Iterator[None]:
     """Hold an exclusive flock on the database's directory, across threads and
-    processes; none when it cannot be had (no permission: SQLite will say so itself).
+    processes; none when it cannot be had (no permission, where SQLite will say so
+    itself; a filesystem that has no flock).
     Not on the file: closing any descriptor of it would drop the POSIX locks SQLite
     holds on it in this process."""
     try:
@@ -669,7 +670,8 @@ def _opening(file: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        with suppress(OSError):  # a filesystem without flock (NFS, Lustre): unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # and the lock with it
@@ -708,7 +710,8 @@ def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> Event
         store = opener(url)
     except Exception as error:
         if faults.is_store_error(error):
-            raise faults.fault(faults.cause_of(error), masked_url(url)) from None
+            raise faults.fault(faults.cause_of(error), masked_url(url),
+                               passing=faults.passes(error)) from None
         raise
     store.sealer = sealer
     return store

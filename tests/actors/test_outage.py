@@ -117,3 +117,26 @@ def test_an_outage_longer_than_the_patience_ends_in_a_store_fault() -> None:
                                              r"\(database is locked\)"):
             patience([], patience_s=0.0).append(store, first, 0)
         assert store.last_seq(RUN) == 0
+
+
+def test_a_first_try_whose_commit_lands_late_is_not_taken_for_another_writer() -> None:
+    """The first try's commit lands after the retry read the log (the server was still
+    committing when the connection was cut): the retry's append conflicts with it, and
+    the turn, stored once, is taken as stored."""
+    first, second = a_turn()
+    with open_store("memory://") as store:
+        store.append(RUN, first, 0)
+        append = store.append
+        calls: list[int] = []
+
+        def late(*args: Any, **kwargs: Any) -> None:
+            calls.append(1)
+            if len(calls) == 1:
+                raise sqlite_error("database is locked")
+            if len(calls) == 2:
+                append(*args, **kwargs)  # the first try's commit, landing now
+            append(*args, **kwargs)
+
+        store.append = late  # type: ignore[method-assign]
+        patience([]).append(store, second, len(first))
+        assert [e.seq for e in store.read(RUN)] == list(range(1, len(first) + len(second) + 1))

@@ -190,3 +190,23 @@ def test_an_import_that_stopped_part_way_is_finished_by_importing_again(
         store.append("retried", [log[0].model_copy(update={"goal": "another"}), *log[1:3]], 0)
     code, shown = invoke("import", str(out), "--store", other)
     assert code == 2 and "already has run 'retried'" in shown
+
+
+def test_importing_again_an_export_of_many_runs_finishes_the_one_left_half_done(
+    source: str, tmp_path: Path
+) -> None:
+    """An import of every run stopped part way through one of them: importing again
+    passes over the runs already whole, finishes that one and writes the rest."""
+    code, _ = invoke("export", "--all", "-o", str(tmp_path / "all"), "--store", source)
+    assert code == 0
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    with open_store(source) as store:
+        first, *_ = [info.run_id for info in store.runs() if info.run_id != "retried"]
+        whole = store.read(first)
+    with open_store(target) as store:
+        store.append(first, whole, 0)  # imported whole
+        store.append("retried", recorded_run("retried")[:4], 0)  # stopped part way
+    code, shown = invoke("import", str(tmp_path / "all"), "--store", target)
+    assert code == 0, shown
+    assert f"imported {first}" not in shown and "imported retried" in shown
+    assert logs(target) == logs(source)
