@@ -104,6 +104,20 @@ class LoopbackCluster:
             time.sleep(1)
         return done
 
+    def run_job(self, spec: str, where: Path, store: str,
+                run_id: str) -> subprocess.CompletedProcess[str]:
+        """`ray job submit -- baton run spec.py` with the spec's text in a working dir of
+        its own and the store's URL in the job's environment, as the README shows."""
+        work = where / "job"
+        work.mkdir()
+        (work / "spec.py").write_text(spec)
+        submitted = self.submit(
+            f"--working-dir={work}",
+            f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': store}})}",
+            "--", "baton", "run", "spec.py", "--run-id", run_id)
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        return submitted
+
     def job_ended(self, job: str, seconds: float = 120) -> str:
         """How a submitted job ended (succeeded, failed or stopped), waiting for it."""
         address = f"--address=http://127.0.0.1:{self.dashboard}"
@@ -156,14 +170,7 @@ def test_a_run_submitted_with_ray_job_submit_completes_and_verifies(
     """`ray job submit -- baton run spec.py` on a two-node cluster, the store's URL in the
     job's environment: the job succeeds without printing the password, the run is in
     PostgreSQL, and `baton status`, `show` and a replay from here find it complete."""
-    work = tmp_path / "job"
-    work.mkdir()
-    (work / "spec.py").write_text(SPEC)
-    submitted = cluster.submit(
-        f"--working-dir={work}",
-        f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': postgres_url}})}",
-        "--", "baton", "run", "spec.py", "--run-id", "submitted")
-    assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+    submitted = cluster.run_job(SPEC, tmp_path, postgres_url, "submitted")
     password = str(urlparse(postgres_url).password)
     assert password not in submitted.stdout + submitted.stderr
     assert "20 accepted of 20" in submitted.stdout
@@ -315,14 +322,7 @@ def test_the_readme_cluster_section_works_on_a_fresh_node(
              "--num-cpus=2", *cluster.own_ports(), "--disable-usage-stats"],
             env=node_env, capture_output=True, text=True, timeout=180, check=False)
         assert node.returncode == 0, node.stderr[-2000:]
-        work = tmp_path / "job"
-        work.mkdir()
-        (work / "spec.py").write_text(FRESH_SPEC)
-        submitted = cluster.submit(
-            f"--working-dir={work}",
-            f"--runtime-env-json={json.dumps({'env_vars': {'BATON_STORE': bare}})}",
-            "--", "baton", "run", "spec.py", "--run-id", "fresh")
-        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        cluster.run_job(FRESH_SPEC, tmp_path, bare, "fresh")
         listed = cluster.ray("job", "list", f"--address=http://127.0.0.1:{cluster.dashboard}")
         assert str(parts.password) not in listed.stdout + listed.stderr
         assert "BATON_STORE" in listed.stdout  # the URL is there, without the password
