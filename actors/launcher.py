@@ -144,7 +144,13 @@ def ensure_ray(address: str | None = None) -> None:
     }
     try:
         if address:
-            _init_ray(address=address, **options)  # "local" starts one too
+            try:
+                _init_ray(address=address, **options)  # "local" starts one too
+            except ValueError as error:
+                raise ClusterUnavailable(
+                    f"Ray cannot use the address {address!r} ({error}); give HOST:PORT of "
+                    "the cluster's head, ray://HOST:PORT, auto, or local for a new local "
+                    "Ray") from None
         else:
             try:
                 _init_ray(num_cpus=os.cpu_count() or 1, **options)

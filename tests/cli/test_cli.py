@@ -178,3 +178,14 @@ def test_version_and_shell_completion() -> None:
     done = subprocess.run([str(script), "--show-completion", "bash"], capture_output=True,
                           text=True, check=False)
     assert done.returncode == 0 and "_BATON_COMPLETE" in done.stdout
+
+
+def test_an_address_ray_cannot_use_is_one_line_and_exit_2(store_url: str) -> None:
+    """`--address lcoal` (a typo of local): one line saying what Ray takes, no traceback."""
+    script = Path(sys.executable).with_name("baton")
+    done = subprocess.run([str(script), "run", str(SPECS / "good.py"), "--address", "lcoal",
+                           "--store", store_url], capture_output=True, text=True, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "Ray cannot use the address 'lcoal'" in line and "HOST:PORT" in line
