@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -183,8 +184,10 @@ def test_version_and_shell_completion() -> None:
 def test_an_address_ray_cannot_use_is_one_line_and_exit_2(store_url: str) -> None:
     """`--address lcoal` (a typo of local): one line saying what Ray takes, no traceback."""
     script = Path(sys.executable).with_name("baton")
+    env = {**os.environ, "PYTHONPATH": str(SPECS.parents[2])}  # the spec imports tests.*
     done = subprocess.run([str(script), "run", str(SPECS / "good.py"), "--address", "lcoal",
-                           "--store", store_url], capture_output=True, text=True, check=False)
+                           "--store", store_url], env=env, capture_output=True, text=True,
+                          check=False)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
