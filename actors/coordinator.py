@@ -15,7 +15,6 @@ import gc
 import heapq
 import os
 import resource
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -48,7 +47,7 @@ from baton.events.schema import (
     WorkerStuck,
 )
 from baton.events.store import faults, masked_url, open_store
-from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat
+from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import Sealer
 
 from . import inbox, reservation
@@ -154,7 +153,7 @@ class Coordinator:
         self.driving: threading.Thread | None = None
         self.beat_due = 0.0  # monotonic time of the next heartbeat
         self.stopping = False  # asked to stop driving (its driver was interrupted)
-        self.who = f"pid {os.getpid()} on {socket.gethostname()}"
+        self.who = this_process()
         if self.state.seq:
             _settled()  # a run taken up again: its folded state lives as long as the run
         if detached and self.state.seq:
@@ -258,13 +257,10 @@ class Coordinator:
             return
         self.beat_due = now + BEAT_EVERY_S
         s = self.state
-        try:
-            phase = phase or (s.phase if s.seq else "running")
-            self.store.beat(Heartbeat(self.run_id, time.time(), phase, len(s.tasks),
-                                      s.accepted, self.who))
-        except Exception as error:
-            if not faults.is_store_error(error):
-                raise
+        with faults.ignored():
+            self.store.beat(Heartbeat(self.run_id, time.time(),
+                                      phase or (s.phase if s.seq else "running"),
+                                      len(s.tasks), s.accepted, self.who))
 
     def _take_up_inbox(self) -> None:
         """Record what people sent since the last look (answers, cancels) and decide.
@@ -399,8 +395,9 @@ class Coordinator:
                 events.append(event)
                 recorded.append(data)
         decided_at = time.perf_counter()
-        # Write-ahead: the turn is durable before any of its effects happen.
-        self._append(events, expected, recorded)
+        # Write-ahead: the turn is durable before any of its effects happen (a store
+        # that fails for a while is waited out).
+        self.patience.append(self.store, events, expected, recorded)
         self.timing[0] += 1
         self.timing[1] += decided_at - started
         self.timing[2] += time.perf_counter() - decided_at
@@ -415,18 +412,10 @@ class Coordinator:
                 self._replace(event)
         self._send_waiting()
         if snapshot_due(self.state.seq, self.snapshot_seq):
-            try:
+            with faults.ignored():  # a cache: one refused is taken at a later turn
                 self.store.save_snapshot(self.state)
-            except Exception as error:
-                if not faults.is_store_error(error):
-                    raise
-                return  # a cache: taken at a later turn, when the store takes it
-            self.snapshot_seq = self.state.seq
-            _settled()
-
-    def _append(self, events: list[Envelope], expected: int, recorded: list[bytes]) -> None:
-        """Append a turn's events, waiting out a store that fails for a while."""
-        self.patience.append(self.store, events, expected, recorded)
+                self.snapshot_seq = self.state.seq
+                _settled()
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
         """Queue the assignment to be sent. Its time starts when it is: the wait for a

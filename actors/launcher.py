@@ -31,8 +31,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from baton.events.errors import BadSpec, BatonError, UnknownRun
 from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
-from baton.events.store import DEFAULT_URL, masked_url, open_store
-from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat
+from baton.events.store import DEFAULT_URL, faults, masked_url, open_store
+from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import KEY_ENV
 
 from . import reservation, worker
@@ -486,7 +486,7 @@ def _waiting_reported(run_id: str, url: str,
     """What to do while a run waits for the cluster to grant its workers: tell the
     progress callback, and beat for the run (phase `queued`) so `baton status` says so."""
     due = [0.0]
-    who = f"its launcher, pid {os.getpid()} on {socket.gethostname()}"
+    who = f"its launcher, {this_process()}"
 
     def waiting(what: str) -> None:
         if on_progress is not None:
@@ -494,11 +494,8 @@ def _waiting_reported(run_id: str, url: str,
         if time.monotonic() < due[0]:
             return
         due[0] = time.monotonic() + BEAT_EVERY_S
-        try:
-            with open_store(url) as log:
-                log.beat(Heartbeat(run_id, time.time(), "queued", 0, 0, who))
-        except BatonError:
-            pass  # a beat is a courtesy; the wait goes on
+        with faults.ignored(), open_store(url) as log:
+            log.beat(Heartbeat(run_id, time.time(), "queued", 0, 0, who))
 
     return waiting
 

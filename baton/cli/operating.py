@@ -54,6 +54,7 @@ from .common import (
 
 PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
 GOING = ("running", "queued")  # how a run that may still end by itself stands
+FINE = ("completed", *GOING)  # what `baton status` exits 0 for
 
 
 @app.command()
@@ -262,8 +263,7 @@ def status(
                 out.print(f"  waiting on a person: {esc}  (baton inbox {run_id})")
         if report["error"]:
             out.print(f"  [red]error:[/] {report['error']}", highlight=False)
-    raise typer.Exit(EXIT_DONE if report["status"] in ("completed", "running", "queued")
-                     else EXIT_FAILED)
+    raise typer.Exit(EXIT_DONE if report["status"] in FINE else EXIT_FAILED)
 
 
 @app.command()
@@ -344,7 +344,7 @@ def _status_without_store(run_id: str, address: str | None, error: BatonError,
         out.print(line, highlight=False)
         outage = store_outage(live) if live.store_down_since else f"store: {error}"
         out.print(f"  [yellow]{outage}[/]", highlight=False)
-    raise typer.Exit(EXIT_DONE if live.status in ("completed", *GOING) else EXIT_FAILED)
+    raise typer.Exit(EXIT_DONE if live.status in FINE else EXIT_FAILED)
 
 
 def _no_coordinator(report: dict[str, Any]) -> str:

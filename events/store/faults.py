@@ -10,6 +10,8 @@ cause, never the database driver's traceback.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
@@ -64,6 +66,17 @@ _HINTS = {
     "database disk image is malformed": "the file is damaged: restore it from a copy, or "
                                         "name another with --store",
 }
+
+
+@contextmanager
+def ignored() -> Iterator[None]:
+    """Carry on past a store's error, whatever it is: for writes that are a cache or a
+    courtesy (a snapshot, a heartbeat), never for a run's log. Other errors go on."""
+    try:
+        yield
+    except Exception as error:
+        if not (is_store_error(error) or isinstance(error, StoreFault | StoreUnavailable)):
+            raise
 
 
 def cause_of(error: BaseException) -> str:

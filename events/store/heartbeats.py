@@ -14,6 +14,8 @@ trusts clocks to agree within a few seconds, well inside STALE_AFTER_S.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 from dataclasses import astuple, dataclass
 from typing import Any
@@ -37,6 +39,11 @@ class Heartbeat:
     tasks: int  # in the current plan
     accepted: int
     coordinator: str  # which process: "pid N on HOST"
+
+
+def this_process() -> str:
+    """Who is beating: "pid N on HOST"."""
+    return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
 def standing(status: str, beat: Heartbeat | None, now: float, *, exact: bool = True) -> str:
