@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import baton
 from baton import Assignment, Task
+from baton.actors.outage import Patience
 from baton.events.decider import turn
 from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
@@ -72,6 +73,7 @@ def run_loop(tasks: int, per_turn: int, store_url: str) -> Split:
     run_id = "hot"
     plan = tuple(Task(id=f"t{i}", capability="echo", inputs={"i": i}) for i in range(tasks))
     sent: deque[Assignment] = deque()  # dispatched, not yet sent
+    patience = Patience(store_url, run_id)
     with baton.open_store(store_url) as store:
         request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal="hot",
                                tasks=plan, handlers=(echo.info(),))
@@ -113,7 +115,8 @@ def run_loop(tasks: int, per_turn: int, store_url: str) -> Split:
             split.decide += (decided - received) - (encoded - decided)
             split.encode += encoded - decided
 
-            store.append(run_id, events, expected, recorded)
+            # Through what the coordinator appends with: it waits out a failing store.
+            patience.append(store, events, expected, recorded)
             split.append += time.perf_counter() - encoded
             split.turns += 1
             _queue(zip(events, recorded, strict=True), sent)
