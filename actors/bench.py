@@ -35,8 +35,8 @@ from baton.events.model import Assignment, Budget, Check, FromTask, Task
 from baton.events.store import arrow, open_store
 
 from .handlers import Handler, handler
-from .launcher import RunResult
 from .launcher import run as launch
+from .progress import RunResult
 from .spec import Spec
 
 Workload = Literal["echo", "dag", "chaos"]

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -53,6 +53,7 @@ from baton.events.store.sealing import Sealer
 from . import inbox, reservation
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
+from .progress import RunProgress
 
 INBOX_POLL_S = 1.0
 RESTART_GRACE_S = 60.0  # how long timed work waits to be sent, with no replica up, at most
@@ -67,43 +68,6 @@ class Call:
 
     ids: tuple[str, ...]
     replica: Replica
-
-
-@dataclass
-class Progress:
-    """How a run stands, as the coordinator sees it now."""
-
-    run_id: str
-    status: str  # running, waiting (on people), completed, failed
-    tasks: int = 0
-    accepted: int = 0
-    abandoned: int = 0
-    in_flight: int = 0
-    escalations: int = 0
-    dispatched: int = 0
-    calls: int = 0  # Ray calls that carried the assignments to workers, a batch each
-    failures: int = 0
-    rejections: int = 0
-    recoveries: int = 0
-    events: int = 0
-    coordinator_pid: int = 0
-    turns: int = 0
-    deciding_s: float = 0.0
-    appending_s: float = 0.0
-    elapsed_s: float = 0.0
-    output: Any = None
-    error: str = ""
-    waiting_for: str = ""  # what a run not yet begun waits for (the cluster's resources)
-    store_down_since: float = 0.0  # wall-clock time the store began failing, if it is
-    store_error: str = ""  # what it said
-
-    @property
-    def assignments_per_s(self) -> float:
-        return self.dispatched / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        # Shallow: a large run's output is not worth a deep copy.
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Coordinator:
@@ -508,14 +472,14 @@ class Coordinator:
 
     # --- reading -----------------------------------------------------------------------
 
-    def progress_now(self) -> Progress:
+    def progress_now(self) -> RunProgress:
         s = self.state
         status: str = s.status
         if s.waiting_on_people:  # (a stale call may still be out; it changes nothing)
             status = "waiting"
         abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
             status != "running") else 0
-        return Progress(
+        return RunProgress(
             run_id=self.run_id,
             status=status,
             tasks=len(s.tasks),

@@ -17,9 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlparse
 
 import ray
 from pydantic import BaseModel
@@ -28,22 +26,30 @@ from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from baton.events.errors import BadSpec, BatonError, UnknownRun
+from baton.events.errors import (
+    BadSpec,
+    BatonError,
+    ClusterUnavailable,
+    RunInterrupted,
+    UnknownRun,
+)
 from baton.events.model import Task, require_run_id, resolve_schema
 from baton.events.schema import RunRequested
-from baton.events.store import DEFAULT_URL, faults, masked_url, open_store
+from baton.events.store import faults, masked_url, open_store, store_url
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import KEY_ENV
 
 from . import reservation, worker
-from .coordinator import Coordinator, Progress
+from .coordinator import Coordinator
 from .outage import STORE_PATIENCE_S
 from .pool import NAMESPACE, worker_name
+from .progress import RunProgress, RunResult
 from .spec import (
     Spec,
     absolute_ref,
     load_policy,
     load_spec,
+    modules_from_files,
     policy_identity,
     require_handlers,
 )
@@ -51,49 +57,6 @@ from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
 WORKERS_READY_TIMEOUT_S = 120.0
 STOP_WAIT_S = 10.0  # for an interrupted run's coordinator to finish its turn
-
-
-class RunInterrupted(BatonError):
-    """The person running the run pressed Ctrl-C: its coordinator and workers are
-    stopped, and everything recorded stays, for `baton resume` or `baton cancel`."""
-
-
-class ClusterUnavailable(BatonError):
-    """Ray cannot be reached, or cannot host the handlers the spec asks for."""
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """How a run ended: its id, status, final output, and counts."""
-
-    run_id: str
-    status: str  # completed, failed, or waiting (on people)
-    output: Any
-    error: str
-    progress: Progress
-    store: str  # its URL, any password masked
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
-
-
-def store_url(url: str | None) -> str:
-    """The store URL to use: `url`, else $BATON_STORE, else the default; with a SQLite
-    path made absolute, since actors may not share the caller's working directory, and a
-    PostgreSQL URL without a password given $PGPASSWORD's, since they may not share its
-    environment either."""
-    url = url or os.environ.get("BATON_STORE") or DEFAULT_URL
-    prefix = "sqlite:///"
-    if url.startswith(prefix) and not url.startswith(prefix + "/"):
-        url = prefix + os.path.abspath(url[len(prefix) :])
-    parts = urlparse(url)
-    password = os.environ.get("PGPASSWORD")
-    if parts.scheme in ("postgresql", "postgres") and parts.username and password and (
-            parts.password is None):
-        user, _, where = parts.netloc.rpartition("@")
-        url = parts._replace(netloc=f"{user}:{quote(password, safe='')}@{where}").geturl()
-    return url
 
 
 def new_run_id() -> str:
@@ -315,7 +278,7 @@ def run(
     *,
     run_id: str | None = None,
     detach: bool = False,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     store_patience_s: float = STORE_PATIENCE_S,
@@ -324,7 +287,7 @@ def run(
 
     Everything wrong with the spec, the store URL or the run id raises before anything
     is dispatched (BadSpec, BadStoreURL); an unreachable or too-small cluster raises
-    ClusterUnavailable. `on_progress` is called with the run's Progress while it runs.
+    ClusterUnavailable. `on_progress` is called with the run's RunProgress while it runs.
     With `detach`, the run is left to a detached coordinator (it outlives this process
     and waits for people's answers) and this returns at once with status `running`.
     A store that fails for a while (a server restarting) is waited for, for up to
@@ -354,7 +317,7 @@ def resume(
     *,
     spec: Spec | None = None,
     detach: bool = False,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[RunProgress], None] | None = None,
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     store_patience_s: float = STORE_PATIENCE_S,
@@ -398,13 +361,13 @@ def coordinator_alive(run_id: str) -> bool:
     return True
 
 
-def live_progress(run_id: str, timeout_s: float = 5.0) -> Progress | None:
+def live_progress(run_id: str, timeout_s: float = 5.0) -> RunProgress | None:
     """How `run_id` stands as its live coordinator sees it (in the Ray cluster this
     process is attached to), or None when it has none that answers."""
     try:
         coordinator = ray.get_actor(f"baton:{run_id}", namespace=NAMESPACE)
         ref: ray.ObjectRef[dict[str, Any]] = coordinator.progress.remote()
-        return Progress(**ray.get(ref, timeout=timeout_s))
+        return RunProgress(**ray.get(ref, timeout=timeout_s))
     except (ValueError, RayActorError, GetTimeoutError):
         return None
 
@@ -416,7 +379,7 @@ def _launch(
     run_id: str,
     request: RunRequested | None,
     detach: bool,
-    on_progress: Callable[[Progress], None] | None,
+    on_progress: Callable[[RunProgress], None] | None,
     poll_s: float,
     max_output_bytes: int,
     planned: Sequence[Task] = (),
@@ -428,6 +391,8 @@ def _launch(
         for t in (*spec.tasks, *planned) if t.output_schema
     }
     ensure_ray(address)
+    for module in modules_from_files():
+        ray.cloudpickle.register_pickle_by_value(module)
     _check_capacity(spec)
     workers, handles = _start_workers(spec, run_id, max_output_bytes, detach,
                                       _waiting_reported(run_id, url, on_progress))
@@ -459,7 +424,7 @@ def _launch(
             reservation.release(run_id)
             raise
         return RunResult(run_id=run_id, status="running", output=None, error="",
-                         progress=Progress(run_id=run_id, status="running"),
+                         progress=RunProgress(run_id=run_id, status="running"),
                          store=masked_url(url))
     done = None
     try:
@@ -468,10 +433,10 @@ def _launch(
         while not ray.wait([done], timeout=poll_s)[0]:
             if on_progress is not None:
                 try:
-                    on_progress(Progress(**ray.get(coordinator.progress.remote())))
+                    on_progress(RunProgress(**ray.get(coordinator.progress.remote())))
                 except RayActorError:
                     continue  # the coordinator is restarting; its run goes on
-        final = Progress(**_answer(done))
+        final = RunProgress(**_answer(done))
     except KeyboardInterrupt:
         raise _interrupted(coordinator, done, handles, url, run_id) from None
     finally:
@@ -482,7 +447,7 @@ def _launch(
 
 
 def _waiting_reported(run_id: str, url: str,
-                      on_progress: Callable[[Progress], None] | None) -> Callable[[str], None]:
+                      on_progress: Callable[[RunProgress], None] | None) -> Callable[[str], None]:
     """What to do while a run waits for the cluster to grant its workers: tell the
     progress callback, and beat for the run (phase `queued`) so `baton status` says so."""
     due = [0.0]
@@ -490,7 +455,7 @@ def _waiting_reported(run_id: str, url: str,
 
     def waiting(what: str) -> None:
         if on_progress is not None:
-            on_progress(Progress(run_id=run_id, status="queued", waiting_for=what))
+            on_progress(RunProgress(run_id=run_id, status="queued", waiting_for=what))
         if time.monotonic() < due[0]:
             return
         due[0] = time.monotonic() + BEAT_EVERY_S

@@ -19,8 +19,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import ray.cloudpickle
-
 from baton.events.errors import BadSpec
 from baton.events.model import HandlerInfo, Task
 from baton.events.plan import plan_problems
@@ -181,6 +179,9 @@ def absolute_ref(ref: str) -> str:
     return target + sep + name
 
 
+FILE_MODULE_PREFIX = "baton_spec_"  # a spec or policy file's module, named for its file
+
+
 def _is_windows_drive(ref: str) -> bool:
     return len(ref) > 1 and ref[1] == ":" and ref[0].isalpha()
 
@@ -189,7 +190,7 @@ def _import_file(path_text: str, what: str = "spec") -> ModuleType:
     path = Path(path_text)
     if not path.is_file():
         raise BadSpec(f"{what} file {path_text} does not exist")
-    module_name = f"baton_spec_{path.stem}"
+    module_name = f"{FILE_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise BadSpec(f"{what} file {path_text} cannot be loaded as Python")
@@ -201,9 +202,13 @@ def _import_file(path_text: str, what: str = "spec") -> ModuleType:
         del sys.modules[module_name]
         raise BadSpec(f"{what} file {path_text} failed to import: "
                       f"{type(error).__name__}: {error}") from error
-    # Workers cannot import a file by path: send its code along with the handlers.
-    ray.cloudpickle.register_pickle_by_value(module)
     return module
+
+
+def modules_from_files() -> list[ModuleType]:
+    """The modules loaded in this process from a file by path. A worker cannot import
+    them, so the launcher sends their code by value along with the handlers."""
+    return [m for name, m in list(sys.modules.items()) if name.startswith(FILE_MODULE_PREFIX)]
 
 
 def _import_module(name: str, what: str = "spec") -> ModuleType:

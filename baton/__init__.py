@@ -4,11 +4,12 @@ A coordinator decides and records; workers execute; every decision is an event w
 before its effect, so any run can be replayed, traced and forked from its log.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from baton import replay
 from baton.actors import inbox as _inbox
 from baton.actors.handlers import Handler, handler
-from baton.actors.launcher import ClusterUnavailable, RunResult, resume, run
-from baton.actors.launcher import store_url as _store_url
+from baton.actors.progress import RunResult
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
@@ -18,6 +19,7 @@ from baton.events import (
     BatonError,
     Budget,
     Check,
+    ClusterUnavailable,
     ConcurrencyConflict,
     DefaultPolicy,
     EncryptionKeyProblem,
@@ -36,27 +38,41 @@ from baton.events.model import Json
 from baton.events.schema import HumanAction
 from baton.events.store import EventStore, open_store
 
+if TYPE_CHECKING:
+    from baton.actors.launcher import resume, run
+
+_ON_RAY = ("run", "resume")  # loaded on first use: importing baton does not start Ray's
+
+
+def __getattr__(name: str) -> Any:
+    if name in _ON_RAY:
+        from baton.actors import launcher
+
+        return getattr(launcher, name)
+    raise AttributeError(f"module 'baton' has no attribute {name!r}")
+
+
 
 def answer(escalation_id: str, action: HumanAction, *, handler: str | None = None,
            note: str = "", output: Json = None, answered_by: str = "",
            store: str | None = None) -> None:
     """Answer an open escalation (RUN:esc-N): retry, reassign, abandon, or accept an
     output. Recorded in the run's inbox; its coordinator takes it up (or `resume` does)."""
-    with open_store(_store_url(store)) as log:
+    with open_store(store) as log:
         _inbox.answer(log, escalation_id, action, handler=handler, note=note, output=output,
                       answered_by=answered_by)
 
 
 def inbox(run_id: str | None = None, store: str | None = None) -> list[_inbox.OpenEscalation]:
     """The open escalations of one run, or of every unfinished run in the store."""
-    with open_store(_store_url(store)) as log:
+    with open_store(store) as log:
         return _inbox.open_escalations(log, run_id)
 
 
 def cancel(run_id: str, note: str = "", store: str | None = None) -> None:
     """Ask a run to stop; its coordinator takes the request up within a second (a run
     nobody drives stays as it is until `resume`, which then cancels it)."""
-    with open_store(_store_url(store)) as log:
+    with open_store(store) as log:
         _inbox.request_cancel(log, run_id, note)
 
 __all__ = [

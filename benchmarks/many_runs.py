@@ -33,7 +33,8 @@ import ray
 
 import baton
 from baton import Assignment, Spec, Task
-from baton.actors.launcher import RunResult, ensure_ray
+from baton.actors.launcher import ensure_ray
+from baton.actors.progress import RunResult
 from workload import machine, scratch_dir, scratch_schema
 
 CONCURRENCY = (1, 2, 4, 8)

@@ -95,3 +95,12 @@ class RunExists(BatonError):
         super().__init__(f"{store} already has run {named}; import into another store, "
                          "or remove the run there first")
         self.run_ids = run_ids
+
+
+class ClusterUnavailable(BatonError):
+    """Ray cannot be reached, or cannot host the handlers the spec asks for."""
+
+
+class RunInterrupted(BatonError):
+    """The person running the run pressed Ctrl-C: its coordinator and workers are
+    stopped, and everything recorded stays, for `baton resume` or `baton cancel`."""

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from baton.actors import bench as measure
-from baton.actors.launcher import ensure_ray
 from baton.events.errors import BadSpec, BatonError
 
 from .common import Address, AsJson, app, emit_json, err, fail, out, progress
+
+if TYPE_CHECKING:
+    from baton.actors import bench as measure
 
 QUICK_TASKS = 300
 QUICK_REPLICAS = (1, 2)
@@ -63,6 +64,9 @@ def bench(
     baton bench --address auto --replicas 2,4,8 --work-ms 5
     baton bench --workload chaos --json > chaos.json
     """
+    from baton.actors import bench as measure  # Ray: only for the command that uses it
+    from baton.actors.launcher import ensure_ray
+
     try:
         if workload not in measure.WORKLOADS:
             raise BadSpec(f"--workload {workload!r}: choose one of "

@@ -20,11 +20,11 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from baton.actors.launcher import ClusterUnavailable, store_url
 from baton.events.errors import (
     BadSpec,
     BadStoreURL,
     BatonError,
+    ClusterUnavailable,
     EncryptionKeyProblem,
     RunExists,
     StoreUnavailable,
@@ -103,8 +103,7 @@ StorePatience = Annotated[float, typer.Option(
 @contextmanager
 def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
     """The store holding `run_id`, open; UnknownRun when the run is not there."""
-    url = store_url(store)
-    with open_store(url) as log:
+    with open_store(store) as log:
         if not log.last_seq(run_id):
             raise UnknownRun(run_id, log.shown_url)
         yield log

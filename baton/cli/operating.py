@@ -15,22 +15,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baton.actors import inbox as people
-from baton.actors.coordinator import Progress as RunProgress
-from baton.actors.launcher import (
+from baton.actors.outage import STORE_PATIENCE_S
+from baton.actors.progress import RunProgress, RunResult
+from baton.actors.spec import load_spec
+from baton.events.errors import (
+    BadSpec,
+    BatonError,
     ClusterUnavailable,
     RunInterrupted,
-    RunResult,
-    attach_ray,
-    coordinator_alive,
-    live_progress,
-    store_url,
+    StoreFault,
+    StoreUnavailable,
+    UnknownRun,
 )
-from baton.actors.launcher import resume as resume_run
-from baton.actors.launcher import run as launch
-from baton.actors.outage import STORE_PATIENCE_S
-from baton.actors.spec import load_spec
-from baton.events.errors import BadSpec, BatonError, StoreFault, StoreUnavailable, UnknownRun
-from baton.events.store import live, open_store
+from baton.events.store import live, open_store, store_url
 from baton.events.store.heartbeats import STALE_AFTER_S, standing
 from baton.events.store.sealing import KEY_ENV, new_key
 
@@ -79,6 +76,8 @@ def run(
     try:
         loaded = load_spec(spec)
         loaded.validate()
+        from baton.actors.launcher import run as launch  # Ray: only for what runs work
+
         with ProgressDisplay(as_json) as display:
             result = launch(loaded, store, address, run_id=run_id, detach=detach,
                             on_progress=display.update, store_patience_s=store_patience)
@@ -127,6 +126,8 @@ def resume(
     """
     try:
         loaded = load_spec(spec) if spec else None
+        from baton.actors.launcher import resume as resume_run
+
         with ProgressDisplay(as_json) as display:
             result = resume_run(run_id, store, address, spec=loaded, detach=detach,
                                 on_progress=display.update, store_patience_s=store_patience)
@@ -211,7 +212,7 @@ def answer(
                 output = json.loads(accept_output.read_text())
             except (OSError, ValueError) as problem:
                 raise BadSpec(f"--accept-output {accept_output}: {problem}") from None
-        with open_store(store_url(store)) as log:
+        with open_store(store) as log:
             entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
                                   handler=reassign, note=note, output=output, answered_by=by)
     except BatonError as error:
@@ -332,6 +333,8 @@ def _status_without_store(run_id: str, address: str | None, error: BatonError,
                           as_json: bool) -> NoReturn:
     """Report what the run's live coordinator says, the store being unreadable; or
     fail with the store's error when no coordinator answers."""
+    from baton.actors.launcher import live_progress
+
     live = live_progress(run_id) if _attached_and_alive(run_id, address) else None
     if live is None:
         fail(error)
@@ -390,6 +393,8 @@ def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
 
 def _attached_and_alive(run_id: str, address: str | None) -> bool:
     """Is a coordinator driving `run_id` in a reachable Ray cluster?"""
+    from baton.actors.launcher import attach_ray, coordinator_alive
+
     try:
         attach_ray(address)
     except ClusterUnavailable:

@@ -12,12 +12,10 @@ import typer
 from rich.table import Table
 
 from baton import replay as debug
-from baton.actors.launcher import resume as resume_run
-from baton.actors.launcher import store_url
 from baton.actors.spec import load_policy, load_spec
 from baton.events.errors import BadSpec, BatonError
 from baton.events.schema import EVENT_TYPES, Event
-from baton.events.store import EventStore, live, masked_url, open_store
+from baton.events.store import EventStore, live, masked_url, open_store, store_url
 from baton.events.store.heartbeats import standing
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
@@ -331,6 +329,8 @@ def fork(
     if not as_json:
         err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
                   f"{made.policy}", highlight=False)
+    from baton.actors.launcher import resume as resume_run  # Ray: only to run the fork
+
     try:
         with ProgressDisplay(as_json) as display:
             result = resume_run(made.run_id, store, address, spec=made.spec, detach=detach,
@@ -352,7 +352,7 @@ def diff_(
     """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
     and how each ended. Exit 0 when they say the same, 1 when they differ."""
     try:
-        with open_store(store_url(store)) as log:
+        with open_store(store) as log:
             found = debug.diff_runs(log, run_a, run_b)
     except BatonError as error:
         fail(error)

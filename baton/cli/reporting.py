@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from baton.actors.launcher import store_url
 from baton.events.errors import BadSpec, BatonError
 from baton.events.store import arrow, open_store
 from baton.projections import report as page
@@ -46,7 +45,7 @@ def export_runs(
     if not every and output.is_dir():
         fail(BadSpec(f"{output} is a directory: name a .parquet file with -o"))
     try:
-        with open_store(store_url(store)) if every else run_log(run_id or "", store) as log:
+        with open_store(store) if every else run_log(run_id or "", store) as log:
             runs = [info.run_id for info in log.runs()] if every else [run_id or ""]
             with progress("exporting") as bar:
                 step = bar.add_task("events", total=sum(log.last_seq(r) for r in runs))
@@ -87,7 +86,7 @@ def import_runs(
     except (pa.ArrowException, OSError) as error:
         fail(BadSpec(f"{source} is not a Parquet file or dataset: {error}"))
     try:
-        with open_store(store_url(store)) as log:
+        with open_store(store) as log:
             loaded = arrow.load(log, rows)
     except BatonError as error:
         fail(error)

@@ -16,9 +16,7 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.popo import POPOTrackingRecorder
-from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
-from psycopg.sql import SQL, Identifier
 
 TRACKED_AS = "baton.runs"  # the index's name in the tracking table
 READ_WHOLE = "RunRequested"  # the one type whose body the index reads; of the rest, the head
@@ -90,20 +88,20 @@ class Batch:
         return added, [(rid, ending, seq) for rid, (ending, seq) in self.changed.items()]
 
 
-def _info(row: Any) -> RunInfo:
+def info_of(row: Any) -> RunInfo:
     return RunInfo(run_id=row[0], goal=row[1], tasks=row[2], requested_at=row[3],
                    position=row[4], status=row[5], events=row[6])
 
 
-_COLUMNS = "run_id, goal, tasks, requested_at, position, status, events"
+COLUMNS = "run_id, goal, tasks, requested_at, position, status, events"
 
 
-def _inserted(added: Iterable[RunInfo]) -> list[tuple[Any, ...]]:
+def inserted(added: Iterable[RunInfo]) -> list[tuple[Any, ...]]:
     return [(i.run_id, i.goal, i.tasks, i.requested_at, i.position, i.status, i.events)
             for i in added]
 
 
-def _columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
+def as_columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one list per column: the arrays a single PostgreSQL statement unnests."""
     return [list(column) for column in zip(*rows, strict=True)]
 
@@ -126,56 +124,15 @@ class SQLiteRunsView(SQLiteTrackingRecorder):
 
     def _write(self, c: SQLiteCursor, added: Sequence[RunInfo],
                changed: Sequence[Changed]) -> None:
-        c.executemany(f"INSERT INTO baton_runs ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      _inserted(added))
+        c.executemany(f"INSERT INTO baton_runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                      inserted(added))
         c.executemany("UPDATE baton_runs SET status = COALESCE(?, status), events = ? "
                       "WHERE run_id = ?", [(ending, seq, rid) for rid, ending, seq in changed])
 
     def listed(self) -> list[RunInfo]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {_COLUMNS} FROM baton_runs ORDER BY position DESC")
-            return [_info(row) for row in c.fetchall()]
-
-
-class PostgresRunsView(PostgresTrackingRecorder):
-    """The index in a PostgreSQL database, beside the logs."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        table = SQL("{}.{}").format(Identifier(self.datastore.schema),
-                                    Identifier("baton_runs"))
-        self.sql_create_statements += [
-            SQL("CREATE TABLE IF NOT EXISTS {} (run_id text PRIMARY KEY, goal text, "
-                "tasks bigint, requested_at double precision, position bigint, "
-                "status text, events bigint)").format(table),
-            SQL("CREATE INDEX IF NOT EXISTS baton_runs_position ON {} (position)"
-                ).format(table),
-        ]
-        # A page's rows go in as arrays, one statement each, not one statement a row.
-        self.insert_statement = SQL(
-            f"INSERT INTO {{}} ({_COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], "
-            "%s::bigint[], %s::double precision[], %s::bigint[], %s::text[], %s::bigint[])"
-        ).format(table)
-        self.update_statement = SQL(
-            "UPDATE {} AS r SET status = COALESCE(c.ending, r.status), events = c.seq "
-            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS c(run_id, ending, seq) "
-            "WHERE r.run_id = c.run_id").format(table)
-        self.select_statement = SQL(f"SELECT {_COLUMNS} FROM {{}} ORDER BY position DESC"
-                                    ).format(table)
-
-    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
-               tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as curs:
-            if added:
-                curs.execute(self.insert_statement, _columns(_inserted(added)))
-            if changed:
-                curs.execute(self.update_statement, _columns(changed))
-            self._insert_tracking(curs, tracking)
-
-    def listed(self) -> list[RunInfo]:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self.select_statement)
-            return [_info(tuple(row.values())) for row in curs.fetchall()]
+            c.execute(f"SELECT {COLUMNS} FROM baton_runs ORDER BY position DESC")
+            return [info_of(row) for row in c.fetchall()]
 
 
 class MemoryRunsView(POPOTrackingRecorder):

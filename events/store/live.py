@@ -12,10 +12,10 @@ import threading
 from collections.abc import Iterator
 
 from eventsourcing.persistence import Notification
-from eventsourcing.postgres import PostgresApplicationRecorder
 
 from ..schema import Event
 from .recorder import EventStore, Recorded
+from .urls import POSTGRES_SCHEMES
 
 POLL_S = 0.25  # SQLite: how often the log is read again
 _ENDED = object()  # the subscription stopped
@@ -25,7 +25,7 @@ def follow(store: EventStore, run_id: str, after: int = 0, *,
            tick_s: float = 1.0) -> Iterator[Event | None]:
     """The run's events after seq `after`, as they are recorded, without end; None when
     `tick_s` passes with nothing new, so the caller can look at the clock or stop."""
-    if isinstance(store.recorder, PostgresApplicationRecorder):  # LISTEN/NOTIFY
+    if store.url.partition(":")[0] in POSTGRES_SCHEMES:  # LISTEN/NOTIFY
         yield from _listened(store, run_id, after, tick_s)
     else:
         yield from _polled(store, run_id, after, tick_s)

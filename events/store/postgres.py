@@ -21,17 +21,23 @@ from eventsourcing.persistence import (
     Notification,
     PersistenceError,
     StoredEvent,
+    Tracking,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresFactory,
+    PostgresTrackingRecorder,
+)
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
 from . import faults
 from .heartbeats import PostgresHeartbeats
-from .index import READ_WHOLE, PostgresRunsView
-from .recorder import EventStore, masked_url
+from .index import COLUMNS, READ_WHOLE, Changed, RunInfo, as_columns, info_of, inserted
+from .recorder import EventStore
 from .rows import LogRow
+from .urls import masked_url
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_S = 5
@@ -267,6 +273,47 @@ class Address:
                 passing=True)
         return StoreUnavailable(f"PostgreSQL at {self.where} refused: {first} "
                                 f"(store {self.shown})")
+
+
+class PostgresRunsView(PostgresTrackingRecorder):
+    """The index in a PostgreSQL database, beside the logs."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = SQL("{}.{}").format(Identifier(self.datastore.schema),
+                                    Identifier("baton_runs"))
+        self.sql_create_statements += [
+            SQL("CREATE TABLE IF NOT EXISTS {} (run_id text PRIMARY KEY, goal text, "
+                "tasks bigint, requested_at double precision, position bigint, "
+                "status text, events bigint)").format(table),
+            SQL("CREATE INDEX IF NOT EXISTS baton_runs_position ON {} (position)"
+                ).format(table),
+        ]
+        # A page's rows go in as arrays, one statement each, not one statement a row.
+        self.insert_statement = SQL(
+            f"INSERT INTO {{}} ({COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], "
+            "%s::bigint[], %s::double precision[], %s::bigint[], %s::text[], %s::bigint[])"
+        ).format(table)
+        self.update_statement = SQL(
+            "UPDATE {} AS r SET status = COALESCE(c.ending, r.status), events = c.seq "
+            "FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS c(run_id, ending, seq) "
+            "WHERE r.run_id = c.run_id").format(table)
+        self.select_statement = SQL(f"SELECT {COLUMNS} FROM {{}} ORDER BY position DESC"
+                                    ).format(table)
+
+    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
+               tracking: Tracking) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            if added:
+                curs.execute(self.insert_statement, as_columns(inserted(added)))
+            if changed:
+                curs.execute(self.update_statement, as_columns(changed))
+            self._insert_tracking(curs, tracking)
+
+    def listed(self) -> list[RunInfo]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_statement)
+            return [info_of(tuple(row.values())) for row in curs.fetchall()]
 
 
 def open_postgres(url: str) -> EventStore:

@@ -50,8 +50,8 @@ from .index import (
 )
 from .rows import LogRow, Packed
 from .sealing import MARKER, Sealer
+from .urls import masked_url, store_url
 
-DEFAULT_URL = "sqlite:///.baton/baton.db"
 PAGE = 10_000
 
 
@@ -692,9 +692,10 @@ _OPENERS: dict[str, Callable[[str], EventStore]] = {
 
 
 def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> EventStore:
-    """Open the event store at `url` (default ``sqlite:///.baton/baton.db``), sealing
-    with `sealer`, or by default with the key in BATON_ENCRYPTION_KEY, if there is one."""
-    url = url or DEFAULT_URL
+    """Open the event store at `url` (else $BATON_STORE, else ``sqlite:///.baton/baton.db``),
+    sealing with `sealer`, or by default with the key in BATON_ENCRYPTION_KEY, if there
+    is one."""
+    url = store_url(url)
     scheme = urlparse(url).scheme
     opener = _OPENERS.get(scheme)
     if opener is None:
@@ -715,13 +716,3 @@ def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> Event
         raise
     store.sealer = sealer
     return store
-
-
-def masked_url(url: str) -> str:
-    """`url` with the password, if it has one, shown as ***."""
-    parts = urlparse(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rpartition("@")
-    user = netloc[0].partition(":")[0]
-    return parts._replace(netloc=f"{user}:***@{netloc[2]}").geturl()

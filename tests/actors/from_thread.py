@@ -17,7 +17,7 @@ import time
 import ray
 
 import baton
-from baton.actors.coordinator import Progress
+from baton.actors.progress import RunProgress
 from tests.fixtures.ray_specs import fragile_spec
 
 MARKER = "from-thread result: "
@@ -28,7 +28,7 @@ def main(store_url: str) -> None:
     ended: list[baton.RunResult] = []
     started = time.monotonic()
 
-    def kill_after_a_while(progress: Progress) -> None:
+    def kill_after_a_while(progress: RunProgress) -> None:
         if not killed and time.monotonic() - started > 4 and progress.coordinator_pid:
             os.kill(progress.coordinator_pid, signal.SIGKILL)
             killed.append(progress.coordinator_pid)

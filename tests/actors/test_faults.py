@@ -137,7 +137,7 @@ def test_a_killed_coordinator_is_restarted_and_finishes_the_run(
     store_url = durable_store_url
     killed: list[int] = []
 
-    def kill_midway(progress: baton.actors.coordinator.Progress) -> None:
+    def kill_midway(progress: baton.actors.progress.RunProgress) -> None:
         if not killed and progress.accepted >= 5:
             coordinator = ray.get_actor("baton:crash", namespace="baton")
             ray.kill(coordinator, no_restart=False)

@@ -9,8 +9,7 @@ import pytest
 
 import baton
 from baton import Spec, Task, open_store
-from baton.actors.coordinator import Progress
-from baton.actors.launcher import RunResult
+from baton.actors.progress import RunProgress, RunResult
 from baton.cli.operating import _status
 from baton.events.schema import Event, RunRequested, Stimulus
 from baton.replay import verify
@@ -89,7 +88,7 @@ def test_more_runs_than_the_cluster_holds_at_once_take_turns_and_all_complete(
     queued: dict[str, list[str]] = {}
     statuses: dict[str, str] = {}
 
-    def watch(progress: Progress) -> None:
+    def watch(progress: RunProgress) -> None:
         if not progress.waiting_for:
             return
         seen = queued.setdefault(progress.run_id, [])

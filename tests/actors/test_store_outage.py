@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 import baton
 from baton import Spec, Task, open_store
-from baton.actors.coordinator import Progress
+from baton.actors.progress import RunProgress
 from baton.cli import app
 from baton.events.schema import ResultValidated
 from tests.fixtures import ray_specs
@@ -111,7 +111,7 @@ def test_a_run_outlives_its_store_going_away_and_completes(
 ) -> None:
     """Mid-run, the store fails: the run completes by itself, each task accepted once,
     and while the server was down its progress said since when."""
-    seen: list[Progress] = []
+    seen: list[RunProgress] = []
     ended: list[baton.RunResult] = []
     run = threading.Thread(target=lambda: ended.append(baton.run(
         spec(120), store=postgres_url, run_id=RUN,

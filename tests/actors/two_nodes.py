@@ -14,7 +14,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import baton
-from baton.actors.coordinator import Progress
+from baton.actors.progress import RunProgress
 from tests.fixtures.ray_specs import echo, slow_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def main(store_url: str) -> None:
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     moved: list[int] = []
 
-    def remove_worker_node(progress: Progress) -> None:
+    def remove_worker_node(progress: RunProgress) -> None:
         if not moved and progress.accepted >= 3:
             moved.append(progress.accepted)
             cluster.remove_node(doomed)  # while assignments are in flight there

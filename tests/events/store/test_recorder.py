@@ -353,8 +353,20 @@ def test_the_default_store_is_a_sqlite_file_under_dot_baton(tmp_path: Path,
     """open_store() with no URL creates .baton/baton.db in the working directory."""
     monkeypatch.chdir(tmp_path)
     with open_store() as store:
-        store.append("run-1", recorded_run()[:2], 0)
+        store.append("run-1", recorded_run(), 0)
     assert (tmp_path / ".baton" / "baton.db").is_file()
+
+
+def test_open_store_without_a_url_takes_baton_store_as_run_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """open_store() reads $BATON_STORE, as `baton.run` and every command do, and makes a
+    relative SQLite path absolute, so actors elsewhere open the same file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BATON_STORE", "sqlite:///elsewhere.db")
+    with open_store() as store:
+        store.append("run-1", recorded_run(), 0)
+        assert store.url == f"sqlite:///{tmp_path}/elsewhere.db"
+    assert (tmp_path / "elsewhere.db").is_file() and not (tmp_path / ".baton").exists()
 
 
 @pytest.mark.parametrize(
