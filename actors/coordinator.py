@@ -28,7 +28,7 @@ from ray.exceptions import RayActorError, RayError
 
 from baton.events.decider import turn
 from baton.events.errors import BadLog
-from baton.events.model import Assignment, Failure, Result, register_schema
+from baton.events.model import Assignment, Failure, Result
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
@@ -90,9 +90,8 @@ class Coordinator:
         sealing_key: str | None = None,
         store_patience_s: float = STORE_PATIENCE_S,
     ):
-        for topic, model in (schemas or {}).items():
-            register_schema(topic, model)
         self.run_id = run_id
+        self.schemas = schemas or {}  # for the tasks that reach it without their class
         # A store that is down while this actor starts (Ray restarting it) is waited for.
         self.patience = Patience(masked_url(store_url), run_id, store_patience_s)
         sealer = Sealer(sealing_key) if sealing_key else None
@@ -355,7 +354,8 @@ class Coordinator:
         recorded: list[bytes] = []
         started = time.perf_counter()
         for make in makers:
-            for event, data in turn(self.state, make(self.state.seq + 1), self.policy):
+            for event, data in turn(self.state, make(self.state.seq + 1), self.policy,
+                                    schemas=self.schemas):
                 events.append(event)
                 recorded.append(data)
         decided_at = time.perf_counter()

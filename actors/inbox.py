@@ -21,6 +21,8 @@ from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswer
 from baton.events.state import RunState
 from baton.events.store import EventStore
 
+from .spec import schema_of
+
 
 def inbox_id(run_id: str) -> str:
     """The store stream holding `run_id`'s inbox."""
@@ -137,9 +139,12 @@ def output_problems(task: Task, output: Json) -> list[str]:
     """How `output` fails the task's own contract: its output schema (when this process
     can import it; the coordinator judges it all the same) and its `done_when` checks."""
     try:
-        problems = schema_problems(task, output)
+        model = schema_of(task)
     except BadSpec:
-        problems = []
+        model = None
+    if model is not None:
+        task.carry(model)
+    problems = schema_problems(task, output) if model is not None else []
     return problems or [p for check in task.done_when if (p := check.problem(output))]
 
 

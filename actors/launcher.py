@@ -20,7 +20,6 @@ from contextlib import suppress
 from typing import Any
 
 import ray
-from pydantic import BaseModel
 from ray._private import services  # ray.init's lookup of a local cluster
 from ray.actor import ActorHandle
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
@@ -33,7 +32,7 @@ from baton.events.errors import (
     RunInterrupted,
     UnknownRun,
 )
-from baton.events.model import Task, require_run_id, resolve_schema
+from baton.events.model import Task, require_run_id
 from baton.events.schema import RunRequested
 from baton.events.store import faults, masked_url, open_store, store_url
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
@@ -52,6 +51,8 @@ from .spec import (
     modules_from_files,
     policy_identity,
     require_handlers,
+    schema_identities,
+    schemas_of,
 )
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
 
@@ -305,7 +306,8 @@ def run(
     request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
                            policy=policy, policy_digest=policy_digest,
-                           spec=absolute_ref(spec.source) if spec.source else "")
+                           spec=absolute_ref(spec.source) if spec.source else "",
+                           schemas=schema_identities(schemas_of(spec.tasks)))
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
                    max_output_bytes, store_patience_s=store_patience_s)
 
@@ -346,7 +348,7 @@ def resume(
         raise BadSpec(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
                       "follows it")
     # Tasks a policy added while the run went (expansions) name their output schemas
-    # too; the new coordinator must be able to resolve every one it may judge.
+    # too; the new coordinator is handed every one it may judge.
     planned = [record.task for record in state.tasks.values()]
     return _launch(spec, url, address, run_id, None, detach, on_progress, poll_s,
                    max_output_bytes, planned, store_patience_s=store_patience_s)
@@ -386,10 +388,7 @@ def _launch(
     *,
     store_patience_s: float = STORE_PATIENCE_S,
 ) -> RunResult:
-    schemas: dict[str, type[BaseModel]] = {
-        t.output_schema: resolve_schema(t.output_schema)
-        for t in (*spec.tasks, *planned) if t.output_schema
-    }
+    schemas = schemas_of((*spec.tasks, *planned))
     ensure_ray(address)
     for module in modules_from_files():
         ray.cloudpickle.register_pickle_by_value(module)

@@ -13,14 +13,16 @@ import importlib.util
 import inspect
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from pydantic import BaseModel
+
 from baton.events.errors import BadSpec
-from baton.events.model import HandlerInfo, Task
+from baton.events.model import HandlerInfo, Task, schema_identity
 from baton.events.plan import plan_problems
 from baton.events.policy import DefaultPolicy, Policy
 
@@ -61,7 +63,12 @@ class Spec:
         for h in self.handlers:
             for cap in h.capabilities:
                 by_capability.setdefault(cap, []).append(h.name)
-        problems += plan_problems(self.tasks, {}, by_capability)
+        problems += plan_problems(self.tasks, {}, by_capability, schemas=None)
+        for task in self.tasks:
+            try:
+                schema_of(task)
+            except BadSpec as error:
+                problems.append(f"task {task.id!r}: {error}")
         return problems
 
     def validate(self) -> None:
@@ -94,6 +101,72 @@ def load_spec(ref: str) -> Spec:
         raise BadSpec(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
     found.source = ref
     return found
+
+
+def resolve_schema(topic: str) -> type[BaseModel]:
+    """The output schema class recorded as `topic` (``module:QualName``), imported;
+    BadSpec when it cannot be."""
+    module_name, _, qualname = topic.partition(":")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            found = getattr(found, part)
+    except (ImportError, AttributeError) as error:
+        raise BadSpec(f"output schema {topic!r} cannot be imported ({error}); define it at "
+                      "module level in an importable module") from error
+    if not (isinstance(found, type) and issubclass(found, BaseModel)):
+        raise BadSpec(f"output schema {topic!r} is not a pydantic model class")
+    return found
+
+
+def schema_of(task: Task) -> type[BaseModel] | None:
+    """The task's output schema class: the one it carries, else imported by its topic."""
+    if task.output_schema is None:
+        return None
+    return task.schema_model() or resolve_schema(task.output_schema)
+
+
+def schemas_of(tasks: Iterable[Task]) -> dict[str, type[BaseModel]]:
+    """The output schema classes the decider needs for `tasks`, by topic; BadSpec for
+    the first that cannot be found."""
+    found: dict[str, type[BaseModel]] = {}
+    for task in tasks:
+        if task.output_schema is not None and task.output_schema not in found:
+            found[task.output_schema] = schema_of(task)  # type: ignore[assignment]
+    return found
+
+
+class ImportedSchemas(Mapping[str, type[BaseModel]]):
+    """Output schema classes by topic, imported when first asked for: what a replay
+    hands the decider for the tasks of a recorded log (whose topics are known only as
+    it is read). A topic that does not import is absent; why is kept in `missing`."""
+
+    def __init__(self, known: Mapping[str, type[BaseModel]] | None = None):
+        self.found: dict[str, type[BaseModel]] = dict(known or {})
+        self.missing: dict[str, str] = {}
+
+    def __getitem__(self, topic: str) -> type[BaseModel]:
+        model = self.found.get(topic)
+        if model is not None:
+            return model
+        if topic not in self.missing:
+            try:
+                self.found[topic] = model = resolve_schema(topic)
+                return model
+            except BadSpec as error:
+                self.missing[topic] = str(error)
+        raise KeyError(topic)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.found)
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+
+def schema_identities(schemas: dict[str, type[BaseModel]]) -> dict[str, str]:
+    """What a run records of its output schemas: a digest of each one's JSON Schema."""
+    return {topic: schema_identity(model) for topic, model in sorted(schemas.items())}
 
 
 POLICY_RULES = ("route", "validate", "recover", "expand", "check", "synthesize")

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 
 from baton.actors.spec import (
+    ImportedSchemas,
     Spec,
     absolute_ref,
     load_policy,
@@ -29,6 +30,7 @@ from baton.actors.spec import (
     same_policy,
 )
 from baton.events.errors import BadSpec
+from baton.events.model import schema_identity
 from baton.events.policy import Policy
 from baton.events.schema import RunForked, RunRequested
 from baton.events.store import EventStore
@@ -78,8 +80,12 @@ def verify(
     RunForked on. With `policy`, it decides throughout, and the notes say where it is
     not the policy that ran (by qualified name and a hash of its source)."""
     notes: list[str] = []
+    origins: list[RunRequested | RunForked] = []
 
     def policy_for(origin: RunRequested | RunForked) -> Policy:
+        origins.append(origin)
+        if policy is not None:
+            load_schemas_of([origin], notes)
         chosen = recorded_policy(origin) if policy is None else policy
         name, source = policy_identity(chosen)
         if same_policy((origin.policy, origin.policy_digest), (name, source)) is False:
@@ -91,8 +97,39 @@ def verify(
                          f"{source}), so a divergence may come from that difference")
         return chosen
 
-    report = _verify(store, run_id, policy_for, until=until)
-    return replace(report, notes=tuple(notes))
+    schemas = ImportedSchemas()
+    report = _verify(store, run_id, policy_for, until=until, schemas=schemas)
+    return replace(report, notes=tuple(notes + schema_notes(origins, schemas)))
+
+
+def load_schemas_of(origins: list[RunRequested | RunForked], notes: list[str]) -> None:
+    """Load the specs a run recorded, so the output schemas they define import: a spec
+    loaded from a file defines them in a module that only loading it makes."""
+    for origin in origins:
+        if origin.spec:
+            try:
+                load_spec(origin.spec)
+            except BadSpec as error:
+                notes.append(f"the run's spec {origin.spec} did not load, so its output "
+                             f"schemas may not resolve: {error}")
+
+
+def schema_notes(origins: list[RunRequested | RunForked], schemas: ImportedSchemas
+                 ) -> list[str]:
+    """Where the output schemas a replay used are not the ones the run recorded."""
+    notes = []
+    requests = [o for o in origins if isinstance(o, RunRequested)]
+    for topic, recorded in (requests[0].schemas if requests else {}).items():
+        model = schemas.get(topic)
+        if model is None:
+            why = schemas.missing.get(topic, "not imported")
+            notes.append(f"output schema {topic} does not load here ({why}), so no output "
+                         "of its tasks could be judged as it was")
+        elif schema_identity(model) != recorded:
+            notes.append(f"output schema {topic} changed since the run (its JSON Schema "
+                         f"hashed {recorded}, now {schema_identity(model)}), so a divergence "
+                         "may come from that difference")
+    return notes
 
 
 def recorded_policy(origin: RunRequested | RunForked) -> Policy:
@@ -117,16 +154,11 @@ def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfac
     from the record, how the outcome would differ, and where it had to stop. The run's
     recorded specs are loaded first, so the output schemas its tasks name resolve."""
     require_run(store, run_id)
-    notes = []
-    for origin in _origins(store, run_id):
-        if origin.spec:
-            try:
-                load_spec(origin.spec)
-            except BadSpec as error:
-                notes.append(f"the run's spec {origin.spec} did not load, so its output "
-                             f"schemas may not resolve: {error}")
+    notes: list[str] = []
+    load_schemas_of(_origins(store, run_id), notes)
+    schemas = ImportedSchemas()
     name, source = policy_identity(policy)
-    report = _counterfactual(store, run_id, policy, f"{name} (source {source})")
+    report = _counterfactual(store, run_id, policy, f"{name} (source {source})", schemas)
     report.notes = notes
     return report
 
@@ -163,7 +195,8 @@ def fork(
     if not spec and origins and not origins[-1].spec:
         raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
                       "recorded; give --spec for the fork to run with")
-    prefix = copy_prefix(store, run_id, at, new_run_id, recorded_policy)
+    schemas = ImportedSchemas()  # the parent's spec loads (recorded_policy) first
+    prefix = copy_prefix(store, run_id, at, new_run_id, recorded_policy, schemas)
     state = prefix.state
     spec_ref = spec or state.spec
     loaded = load_spec(spec_ref)
@@ -176,7 +209,7 @@ def fork(
         run_id=new_run_id, seq=at + 1, recorded_at=time.time(), parent_run_id=run_id,
         parent_seq=at, parent_digest=prefix.parent_digest, spec=absolute_ref(spec_ref),
         policy_ref=policy_ref, policy=name, policy_digest=source, note=note)
-    events = record_fork(store, prefix, forked, loaded.policy)
+    events = record_fork(store, prefix, forked, loaded.policy, schemas)
     return Fork(new_run_id, run_id, at, events, loaded, f"{name} (source {source})")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from baton.events.decider import step
 from baton.events.model import (
+    NO_SCHEMAS,
     Assignment,
     Execution,
     Failure,
@@ -24,7 +25,9 @@ from baton.events.model import (
     HandlerInfo,
     Json,
     Result,
+    Schemas,
     Task,
+    schema_identity,
 )
 from baton.events.policy import DefaultPolicy, Policy
 from baton.events.schema import (
@@ -57,8 +60,10 @@ class Scenario:
         goal: str = "",
         store: EventStore | None = None,
         at: float | None = None,
+        schemas: Schemas = NO_SCHEMAS,
     ):
         self.run_id = run_id
+        self.schemas = schemas  # for tasks given by topic rather than by class
         self.policy = policy or DefaultPolicy()
         self.state = RunState()
         self.log: list[Envelope] = []
@@ -67,13 +72,14 @@ class Scenario:
         self.first = self.stimulate(
             RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers),
             policy=f"{kind.__module__}:{kind.__qualname__}", recorded_at=at,
+            schemas={topic: schema_identity(model) for topic, model in schemas.items()},
         )
 
     def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:
         """Record a stimulus of type `kind` and return the decisions that follow."""
         stimulus = kind(run_id=self.run_id, seq=self.state.seq + 1, **fields)
         expected = self.state.seq
-        decisions = step(self.state, stimulus, self.policy)
+        decisions = step(self.state, stimulus, self.policy, schemas=self.schemas)
         self.log.extend([stimulus, *decisions])
         if self.store is not None:
             self.store.append(self.run_id, [stimulus, *decisions], expected)

@@ -17,9 +17,11 @@ from typing import Any
 
 from .errors import BadSpec
 from .model import (
+    NO_SCHEMAS,
     Assignment,
     FromTask,
     Json,
+    Schemas,
     Task,
     Verdict,
     assignment_id,
@@ -74,39 +76,45 @@ def _as_json(value: Any) -> Json:
 
 
 def step(
-    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None
+    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> list[Decision]:
     """Fold `stimulus` into `state`, decide what follows, fold those decisions too, and
-    return them. This is the coordinator's turn; `state` is advanced in place."""
-    decided = turn(state, stimulus, policy, recorded)[1:]
+    return them. This is the coordinator's turn; `state` is advanced in place. `schemas`
+    holds the output schema classes of tasks that do not carry their own (those read
+    back from a log)."""
+    decided = turn(state, stimulus, policy, recorded, schemas)[1:]
     return [event for event, _ in decided]  # type: ignore[misc]
 
 
 def turn(
-    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None
+    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> list[tuple[Envelope, bytes]]:
     """`step`, returning the stimulus and its decisions each with its canonical bytes,
     ready to append (a large plan is encoded once, not twice)."""
     if not isinstance(stimulus, Stimulus):
         raise TypeError(f"decide() takes a stimulus, not {type(stimulus).__name__}")
     first = (stimulus, state.apply(stimulus, recorded))
-    return [first, *_Turn(state, stimulus, policy).run()]
+    return [first, *_Turn(state, stimulus, policy, schemas).run()]
 
 
-def decide(state: RunState, stimulus: Stimulus, policy: Policy) -> list[Decision]:
+def decide(state: RunState, stimulus: Stimulus, policy: Policy,
+           schemas: Schemas = NO_SCHEMAS) -> list[Decision]:
     """The decisions that follow when `stimulus` arrives in `state`. Pure: `state` is
     left exactly as it was (the turn runs under an undo journal)."""
     with state._trial():
-        return step(state, stimulus, policy)
+        return step(state, stimulus, policy, schemas=schemas)
 
 
 class _Turn:
     """One coordinator turn: the decisions that follow from one stimulus."""
 
-    def __init__(self, state: RunState, stimulus: Stimulus, policy: Policy):
+    def __init__(self, state: RunState, stimulus: Stimulus, policy: Policy, schemas: Schemas):
         self.state = state
         self.stimulus = stimulus
         self.policy = policy
+        self.schemas = schemas
         self.out: list[tuple[Decision, bytes]] = []
 
     def run(self) -> list[tuple[Decision, bytes]]:
@@ -144,7 +152,7 @@ class _Turn:
 
     def _on_RunRequested(self, e: RunRequested) -> None:
         s = self.state
-        problems = plan_problems(e.tasks, {}, s.by_capability)
+        problems = plan_problems(e.tasks, {}, s.by_capability, self.schemas)
         names = [h.name for h in e.handlers]
         if len(set(names)) != len(names):
             problems.append("handler names are not unique: " + ", ".join(names))
@@ -253,12 +261,15 @@ class _Turn:
 
     def _judge(self, record: TaskRecord, aid: str, output: Json) -> None:
         task = record.task
+        model = task.schema_model(self.schemas)
+        if model is not None:
+            task.carry(model)  # so the rules find it on the task; not part of the state
         verdict = self.policy.validate(task, output)
         proposed: Sequence[Task] = ()
         if verdict.accepted:
             proposed = tuple(self.policy.expand(task, output))
             problems = proposed and plan_problems(proposed, self.state.tasks,
-                                                  self.state.by_capability)
+                                                  self.state.by_capability, self.schemas)
             if problems:
                 verdict = Verdict.of([f"proposed tasks rejected: {p}" for p in problems])
         facts: dict[str, Json] = {"assignment": aid, "checks": len(task.done_when),

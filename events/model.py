@@ -3,19 +3,20 @@
 Everything here is recorded in a log, so every field is plain data. Outputs, inputs and
 facts are JSON values; they are typed `Any` because validating arbitrary JSON trees
 twice (once by the JSON parser, once by pydantic) doubles the cost of reading a log.
-An output schema is recorded by its topic (``module:QualName``); the class itself is
-looked up when needed.
+An output schema is recorded by its topic (``module:QualName``). The class itself is
+never looked up here: a task made from the class carries it, and for a task read back
+from a log the shell resolves it and hands it to the decider (see `Schemas`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import operator
 import re
-from collections.abc import Callable
-from typing import Any, Literal, TypeAlias
+from collections.abc import Callable, Mapping
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -65,40 +66,27 @@ _LAYOUTS: dict[type[Frozen], tuple[tuple[str, ...], set[str]]] = {}
 
 # --- output schemas, recorded by topic -------------------------------------------------
 
-_SCHEMAS: dict[str, type[BaseModel]] = {}
+Schemas: TypeAlias = Mapping[str, type[BaseModel]]
+"""Output schema classes by topic, resolved by the shell (which may import user code)
+and handed to the decider with the policy."""
+
+NO_SCHEMAS: Schemas = {}
 
 
 def schema_topic(model: type[BaseModel]) -> str:
-    """The topic under which an output schema class is recorded, and remember the class."""
-    topic = f"{model.__module__}:{model.__qualname__}"
-    _SCHEMAS[topic] = model
-    return topic
+    """The topic under which an output schema class is recorded."""
+    return f"{model.__module__}:{model.__qualname__}"
 
 
-def register_schema(topic: str, model: type[BaseModel]) -> None:
-    """Make `topic` resolve to `model` in this process (for classes that cannot be
-    imported by name here, such as those of a spec loaded from a file)."""
-    _SCHEMAS[topic] = model
-
-
-def resolve_schema(topic: str) -> type[BaseModel]:
-    """The output schema class recorded as `topic`; raises BadSpec if it cannot be found."""
-    if topic in _SCHEMAS:
-        return _SCHEMAS[topic]
-    module_name, _, qualname = topic.partition(":")
+@cache
+def schema_identity(model: type[BaseModel]) -> str:
+    """A digest of the schema's JSON Schema: recorded with the plan, so a replay can tell
+    whether the class it was given still describes the same outputs."""
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as error:
-        raise BadSpec(
-            f"output schema {topic!r} cannot be imported ({error}); "
-            "define it at module level in an importable module"
-        ) from error
-    if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
-        raise BadSpec(f"output schema {topic!r} is not a pydantic model class")
-    _SCHEMAS[topic] = obj
-    return obj
+        shape: Any = model.model_json_schema()
+    except Exception as error:  # a field type with no JSON Schema: identify it by name
+        shape = {"unrepresentable": type(error).__name__, "fields": sorted(model.model_fields)}
+    return digest(canonical_json(shape))
 
 
 # --- canonical JSON --------------------------------------------------------------------
@@ -211,12 +199,46 @@ class Task(Frozen):
     required: bool = True
     budget: Budget = Budget()
 
+    if not TYPE_CHECKING:  # mypy checks Task(...) against the fields, not this
+
+        def __init__(self, **fields: Any) -> None:
+            # Made from the class (in a spec, or by a policy's expand): keep the class, so
+            # the decider need not look it up. Read back from a log, a task has none.
+            schema = fields.get("output_schema")
+            super().__init__(**fields)
+            if isinstance(schema, type):
+                self.carry(schema)
+
     @field_validator("output_schema", mode="before")
     @classmethod
     def _schema_class_to_topic(cls, value: Any) -> Any:
         if isinstance(value, type) and issubclass(value, BaseModel):
             return schema_topic(value)
         return value
+
+    def __eq__(self, other: object) -> bool:
+        # Equal when the recorded fields are: the class a task was made from is not
+        # recorded, so a task read back from its log equals the one that was written.
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # (its inputs are a dict)
+
+    def carry(self, model: type[BaseModel]) -> None:
+        """Keep `model` as this task's output schema class (one the shell resolved for
+        a task read back from a log). Not a field: equality and the log ignore it."""
+        object.__setattr__(self, "__pydantic_private__", {"schema": model})
+
+    def schema_model(self, schemas: Schemas = NO_SCHEMAS) -> type[BaseModel] | None:
+        """The output schema class: the one this task was made from, else `schemas`'
+        entry for its topic; None when it names none, or one neither knows."""
+        if self.output_schema is None:
+            return None
+        carried = self.__pydantic_private__
+        if carried is not None:
+            return carried["schema"]  # type: ignore[no-any-return]
+        return schemas.get(self.output_schema)
 
     @property
     def dependencies(self) -> tuple[str, ...]:

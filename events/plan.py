@@ -7,17 +7,19 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import BadSpec
-from .model import Task, resolve_schema
+from .model import NO_SCHEMAS, Schemas, Task
 
 
 def plan_problems(
     added: Sequence[Task],
     existing: Mapping[str, Any],
     by_capability: Mapping[str, Sequence[str]],
+    schemas: Schemas | None = NO_SCHEMAS,
 ) -> list[str]:
     """Why `added` cannot join a plan that already holds `existing` (empty when it can):
-    duplicate ids, unknown dependencies, capabilities no handler has, cycles."""
+    duplicate ids, unknown dependencies, capabilities no handler has, cycles, and output
+    schemas neither carried by their task nor among `schemas` (None: the caller checks
+    those itself)."""
     problems: list[str] = []
     new: dict[str, Task] = {}
     for task in added:
@@ -36,15 +38,18 @@ def plan_problems(
                 problems.append(f"task {task.id!r} depends on unknown task {dep!r}")
             elif getattr(existing.get(dep), "status", None) == "abandoned":
                 problems.append(f"task {task.id!r} depends on abandoned task {dep!r}")
-        if task.output_schema is not None:
-            try:
-                resolve_schema(task.output_schema)
-            except BadSpec as error:
-                problems.append(f"task {task.id!r}: {error}")
     cycle = _cycle(new)
     if cycle:
         problems.append("dependency cycle: " + " -> ".join(cycle))
-    return problems
+    return problems if schemas is None else problems + unknown_schemas(added, schemas)
+
+
+def unknown_schemas(tasks: Sequence[Task], schemas: Schemas) -> list[str]:
+    """The tasks whose output schema class is neither carried nor among `schemas`."""
+    return [f"task {task.id!r}: output schema {task.output_schema!r} is not known to "
+            "this run; give the task the class itself, defined at module level in an "
+            "importable module" for task in tasks
+            if task.output_schema is not None and task.schema_model(schemas) is None]
 
 
 def _cycle(tasks: Mapping[str, Task]) -> list[str]:

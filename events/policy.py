@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 from pydantic import ValidationError
 
-from .model import Json, Task, Verdict, resolve_schema
+from .model import Json, Task, Verdict
 
 
 @dataclass(frozen=True)
@@ -130,10 +130,14 @@ class Policy(Protocol):
 
 
 def schema_problems(task: Task, output: Json) -> list[str]:
-    """How `output` fails the task's output schema (empty when it fits or there is none)."""
+    """How `output` fails the task's output schema (empty when it fits or there is none).
+    The decider hands rules tasks that carry their schema class."""
     if task.output_schema is None:
         return []
-    model = resolve_schema(task.output_schema)
+    model = task.schema_model()
+    if model is None:
+        return [f"output schema {task.output_schema!r} is unknown here, so no output can "
+                "be checked against it"]
     try:
         model.model_validate(output)
     except ValidationError as error:

@@ -11,9 +11,9 @@ stimuli (`recorded_at`); no decision reads it.
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
-from pydantic import Field, TypeAdapter
+from pydantic import Field, SerializerFunctionWrapHandler, TypeAdapter, model_serializer
 
 from .model import Assignment, Failure, Frozen, HandlerInfo, Json, Result, Task, Verdict
 
@@ -62,6 +62,17 @@ class RunRequested(Stimulus):
     policy: str = Field(default="", description="module:QualName of the deciding policy")
     policy_digest: str = Field(default="", description="a hash of the policy's source")
     spec: str = Field(default="", description="where the spec was loaded from, for resume")
+    schemas: dict[str, str] = Field(default_factory=dict, description="a digest of each "
+                                    "output schema's JSON Schema, by topic")
+
+    @model_serializer(mode="wrap")
+    def _schemas_only_when_recorded(self, encode: SerializerFunctionWrapHandler) -> Any:
+        # A run that records no schema identities is stored as before they existed, so
+        # logs written by earlier versions and today's read the same, byte for byte.
+        fields = encode(self)
+        if not self.schemas:
+            del fields["schemas"]
+        return fields
 
 
 class RunForked(Stimulus):

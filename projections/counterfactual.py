@@ -17,7 +17,7 @@ from typing import Any
 
 from baton.events.decider import step
 from baton.events.errors import BatonError
-from baton.events.model import Assignment
+from baton.events.model import NO_SCHEMAS, Assignment, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
@@ -90,7 +90,8 @@ class Counterfactual:
 
 
 def counterfactual(
-    store: EventStore, run_id: str, policy: Policy, label: str = ""
+    store: EventStore, run_id: str, policy: Policy, label: str = "",
+    schemas: Schemas = NO_SCHEMAS,
 ) -> Counterfactual:
     """Feed `run_id`'s recorded stimuli to `policy` (named `label` in the report) and
     report where it parts from the record, how the outcome would differ, and where (if
@@ -101,11 +102,13 @@ def counterfactual(
     for event, data in store.read_recorded(run_id):
         recorded_state.apply(event, data)  # the digest chain over the bytes as stored
         log.append(event)
-    return replay_under(log, recorded_state, policy, label or type(policy).__qualname__)
+    return replay_under(log, recorded_state, policy, label or type(policy).__qualname__,
+                        schemas)
 
 
 def replay_under(
-    log: Sequence[Envelope], recorded_state: RunState, policy: Policy, label: str
+    log: Sequence[Envelope], recorded_state: RunState, policy: Policy, label: str,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> Counterfactual:
     """`counterfactual` over a log already read and folded."""
     report = Counterfactual(run_id=log[0].run_id, policy=label)
@@ -126,7 +129,7 @@ def replay_under(
             fact, answered = ready.popleft()
             fed = _restamped(fact, state, escalated)
             try:
-                decided = step(state, fed, policy)
+                decided = step(state, fed, policy, schemas=schemas)
             except BatonError:
                 raise
             except Exception as error:

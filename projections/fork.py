@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from baton.events.decider import turn
 from baton.events.errors import BadLog, BadSpec
-from baton.events.model import require_run_id
+from baton.events.model import NO_SCHEMAS, Schemas, require_run_id
 from baton.events.policy import Policy
 from baton.events.schema import (
     GENESIS_DIGEST,
@@ -49,7 +49,8 @@ class Prefix:
 
 
 def copy_prefix(
-    store: EventStore, run_id: str, at: int, new_run_id: str, policy_for: PolicyFor
+    store: EventStore, run_id: str, at: int, new_run_id: str, policy_for: PolicyFor,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> Prefix:
     """`run_id`'s log up to seq `at` as the log of a new run `new_run_id`.
 
@@ -80,18 +81,19 @@ def copy_prefix(
     digest = GENESIS_DIGEST
     for _, data in records[:at]:
         digest = chain(digest, data)
-    copied = _redecided(prefix[:at], new_run_id, policy_for, digest)
+    copied = _redecided(prefix[:at], new_run_id, policy_for, digest, schemas)
     if copied.state.status != "running":
         raise BadSpec(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
                       "before its end")
     return copied
 
 
-def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Policy) -> int:
+def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Policy,
+                schemas: Schemas = NO_SCHEMAS) -> int:
     """Append the prefix, `forked`, and what `policy` decides on it, as one batch;
     returns the number of events the new run's log holds. Advances `prefix.state`."""
     events, recorded = list(prefix.events), list(prefix.recorded)
-    for event, data in turn(prefix.state, forked, policy):
+    for event, data in turn(prefix.state, forked, policy, schemas=schemas):
         events.append(event)
         recorded.append(data)
     store.append(prefix.run_id, events, 0, recorded)
@@ -99,7 +101,8 @@ def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Po
 
 
 def _redecided(
-    prefix: list[Envelope], new_run_id: str, policy_for: PolicyFor, parent_digest: str
+    prefix: list[Envelope], new_run_id: str, policy_for: PolicyFor, parent_digest: str,
+    schemas: Schemas,
 ) -> Prefix:
     parent = prefix[0].run_id
     copied = Prefix(parent, parent_digest, new_run_id, len(prefix), RunState(), [], [])
@@ -113,7 +116,8 @@ def _redecided(
             update["escalation_id"] = stimulus.escalation_id.replace(parent, new_run_id, 1)
         if isinstance(stimulus, HumanAnswered | CancelRequested):
             update["inbox_seq"] = None  # that was the parent's inbox; the fork has its own
-        made = turn(copied.state, stimulus.model_copy(update=update), policy)
+        made = turn(copied.state, stimulus.model_copy(update=update), policy,
+                    schemas=schemas)
         if [gist(d) for d in answered] != [gist(d) for d, _ in made[1:]]:
             seq = answered[0].seq if answered else stimulus.seq
             raise BadLog(f"run {parent!r} does not replay at seq {seq}, so it cannot be "

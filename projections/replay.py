@@ -15,6 +15,7 @@ from typing import Any
 
 from baton.events.decider import turn
 from baton.events.errors import BadLog, BadSpec, BatonError, UnknownRun
+from baton.events.model import NO_SCHEMAS, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
     STIMULUS_TYPES,
@@ -114,6 +115,7 @@ def verify_log(
     policy_for: PolicyFor | None = None,
     decode: Callable[[Recorded], Envelope] | None = None,
     complete: bool = True,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> tuple[int, Divergence | None]:
     """Re-decide every stimulus of `log`: (events read, first Divergence or None).
 
@@ -122,15 +124,16 @@ def verify_log(
     Recorded records (with `decode`); where the stored bytes are known, the digest chain
     runs over them and a decision is compared by its bytes, decoded only when they
     differ. With `complete` false the log may stop inside a turn (a prefix of a run).
+    `schemas` holds the output schema classes of the log's tasks, by topic.
     Python's cyclic collector is paused meanwhile, as for a fold: replaying makes many
     long-lived objects and no cycles, and its rescans cost a fifth of the time."""
     with collector_paused():
-        return _verified(log, policy, policy_for, decode or _codec_decode, complete)
+        return _verified(log, policy, policy_for, decode or _codec_decode, complete, schemas)
 
 
 def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyFor | None,
-              decode: Callable[[Recorded], Envelope],
-              complete: bool) -> tuple[int, Divergence | None]:
+              decode: Callable[[Recorded], Envelope], complete: bool,
+              schemas: Schemas) -> tuple[int, Divergence | None]:
     state = RunState()
     pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
     count = 0  # events read; the last one read had seq `count`
@@ -165,7 +168,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
                 # The replayed decisions are folded as they are made; while they equal
                 # the recorded ones (checked below, by their bytes) that is the recorded
                 # state too. The list is reversed: the next one expected is at its end.
-                pending = _decided(state, stimulus, policy, recorded)
+                pending = _decided(state, stimulus, policy, recorded, schemas)
                 continue
             if not pending:
                 if state.seq == 0:
@@ -198,11 +201,12 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
 
 
 def _decided(
-    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None
+    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None,
+    schemas: Schemas,
 ) -> list[tuple[Envelope, bytes]]:
     """The decisions `policy` makes on `stimulus`, folded into `state`, last first."""
     try:
-        decided = turn(state, stimulus, policy, recorded)[1:]
+        decided = turn(state, stimulus, policy, recorded, schemas)[1:]
     except BatonError:
         raise
     except Exception as error:
@@ -252,7 +256,8 @@ class Verification:
 
 
 def verify(
-    store: EventStore, run_id: str, policy_for: PolicyFor, *, until: int | None = None
+    store: EventStore, run_id: str, policy_for: PolicyFor, *, until: int | None = None,
+    schemas: Schemas = NO_SCHEMAS,
 ) -> Verification:
     """Re-decide every stimulus in `run_id`'s log (up to `until`) with the policy
     `policy_for` names for each stretch of it, and compare with what was recorded."""
@@ -260,7 +265,8 @@ def verify(
     if until is not None and not 1 <= until <= last:
         raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
     count, divergence = verify_log(store.read_raw(run_id, until=until), policy_for=policy_for,
-                                   decode=store.decode, complete=until in (None, last))
+                                   decode=store.decode, complete=until in (None, last),
+                                   schemas=schemas)
     return Verification(run_id, count, divergence)
 
 

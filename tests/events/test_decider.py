@@ -259,7 +259,7 @@ def test_proposed_tasks_that_break_the_plan_reject_the_planning_output() -> None
         ([counting("x"), counting("a", depends_on=("x", "b")), counting("b", depends_on=("a",)),
           counting("c", depends_on=("a",))], "dependency cycle: a -> b -> a"),
         ([Task(id="a", capability="count", output_schema="nowhere.module:Gone")],
-         "output schema 'nowhere.module:Gone' cannot be imported"),
+         "output schema 'nowhere.module:Gone' is not known to this run"),
     ],
 )
 def test_a_plan_that_cannot_run_fails_before_anything_is_dispatched(plan, problem) -> None:

@@ -10,7 +10,7 @@ from baton.events.state import RunState
 from baton.events.store import Codec
 from baton.projections.replay import verify_log
 from tests.fixtures.golden import GOLDEN, record_golden
-from tests.fixtures.specs import ExpandingPolicy
+from tests.fixtures.specs import SCHEMAS, ExpandingPolicy
 
 # The golden log as Baton 0.1 wrote it, before RunRequested recorded its policy's digest.
 GOLDEN_0_1 = GOLDEN.with_name("golden-0.1.jsonl")
@@ -30,7 +30,7 @@ def test_the_golden_log_replays_to_the_same_decisions(path: Path) -> None:
     byte: today's log, and the one an earlier Baton wrote."""
     records = golden_records(path)
     assert len(records) > 40
-    assert verify_log(records, ExpandingPolicy())[1] is None
+    assert verify_log(records, ExpandingPolicy(), schemas=SCHEMAS)[1] is None
 
 
 def test_the_golden_log_folds_to_a_completed_run() -> None:
@@ -60,7 +60,7 @@ def test_replay_names_the_first_decision_a_changed_rule_would_alter() -> None:
                 return type(routing)(handler=other.handler, rule="route.contrary")
             return routing
 
-    _, divergence = verify_log(golden_records(), Contrary())
+    _, divergence = verify_log(golden_records(), Contrary(), schemas=SCHEMAS)
     assert divergence is not None
     assert divergence.seq == 9
     assert divergence.fields == ("reason", "assignment")

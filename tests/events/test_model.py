@@ -5,10 +5,10 @@ from __future__ import annotations
 import pickle
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from baton import BadSpec, Check, Task, from_task
-from baton.events.model import Budget, assignment_id, resolve_schema, schema_topic
+from baton import Check, Task, from_task
+from baton.events.model import Budget, assignment_id, schema_identity, schema_topic
 from tests.fixtures.specs import Count
 
 
@@ -42,13 +42,27 @@ def test_assignment_ids_are_derived_not_random() -> None:
     assert assignment_id("audit-os", 3) == "audit-os#3"
 
 
-def test_an_output_schema_class_is_recorded_by_topic_and_resolved_back() -> None:
-    """Task(output_schema=Model) records `module:Name`, which resolves to Model."""
+def test_an_output_schema_class_is_recorded_by_topic_and_carried_by_its_task() -> None:
+    """Task(output_schema=Model) records `module:Name` and carries Model itself; read back
+    from its log, the task equals the one written but carries no class, and the decider
+    finds it in the schemas it is handed."""
     task = Task(id="t", capability="c", output_schema=Count)
     assert task.output_schema == "tests.fixtures.specs:Count" == schema_topic(Count)
-    assert resolve_schema(task.output_schema) is Count
-    with pytest.raises(BadSpec, match="cannot be imported"):
-        resolve_schema("tests.fixtures.specs:Missing")
+    assert task.schema_model() is Count
+    read_back = Task.model_validate_json(task.model_dump_json())
+    assert read_back == task and read_back.schema_model() is None
+    assert read_back.schema_model({"tests.fixtures.specs:Count": Count}) is Count
+
+
+def test_a_schema_identity_changes_with_the_shape_of_its_outputs() -> None:
+    """The recorded identity of an output schema is a digest of its JSON Schema: the same
+    for the same class, another for a class that accepts other outputs."""
+
+    class Wider(BaseModel):
+        count: int
+        note: str = ""
+
+    assert schema_identity(Count) == schema_identity(Count) != schema_identity(Wider)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from baton import BadSpec, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
@@ -222,3 +223,25 @@ def test_a_snapshot_an_earlier_baton_wrote_is_passed_over(store_url: str) -> Non
         store.snapshots.insert_events([StoredEvent("r", 6, "baton.RunState:1", b"old")])
         state = state_at(store, "r", 7)
     assert state.seq == 7 and state.policy == "baton.events.policy:DefaultPolicy"
+
+
+@pytest.mark.unverifiable("s")
+def test_verify_says_which_output_schema_changed_or_does_not_load(store_url: str) -> None:
+    """A run records a digest of each output schema's JSON Schema; replayed where one
+    class now accepts other outputs and another does not import, the report diverges and
+    its notes name both schemas."""
+
+    class Then(BaseModel):
+        count: str
+
+    plan = [Task(id="a", capability="count", output_schema="tests.fixtures.specs:Count"),
+            Task(id="b", capability="count", output_schema="nowhere.module:Gone")]
+    handlers = [HandlerInfo(name="h", capabilities=("count",))]
+    with open_store(store_url) as store:
+        Scenario(plan, handlers, run_id="s", store=store,
+                 schemas={"tests.fixtures.specs:Count": Then, "nowhere.module:Gone": Then})
+        report = verify(store, "s", DefaultPolicy())
+    assert not report.reproduced
+    missing, changed = sorted(report.notes)
+    assert missing.startswith("output schema nowhere.module:Gone does not load here")
+    assert changed.startswith("output schema tests.fixtures.specs:Count changed since the run")
