@@ -51,6 +51,9 @@ from .common import (
 
 PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
 GOING = ("running", "queued")  # how a run that may still end by itself stands
+# How long `wait` gives a coordinator that stopped beating without saying it stopped to
+# beat again: Ray restarts one whose node died on another node, which takes a while.
+RESTART_GRACE_S = 90.0
 FINE = ("completed", *GOING)  # what `baton status` exits 0 for
 
 
@@ -278,13 +281,15 @@ def wait(
     """Wait until a run completes, fails, or waits on people; exit 0 only if it completed.
 
     On PostgreSQL it is told of each event as it is recorded (LISTEN/NOTIFY); on SQLite
-    it reads the log again four times a second.
+    it reads the log again four times a second. A run whose coordinator went quiet
+    without stopping is given 90 s to come back (Ray may be restarting it on another
+    node) before `wait` says it stalled.
     """
     url = store_url(store)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
         report = _status(run_id, url)
-        if report["status"] in GOING:
+        if not _settled(report):
             report = _wait_for_change(run_id, url, report, deadline)
     except BatonError as error:
         fail(error)
@@ -384,11 +389,22 @@ def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
             if ended or (event is None and (seen != stale or time.monotonic() > again)):
                 report, stale = _status(run_id, url), seen
                 again = time.monotonic() + STALE_AFTER_S / 3
-                if report["status"] not in GOING:
+                if _settled(report):
                     return report
             if deadline is not None and time.monotonic() >= deadline:
                 return report
     return report
+
+
+def _settled(report: dict[str, Any]) -> bool:
+    """Has the run stopped moving, as far as waiting for it goes? Not while it runs or is
+    queued; nor while it is stalled for less than RESTART_GRACE_S by a coordinator that
+    did not say it stopped (Ray may be restarting it elsewhere)."""
+    if report["status"] in GOING:
+        return False
+    beat = report["coordinator"]
+    return not (report["status"] == "stalled" and beat is not None
+                and beat["phase"] != "stopped" and time.time() - beat["at"] < RESTART_GRACE_S)
 
 
 def _attached_and_alive(run_id: str, address: str | None) -> bool:

@@ -83,3 +83,17 @@ def test_wait_returns_when_the_run_completes(durable_store_url: str) -> None:
     assert code == 1
     assert "orphan stalled; no coordinator has reported for this run; `baton resume " \
            "orphan` continues it" in out
+
+
+def test_wait_gives_a_silent_coordinator_time_to_come_back(durable_store_url: str) -> None:
+    """A coordinator that stopped beating 20 s ago without saying it stopped may be one
+    Ray is restarting on another node: `wait` keeps waiting (here until its --timeout)
+    rather than returning `stalled` at once."""
+    with open_store(durable_store_url) as store:
+        Scenario([counting("x")], handlers("h"), run_id="moving", store=store)
+        store.beat(Heartbeat("moving", time.time() - 20, "running", 1, 0, "a lost node"))
+    began = time.monotonic()
+    code, out, _ = baton("wait", "moving", "--timeout", "3", "--store", durable_store_url,
+                         "--json")
+    assert code == 1 and json.loads(out)["status"] == "stalled"
+    assert time.monotonic() - began >= 3
