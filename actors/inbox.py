@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from baton.events.decider import turn
-from baton.events.errors import BadLog, BadSpec, BatonError, EncryptionKeyProblem, UnknownRun
+from baton.events.errors import (
+    BadAnswer,
+    BadLog,
+    BadSpec,
+    BatonError,
+    EncryptionKeyProblem,
+    UnknownRun,
+)
 from baton.events.model import Json, Task
 from baton.events.policy import DefaultPolicy, schema_problems
 from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
@@ -27,10 +34,6 @@ from .spec import schema_of
 def inbox_id(run_id: str) -> str:
     """The store stream holding `run_id`'s inbox."""
     return f"{run_id}~inbox"
-
-
-class BadAnswer(BadSpec):
-    """An answer that cannot apply: the escalation is not open, or the handler is wrong."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import (
+    BadInput,
     BadSpec,
     BatonError,
     ClusterUnavailable,
@@ -300,8 +301,8 @@ def run(
     require_run_id(run_id)
     with open_store(url) as log:
         if log.last_seq(run_id):
-            raise BadSpec(f"run {run_id!r} already exists in {log.shown_url}; choose another "
-                          "run id")
+            raise BadInput(f"run {run_id!r} already exists in {log.shown_url}; choose another "
+                           "run id")
     policy, policy_digest = policy_identity(spec.policy)
     request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
@@ -333,11 +334,11 @@ def resume(
             raise UnknownRun(run_id, log.shown_url)
         state = log.state(run_id)
     if state.status != "running":
-        raise BadSpec(f"run {run_id!r} has already {state.status}; there is nothing to resume")
+        raise BadInput(f"run {run_id!r} has already {state.status}; there is nothing to resume")
     if spec is None:
         if not state.spec:
-            raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
-                          "recorded; pass the spec to resume it")
+            raise BadInput(f"run {run_id!r} was started from Python, so its spec is not "
+                           "recorded; pass the spec to resume it")
         spec = load_spec(state.spec)
         if state.policy_ref:  # a fork decided by another policy than its spec's
             spec.policy = load_policy(state.policy_ref)
@@ -345,8 +346,8 @@ def resume(
     require_handlers(spec, state.handlers.values(), run_id)
     ensure_ray(address)
     if coordinator_alive(run_id):
-        raise BadSpec(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
-                      "follows it")
+        raise BadInput(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
+                       "follows it")
     # Tasks a policy added while the run went (expansions) name their output schemas
     # too; the new coordinator is handed every one it may judge.
     planned = [record.task for record in state.tasks.values()]

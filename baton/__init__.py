@@ -13,6 +13,7 @@ from baton.actors.progress import RunResult
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
+    BadInput,
     BadLog,
     BadSpec,
     BadStoreURL,
@@ -25,6 +26,8 @@ from baton.events import (
     EncryptionKeyProblem,
     HandlerInfo,
     Policy,
+    PolicyError,
+    RunInterrupted,
     RunState,
     StoreFault,
     StoreUnavailable,
@@ -77,6 +80,7 @@ def cancel(run_id: str, note: str = "", store: str | None = None) -> None:
 
 __all__ = [
     "Assignment",
+    "BadInput",
     "BadLog",
     "BadSpec",
     "BadStoreURL",
@@ -91,6 +95,8 @@ __all__ = [
     "Handler",
     "HandlerInfo",
     "Policy",
+    "PolicyError",
+    "RunInterrupted",
     "RunResult",
     "RunState",
     "Spec",

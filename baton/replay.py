@@ -29,7 +29,7 @@ from baton.actors.spec import (
     require_handlers,
     same_policy,
 )
-from baton.events.errors import BadSpec
+from baton.events.errors import BadSpec, PolicyError
 from baton.events.model import schema_identity
 from baton.events.policy import Policy
 from baton.events.schema import RunForked, RunRequested
@@ -41,7 +41,6 @@ from baton.projections.diff import diff as diff_runs
 from baton.projections.fork import copy_prefix, record_fork
 from baton.projections.replay import (
     Divergence,
-    PolicyRaised,
     Verification,
     require_run,
     state_at,
@@ -55,7 +54,7 @@ __all__ = [
     "Divergence",
     "Fork",
     "Parting",
-    "PolicyRaised",
+    "PolicyError",
     "RunDiff",
     "TaskChange",
     "Verification",

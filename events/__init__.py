@@ -6,6 +6,7 @@ is kept apart and never imported from here.
 
 from .decider import decide, step
 from .errors import (
+    BadInput,
     BadLog,
     BadSpec,
     BadStoreURL,
@@ -13,6 +14,8 @@ from .errors import (
     ClusterUnavailable,
     ConcurrencyConflict,
     EncryptionKeyProblem,
+    PolicyError,
+    RunInterrupted,
     StoreFault,
     StoreUnavailable,
     UnknownRun,
@@ -36,6 +39,7 @@ from .state import INITIAL_STATE, RunState, TaskRecord, evolve, fold
 __all__ = [
     "INITIAL_STATE",
     "Assignment",
+    "BadInput",
     "BadLog",
     "BadSpec",
     "BadStoreURL",
@@ -52,10 +56,12 @@ __all__ = [
     "HandlerInfo",
     "PlanView",
     "Policy",
+    "PolicyError",
     "Recovery",
     "RecoveryFacts",
     "Result",
     "Routing",
+    "RunInterrupted",
     "RunState",
     "StoreFault",
     "StoreUnavailable",

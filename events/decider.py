@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .errors import BadSpec
+from .errors import PolicyError
 from .model import (
     NO_SCHEMAS,
     Assignment,
@@ -317,7 +317,7 @@ class _Turn:
         if choice.action in ("retry", "reassign") and (
             target not in s.by_capability[task.capability]
         ):
-            raise BadSpec(
+            raise PolicyError(
                 f"policy.recover chose to {choice.action} task {task.id!r} on {target!r}, "
                 f"which lacks capability {task.capability!r}"
             )
@@ -379,7 +379,7 @@ class _Turn:
                 if routing.handler is None:
                     break  # the policy holds this capability's work for now
                 if routing.handler not in {c.handler for c in weighed if c.free}:
-                    raise BadSpec(
+                    raise PolicyError(
                         f"policy.route chose {routing.handler!r} for task {record.task.id!r}, "
                         "which is not among the free candidates"
                     )

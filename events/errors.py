@@ -1,15 +1,110 @@
-"""The errors Baton raises: one root, a few children, each message saying what to fix."""
+"""Every error Baton raises on purpose: one root, a few kinds, each message saying what
+to fix, and each class carrying the exit code the `baton` command ends with for it."""
 
 from __future__ import annotations
+
+EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
 
 class BatonError(Exception):
     """Root of every error Baton raises on purpose; catch this to catch them all."""
 
+    exit_code = EXIT_FAILED
 
-class BadSpec(BatonError):
+
+# --- bad input: what a person gave cannot be used; nothing was changed ----------------
+
+
+class BadInput(BatonError):
+    """Something given to Baton cannot be used as it is: a file that is not there or not
+    writable, a value out of range, an option that needs a package not installed. The
+    message says what to give instead; nothing was recorded or changed."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class BadSpec(BadInput):
     """A spec or plan cannot run as written: a duplicate task id, a cycle, an unknown
     capability or dependency. Nothing has been dispatched when this is raised."""
+
+
+class BadAnswer(BadInput):
+    """An answer that cannot apply: the escalation is not open, or the handler is wrong."""
+
+
+class BadStoreURL(BadInput):
+    """A store URL Baton cannot open; the message lists the schemes it knows."""
+
+
+class UnknownRun(BadInput):
+    """No run with this id is in the store; `baton runs` lists the ones that are."""
+
+    def __init__(self, run_id: str, store: str):
+        super().__init__(f"no run {run_id!r} in {store}; `baton runs` lists the runs there")
+        self.run_id = run_id
+
+
+class UnknownTask(BadInput):
+    """The run's plan never held a task with this id."""
+
+
+class RunExists(BadInput):
+    """A run with this id is already in the store; an import never writes over one."""
+
+    def __init__(self, run_ids: list[str], store: str):
+        named = ", ".join(repr(r) for r in run_ids[:5]) + (" …" if len(run_ids) > 5 else "")
+        super().__init__(f"{store} already has run {named}; import into another store, "
+                         "or remove the run there first")
+        self.run_ids = run_ids
+
+
+class EncryptionKeyProblem(BadInput):
+    """The store's records are encrypted and no key is set, or another key; or the key
+    set is not one Baton can use. The message says which and what to set."""
+
+
+# --- the world outside Baton ----------------------------------------------------------
+
+
+class ClusterUnavailable(BatonError):
+    """Ray cannot be reached, or cannot host the handlers the spec asks for."""
+
+    exit_code = EXIT_BAD_INPUT  # a wrong address or a cluster to start: the person's move
+
+
+class StoreUnavailable(BatonError):
+    """The store's server cannot be used: unreachable, a wrong password, no such database.
+    The message names host and port, with the password masked. `passing` when the cause
+    may go away by itself (the server is down or restarting), not on a person's mistake."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, passing: bool = False):
+        super().__init__(message)
+        self.passing = passing
+
+
+class StoreFault(BatonError):
+    """The store failed a read or a write, for a cause that does not pass by itself (a
+    full disk, no permission, a damaged file) or that lasted longer than Baton waits (a
+    server down). The message names the store and the cause; what was recorded before it
+    is kept, and a run under way says the `baton resume` that continues it."""
+
+    def __init__(self, message: str, *, store: str = "", cause: str = "",
+                 passing: bool = False):
+        super().__init__(message)
+        self.store = store
+        self.cause = cause
+        self.passing = passing  # the cause may go away by itself (a writer may wait)
+
+    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, object]]:
+        # Raised in a coordinator and re-raised in its driver: it crosses processes.
+        return type(self), (str(self),), {"store": self.store, "cause": self.cause,
+                                          "passing": self.passing}
+
+
+# --- logs and the code that decides them ----------------------------------------------
 
 
 class BadLog(BatonError):
@@ -41,66 +136,21 @@ class ConcurrencyConflict(BatonError):
         self.actual_last_seq = actual_last_seq
 
 
-class UnknownRun(BatonError):
-    """No run with this id is in the store; `baton runs` lists the ones that are."""
-
-    def __init__(self, run_id: str, store: str):
-        super().__init__(f"no run {run_id!r} in {store}; `baton runs` lists the runs there")
-        self.run_id = run_id
+class PolicyError(BatonError):
+    """A policy's rule raised, or chose what cannot be done (a handler without the
+    capability, one that is not free), while deciding; the message names the rule and the
+    stimulus it was deciding about. What was recorded before it stands."""
 
 
-class BadStoreURL(BatonError):
-    """A store URL Baton cannot open; the message lists the schemes it knows."""
-
-
-class StoreUnavailable(BatonError):
-    """The store's server cannot be used: unreachable, a wrong password, no such database.
-    The message names host and port, with the password masked. `passing` when the cause
-    may go away by itself (the server is down or restarting), not on a person's mistake."""
-
-    def __init__(self, message: str, *, passing: bool = False):
-        super().__init__(message)
-        self.passing = passing
-
-
-class StoreFault(BatonError):
-    """The store failed a read or a write, for a cause that does not pass by itself (a
-    full disk, no permission, a damaged file) or that lasted longer than Baton waits (a
-    server down). The message names the store and the cause; what was recorded before it
-    is kept, and a run under way says the `baton resume` that continues it."""
-
-    def __init__(self, message: str, *, store: str = "", cause: str = "",
-                 passing: bool = False):
-        super().__init__(message)
-        self.store = store
-        self.cause = cause
-        self.passing = passing  # the cause may go away by itself (a writer may wait)
-
-    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, object]]:
-        # Raised in a coordinator and re-raised in its driver: it crosses processes.
-        return type(self), (str(self),), {"store": self.store, "cause": self.cause,
-                                          "passing": self.passing}
-
-
-class EncryptionKeyProblem(BatonError):
-    """The store's records are encrypted and no key is set, or another key; or the key
-    set is not one Baton can use. The message says which and what to set."""
-
-
-class RunExists(BatonError):
-    """A run with this id is already in the store; an import never writes over one."""
-
-    def __init__(self, run_ids: list[str], store: str):
-        named = ", ".join(repr(r) for r in run_ids[:5]) + (" …" if len(run_ids) > 5 else "")
-        super().__init__(f"{store} already has run {named}; import into another store, "
-                         "or remove the run there first")
-        self.run_ids = run_ids
-
-
-class ClusterUnavailable(BatonError):
-    """Ray cannot be reached, or cannot host the handlers the spec asks for."""
+# --- runs that end early --------------------------------------------------------------
 
 
 class RunInterrupted(BatonError):
     """The person running the run pressed Ctrl-C: its coordinator and workers are
     stopped, and everything recorded stays, for `baton resume` or `baton cancel`."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+class BenchFailed(BatonError):
+    """A bench run did not complete: what is measured would not be the work asked for."""

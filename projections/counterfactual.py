@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.events.decider import step
-from baton.events.errors import BatonError
+from baton.events.errors import BatonError, PolicyError
 from baton.events.model import NO_SCHEMAS, Assignment, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -35,7 +35,7 @@ from baton.events.store import EventStore
 
 from .log import describe
 from .log import turns as log_turns
-from .replay import PolicyRaised, require_run
+from .replay import require_run
 
 # Fields that place a decision in its log rather than say what was decided.
 _PLACE = {"seq", "cause", "state_digest"}
@@ -133,7 +133,7 @@ def replay_under(
             except BatonError:
                 raise
             except Exception as error:
-                raise PolicyRaised(f"the policy raised {type(error).__name__}: {error} "
+                raise PolicyError(f"the policy raised {type(error).__name__}: {error} "
                                    f"deciding what follows recorded seq {fact.seq}") from error
             report.log += [fed, *decided]
             if [_gist(d) for d in decided] != [_gist(d) for d in answered]:

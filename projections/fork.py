@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from baton.events.decider import turn
-from baton.events.errors import BadLog, BadSpec
+from baton.events.errors import BadInput, BadLog
 from baton.events.model import NO_SCHEMAS, Schemas, require_run_id
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -60,10 +60,10 @@ def copy_prefix(
     last = require_run(store, run_id)
     require_run_id(new_run_id)
     if store.last_seq(new_run_id):
-        raise BadSpec(f"run {new_run_id!r} already exists in {store.shown_url}; choose another "
-                      "id with --run-id")
+        raise BadInput(f"run {new_run_id!r} already exists in {store.shown_url}; choose another "
+                       "id with --run-id")
     if not 1 <= at <= last:
-        raise BadSpec(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")
+        raise BadInput(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")
     records = list(store.read_recorded(run_id, until=min(at + 1, last)))
     prefix: list[Envelope] = [event for event, _ in records]
     following = prefix[at] if len(prefix) > at else None
@@ -76,15 +76,15 @@ def copy_prefix(
                    "dispatched again)"] if start > 1 else []
         if not ends_run:
             options.append(f"fork at {end} to keep that turn")
-        raise BadSpec(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
-                      f"to {end}); " + (", or ".join(options) or "it ends the run"))
+        raise BadInput(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
+                       f"to {end}); " + (", or ".join(options) or "it ends the run"))
     digest = GENESIS_DIGEST
     for _, data in records[:at]:
         digest = chain(digest, data)
     copied = _redecided(prefix[:at], new_run_id, policy_for, digest, schemas)
     if copied.state.status != "running":
-        raise BadSpec(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
-                      "before its end")
+        raise BadInput(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
+                       "before its end")
     return copied
 
 

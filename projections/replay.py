@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.events.decider import turn
-from baton.events.errors import BadLog, BadSpec, BatonError, UnknownRun
+from baton.events.errors import BadInput, BadLog, BadSpec, BatonError, PolicyError, UnknownRun
 from baton.events.model import NO_SCHEMAS, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -31,10 +31,6 @@ from baton.events.store import Codec, EventStore, Recorded, collector_paused
 LogItem = Envelope | tuple[Envelope, bytes] | Recorded
 # The policy that decided a run from its RunRequested, or a fork from its RunForked, on.
 PolicyFor = Callable[[RunRequested | RunForked], Policy]
-
-
-class PolicyRaised(BatonError):
-    """The policy replay was given raised an exception while deciding."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +206,9 @@ def _decided(
     except BatonError:
         raise
     except Exception as error:
-        raise PolicyRaised(f"the policy raised {type(error).__name__}: {error} while "
-                           f"deciding what follows seq {stimulus.seq} "
-                           f"({type(stimulus).__name__})") from error
+        raise PolicyError(f"the policy raised {type(error).__name__}: {error} while "
+                          f"deciding what follows seq {stimulus.seq} "
+                          f"({type(stimulus).__name__})") from error
     decided.reverse()
     return decided
 
@@ -263,7 +259,7 @@ def verify(
     `policy_for` names for each stretch of it, and compare with what was recorded."""
     last = require_run(store, run_id)
     if until is not None and not 1 <= until <= last:
-        raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
+        raise BadInput(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
     count, divergence = verify_log(store.read_raw(run_id, until=until), policy_for=policy_for,
                                    decode=store.decode, complete=until in (None, last),
                                    schemas=schemas)
@@ -276,7 +272,7 @@ def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState
     `seq`, so only the tail is folded."""
     last = require_run(store, run_id)
     if seq is not None and not 1 <= seq <= last:
-        raise BadSpec(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
+        raise BadInput(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
     return store.state(run_id, until=seq)
 
 

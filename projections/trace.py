@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from baton.events.errors import BatonError
+from baton.events.errors import UnknownTask
 from baton.events.schema import (
     AssignmentDispatched,
     Decision,
@@ -29,10 +29,6 @@ from baton.events.schema import (
 )
 
 from .log import concerns, describe
-
-
-class UnknownTask(BatonError):
-    """The run's plan never held a task with this id."""
 
 
 @dataclass

@@ -10,23 +10,12 @@ show, log, replay, fork, diff, trace), reporting (export, import, report) and be
 (bench); `common` holds what they share.
 """
 
-import sys
-
-from baton.events.store import faults
-
 from . import benchmarking, operating, reading, reporting
-from .common import EXIT_FAILED, app, err
+from .common import app
 
 __all__ = ["app", "benchmarking", "main", "operating", "reading", "reporting"]
 
 
 def main() -> None:
-    """Entry point of the `baton` console script."""
-    try:
-        app()
-    except Exception as error:
-        # A store error no command turned into a StoreFault still ends in one line.
-        if not faults.is_store_error(error):
-            raise
-        err.print(f"[bold red]error:[/] store: {faults.cause_of(error)}", highlight=False)
-        sys.exit(EXIT_FAILED)
+    """Entry point of the `baton` console script (errors end in common.Commands)."""
+    app()

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from baton.events.errors import BadSpec, BatonError
+from baton.events.errors import BadInput
 
-from .common import Address, AsJson, app, emit_json, err, fail, out, progress
+from .common import Address, AsJson, app, emit_json, err, out, progress
 
 if TYPE_CHECKING:
     from baton.actors import bench as measure
@@ -67,23 +67,20 @@ def bench(
     from baton.actors import bench as measure  # Ray: only for the command that uses it
     from baton.actors.launcher import ensure_ray
 
-    try:
-        if workload not in measure.WORKLOADS:
-            raise BadSpec(f"--workload {workload!r}: choose one of "
-                          f"{', '.join(measure.WORKLOADS)}")
-        counts = QUICK_REPLICAS if quick else measure.parse_replicas(replicas)
-        options = measure.Options(workload=workload,
-                                  tasks=QUICK_TASKS if quick else tasks, replicas=counts,
-                                  work_ms=work_ms, payload_bytes=payload_bytes, seed=seed)
-        if chart is not None:
-            _matplotlib()
-        ensure_ray(address)
-        with progress("{task.description:<32}", hidden=as_json) as bar:
-            step = bar.add_task("starting", total=None)
-            report = measure.bench(options, store, on_step=lambda what, done, steps: (
-                bar.update(step, description=what, completed=done, total=steps)))
-    except BatonError as error:
-        fail(error)
+    if workload not in measure.WORKLOADS:
+        raise BadInput(f"--workload {workload!r}: choose one of "
+                       f"{', '.join(measure.WORKLOADS)}")
+    counts = QUICK_REPLICAS if quick else measure.parse_replicas(replicas)
+    options = measure.Options(workload=workload,
+                              tasks=QUICK_TASKS if quick else tasks, replicas=counts,
+                              work_ms=work_ms, payload_bytes=payload_bytes, seed=seed)
+    if chart is not None:
+        _matplotlib()
+    ensure_ray(address)
+    with progress("{task.description:<32}", hidden=as_json) as bar:
+        step = bar.add_task("starting", total=None)
+        report = measure.bench(options, store, on_step=lambda what, done, steps: (
+            bar.update(step, description=what, completed=done, total=steps)))
     if chart is not None:
         _draw(report, chart)
         err.print(f"chart written to {chart}", highlight=False)
@@ -123,7 +120,7 @@ def _matplotlib() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadSpec("--chart needs matplotlib: pip install 'baton[bench]'") from None
+        raise BadInput("--chart needs matplotlib: pip install 'baton[bench]'") from None
     return plt
 
 

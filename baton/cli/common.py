@@ -19,25 +19,35 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from typer.core import TyperGroup
 
 from baton.events.errors import (
-    BadSpec,
-    BadStoreURL,
+    EXIT_FAILED,
     BatonError,
-    ClusterUnavailable,
-    EncryptionKeyProblem,
-    RunExists,
-    StoreUnavailable,
     UnknownRun,
 )
-from baton.events.store import EventStore, open_store
-from baton.projections.trace import UnknownTask
+from baton.events.store import EventStore, faults, open_store
 
-EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
-EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 ENDINGS = frozenset({"RunCompleted", "RunFailed"})
-BAD_INPUT = (BadSpec, BadStoreURL, StoreUnavailable, UnknownRun, UnknownTask,
-             ClusterUnavailable, EncryptionKeyProblem, RunExists)
+
+
+class Commands(TyperGroup):
+    """The `baton` command group, and its one error boundary: whatever a command raises
+    that Baton means (a BatonError), or a store's error no layer turned into one, ends
+    as one line on stderr and the exit code its class names; never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BatonError as error:
+            fail(error)
+        except Exception as error:
+            if not faults.is_store_error(error):
+                raise
+            err.print(f"[bold red]error:[/] store: {faults.cause_of(error)}",
+                      highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+
 
 app = typer.Typer(
     name="baton",
@@ -56,6 +66,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=True,
+    cls=Commands,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # click's help: paragraphs re-wrapped, \b blocks kept
 )
@@ -117,8 +128,9 @@ def progress(label: str, *, hidden: bool = False) -> Progress:
 
 
 def fail(error: BatonError) -> NoReturn:
+    """End the command: the error in one line, and the exit code its class names."""
     err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
-    raise typer.Exit(EXIT_BAD_INPUT if isinstance(error, BAD_INPUT) else EXIT_FAILED)
+    raise typer.Exit(error.exit_code)
 
 
 def emit_json(value: Any) -> None:

@@ -19,7 +19,10 @@ from baton.actors.outage import STORE_PATIENCE_S
 from baton.actors.progress import RunProgress, RunResult
 from baton.actors.spec import load_spec
 from baton.events.errors import (
-    BadSpec,
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    BadInput,
     BatonError,
     ClusterUnavailable,
     RunInterrupted,
@@ -33,9 +36,6 @@ from baton.events.store.sealing import KEY_ENV, new_key
 
 from .common import (
     ENDINGS,
-    EXIT_DONE,
-    EXIT_FAILED,
-    EXIT_INTERRUPTED,
     Address,
     AsJson,
     Detach,
@@ -88,8 +88,6 @@ def run(
         stopped(interrupted)
     except KeyboardInterrupt:
         stopped(RunInterrupted("interrupted before the run began; nothing was recorded"))
-    except BatonError as error:
-        fail(error)
     finish(result, as_json, detach)
 
 
@@ -139,8 +137,6 @@ def resume(
     except KeyboardInterrupt:
         stopped(RunInterrupted(f"interrupted before run {run_id} was taken up; "
                                "nothing more was recorded"))
-    except BatonError as error:
-        fail(error)
     finish(result, as_json, detach)
 
 
@@ -158,11 +154,8 @@ def inbox(
         err.print(f"skipped run {run}, which cannot be read: {error}", highlight=False,
                   markup=False)
 
-    try:
-        with open_store(url) as log:
-            found = people.open_escalations(log, run_id, unreadable=skipped)
-    except BatonError as error:
-        fail(error)
+    with open_store(url) as log:
+        found = people.open_escalations(log, run_id, unreadable=skipped)
     if as_json:
         emit_json([asdict(e) for e in found])
         return
@@ -205,21 +198,18 @@ def answer(
     chosen = [name for name, on in (("retry", retry), ("reassign", reassign is not None),
                                     ("abandon", abandon), ("accept", accept_output))
               if on]
-    try:
-        if len(chosen) != 1:
-            raise BadSpec("give exactly one of --retry, --reassign HANDLER, --abandon, "
-                          "--accept-output FILE.json")
-        output = None
-        if accept_output is not None:
-            try:
-                output = json.loads(accept_output.read_text())
-            except (OSError, ValueError) as problem:
-                raise BadSpec(f"--accept-output {accept_output}: {problem}") from None
-        with open_store(store) as log:
-            entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
-                                  handler=reassign, note=note, output=output, answered_by=by)
-    except BatonError as error:
-        fail(error)
+    if len(chosen) != 1:
+        raise BadInput("give exactly one of --retry, --reassign HANDLER, --abandon, "
+                       "--accept-output FILE.json")
+    output = None
+    if accept_output is not None:
+        try:
+            output = json.loads(accept_output.read_text())
+        except (OSError, ValueError) as problem:
+            raise BadInput(f"--accept-output {accept_output}: {problem}") from None
+    with open_store(store) as log:
+        entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
+                              handler=reassign, note=note, output=output, answered_by=by)
     run_id = escalation_id.rpartition(":esc-")[0]
     if as_json:
         emit_json({"run_id": run_id, "escalation_id": escalation_id, "action": chosen[0],
@@ -246,8 +236,6 @@ def status(
         report = _status(run_id, store_url(store))
     except (StoreUnavailable, StoreFault) as error:
         _status_without_store(run_id, address, error, as_json)
-    except BatonError as error:
-        fail(error)
     if as_json:
         emit_json(report)
     else:
@@ -287,12 +275,9 @@ def wait(
     """
     url = store_url(store)
     deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        report = _status(run_id, url)
-        if not _settled(report):
-            report = _wait_for_change(run_id, url, report, deadline)
-    except BatonError as error:
-        fail(error)
+    report = _status(run_id, url)
+    if not _settled(report):
+        report = _wait_for_change(run_id, url, report, deadline)
     if as_json:
         emit_json(report)
     elif report["status"] in GOING:
@@ -320,14 +305,11 @@ def cancel(
     is cancelled in its log at once.
     """
     url = store_url(store)
-    try:
-        with open_store(url) as log:
-            entry = people.request_cancel(log, run_id, note)
-            if not _attached_and_alive(run_id, address):
-                people.cancel_in_place(log, run_id, entry)
-        report = _status(run_id, url)
-    except BatonError as error:
-        fail(error)
+    with open_store(url) as log:
+        entry = people.request_cancel(log, run_id, note)
+        if not _attached_and_alive(run_id, address):
+            people.cancel_in_place(log, run_id, entry)
+    report = _status(run_id, url)
     if as_json:
         emit_json(report)
     else:
@@ -441,7 +423,7 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
 
 
 @app.command()
-def keygen() -> None:
+def keygen(as_json: AsJson = False) -> None:
     """Print a new key for encryption at rest.
 
     With BATON_ENCRYPTION_KEY set to it, everything a run records (outputs, inputs,
@@ -450,6 +432,9 @@ def keygen() -> None:
     it the runs it sealed cannot be read, by anyone.
     """
     key = new_key()
+    if as_json:
+        emit_json({"key": key, "env": KEY_ENV})
+        return
     sys.stdout.write(f"{key}\n")
     err.print(f"export {KEY_ENV}={key}", highlight=False)
 

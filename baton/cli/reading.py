@@ -13,7 +13,7 @@ from rich.table import Table
 
 from baton import replay as debug
 from baton.actors.spec import load_policy, load_spec
-from baton.events.errors import BadSpec, BatonError
+from baton.events.errors import EXIT_DONE, EXIT_FAILED, BadInput, BatonError
 from baton.events.schema import EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store, store_url
 from baton.events.store.heartbeats import standing
@@ -26,8 +26,6 @@ from baton.projections.trace import trace as explain
 
 from .common import (
     ENDINGS,
-    EXIT_DONE,
-    EXIT_FAILED,
     Address,
     AsJson,
     Detach,
@@ -56,11 +54,8 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     last read; it stays fast with many thousands of runs.
     """
     url = store_url(store)
-    try:
-        with open_store(url) as log:
-            listed, beats = log.runs(), log.heartbeats()
-    except BatonError as error:
-        fail(error)
+    with open_store(url) as log:
+        listed, beats = log.runs(), log.heartbeats()
     # The index knows how a run ended; its coordinator's heartbeat, how one still going
     # stands (waiting, stalled) and how many tasks its plan has now.
     now = time.time()
@@ -96,11 +91,8 @@ def show(
     Then the open escalations (questions waiting on a person) and the final output.
     Exit code 0 when the run completed, 1 otherwise.
     """
-    try:
-        with run_log(run_id, store) as log:
-            book = ledger(log.read_recorded(run_id))
-    except BatonError as error:
-        fail(error)
+    with run_log(run_id, store) as log:
+        book = ledger(log.read_recorded(run_id))
     if as_json:
         emit_json(book.as_dict())
     else:
@@ -135,17 +127,14 @@ def log_(
         return ((not kinds or type(event).__name__ in kinds)
                 and (task is None or readable.concerns(event, task)))
 
-    try:
-        if unknown:
-            raise BadSpec(f"unknown event type {', '.join(unknown)}; the types are "
-                          f"{', '.join(sorted(EVENT_TYPES))}")
-        with run_log(run_id, store) as log:
-            if follow:
-                _follow(log, run_id, since, wanted, as_json)
-                return
-            events = [e for e in log.read(run_id, after=since) if wanted(e)]
-    except BatonError as error:
-        fail(error)
+    if unknown:
+        raise BadInput(f"unknown event type {', '.join(unknown)}; the types are "
+                       f"{', '.join(sorted(EVENT_TYPES))}")
+    with run_log(run_id, store) as log:
+        if follow:
+            _follow(log, run_id, since, wanted, as_json)
+            return
+        events = [e for e in log.read(run_id, after=since) if wanted(e)]
     if as_json:
         emit_json([e.model_dump(mode="json") for e in events])
         return
@@ -196,27 +185,24 @@ def replay(
     baton replay RUN --verify          every decision reproduced? (exit 1 if not)
     baton replay RUN --policy f.py:P   the same facts, decided by policy P
     """
-    try:
-        if policy and spec:
-            raise BadSpec("give --policy or --spec, not both")
-        if until is not None and (policy or spec) and not verify:
-            raise BadSpec("--until goes with --verify or alone; a replay under another "
-                          "policy runs over the whole log")
-        with run_log(run_id, store) as log:
-            chosen = (load_policy(policy) if policy else
-                      load_spec(spec).policy if spec else None)
-            if verify:
-                report = debug.verify(log, run_id, chosen, until=until)
-            elif chosen is not None:
-                what_if = debug.counterfactual(log, run_id, chosen)
-            else:
-                last = log.last_seq(run_id)
-                if until is not None and not 1 <= until <= last:
-                    raise BadSpec(f"run {run_id!r} has events 1 to {last}; --until {until} "
-                                  "is not one of them")
-                book = ledger(log.read_recorded(run_id, until=until))
-    except BatonError as error:
-        fail(error)
+    if policy and spec:
+        raise BadInput("give --policy or --spec, not both")
+    if until is not None and (policy or spec) and not verify:
+        raise BadInput("--until goes with --verify or alone; a replay under another "
+                       "policy runs over the whole log")
+    with run_log(run_id, store) as log:
+        chosen = (load_policy(policy) if policy else
+                  load_spec(spec).policy if spec else None)
+        if verify:
+            report = debug.verify(log, run_id, chosen, until=until)
+        elif chosen is not None:
+            what_if = debug.counterfactual(log, run_id, chosen)
+        else:
+            last = log.last_seq(run_id)
+            if until is not None and not 1 <= until <= last:
+                raise BadInput(f"run {run_id!r} has events 1 to {last}; --until {until} "
+                               "is not one of them")
+            book = ledger(log.read_recorded(run_id, until=until))
     if verify:
         _print_verification(report, as_json)
     if chosen is not None:
@@ -320,12 +306,9 @@ def fork(
     Typical use: fork just before a bad dispatch with a fixed handler (--spec) or rule
     (--policy), then compare: baton diff RUN FORK.
     """
-    try:
-        with run_log(run_id, store) as log:
-            made = debug.fork(log, run_id, at, new_run_id=new_run_id, spec=spec,
-                              policy=policy, note=note)
-    except BatonError as error:
-        fail(error)
+    with run_log(run_id, store) as log:
+        made = debug.fork(log, run_id, at, new_run_id=new_run_id, spec=spec,
+                          policy=policy, note=note)
     if not as_json:
         err.print(f"forked {run_id} at seq {at} into {made.run_id}, decided by "
                   f"{made.policy}", highlight=False)
@@ -351,11 +334,8 @@ def diff_(
 ) -> None:
     """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
     and how each ended. Exit 0 when they say the same, 1 when they differ."""
-    try:
-        with open_store(store) as log:
-            found = debug.diff_runs(log, run_a, run_b)
-    except BatonError as error:
-        fail(error)
+    with open_store(store) as log:
+        found = debug.diff_runs(log, run_a, run_b)
     if as_json:
         emit_json(found.as_dict())
         raise typer.Exit(EXIT_DONE if found.same else EXIT_FAILED)
@@ -389,11 +369,8 @@ def trace_(
     looked at; the assignment shows its handler, routing reason, candidates weighed and
     the inputs it was given, so a wrong answer leads to the worker that gave it.
     """
-    try:
-        with run_log(run_id, store) as log:
-            steps = explain(log.read(run_id), task)
-    except BatonError as error:
-        fail(error)
+    with run_log(run_id, store) as log:
+        steps = explain(log.read(run_id), task)
     if as_json:
         emit_json(trace_dicts(steps))
         return

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from baton.events.errors import BadSpec, BatonError
+from baton.events.errors import BadInput
 from baton.events.store import arrow, open_store
 from baton.projections import report as page
 from baton.projections.metrics import Quantiles, RunStats, run_stats
@@ -29,6 +29,7 @@ def export_runs(
             Path("export.parquet")),
     every: Annotated[bool, typer.Option("--all", help="Export every run in the store.")] = False,
     store: Store = None,
+    as_json: AsJson = False,
 ) -> None:
     """Write runs to Parquet: one row per event, for DuckDB, pandas or polars.
 
@@ -41,13 +42,13 @@ def export_runs(
     it is whole: an export that fails midway leaves the last one as it was.
     """
     if (run_id is None) == (not every):
-        fail(BadSpec("name one run to export, or pass --all for every run"))
+        fail(BadInput("name one run to export, or pass --all for every run"))
     if not every and output.is_dir():
-        fail(BadSpec(f"{output} is a directory: name a .parquet file with -o"))
+        fail(BadInput(f"{output} is a directory: name a .parquet file with -o"))
     try:
         with open_store(store) if every else run_log(run_id or "", store) as log:
             runs = [info.run_id for info in log.runs()] if every else [run_id or ""]
-            with progress("exporting") as bar:
+            with progress("exporting", hidden=as_json) as bar:
                 step = bar.add_task("events", total=sum(log.last_seq(r) for r in runs))
                 def advance(rows: int) -> None:
                     bar.advance(step, rows)
@@ -57,10 +58,11 @@ def export_runs(
                 else:
                     output.parent.mkdir(parents=True, exist_ok=True)
                     rows = arrow.write_parquet(log, runs, output, on_rows=advance)
-    except BatonError as error:
-        fail(error)
     except OSError as error:
-        fail(BadSpec(f"cannot write the export to {output}: {error.strerror or error}"))
+        fail(BadInput(f"cannot write the export to {output}: {error.strerror or error}"))
+    if as_json:
+        emit_json({"output": str(output), "runs": runs, "events": rows})
+        return
     err.print(f"exported {rows:,} events of {len(runs):,} run"
               f"{'s' if len(runs) != 1 else ''} to {output}", highlight=False)
 
@@ -70,6 +72,7 @@ def import_runs(
     source: Annotated[Path, typer.Argument(
         help="A .parquet file or directory that baton export wrote.", metavar="PATH")],
     store: Store = None,
+    as_json: AsJson = False,
 ) -> None:
     """Load exported runs into a store, byte for byte.
 
@@ -80,16 +83,16 @@ def import_runs(
     seq (exit 1).
     """
     if not source.exists():
-        fail(BadSpec(f"{source} does not exist"))
+        fail(BadInput(f"{source} does not exist"))
     try:
         rows = pq.read_table(source)
     except (pa.ArrowException, OSError) as error:
-        fail(BadSpec(f"{source} is not a Parquet file or dataset: {error}"))
-    try:
-        with open_store(store) as log:
-            loaded = arrow.load(log, rows)
-    except BatonError as error:
-        fail(error)
+        fail(BadInput(f"{source} is not a Parquet file or dataset: {error}"))
+    with open_store(store) as log:
+        loaded = arrow.load(log, rows)
+    if as_json:
+        emit_json({"imported": loaded})
+        return
     for run_id, events in loaded.items():
         out.print(f"imported {run_id}: {events:,} events", highlight=False)
 
@@ -113,17 +116,14 @@ def report(
     the network.
     """
     target = output if output is not None else Path(f"{run_id}.html")
-    try:
-        with run_log(run_id, store) as log:
-            figures = run_stats(arrow.columns(log, run_id))
-            document = page.html(log.read(run_id), _shown(figures))
-    except BatonError as error:
-        fail(error)
+    with run_log(run_id, store) as log:
+        figures = run_stats(arrow.columns(log, run_id))
+        document = page.html(log.read(run_id), _shown(figures))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(document, encoding="utf-8")
     except OSError as error:
-        fail(BadSpec(f"cannot write the report to {target}: {error.strerror or error}"))
+        fail(BadInput(f"cannot write the report to {target}: {error.strerror or error}"))
     if as_json:
         emit_json({"run_id": run_id, "path": str(target), "bytes": len(document.encode())})
     err.print(f"wrote the report of {run_id} to {target}", highlight=False, markup=False)
@@ -143,11 +143,8 @@ def stats(
     and acceptances per second, and how often each rule decided. Computed with Arrow
     over the run's table (as `baton export` writes it).
     """
-    try:
-        with run_log(run_id, store) as log:
-            figures = run_stats(arrow.columns(log, run_id))
-    except BatonError as error:
-        fail(error)
+    with run_log(run_id, store) as log:
+        figures = run_stats(arrow.columns(log, run_id))
     if as_json:
         emit_json(figures.as_dict())
         return

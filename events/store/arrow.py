@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from ..errors import BadLog, BadSpec, RunExists
+from ..errors import BadInput, BadLog, RunExists
 from ..state import RunState
 from . import chunks
 from .rows import LogRow, Packed
@@ -364,11 +364,11 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
 
 
 def runs_in(rows: pa.Table) -> dict[str, pa.Table]:
-    """An export's rows by run, each in seq order; BadSpec when it is not an export."""
+    """An export's rows by run, each in seq order; BadInput when it is not an export."""
     missing = [name for name in ("run_id", "seq", "data") if name not in rows.column_names]
     if missing:
-        raise BadSpec(f"not a Baton export: no {', '.join(missing)} column (baton export "
-                      "writes them)")
+        raise BadInput(f"not a Baton export: no {', '.join(missing)} column (baton export "
+                       "writes them)")
     rows = rows.select(SCHEMA.names if set(SCHEMA.names) <= set(rows.column_names)
                        else ["run_id", "seq", "data"])
     rows = rows.set_column(0, "run_id", pc.cast(rows.column("run_id"), pa.string()))

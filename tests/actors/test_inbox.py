@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 import baton
 from baton import Budget, open_store
-from baton.actors.inbox import BadAnswer, inbox_id
+from baton.actors.inbox import inbox_id
 from baton.cli import app
+from baton.events.errors import BadAnswer
 from baton.events.schema import CancelRequested, HumanAnswered
 from baton.events.store.codec import Codec
 from baton.testing import Scenario

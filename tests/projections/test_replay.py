@@ -11,11 +11,11 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from baton import BadSpec, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
+from baton import BadInput, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
 from baton.cli import app
 from baton.events.policy import Candidate, Routing
 from baton.events.state import RunState
-from baton.replay import PolicyRaised, state_at, verify
+from baton.replay import PolicyError, state_at, verify
 from baton.testing import Scenario
 
 runner = CliRunner()
@@ -148,7 +148,7 @@ def test_state_at_any_seq_is_the_fold_of_the_log_to_there(store_url: str) -> Non
                     state.status) == (expected.seq, expected.digest, expected.outputs(),
                                       sorted(expected.in_flight), expected.status)
         assert state_at(store, "r").status == "completed"
-        with pytest.raises(BadSpec, match=f"events 1 to {len(run.log)}"):
+        with pytest.raises(BadInput, match=f"events 1 to {len(run.log)}"):
             state_at(store, "r", len(run.log) + 1)
     code = runner.invoke(app, ["replay", "r", "--until", "4", "--store", store_url,
                                "--json"])
@@ -169,7 +169,7 @@ def test_verify_up_to_a_seq_inside_a_turn_checks_only_that_far(store_url: str) -
         for until in (1, 2, 3):
             report = verify(store, "r", until=until)
             assert report.reproduced and report.events == until
-        with pytest.raises(BadSpec, match="events 1 to"):
+        with pytest.raises(BadInput, match="events 1 to"):
             verify(store, "r", until=0)
 
 
@@ -185,7 +185,7 @@ def test_a_policy_that_raises_is_named_not_a_traceback(store_url: str) -> None:
     run = three_tasks(store_url)
     first = next(e.seq for e in run.log if e.type == "ResultReceived")
     with open_store(store_url) as store, \
-            pytest.raises(PolicyRaised, match=f"follows seq {first} \\(ResultReceived\\)"):
+            pytest.raises(PolicyError, match=f"follows seq {first} \\(ResultReceived\\)"):
         verify(store, "r", Raising())
     cli = runner.invoke(app, ["replay", "r", "--verify", "--policy",
                               "tests.projections.test_replay:Raising", "--store", store_url])

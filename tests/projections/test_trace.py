@@ -9,9 +9,10 @@ from typer.testing import CliRunner
 
 from baton import Budget, HandlerInfo, Task, from_task, open_store
 from baton.cli import app
+from baton.events.errors import UnknownTask
 from baton.events.model import Failure
 from baton.events.schema import FailureReported
-from baton.projections.trace import UnknownTask, trace
+from baton.projections.trace import trace
 from baton.testing import Scenario
 
 
