@@ -20,11 +20,10 @@ from baton.events.errors import (
     BadSpec,
     BatonError,
     EncryptionKeyProblem,
-    UnknownRun,
 )
-from baton.events.model import Json, Task
+from baton.events.model import Json, Task, escalation_parts
 from baton.events.policy import DefaultPolicy, schema_problems
-from baton.events.schema import CancelRequested, Event, HumanAction, HumanAnswered
+from baton.events.schema import ENDINGS, CancelRequested, Event, HumanAction, HumanAnswered
 from baton.events.state import RunState
 from baton.events.store import EventStore
 
@@ -75,10 +74,9 @@ def open_escalations(
 
 def _open_in(store: EventStore, rid: str) -> list[OpenEscalation]:
     """The open escalations of one run (none once it has ended)."""
-    if not store.last_seq(rid):
-        raise UnknownRun(rid, store.shown_url)
+    store.require_run(rid)
     last = store.last_event(rid)
-    if last is not None and last.type in ("RunCompleted", "RunFailed"):
+    if last is not None and last.type in ENDINGS:
         return []
     state = store.state(rid)
     answered = {e.escalation_id for e in pending(store, rid, state.inbox_seen)
@@ -94,7 +92,7 @@ def _open_in(store: EventStore, rid: str) -> list[OpenEscalation]:
 
 
 def _question(store: EventStore, run_id: str, escalation_id: str) -> str:
-    seq = int(escalation_id.rsplit(":esc-", 1)[1])
+    seq = escalation_parts(escalation_id)[1]  # type: ignore[index]  # (an open one's)
     [event] = store.read(run_id, after=seq - 1, until=seq)
     return str(getattr(event, "question", ""))
 
@@ -110,10 +108,11 @@ def answer(
     answered_by: str = "",
 ) -> HumanAnswered:
     """Record a person's answer to an open escalation in its run's inbox."""
-    run_id, sep, _ = escalation_id.rpartition(":esc-")
-    if not sep:
+    named = escalation_parts(escalation_id)
+    if named is None:
         raise BadAnswer(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
                         "`baton inbox` lists the open ones")
+    run_id = named[0]
     seen = store.last_seq(inbox_id(run_id))  # a second answer racing this one conflicts
     escalation = next((e for e in open_escalations(store, run_id)
                        if e.escalation_id == escalation_id), None)
@@ -153,8 +152,7 @@ def output_problems(task: Task, output: Json) -> list[str]:
 
 def request_cancel(store: EventStore, run_id: str, note: str = "") -> CancelRequested:
     """Record a request to cancel `run_id` in its inbox."""
-    if not store.last_seq(run_id):
-        raise UnknownRun(run_id, store.shown_url)
+    store.require_run(run_id)
     return _post(store, run_id, lambda seq, rid: CancelRequested(
         run_id=rid, seq=seq, recorded_at=time.time(), note=note))
 
@@ -177,8 +175,7 @@ def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, set[str]]:
     answered in its inbox that no coordinator has taken up yet. A run whose people have
     answered (or that was asked to cancel) is no longer waiting on them, only on its
     coordinator to take the entries up: `running`."""
-    if not store.last_seq(run_id):
-        raise UnknownRun(run_id, store.shown_url)
+    store.require_run(run_id)
     state = store.state(run_id)
     entries = pending(store, run_id, state.inbox_seen)
     answered = {e.escalation_id for e in entries if isinstance(e, HumanAnswered)}

@@ -31,7 +31,6 @@ from baton.events.errors import (
     BatonError,
     ClusterUnavailable,
     RunInterrupted,
-    UnknownRun,
 )
 from baton.events.model import Task, require_run_id
 from baton.events.schema import RunRequested
@@ -330,8 +329,7 @@ def resume(
     the one the run was started from, unless `spec` is given."""
     url = store_url(store)
     with open_store(url) as log:
-        if not log.last_seq(run_id):
-            raise UnknownRun(run_id, log.shown_url)
+        log.require_run(run_id)
         state = log.state(run_id)
     if state.status != "running":
         raise BadInput(f"run {run_id!r} has already {state.status}; there is nothing to resume")

@@ -42,7 +42,6 @@ from baton.projections.fork import copy_prefix, record_fork
 from baton.projections.replay import (
     Divergence,
     Verification,
-    require_run,
     state_at,
     verify_log,
 )
@@ -152,7 +151,7 @@ def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfac
     """Feed `run_id`'s recorded facts to `policy`, calling no worker: where it parts
     from the record, how the outcome would differ, and where it had to stop. The run's
     recorded specs are loaded first, so the output schemas its tasks name resolve."""
-    require_run(store, run_id)
+    store.require_run(run_id)
     notes: list[str] = []
     load_schemas_of(_origins(store, run_id), notes)
     schemas = ImportedSchemas()

@@ -27,6 +27,8 @@ from .model import (
     assignment_id,
     canonical_json,
     digest,
+    escalation_id,
+    task_of,
 )
 from .plan import plan_problems
 from .policy import Candidate, Policy, RecoveryFacts
@@ -248,7 +250,7 @@ class _Turn:
     # --- the rules ---------------------------------------------------------------------
 
     def _ignore(self, aid: str, rule: str) -> None:
-        task_id = aid.rsplit("#", 1)[0]
+        task_id = task_of(aid)
         record = self.state.tasks.get(task_id)
         facts: dict[str, Json] = {
             "assignment": aid,
@@ -332,7 +334,7 @@ class _Turn:
                 "or supply the output?"
             )
             self.emit(EscalationRaised, "escalate.ask_person", facts.as_facts(),
-                      escalation_id=f"{s.run_id}:esc-{s.seq + 1}", task_id=task.id,
+                      escalation_id=escalation_id(s.run_id, s.seq + 1), task_id=task.id,
                       question=question)
         elif choice.action == "abandon":
             self._abandon_dependents(task.id)

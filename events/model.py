@@ -266,6 +266,22 @@ def assignment_id(task_id: str, attempt: int) -> str:
     return f"{task_id}#{attempt}"
 
 
+def task_of(assignment: str) -> str:
+    """The task an assignment id (``task#attempt``) is an attempt at (task ids hold no #)."""
+    return assignment.partition("#")[0]
+
+
+def escalation_id(run_id: str, seq: int) -> str:
+    """The id of the escalation a run raised at `seq`: ``RUN:esc-SEQ``."""
+    return f"{run_id}:esc-{seq}"
+
+
+def escalation_parts(escalation: str) -> tuple[str, int] | None:
+    """The run and seq an escalation id (``RUN:esc-SEQ``) names; None if it is not one."""
+    run_id, sep, seq = escalation.rpartition(":esc-")
+    return (run_id, int(seq)) if sep and run_id and seq.isdigit() else None
+
+
 class Assignment(Frozen):
     """One attempt at a task, carrying exactly the context the task allows."""
 

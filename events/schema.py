@@ -294,6 +294,9 @@ DECISION_TYPES: dict[str, type[Decision]] = {
 }
 EVENT_TYPES: dict[str, type[Envelope]] = {**STIMULUS_TYPES, **DECISION_TYPES}
 
+# The events that end a run, by type, and the status each leaves it in.
+ENDINGS: dict[str, str] = {RunCompleted.__name__: "completed", RunFailed.__name__: "failed"}
+
 
 def encode(event: Envelope) -> bytes:
     """The event's canonical bytes: compact JSON, fields in declaration order."""

@@ -35,7 +35,6 @@ from baton.events.store import EventStore
 
 from .log import describe
 from .log import turns as log_turns
-from .replay import require_run
 
 # Fields that place a decision in its log rather than say what was decided.
 _PLACE = {"seq", "cause", "state_digest"}
@@ -96,7 +95,7 @@ def counterfactual(
     """Feed `run_id`'s recorded stimuli to `policy` (named `label` in the report) and
     report where it parts from the record, how the outcome would differ, and where (if
     anywhere) it had to stop."""
-    require_run(store, run_id)
+    store.require_run(run_id)
     recorded_state = RunState()
     log: list[Envelope] = []
     for event, data in store.read_recorded(run_id):

@@ -10,7 +10,6 @@ from baton.events.store import EventStore
 
 from .counterfactual import TaskChange, changed_tasks, outcome
 from .log import gist, line
-from .replay import require_run
 
 
 @dataclass
@@ -41,8 +40,8 @@ class RunDiff:
 def diff(store: EventStore, run_a: str, run_b: str) -> RunDiff:
     """Compare two runs' logs event by event, apart from what names the run (see
     `gist`), then compare where each run ended up."""
-    require_run(store, run_a)
-    require_run(store, run_b)
+    store.require_run(run_a)
+    store.require_run(run_b)
     log_a, log_b = store.read(run_a), store.read(run_b)
     common = 0
     for left, right in zip(log_a, log_b, strict=False):

@@ -31,7 +31,7 @@ from baton.events.state import RunState
 from baton.events.store import EventStore
 
 from .log import gist, turns
-from .replay import PolicyFor, require_run
+from .replay import PolicyFor
 
 
 @dataclass
@@ -57,7 +57,7 @@ def copy_prefix(
     `at` must end a turn (the event after it is a stimulus, or there is none) while the
     run was still going; each turn is decided again by the policy `policy_for` names
     (the one that decided it) and must come out as recorded."""
-    last = require_run(store, run_id)
+    last = store.require_run(run_id)
     require_run_id(new_run_id)
     if store.last_seq(new_run_id):
         raise BadInput(f"run {new_run_id!r} already exists in {store.shown_url}; choose another "

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from baton.events.model import Execution
+from baton.events.model import Execution, task_of
 from baton.events.schema import (
     AssignmentDispatched,
     CancelRequested,
@@ -119,21 +119,25 @@ def _ran(execution: Execution | None) -> str:
 
 def concerns(event: Envelope, task_id: str) -> bool:
     """Does `event` concern task `task_id`?"""
-    prefix = f"{task_id}#"
+    return task_id in about_tasks(event)
+
+
+def about_tasks(event: Envelope) -> tuple[str, ...]:
+    """The tasks an event concerns, read off the event."""
     match event:
         case AssignmentDispatched():
-            return event.assignment.task_id == task_id
+            return (event.assignment.task_id,)
         case ResultReceived():
-            return event.result.assignment_id.startswith(prefix)
+            return (task_of(event.result.assignment_id),)
         case FailureReported():
-            return event.failure.assignment_id.startswith(prefix)
+            return (task_of(event.failure.assignment_id),)
         case TimerFired() | WorkerStuck() | WorkerReplaced():
-            return event.assignment_id.startswith(prefix)
+            return (task_of(event.assignment_id),)
         case ResultValidated() | RecoveryChosen() | EscalationRaised():
-            return event.task_id == task_id
+            return (event.task_id,)
         case PlanChanged():
-            return any(t.id == task_id for t in event.added)
-    return False
+            return tuple(t.id for t in event.added)
+    return ()
 
 
 def turns(log: Sequence[Envelope]) -> list[tuple[Stimulus, tuple[Decision, ...]]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from baton.events.decider import turn
-from baton.events.errors import BadInput, BadLog, BadSpec, BatonError, PolicyError, UnknownRun
+from baton.events.errors import BadInput, BadLog, BadSpec, BatonError, PolicyError
 from baton.events.model import NO_SCHEMAS, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -257,7 +257,7 @@ def verify(
 ) -> Verification:
     """Re-decide every stimulus in `run_id`'s log (up to `until`) with the policy
     `policy_for` names for each stretch of it, and compare with what was recorded."""
-    last = require_run(store, run_id)
+    last = store.require_run(run_id)
     if until is not None and not 1 <= until <= last:
         raise BadInput(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
     count, divergence = verify_log(store.read_raw(run_id, until=until), policy_for=policy_for,
@@ -270,15 +270,7 @@ def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState
     """The run's state just after event `seq` (default: its last): the ledger, plan,
     work in flight and outputs so far. Starts from the nearest snapshot at or before
     `seq`, so only the tail is folded."""
-    last = require_run(store, run_id)
+    last = store.require_run(run_id)
     if seq is not None and not 1 <= seq <= last:
         raise BadInput(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
     return store.state(run_id, until=seq)
-
-
-def require_run(store: EventStore, run_id: str) -> int:
-    """The seq `run_id`'s log ends at; UnknownRun when the store has no such run."""
-    last = store.last_seq(run_id)
-    if not last:
-        raise UnknownRun(run_id, store.shown_url)
-    return last

@@ -50,7 +50,7 @@ from baton.events.schema import (
 )
 
 from .ledger import ledger
-from .log import describe, short
+from .log import about_tasks, describe, short
 from .trace import trace
 
 MAX_BARS = 20_000  # attempts drawn; past it, every unaccepted one and a sample of the rest
@@ -370,22 +370,6 @@ def _traces(events: list[Envelope], task_ids: list[str],
         traces[task_id] = [_bounded(vars(step)) for step in trace(own, task_id)]
     return traces
 
-
-def about_tasks(event: Envelope) -> tuple[str, ...]:
-    """The tasks an event concerns (as `log.concerns` judges it), read off the event."""
-    if isinstance(event, AssignmentDispatched):
-        return (event.assignment.task_id,)
-    if isinstance(event, ResultReceived):
-        return (event.result.assignment_id.rsplit("#", 1)[0],)
-    if isinstance(event, FailureReported):
-        return (event.failure.assignment_id.rsplit("#", 1)[0],)
-    if isinstance(event, TimerFired | WorkerStuck | WorkerReplaced):
-        return (event.assignment_id.rsplit("#", 1)[0],)
-    if isinstance(event, ResultValidated | RecoveryChosen | EscalationRaised):
-        return (event.task_id,)
-    if isinstance(event, PlanChanged):
-        return tuple(t.id for t in event.added)
-    return ()
 
 
 # --- bounded, JSON-safe values ---------------------------------------------------------

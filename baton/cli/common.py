@@ -24,11 +24,8 @@ from typer.core import TyperGroup
 from baton.events.errors import (
     EXIT_FAILED,
     BatonError,
-    UnknownRun,
 )
 from baton.events.store import EventStore, faults, open_store
-
-ENDINGS = frozenset({"RunCompleted", "RunFailed"})
 
 
 class Commands(TyperGroup):
@@ -115,8 +112,7 @@ StorePatience = Annotated[float, typer.Option(
 def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
     """The store holding `run_id`, open; UnknownRun when the run is not there."""
     with open_store(store) as log:
-        if not log.last_seq(run_id):
-            raise UnknownRun(run_id, log.shown_url)
+        log.require_run(run_id)
         yield log
 
 

@@ -30,12 +30,12 @@ from baton.events.errors import (
     StoreUnavailable,
     UnknownRun,
 )
+from baton.events.schema import ENDINGS
 from baton.events.store import live, open_store, store_url
 from baton.events.store.heartbeats import STALE_AFTER_S, standing
 from baton.events.store.sealing import KEY_ENV, new_key
 
 from .common import (
-    ENDINGS,
     Address,
     AsJson,
     Detach,

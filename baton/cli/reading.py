@@ -14,7 +14,7 @@ from rich.table import Table
 from baton import replay as debug
 from baton.actors.spec import load_policy, load_spec
 from baton.events.errors import EXIT_DONE, EXIT_FAILED, BadInput, BatonError
-from baton.events.schema import EVENT_TYPES, Event
+from baton.events.schema import ENDINGS, EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store, store_url
 from baton.events.store.heartbeats import standing
 from baton.projections import log as readable
@@ -25,7 +25,6 @@ from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
 
 from .common import (
-    ENDINGS,
     Address,
     AsJson,
     Detach,

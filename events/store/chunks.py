@@ -17,12 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schema import Envelope
+from ..model import task_of
+from ..schema import ENDINGS, Envelope
 
 TOPIC = "baton.columns:csv1"  # changes whenever a chunk's layout does
 SIZE = 4096  # events a chunk covers
 KEPT_AT_CLOSE = 64  # fewer pending events than this are left for readers to derive
-ENDINGS = {"RunCompleted": "completed", "RunFailed": "failed"}
 
 
 @dataclass
@@ -91,8 +91,7 @@ def line(event: Envelope) -> str | None:
         if assignment is not None:
             task_id = assignment.task_id
         elif assignment_id is not None:  # the task of the attempt "task#n"
-            task_id = assignment_id.rpartition("#")[0] if "#" in assignment_id else (
-                assignment_id)
+            task_id = task_of(assignment_id)
     handler = fields.get("handler")
     if handler is None and assignment is not None:
         handler = assignment.handler

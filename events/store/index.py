@@ -18,9 +18,10 @@ from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.popo import POPOTrackingRecorder
 from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
 
+from ..schema import ENDINGS
+
 TRACKED_AS = "baton.runs"  # the index's name in the tracking table
 READ_WHOLE = "RunRequested"  # the one type whose body the index reads; of the rest, the head
-_ENDINGS = {"RunCompleted": "completed", "RunFailed": "failed"}
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ class Batch:
         self.added[info.run_id] = info
 
     def event(self, run_id: str, topic: str, seq: int) -> None:
-        ending = _ENDINGS.get(topic)
+        ending = ENDINGS.get(topic)
         if ending is None and run_id in self.changed:
             ending = self.changed[run_id][0]
         self.changed[run_id] = ending, seq

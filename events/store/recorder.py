@@ -32,8 +32,8 @@ from eventsourcing.persistence import (
 from eventsourcing.popo import POPOAggregateRecorder, POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteFactory
 
-from ..errors import BadLog, BadStoreURL, ConcurrencyConflict
-from ..schema import Envelope, Event, RunRequested
+from ..errors import BadLog, BadStoreURL, ConcurrencyConflict, UnknownRun
+from ..schema import ENDINGS, Envelope, Event, RunRequested
 from ..state import RunState
 from . import chunks, faults, snapshot
 from .codec import Codec
@@ -190,7 +190,7 @@ class EventStore:
         if pending is None:
             pending = self._unchunked[run_id] = chunks.Pending(first)
         pending.lines.extend(map(chunks.line, events))
-        if len(pending.lines) >= chunks.SIZE or events[-1].type in chunks.ENDINGS:  # type: ignore[attr-defined]
+        if len(pending.lines) >= chunks.SIZE or events[-1].type in ENDINGS:  # type: ignore[attr-defined]
             self._write_chunk(run_id)
 
     def _write_chunk(self, run_id: str) -> None:
@@ -211,6 +211,13 @@ class EventStore:
         """The seq the run's log ends at (0 when the run has no events)."""
         last = self.recorder.select_events(run_id, desc=True, limit=1)
         return last[0].originator_version if last else 0
+
+    def require_run(self, run_id: str) -> int:
+        """The seq the run's log ends at; UnknownRun when the store has no such run."""
+        last = self.last_seq(run_id)
+        if not last:
+            raise UnknownRun(run_id, self.shown_url)
+        return last
 
     def require_every_seq(self, run_id: str) -> int:
         """The seq the run's log ends at, having checked that it holds every seq up to

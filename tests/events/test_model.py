@@ -8,7 +8,15 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from baton import Check, Task, from_task
-from baton.events.model import Budget, assignment_id, schema_identity, schema_topic
+from baton.events.model import (
+    Budget,
+    assignment_id,
+    escalation_id,
+    escalation_parts,
+    schema_identity,
+    schema_topic,
+    task_of,
+)
 from tests.fixtures.specs import Count
 
 
@@ -40,6 +48,14 @@ def test_a_task_id_must_be_usable_in_a_derived_assignment_id(bad_id: str) -> Non
 def test_assignment_ids_are_derived_not_random() -> None:
     """The id of attempt n of task t is `t#n`."""
     assert assignment_id("audit-os", 3) == "audit-os#3"
+
+
+def test_ids_read_back_to_what_made_them() -> None:
+    """An assignment id names its task; an escalation id its run and seq (a run id may
+    hold ':' and '-'); what is not an escalation id names none."""
+    assert task_of(assignment_id("audit-os.path", 12)) == "audit-os.path"
+    assert escalation_parts(escalation_id("run:a-1", 40)) == ("run:a-1", 40)
+    assert escalation_parts("run-1") is None and escalation_parts("run-1:esc-x") is None
 
 
 def test_an_output_schema_class_is_recorded_by_topic_and_carried_by_its_task() -> None:
