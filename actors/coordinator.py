@@ -12,14 +12,11 @@ process (invariant 1): it holds worker handles, never handlers.
 from __future__ import annotations
 
 import gc
-import heapq
 import os
 import resource
 import threading
 import time
-from collections import Counter, deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import ray
@@ -27,47 +24,31 @@ from pydantic import BaseModel
 from ray.exceptions import RayActorError, RayError
 
 from baton.events.decider import turn
-from baton.events.errors import BadLog
 from baton.events.model import Assignment, Failure, Result
 from baton.events.policy import Policy
 from baton.events.schema import (
     AssignmentDispatched,
-    CancelRequested,
     CoordinatorRestarted,
     Envelope,
-    Event,
-    FailureReported,
-    HumanAnswered,
-    ResultReceived,
-    ResultValidated,
     RunRequested,
-    Stimulus,
-    TimerFired,
     WorkerReplaced,
-    WorkerStuck,
 )
 from baton.events.store import faults, masked_url, open_store
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import Sealer
 
 from . import inbox, reservation
+from .deadlines import Deadlines
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
 from .progress import RunProgress
+from .runstats import RunStats
+from .sender import Sender
+from .stimuli import StimulusMaker, from_inbox, stimulus_for, stuck_worker, timer_for
 
 INBOX_POLL_S = 1.0
 RESTART_GRACE_S = 60.0  # how long timed work waits to be sent, with no replica up, at most
 SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's state
-
-StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
-
-
-@dataclass(slots=True)
-class Call:
-    """One call out to a worker: the assignments it carries, which it runs in order."""
-
-    ids: tuple[str, ...]
-    replica: Replica
 
 
 class Coordinator:
@@ -101,17 +82,12 @@ class Coordinator:
         self.state = self.patience.call(lambda: self.store.state(run_id), 0)
         self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
-        self.pending: dict[ray.ObjectRef[Any], Call] = {}
-        self.deadlines: list[tuple[float, str]] = []  # a heap of (monotonic time, assignment)
-        self.deadline_of: dict[str, float] = {}  # the current one; older heap entries are stale
-        self.overdue: set[str] = set()  # calls still out past their deadline
-        # Dispatched (and recorded), not yet sent: every replica of the handler is busy
-        # with WINDOW calls, down or stuck.
-        self.waiting: dict[str, deque[Assignment]] = {name: deque() for name in self.pool.workers}
+        # Dispatched (and recorded), not yet sent, and the calls out to workers.
+        self.sender = Sender(self.pool, lambda worker, batch: worker.run.remote(batch))
+        self.deadlines = Deadlines()  # on the monotonic clock
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
-        self.tally: Counter[str] = Counter()
-        self.timing = [0, 0.0, 0.0]  # turns, seconds deciding, seconds appending
+        self.stats = RunStats()
         self.detached = detached
         self.driving: threading.Thread | None = None
         self.beat_due = 0.0  # monotonic time of the next heartbeat
@@ -179,7 +155,7 @@ class Coordinator:
         while self.state.status == "running" and not self.stopping and (
             self._awaiting() or (wait_for_people and self.state.waiting_on_people)
         ):
-            refs = list(self.pending) + self.pool.probe_refs()
+            refs = list(self.sender.pending) + self.pool.probe_refs()
             # Everything finished by now joins this turn, in the order Ray reports it.
             ready = ray.wait(refs, num_returns=len(refs), timeout=0)[0] if refs else []
             if not ready and refs:
@@ -188,7 +164,7 @@ class Coordinator:
                 time.sleep(self._next_wake())
             for ref in [r for r in ready if r in self.pool.probes]:
                 self.pool.probe_returned(ref)
-            ready = [r for r in ready if r in self.pending]
+            ready = [r for r in ready if r in self.sender.pending]
             try:
                 outcomes = ray.get(ready)
             except RayError:  # one of them failed: fetch each alone to tell which
@@ -199,7 +175,7 @@ class Coordinator:
             makers += self._expired_timers()
             if makers:
                 self._turn(makers)
-            self._send_waiting()  # to replicas with room again, or back from the dead
+            self._send()  # to replicas with room again, or back from the dead
             self._take_up_inbox()
             self._beat()
         self._beat(force=True, phase="stopped" if self.stopping else None)
@@ -236,20 +212,19 @@ class Coordinator:
             lambda: inbox.pending(self.store, self.run_id, self.state.inbox_seen),
             self.state.seq)
         if entries and self.state.status == "running":
-            self._turn([_from_inbox(self.run_id, entry) for entry in entries])
+            self._turn([from_inbox(self.run_id, entry) for entry in entries])
 
     def _awaiting(self) -> bool:
         """Is anything still coming that the decider cares about? (A late result for a
         superseded attempt is recorded if it comes, but is not waited for.)"""
-        in_flight = self.state.in_flight
-        return any(aid in in_flight for call in self.pending.values() for aid in call.ids) or any(
-            a.id in in_flight for waiting in self.waiting.values() for a in waiting)
+        return self.sender.carries(self.state.in_flight)
 
     def _next_wake(self) -> float:
         """Seconds until the next timer, probe or look at the inbox is due."""
         waits = [INBOX_POLL_S, self.pool.next_probe_in()]
-        if self.deadlines:
-            waits.append(max(0.0, self.deadlines[0][0] - time.monotonic()))
+        due = self.deadlines.next_at()
+        if due is not None:
+            waits.append(max(0.0, due - time.monotonic()))
         return min(w for w in waits if w is not None)
 
     def _expired_timers(self) -> list[StimulusMaker]:
@@ -260,34 +235,28 @@ class Coordinator:
         again, to the replacement, with time of their own. An attempt not yet sent times
         out only when no replica of its handler could take it (every one down or stuck)
         for its time and the grace after it; while one is up, the wait is this queue's."""
-        now, expired = time.monotonic(), []
-        while self.deadlines and self.deadlines[0][0] <= now:
-            deadline, assignment_id = heapq.heappop(self.deadlines)
-            if self.deadline_of.get(assignment_id) != deadline:
-                continue  # superseded: the assignment was sent again since
-            del self.deadline_of[assignment_id]
-            if assignment_id in self.state.in_flight:
-                expired.append(assignment_id)
+        expired = [aid for aid in self.deadlines.passed(time.monotonic())
+                   if aid in self.state.in_flight]
         if not expired:
             return []
-        running = self._running_by_replica()
-        late = self.overdue.union(expired)
+        running = self.sender.running()
+        late = self.deadlines.overdue.union(expired)
         stuck = {replica: next(aid for aid in call.ids if aid in late)
                  for replica, (call, ref) in running.items()
                  if late.intersection(call.ids) and not ray.wait([ref], timeout=0)[0]}
-        fired = [_stuck(self.run_id, aid, replica) for replica, aid in stuck.items()]
+        fired = [stuck_worker(self.run_id, aid, replica) for replica, aid in stuck.items()]
         held_up = self.pool.stuck.union(stuck, self.pool.down)
         for assignment_id in expired:
-            replica = self._replica_of(assignment_id)
+            replica = self.sender.replica_of(assignment_id)
             if replica in stuck and assignment_id not in running[replica][0].ids:
                 continue  # queued behind the stuck call: re-sent when it is replaced
             if replica is None and self._waiting_its_turn(held_up, assignment_id):
                 continue
             if replica is not None:
-                self.overdue.add(assignment_id)
+                self.deadlines.overdue.add(assignment_id)
                 if replica not in stuck:
                     self.pool.timed_out(replica)
-            fired.append(_timer_for(self.run_id, assignment_id))
+            fired.append(timer_for(self.run_id, assignment_id))
         return fired
 
     def _waiting_its_turn(self, held_up: set[Replica], assignment_id: str) -> bool:
@@ -301,24 +270,11 @@ class Coordinator:
         self._clock_from_send(assignment)
         return True
 
-    def _running_by_replica(self) -> dict[Replica, tuple[Call, ray.ObjectRef[Any]]]:
-        """The call each busy replica is running: its oldest still pending (a worker takes
-        one call at a time, in the order they were sent)."""
-        running: dict[Replica, tuple[Call, ray.ObjectRef[Any]]] = {}
-        for ref, call in self.pending.items():
-            running.setdefault(call.replica, (call, ref))
-        return running
-
-    def _replica_of(self, assignment_id: str) -> Replica | None:
-        return next((call.replica for call in self.pending.values()
-                     if assignment_id in call.ids), None)
-
     def _arrived(
         self, ref: ray.ObjectRef[Any], outcomes: list[Result | Failure] | None
     ) -> list[StimulusMaker]:
-        call = self.pending.pop(ref)
-        self.overdue.difference_update(call.ids)
-        self.pool.returned(call.replica)
+        call = self.sender.answered(ref)
+        self.deadlines.returned(call.ids)
         handler, index = call.replica
         try:
             if outcomes is None:
@@ -339,14 +295,17 @@ class Coordinator:
                 self.pool.ran(handler, (last.ended_at - first.started_at) / len(outcomes))
             if len(outcomes) < len(call.ids):
                 self._send_again(handler, call.ids[len(outcomes):])
-        return [_stimulus_for(self.run_id, outcome) for outcome in outcomes]
+        return [stimulus_for(self.run_id, outcome) for outcome in outcomes]
 
     def _send_again(self, handler: str, ids: Sequence[str]) -> None:
         """Put assignments a call carried but did not run (its worker's return was full)
         back at the front of their handler's queue, as they were."""
-        again = [a for aid in ids if (task_id := self.state.in_flight.get(aid))
-                 and (a := self.state.tasks[task_id].assignment) is not None and a.id == aid]
-        self.waiting[handler].extendleft(reversed(again))
+        self.sender.queue_first(handler, self._current(ids))
+
+    def _current(self, ids: Sequence[str]) -> list[Assignment]:
+        """The assignments of `ids` that are still their task's attempt in flight."""
+        return [a for aid in ids if (task_id := self.state.in_flight.get(aid))
+                and (a := self.state.tasks[task_id].assignment) is not None and a.id == aid]
 
     def _turn(self, makers: Sequence[StimulusMaker]) -> None:
         expected = self.state.seq
@@ -362,19 +321,13 @@ class Coordinator:
         # Write-ahead: the turn is durable before any of its effects happen (a store
         # that fails for a while is waited out).
         self.patience.append(self.store, events, expected, recorded)
-        self.timing[0] += 1
-        self.timing[1] += decided_at - started
-        self.timing[2] += time.perf_counter() - decided_at
-        for event in events:
-            self.tally[event.type] += 1  # type: ignore[attr-defined]
-            if isinstance(event, ResultValidated) and event.outcome == "rejected":
-                self.tally["rejected"] += 1
+        self.stats.took(events, decided_at - started, time.perf_counter() - decided_at)
         for event in events:
             if isinstance(event, AssignmentDispatched):
                 self._dispatch(event)
             elif isinstance(event, WorkerReplaced):
                 self._replace(event)
-        self._send_waiting()
+        self._send()
         if snapshot_due(self.state.seq, self.snapshot_seq):
             with faults.ignored():  # a cache: one refused is taken at a later turn
                 self.store.save_snapshot(self.state)
@@ -386,87 +339,39 @@ class Coordinator:
         replica with room is this queue's, not the attempt's."""
         assignment = decision.assignment
         self._clock_from_send(assignment)
-        self.waiting[assignment.handler].append(assignment)
+        self.sender.queue(assignment)
 
     def _start_clock(self, assignment: Assignment, grace_s: float = 0.0) -> None:
         assert assignment.timeout_s is not None
-        deadline = time.monotonic() + assignment.timeout_s + grace_s
-        self.deadline_of[assignment.id] = deadline
-        heapq.heappush(self.deadlines, (deadline, assignment.id))
+        self.deadlines.set(assignment.id, time.monotonic() + assignment.timeout_s + grace_s)
 
     def _clock_from_send(self, assignment: Assignment) -> None:
-        """Time a timed assignment from when it is sent (`_send_waiting` starts its clock
-        then); should no replica be able to take it meanwhile, let it time out anyway, a
-        grace period after its time."""
+        """Time a timed assignment from when it is sent (`_send` starts its clock then);
+        should no replica be able to take it meanwhile, let it time out anyway, a grace
+        period after its time."""
         if assignment.timeout_s is not None:
             self._start_clock(assignment, RESTART_GRACE_S)
 
-    def _send_waiting(self) -> None:
-        """Send what waits, a batch a call, to each replica with room. A retry goes alone
-        to an idle replica, and nothing is queued behind it there: if its input kills the
-        worker, it takes nothing else down. An assignment that timed out or was cancelled
-        while it waited is dropped: it is no longer in flight."""
-        in_flight = self.state.in_flight
-        for handler, waiting in self.waiting.items():
-            while True:
-                while waiting and waiting[0].id not in in_flight:
-                    waiting.popleft()
-                if not waiting:
-                    break
-                head = waiting[0]
-                retry = head.attempt > 1
-                replica, idle = self.pool.choose(handler, idle=retry)
-                if replica is None:
-                    break
-                if _alone(head):
-                    batch = [waiting.popleft()]
-                    if head.timeout_s is not None:
-                        self._start_clock(head)  # its time starts as it goes out
-                else:
-                    # While replicas sit idle, what waits is shared among them, not all
-                    # sent to the first.
-                    size = self.pool.batch_size(handler)
-                    if idle:
-                        size = min(size, -(-len(waiting) // idle))
-                    batch = self._next_batch(waiting, size)
-                ref: ray.ObjectRef[Any] = self.pool.sent(replica, alone=retry).run.remote(batch)
-                self.pending[ref] = Call(tuple(a.id for a in batch), replica)
-                self.tally["calls"] += 1
-
-    def _next_batch(self, waiting: deque[Assignment], size: int) -> list[Assignment]:
-        """Up to `size` assignments still in flight off the front of `waiting` (whose first
-        need not travel alone), up to the next that must."""
-        in_flight = self.state.in_flight
-        batch: list[Assignment] = []
-        while waiting and len(batch) < size:
-            assignment = waiting[0]
-            if assignment.id in in_flight:
-                if _alone(assignment):
-                    break
-                batch.append(assignment)
-            waiting.popleft()
-        return batch
+    def _send(self) -> None:
+        """Send what waits to the replicas with room; a timed assignment's time starts
+        as it goes out."""
+        self.sender.send_waiting(self.state.in_flight, self._start_clock)
 
     def _replace(self, decision: WorkerReplaced) -> None:
         """Kill the worker stuck on the decision's assignment; Ray starts it again. Its
         calls are dropped: the stuck one (already timed out) and the one queued behind it,
         whose assignments still in flight wait to be sent again, to whichever replica is
         up, as the same assignments, ahead of what was dispatched after them."""
-        replica = self._replica_of(decision.assignment_id)
+        replica = self.sender.replica_of(decision.assignment_id)
         if replica is None:
             return  # it answered, or this process never sent it (a restarted coordinator)
-        dropped = [ref for ref, call in self.pending.items() if call.replica == replica]
-        again: list[Assignment] = []
-        for ref in dropped:
-            for aid in self.pending.pop(ref).ids:
-                task_id = self.state.in_flight.get(aid)
-                assignment = self.state.tasks[task_id].assignment if task_id else None
-                self.overdue.discard(aid)
-                if assignment is not None and assignment.id == aid:
-                    self._clock_from_send(assignment)
-                    again.append(assignment)
+        dropped = self.sender.dropped(replica)
+        self.deadlines.returned(dropped)
+        again = self._current(dropped)
+        for assignment in again:
+            self._clock_from_send(assignment)
         handler, index = replica
-        self.waiting[handler].extendleft(reversed(again))
+        self.sender.queue_first(handler, again)
         ray.kill(self.pool.workers[handler][index], no_restart=False)
         self.pool.replaced(replica)
 
@@ -474,9 +379,7 @@ class Coordinator:
 
     def progress_now(self) -> RunProgress:
         s = self.state
-        status: str = s.status
-        if s.waiting_on_people:  # (a stale call may still be out; it changes nothing)
-            status = "waiting"
+        status: str = s.phase  # (a stale call may still be out while waiting: no matter)
         abandoned = sum(1 for r in s.tasks.values() if r.status == "abandoned") if (
             status != "running") else 0
         return RunProgress(
@@ -487,21 +390,15 @@ class Coordinator:
             abandoned=abandoned,
             in_flight=len(s.in_flight),
             escalations=len(s.escalations),
-            dispatched=self.tally["AssignmentDispatched"],
-            calls=self.tally["calls"],
-            failures=self.tally["FailureReported"],
-            rejections=self.tally["rejected"],
-            recoveries=self.tally["RecoveryChosen"],
             events=s.seq,
             coordinator_pid=os.getpid(),
-            turns=int(self.timing[0]),
-            deciding_s=self.timing[1],
-            appending_s=self.timing[2],
             elapsed_s=time.monotonic() - self.started,
             output=s.output if status == "completed" else None,
             error=s.error,
             store_down_since=outage.since if (outage := self.patience.outage) else 0.0,
             store_error=outage.cause if outage else "",
+            calls=self.sender.calls,
+            **self.stats.progress_fields(),
         )
 
     def progress(self) -> dict[str, Any]:
@@ -532,43 +429,3 @@ def _settled() -> None:
     collected first: a cycle frozen would never be."""
     gc.collect()
     gc.freeze()
-
-
-def _alone(assignment: Assignment) -> bool:
-    """Does the assignment go in a call of its own? A timed one does, so its deadline
-    measures its own handler's time and a stuck call names the attempt that is stuck; so
-    does a retry, so an input that kills its worker takes nothing else down twice."""
-    return assignment.timeout_s is not None or assignment.attempt > 1
-
-
-def _from_inbox(run_id: str, entry: Event) -> StimulusMaker:
-    """The stimulus for an inbox entry, placed in the run's own log."""
-    if not isinstance(entry, HumanAnswered | CancelRequested):
-        raise BadLog(f"{type(entry).__name__} has no place in an inbox",
-                     run_id=entry.run_id, seq=entry.seq)
-    return lambda seq: entry.model_copy(update={"run_id": run_id, "seq": seq,
-                                                "inbox_seq": entry.seq})
-
-
-def _timer_for(run_id: str, assignment_id: str) -> StimulusMaker:
-    now = time.time()
-    return lambda seq: TimerFired(run_id=run_id, seq=seq, recorded_at=now,
-                                  assignment_id=assignment_id)
-
-
-def _stuck(run_id: str, assignment_id: str, replica: Replica) -> StimulusMaker:
-    now = time.time()
-    handler, index = replica
-    note = f"replica {index} still running it at its deadline"
-    return lambda seq: WorkerStuck(run_id=run_id, seq=seq, recorded_at=now,
-                                   assignment_id=assignment_id, handler=handler, note=note)
-
-
-def _stimulus_for(run_id: str, outcome: Result | Failure) -> StimulusMaker:
-    now = time.time()
-    if isinstance(outcome, Result):
-        return lambda seq: ResultReceived(run_id=run_id, seq=seq, recorded_at=now,
-                                          result=outcome)
-    return lambda seq: FailureReported(run_id=run_id, seq=seq, recorded_at=now,
-                                       failure=outcome)
-

@@ -1,0 +1,60 @@
+"""The facts that reach a coordinator from outside its decider, as stimuli: a worker's
+result or failure, a deadline passed, a worker stuck, an entry from the run's inbox.
+Each is stamped with the wall-clock time it arrived (as data) and made once its place
+in the log (its seq) is known, so the coordinator alone numbers the run's events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from baton.events.errors import BadLog
+from baton.events.model import Failure, Result
+from baton.events.schema import (
+    CancelRequested,
+    Event,
+    FailureReported,
+    HumanAnswered,
+    ResultReceived,
+    Stimulus,
+    TimerFired,
+    WorkerStuck,
+)
+
+from .pool import Replica
+
+StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
+
+
+def from_inbox(run_id: str, entry: Event) -> StimulusMaker:
+    """The stimulus for an inbox entry, placed in the run's own log."""
+    if not isinstance(entry, HumanAnswered | CancelRequested):
+        raise BadLog(f"{type(entry).__name__} has no place in an inbox",
+                     run_id=entry.run_id, seq=entry.seq)
+    return lambda seq: entry.model_copy(update={"run_id": run_id, "seq": seq,
+                                                "inbox_seq": entry.seq})
+
+
+def timer_for(run_id: str, assignment_id: str) -> StimulusMaker:
+    now = time.time()
+    return lambda seq: TimerFired(run_id=run_id, seq=seq, recorded_at=now,
+                                  assignment_id=assignment_id)
+
+
+def stuck_worker(run_id: str, assignment_id: str, replica: Replica) -> StimulusMaker:
+    now = time.time()
+    handler, index = replica
+    note = f"replica {index} still running it at its deadline"
+    return lambda seq: WorkerStuck(run_id=run_id, seq=seq, recorded_at=now,
+                                   assignment_id=assignment_id, handler=handler, note=note)
+
+
+def stimulus_for(run_id: str, outcome: Result | Failure) -> StimulusMaker:
+    now = time.time()
+    if isinstance(outcome, Result):
+        return lambda seq: ResultReceived(run_id=run_id, seq=seq, recorded_at=now,
+                                          result=outcome)
+    return lambda seq: FailureReported(run_id=run_id, seq=seq, recorded_at=now,
+                                       failure=outcome)
+
