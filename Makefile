@@ -21,14 +21,16 @@ $(STAMP): $(BIN)/python pyproject.toml
 test: $(STAMP)
 	.ci/postgres run $(BIN)/python -m pytest -q
 
-# mypy cannot follow setuptools' editable package-dir mapping, so it checks a tree of
-# links laid out as the installed package is.
+# mypy and import-linter cannot follow setuptools' editable package-dir mapping, so they
+# check a tree of links laid out as the installed package is. import-linter checks the
+# layering DESIGN.md promises (its contracts are in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	rm -rf build/typecheck && mkdir -p build/typecheck/baton
 	for f in baton/*.py baton/cli; do ln -s "$$PWD/$$f" build/typecheck/baton/; done
 	for d in events actors projections; do ln -s "$$PWD/$$d" build/typecheck/baton/$$d; done
 	cd build/typecheck && ../../$(BIN)/mypy --config-file ../../pyproject.toml -p baton
+	cd build/typecheck && PYTHONPATH=. ../../$(BIN)/lint-imports --no-cache ../../pyproject.toml
 
 # PostgreSQL's rows need a server: a throwaway one, as for the tests.
 bench: $(STAMP)
