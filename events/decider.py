@@ -1,19 +1,21 @@
 """The decider: decide(state, stimulus, policy), and `step` and `turn`, which the
 coordinator runs.
 
-`decide` holds every rule and changes nothing. For speed the state is advanced in place:
-`step` is the coordinator's primitive (fold the stimulus, decide, fold the decisions), and
-`turn` is `step` returning each event with its canonical bytes. `decide` runs `step`
-under an undo journal and rolls it back, so the caller's state is left exactly as it was.
-The state and `evolve` are in `state`; plan checks in `plan`.
+The rules read the state and the stimulus and build decisions; each decision is folded
+into the state by `evolve` (RunState.apply) as it is made, so the next rule sees it, and
+nothing else writes the state. For speed the state is advanced in place: `step` is the
+coordinator's primitive (fold the stimulus, decide, fold the decisions), and `turn` is
+`step` returning each event with its canonical bytes. `decide` runs `step` on a copy,
+so the caller's state is left as it was. The state and `evolve` are in `state`; plan
+checks in `plan`.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from .errors import PolicyError
 from .model import (
@@ -33,6 +35,7 @@ from .model import (
 from .plan import plan_problems
 from .policy import Candidate, Policy, RecoveryFacts
 from .schema import (
+    STIMULUS_TYPES,
     AssignmentDispatched,
     CancelRequested,
     CoordinatorRestarted,
@@ -95,8 +98,9 @@ def turn(
 ) -> list[tuple[Envelope, bytes]]:
     """`step`, returning the stimulus and its decisions each with its canonical bytes,
     ready to append (a large plan is encoded once, not twice)."""
-    if not isinstance(stimulus, Stimulus):
-        raise TypeError(f"decide() takes a stimulus, not {type(stimulus).__name__}")
+    if type(stimulus) not in _ANSWERS:
+        raise TypeError(f"decide() takes a stimulus ({', '.join(STIMULUS_TYPES)}), not "
+                        f"{type(stimulus).__name__}")
     first = (stimulus, state.apply(stimulus, recorded))
     return [first, *_Turn(state, stimulus, policy, schemas).run()]
 
@@ -104,9 +108,18 @@ def turn(
 def decide(state: RunState, stimulus: Stimulus, policy: Policy,
            schemas: Schemas = NO_SCHEMAS) -> list[Decision]:
     """The decisions that follow when `stimulus` arrives in `state`. Pure: `state` is
-    left exactly as it was (the turn runs under an undo journal)."""
-    with state._trial():
-        return step(state, stimulus, policy, schemas=schemas)
+    left as it was (the turn runs on a copy, O(tasks); the coordinator uses `turn`)."""
+    return step(state.copy(), stimulus, policy, schemas=schemas)
+
+
+class _Head(TypedDict):
+    """What every decision of a turn carries besides its own fields."""
+
+    run_id: str
+    seq: int
+    cause: int
+    state_digest: str
+    reason: Reason
 
 
 class _Turn:
@@ -123,36 +136,28 @@ class _Turn:
         s = self.state
         if s.status != "running" and not isinstance(self.stimulus, RunRequested):
             return []  # a finished run records late stimuli and decides nothing
-        handle = getattr(self, "_on_" + type(self.stimulus).__name__)
-        handle(self.stimulus)
+        _ANSWERS[type(self.stimulus)](self, self.stimulus)
         if s.status == "running":
             self._fill()
             self._settle()
         return self.out
 
-    def emit(
-        self,
-        cls: type[Decision],
-        rule: str,
-        facts: dict[str, Json] | None = None,
-        candidates: Sequence[dict[str, Json]] = (),
-        **fields: Any,
-    ) -> Any:
+    def head(self, rule: str, facts: dict[str, Json] | None = None,
+             candidates: Sequence[dict[str, Json]] = ()) -> _Head:
+        """The envelope of the next decision: its place, its cause, the state it looked
+        at, and why (the rule, the facts it read, the candidates it weighed)."""
         s = self.state
-        event = cls(
-            run_id=s.run_id,
-            seq=s.seq + 1,
-            cause=self.stimulus.seq,
-            state_digest=s.digest,
-            reason=Reason(rule=rule, facts=facts or {}, candidates=tuple(candidates)),
-            **fields,
-        )
-        self.out.append((event, s.apply(event)))
-        return event
+        return {"run_id": s.run_id, "seq": s.seq + 1, "cause": self.stimulus.seq,
+                "state_digest": s.digest,
+                "reason": Reason(rule=rule, facts=facts or {}, candidates=tuple(candidates))}
+
+    def record(self, decision: Decision) -> None:
+        """Keep `decision` and fold it into the state (the only way the state changes)."""
+        self.out.append((decision, self.state.apply(decision)))
 
     # --- stimuli -----------------------------------------------------------------------
 
-    def _on_RunRequested(self, e: RunRequested) -> None:
+    def _on_run_requested(self, e: RunRequested) -> None:
         s = self.state
         problems = plan_problems(e.tasks, {}, s.by_capability, self.schemas)
         names = [h.name for h in e.handlers]
@@ -160,18 +165,19 @@ class _Turn:
             problems.append("handler names are not unique: " + ", ".join(names))
         facts: dict[str, Json] = {"tasks": len(e.tasks), "handlers": names}
         if problems:
-            self.emit(RunFailed, "plan.invalid", {**facts, "problems": problems},
-                      error="the plan cannot run: " + "; ".join(problems))
+            self.record(RunFailed(
+                **self.head("plan.invalid", {**facts, "problems": problems}),
+                error="the plan cannot run: " + "; ".join(problems)))
         elif not e.tasks:
-            self.emit(RunFailed, "plan.empty", facts, error="the plan has no tasks")
+            self.record(RunFailed(**self.head("plan.empty", facts), error="the plan has no tasks"))
         else:
-            self.emit(PlanChanged, "plan.initial", facts, requested=True)
+            self.record(PlanChanged(**self.head("plan.initial", facts), requested=True))
 
-    def _on_RunForked(self, e: RunForked) -> None:
+    def _on_run_forked(self, e: RunForked) -> None:
         """Nothing to answer in itself: the fork's policy takes over, and `_fill`, which
         every turn ends with, dispatches whatever that policy would."""
 
-    def _on_ResultReceived(self, e: ResultReceived) -> None:
+    def _on_result_received(self, e: ResultReceived) -> None:
         aid = e.result.assignment_id
         task_id = self.state.in_flight.get(aid)
         if task_id is None:
@@ -179,7 +185,7 @@ class _Turn:
             return
         self._judge(self.state.tasks[task_id], aid, e.result.output)
 
-    def _on_FailureReported(self, e: FailureReported) -> None:
+    def _on_failure_reported(self, e: FailureReported) -> None:
         aid = e.failure.assignment_id
         task_id = self.state.in_flight.get(aid)
         if task_id is None:
@@ -187,7 +193,7 @@ class _Turn:
             return
         self._recover(self.state.tasks[task_id], aid, e.failure.summary(), e.failure.kind)
 
-    def _on_TimerFired(self, e: TimerFired) -> None:
+    def _on_timer_fired(self, e: TimerFired) -> None:
         task_id = self.state.in_flight.get(e.assignment_id)
         if task_id is None:
             self._ignore(e.assignment_id, "timer.not_current")
@@ -196,14 +202,15 @@ class _Turn:
         timeout = record.task.budget.timeout_s
         self._recover(record, e.assignment_id, f"timeout: no answer within {timeout}s", "timeout")
 
-    def _on_WorkerStuck(self, e: WorkerStuck) -> None:
+    def _on_worker_stuck(self, e: WorkerStuck) -> None:
         """Replace the process, whatever becomes of the attempt (TimerFired decides that):
         a retry, or anything queued, sent to it would wait behind the stuck call."""
-        self.emit(WorkerReplaced, "recover.replace_stuck_worker",
-                  {"assignment": e.assignment_id, "handler": e.handler, "note": e.note},
-                  assignment_id=e.assignment_id, handler=e.handler)
+        self.record(WorkerReplaced(
+            **self.head("recover.replace_stuck_worker", {
+                "assignment": e.assignment_id, "handler": e.handler, "note": e.note}),
+            assignment_id=e.assignment_id, handler=e.handler))
 
-    def _on_HumanAnswered(self, e: HumanAnswered) -> None:
+    def _on_human_answered(self, e: HumanAnswered) -> None:
         s = self.state
         task_id = s.escalations.get(e.escalation_id)
         if task_id is None:
@@ -217,30 +224,36 @@ class _Turn:
         if e.action == "accept":
             self._judge(record, e.escalation_id, e.output)
         elif e.action == "abandon":
-            self.emit(RecoveryChosen, "human.abandon", facts, task_id=task_id,
-                      assignment_id=None, action="abandon", feedback=e.note)
+            self.record(RecoveryChosen(
+                **self.head("human.abandon", facts), task_id=task_id, assignment_id=None,
+                action="abandon", feedback=e.note))
             self._abandon_dependents(task_id)
         else:
             handler = e.handler if e.action == "reassign" else record.handler
             if handler is None or handler not in s.by_capability.get(record.task.capability, ()):
                 handler = s.by_capability[record.task.capability][0]
-            self.emit(RecoveryChosen, f"human.{e.action}", facts, task_id=task_id,
-                      assignment_id=None, action=e.action, handler=handler, feedback=e.note)
+            self.record(RecoveryChosen(
+                **self.head(f"human.{e.action}", facts), task_id=task_id, assignment_id=None,
+                action=e.action, handler=handler, feedback=e.note))
 
-    def _on_CancelRequested(self, e: CancelRequested) -> None:
+    def _on_cancel_requested(self, e: CancelRequested) -> None:
         in_flight = self._in_flight_in_dispatch_order()
         for aid, task_id in in_flight:
-            self.emit(RecoveryChosen, "cancel.abandon_in_flight", {"note": e.note},
-                      task_id=task_id, assignment_id=aid, action="abandon")
-        self.emit(RunFailed, "run.cancelled",
-                  {"note": e.note, "abandoned": [aid for aid, _ in in_flight]},
-                  error="cancelled" + (f": {e.note}" if e.note else ""))
+            self.record(RecoveryChosen(
+                **self.head("cancel.abandon_in_flight", {"note": e.note}), task_id=task_id,
+                assignment_id=aid, action="abandon"))
+        self.record(RunFailed(
+            **self.head("run.cancelled", {
+                "note": e.note, "abandoned": [aid for aid, _ in in_flight]}),
+            error="cancelled" + (f": {e.note}" if e.note else "")))
 
-    def _on_CoordinatorRestarted(self, e: CoordinatorRestarted) -> None:
+    def _on_coordinator_restarted(self, e: CoordinatorRestarted) -> None:
         for aid, task_id in self._in_flight_in_dispatch_order():
             a = self.state.tasks[task_id].assignment
-            self.emit(AssignmentDispatched, "restart.redispatch_same_attempt",
-                      {"assignment": aid, "handler": a.handler if a else None}, assignment=a)
+            self.record(AssignmentDispatched(
+                **self.head("restart.redispatch_same_attempt", {
+                    "assignment": aid, "handler": a.handler if a else None}),
+                assignment=a))
 
     def _in_flight_in_dispatch_order(self) -> list[tuple[str, str]]:
         s = self.state
@@ -258,8 +271,9 @@ class _Turn:
             "task_status": record.status if record else None,
         }
         problem = f"{aid} is not the attempt in flight; recorded and ignored"
-        self.emit(ResultValidated, rule, facts, assignment_id=aid, task_id=task_id,
-                  outcome="ignored", verdict=Verdict(accepted=False, problems=(problem,)))
+        self.record(ResultValidated(
+            **self.head(rule, facts), assignment_id=aid, task_id=task_id, outcome="ignored",
+            verdict=Verdict(accepted=False, problems=(problem,))))
 
     def _judge(self, record: TaskRecord, aid: str, output: Json) -> None:
         task = record.task
@@ -277,17 +291,19 @@ class _Turn:
         facts: dict[str, Json] = {"assignment": aid, "checks": len(task.done_when),
                                        "output_schema": task.output_schema}
         outcome = "accepted" if verdict.accepted else "rejected"
-        self.emit(ResultValidated, f"validate.{outcome}", facts, assignment_id=aid,
-                  task_id=task.id, outcome=outcome, verdict=verdict)
+        self.record(ResultValidated(
+            **self.head(f"validate.{outcome}", facts), assignment_id=aid, task_id=task.id,
+            outcome=outcome, verdict=verdict))
         if not verdict.accepted:
             if record.status == "escalated":
                 return  # a person's output was rejected; the escalation stays open
             self._recover(record, aid, "; ".join(verdict.problems), "rejected")
             return
         if proposed:
-            self.emit(PlanChanged, "expand.from_output",
-                      {"from_task": task.id, "assignment": aid, "added": len(proposed)},
-                      added=proposed)
+            self.record(PlanChanged(
+                **self.head("expand.from_output", {
+                    "from_task": task.id, "assignment": aid, "added": len(proposed)}),
+                added=proposed))
 
     def _recover(self, record: TaskRecord, aid: str, problem: str, kind: str) -> None:
         s = self.state
@@ -323,19 +339,21 @@ class _Turn:
                 f"policy.recover chose to {choice.action} task {task.id!r} on {target!r}, "
                 f"which lacks capability {task.capability!r}"
             )
-        self.emit(RecoveryChosen, choice.rule, facts.as_facts(),
-                  [c.as_fact() for c in alternatives], task_id=task.id, assignment_id=aid,
-                  action=choice.action, handler=target if choice.action in ("retry", "reassign")
-                  else None, feedback=choice.feedback)
+        self.record(RecoveryChosen(
+            **self.head(choice.rule, facts.as_facts(), [c.as_fact() for c in alternatives]),
+            task_id=task.id, assignment_id=aid, action=choice.action,
+            handler=target if choice.action in ("retry", "reassign") else None,
+            feedback=choice.feedback))
         if choice.action == "escalate":
             question = (
                 f"Task {task.id!r} was not done after {record.attempts} attempt(s) "
                 f"({problem}) and no other handler can take it. Retry, reassign, abandon, "
                 "or supply the output?"
             )
-            self.emit(EscalationRaised, "escalate.ask_person", facts.as_facts(),
-                      escalation_id=escalation_id(s.run_id, s.seq + 1), task_id=task.id,
-                      question=question)
+            self.record(EscalationRaised(
+                **self.head("escalate.ask_person", facts.as_facts()),
+                escalation_id=escalation_id(s.run_id, s.seq + 1), task_id=task.id,
+                question=question))
         elif choice.action == "abandon":
             self._abandon_dependents(task.id)
 
@@ -348,9 +366,9 @@ class _Turn:
                 record = s.tasks.get(dep_id)
                 if record is None or record.status in TERMINAL_TASK:
                     continue
-                self.emit(RecoveryChosen, "recover.dependency_abandoned",
-                          {"dependency": gone}, task_id=dep_id, assignment_id=None,
-                          action="abandon")
+                self.record(RecoveryChosen(
+                    **self.head("recover.dependency_abandoned", {"dependency": gone}),
+                    task_id=dep_id, assignment_id=None, action="abandon"))
                 todo.append(dep_id)
 
     def _fill(self) -> None:
@@ -358,19 +376,19 @@ class _Turn:
         then fresh tasks, capability by capability in name order."""
         s = self.state
         for handler, queue in s.pinned.items():
-            while queue and self._has_room(handler):
-                record = self._live_head(queue)
+            while self._has_room(handler):
+                record = self._first_live(queue)
                 if record is None:
-                    continue
+                    break
                 rule = "dispatch.retry" if handler == record.handler else "dispatch.reassign"
                 candidate = Candidate(handler, s.load[handler], s.handlers[handler].capacity,
                                       s.streak[handler])
                 self._dispatch(record, handler, rule, [candidate])
         for capability, queue in s.ready.items():
-            while queue:
-                record = self._live_head(queue, peek=True)
+            while True:
+                record = self._first_live(queue)
                 if record is None:
-                    continue
+                    break
                 handlers = s.by_capability[capability]
                 room = [self._has_room(h) for h in handlers]
                 if not any(room):
@@ -385,22 +403,19 @@ class _Turn:
                         f"policy.route chose {routing.handler!r} for task {record.task.id!r}, "
                         "which is not among the free candidates"
                     )
-                s._popleft(queue)
                 self._dispatch(record, routing.handler, routing.rule, weighed, routing.facts)
 
     def _has_room(self, handler: str) -> bool:
         capacity = self.state.handlers[handler].capacity
         return capacity is None or self.state.load[handler] < capacity
 
-    def _live_head(self, queue: deque[tuple[str, int]], peek: bool = False) -> TaskRecord | None:
-        """The task at the head of `queue` if its entry is live; a stale entry (the task
-        was queued again since, or dispatched) is dropped and None returned."""
-        task_id, token = queue[0]
-        record = self.state.tasks[task_id]
-        live = record.status == "queued" and record.token == token
-        if not live or not peek:
-            self.state._popleft(queue)
-        return record if live else None
+    def _first_live(self, queue: deque[tuple[str, int]]) -> TaskRecord | None:
+        """The task first in line in `queue`, past stale entries (their task was queued
+        again since, or left the queue otherwise), which its dispatch clears away."""
+        for task_id, token in queue:
+            if self.state.live(task_id, token):
+                return self.state.tasks[task_id]
+        return None
 
     def _dispatch(
         self, record: TaskRecord, handler: str, rule: str, weighed: Sequence[Candidate],
@@ -436,8 +451,8 @@ class _Turn:
         facts: dict[str, Json] = {"task": task.id, "attempt": attempt,
                                        "capability": task.capability,
                                        "inputs": sorted(inputs), **(noted or {})}
-        self.emit(AssignmentDispatched, rule, facts, [c.as_fact() for c in weighed],
-                  assignment=assignment)
+        self.record(AssignmentDispatched(
+            **self.head(rule, facts, [c.as_fact() for c in weighed]), assignment=assignment))
 
     def _settle(self) -> None:
         s = self.state
@@ -446,10 +461,27 @@ class _Turn:
         plan = s.plan_view()
         verdict = self.policy.check(plan)
         facts: dict[str, Json] = {"tasks": len(s.tasks), "accepted": s.accepted}
-        self.emit(ResultsChecked, "check.all_settled", facts, verdict=verdict)
+        self.record(ResultsChecked(**self.head("check.all_settled", facts), verdict=verdict))
         if verdict.accepted:
             output = _as_json(self.policy.synthesize(plan))
-            self.emit(RunCompleted, "run.completed", facts, output=output)
+            self.record(RunCompleted(**self.head("run.completed", facts), output=output))
         else:
-            self.emit(RunFailed, "run.check_failed", {**facts, "problems": list(verdict.problems)},
-                      error="; ".join(verdict.problems))
+            self.record(RunFailed(
+                **self.head("run.check_failed", {**facts, "problems": list(verdict.problems)}),
+                error="; ".join(verdict.problems)))
+
+
+# How a turn answers each type of stimulus: every type the schema lists, no other.
+_ANSWERS: dict[type[Stimulus], Callable[[_Turn, Any], None]] = {
+    RunRequested: _Turn._on_run_requested,
+    RunForked: _Turn._on_run_forked,
+    ResultReceived: _Turn._on_result_received,
+    FailureReported: _Turn._on_failure_reported,
+    TimerFired: _Turn._on_timer_fired,
+    WorkerStuck: _Turn._on_worker_stuck,
+    HumanAnswered: _Turn._on_human_answered,
+    CancelRequested: _Turn._on_cancel_requested,
+    CoordinatorRestarted: _Turn._on_coordinator_restarted,
+}
+if set(_ANSWERS) != set(STIMULUS_TYPES.values()):
+    raise AssertionError("the decider must answer exactly the stimulus types schema lists")

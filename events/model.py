@@ -209,6 +209,10 @@ class Task(Frozen):
             if isinstance(schema, type):
                 self.carry(schema)
 
+        # Validation (a task read back from a log) need not call this: pydantic's own
+        # marker for an __init__ that only wraps its own (as RootModel's does).
+        __init__.__pydantic_base_init__ = True
+
     @field_validator("output_schema", mode="before")
     @classmethod
     def _schema_class_to_topic(cls, value: Any) -> Any:

@@ -11,8 +11,7 @@ of the whole state.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from .errors import BadLog
@@ -24,6 +23,7 @@ from .model import (
 )
 from .policy import PlanView
 from .schema import (
+    EVENT_TYPES,
     GENESIS_DIGEST,
     AssignmentDispatched,
     CancelRequested,
@@ -137,7 +137,6 @@ class RunState:
         self.output: Json = None
         self.error = ""
         self.frozen = False
-        self._plain_mutators()
 
     # --- reading -----------------------------------------------------------------------
 
@@ -178,81 +177,12 @@ class RunState:
         clone.in_flight = dict(self.in_flight)
         clone.escalations = dict(self.escalations)
         clone.frozen = False
-        clone._plain_mutators()
         return clone
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What a snapshot keeps: everything but the mutators (they are rebound on load)."""
-        kept = dict(self.__dict__)
-        for name in ("_set", "_put", "_del", "_push", "_popleft"):
-            kept.pop(name, None)
-        return kept
-
-    def __setstate__(self, kept: dict[str, Any]) -> None:
-        self.__dict__.update(kept)
-        self._plain_mutators()
 
     def freeze(self) -> RunState:
         """Mark this state read-only: `evolve` will copy it rather than change it."""
         self.frozen = True
         return self
-
-    # --- mutation: every change goes through these five --------------------------------
-    #
-    # Outside a trial they are the builtins themselves (no Python frame per change, which
-    # is most of what a fold costs); inside `_trial` they are the journaling versions below.
-
-    def _plain_mutators(self) -> None:
-        self._set: Callable[[object, str, Any], None] = setattr
-        self._put: Callable[[dict[Any, Any], Any, Any], None] = dict.__setitem__
-        self._del: Callable[[dict[Any, Any], Any], None] = dict.__delitem__
-        self._push: Callable[[deque[Any], Any], None] = deque.append
-        self._popleft: Callable[[deque[Any]], Any] = deque.popleft
-
-    def _journaled_mutators(self, journal: list[tuple[Callable[..., Any], tuple[Any, ...]]]
-                            ) -> None:
-        def set_(obj: object, attr: str, value: Any) -> None:
-            journal.append((setattr, (obj, attr, getattr(obj, attr))))
-            setattr(obj, attr, value)
-
-        def put(mapping: dict[Any, Any], key: Any, value: Any) -> None:
-            if key in mapping:
-                journal.append((mapping.__setitem__, (key, mapping[key])))
-            else:
-                journal.append((mapping.__delitem__, (key,)))
-            mapping[key] = value
-
-        def del_(mapping: dict[Any, Any], key: Any) -> None:
-            # Re-inserting moves the key to the end; nothing reads these dicts' order
-            # (in-flight work is put in plan order where order matters).
-            journal.append((mapping.__setitem__, (key, mapping[key])))
-            del mapping[key]
-
-        def push(queue: deque[Any], item: Any) -> None:
-            journal.append((queue.pop, ()))
-            queue.append(item)
-
-        def popleft(queue: deque[Any]) -> Any:
-            item = queue.popleft()
-            journal.append((queue.appendleft, (item,)))
-            return item
-
-        self._set, self._put, self._del, self._push, self._popleft = (
-            set_, put, del_, push, popleft)
-
-    @contextmanager
-    def _trial(self) -> Iterator[None]:
-        """Run a block whose changes to this state are all undone afterwards."""
-        if self._set is not setattr:
-            raise RuntimeError("decide() is not re-entrant on one state")
-        journal: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
-        self._journaled_mutators(journal)
-        try:
-            yield
-        finally:
-            self._plain_mutators()
-            for undo, args in reversed(journal):
-                undo(*args)
 
     # --- evolve ------------------------------------------------------------------------
 
@@ -283,8 +213,13 @@ class RunState:
                 run_id=event.run_id,
                 seq=event.seq,
             )
+        fold_in = self._APPLY.get(type(event))
+        if fold_in is None:
+            raise BadLog(f"{type(event).__name__} is not an event type of this version of "
+                         f"Baton (it knows {', '.join(EVENT_TYPES)})", run_id=event.run_id,
+                         seq=event.seq)
         try:
-            self._APPLY[type(event)](self, event)
+            fold_in(self, event)
         except KeyError as unknown:
             raise BadLog(
                 f"{type(event).__name__} refers to {unknown.args[0]!r}, which the log "
@@ -292,70 +227,87 @@ class RunState:
                 run_id=event.run_id,
                 seq=event.seq,
             ) from None
-        self._set(self, "seq", event.seq)
+        self.seq = event.seq
         if recorded is None:
             recorded = encode(event)
-        self._set(self, "digest", chain(self.digest, recorded))
+        self.digest = chain(self.digest, recorded)
         return recorded
 
     def _on_run_requested(self, e: RunRequested) -> None:
         if e.seq != 1:
             raise BadLog("RunRequested may only open a run, at seq 1", run_id=e.run_id,
                          seq=e.seq)
-        self._set(self, "run_id", e.run_id)
-        self._set(self, "status", "running")
-        self._set(self, "goal", e.goal)
-        self._set(self, "requested", e.tasks)
-        self._set(self, "policy", e.policy)
-        self._set(self, "policy_digest", e.policy_digest)
-        self._set(self, "spec", e.spec)
+        self.run_id = e.run_id
+        self.status = "running"
+        self.goal = e.goal
+        self.requested = e.tasks
+        self.policy = e.policy
+        self.policy_digest = e.policy_digest
+        self.spec = e.spec
         caps: dict[str, list[str]] = {}
         for h in e.handlers:
-            self._put(self.handlers, h.name, h)
-            self._put(self.load, h.name, 0)
-            self._put(self.streak, h.name, 0)
-            self._put(self.pinned, h.name, deque())
+            self.handlers[h.name] = h
+            self.load[h.name] = 0
+            self.streak[h.name] = 0
+            self.pinned[h.name] = deque()
             for cap in h.capabilities:
                 caps.setdefault(cap, []).append(h.name)
         for cap, names in sorted(caps.items()):
-            self._put(self.by_capability, cap, tuple(sorted(names)))
-            self._put(self.ready, cap, deque())
+            self.by_capability[cap] = tuple(sorted(names))
+            self.ready[cap] = deque()
 
     def _on_run_forked(self, e: RunForked) -> None:
         if self.status != "running":
             raise BadLog(f"RunForked at seq {e.seq} follows a run that has {self.status}",
                          run_id=e.run_id, seq=e.seq)
-        self._set(self, "forked_from", (e.parent_run_id, e.parent_seq))
-        self._set(self, "policy", e.policy)
-        self._set(self, "policy_digest", e.policy_digest)
-        self._set(self, "spec", e.spec)
-        self._set(self, "policy_ref", e.policy_ref)
+        self.forked_from = (e.parent_run_id, e.parent_seq)
+        self.policy = e.policy
+        self.policy_digest = e.policy_digest
+        self.spec = e.spec
+        self.policy_ref = e.policy_ref
 
     def _on_plan_changed(self, e: PlanChanged) -> None:
         added = self.requested if e.requested else e.added
         if e.requested:
-            self._set(self, "requested", ())  # the records hold the tasks from now on
+            self.requested = ()  # the records hold the tasks from now on
         for task in added:
             blockers = 0
             for dep in task.dependencies:
                 if dep in self.dependents:
-                    self._push(self.dependents[dep], task.id)
+                    self.dependents[dep].append(task.id)
                 else:
-                    self._put(self.dependents, dep, deque([task.id]))
+                    self.dependents[dep] = deque([task.id])
                 dep_record = self.tasks.get(dep)
                 if dep_record is None or dep_record.status != "accepted":
                     blockers += 1
             record = TaskRecord(task, len(self.tasks), blockers)
-            self._put(self.tasks, task.id, record)
-            self._set(self, "open_tasks", self.open_tasks + 1)
+            self.tasks[task.id] = record
+            self.open_tasks = self.open_tasks + 1
             if blockers == 0:
                 self._enqueue(record, self.ready[task.capability])
 
     def _enqueue(self, record: TaskRecord, queue: deque[tuple[str, int]]) -> None:
-        self._set(record, "status", "queued")
-        self._set(record, "token", record.token + 1)
-        self._push(queue, (record.task.id, record.token))
-        self._set(self, "queued", self.queued + 1)
+        record.status = "queued"
+        record.token = record.token + 1
+        queue.append((record.task.id, record.token))
+        self.queued = self.queued + 1
+
+    def _dequeue(self, queue: deque[tuple[str, int]], record: TaskRecord) -> None:
+        """Take `record`'s entry off the front of `queue`, with the stale entries ahead of
+        it (their tasks were queued again since, or left the queue some other way)."""
+        while queue:
+            task_id, token = queue[0]
+            if task_id == record.task.id and token == record.token:
+                queue.popleft()
+                return
+            if self.live(task_id, token):
+                return  # work ahead of it: dispatched out of queue order; left in place
+            queue.popleft()
+
+    def live(self, task_id: str, token: int) -> bool:
+        """Is the queue entry (task_id, token) still its task's place in line?"""
+        record = self.tasks[task_id]
+        return record.status == "queued" and record.token == token
 
     def _on_dispatched(self, e: AssignmentDispatched) -> None:
         a = e.assignment
@@ -363,27 +315,29 @@ class RunState:
         if record.current == a.id:
             return  # the same attempt dispatched again after a restart
         if record.status == "queued":
-            self._set(self, "queued", self.queued - 1)
-        self._set(record, "status", "in_flight")
-        self._set(record, "assignment", a)
-        self._set(record, "attempts", a.attempt)
-        self._set(record, "handler", a.handler)
-        self._set(record, "pinned", None)
+            self.queued = self.queued - 1
+            queue = self.pinned[record.pinned] if record.pinned else self.ready[a.capability]
+            self._dequeue(queue, record)
+        record.status = "in_flight"
+        record.assignment = a
+        record.attempts = a.attempt
+        record.handler = a.handler
+        record.pinned = None
         tried = dict(record.tried)
         tried[a.handler] = tried.get(a.handler, 0) + 1
-        self._set(record, "tried", _shared(tuple(tried.items())))
-        self._set(record, "received", None)
-        self._put(self.load, a.handler, self.load[a.handler] + 1)
-        self._put(self.in_flight, a.id, a.task_id)
+        record.tried = _shared(tuple(tried.items()))
+        record.received = None
+        self.load[a.handler] = self.load[a.handler] + 1
+        self.in_flight[a.id] = a.task_id
 
     def _on_result_received(self, e: ResultReceived) -> None:
         task_id = self.in_flight.get(e.result.assignment_id)
         if task_id is not None:
-            self._set(self.tasks[task_id], "received", e.result.output)
+            self.tasks[task_id].received = e.result.output
 
     def _note_inbox(self, e: HumanAnswered | CancelRequested) -> None:
         if e.inbox_seq is not None:
-            self._set(self, "inbox_seen", max(self.inbox_seen, e.inbox_seq))
+            self.inbox_seen = max(self.inbox_seen, e.inbox_seq)
 
     def _on_cancel_requested(self, e: CancelRequested) -> None:
         self._note_inbox(e)
@@ -392,25 +346,25 @@ class RunState:
         self._note_inbox(e)
         task_id = self.escalations.get(e.escalation_id)
         if task_id is not None and e.action == "accept":
-            self._set(self.tasks[task_id], "received", e.output)
+            self.tasks[task_id].received = e.output
 
     def _release(self, assignment: str | None) -> None:
         task_id = self.in_flight.get(assignment) if assignment else None
-        if task_id is None:
+        if task_id is None or assignment is None:
             return
         record = self.tasks[task_id]
         handler = record.handler
         assert handler is not None
-        self._del(self.in_flight, assignment)
-        self._put(self.load, handler, self.load[handler] - 1)
+        del self.in_flight[assignment]
+        self.load[handler] = self.load[handler] - 1
         # The log keeps every assignment; the state keeps only those in flight (they are
         # most of a large run's memory otherwise).
-        self._set(record, "assignment", None)
+        record.assignment = None
 
     def _close_escalation(self, record: TaskRecord) -> None:
         if record.escalation is not None:
-            self._del(self.escalations, record.escalation)
-            self._set(record, "escalation", None)
+            del self.escalations[record.escalation]
+            record.escalation = None
 
     def _failed_attempt(self, assignment_id: str) -> TaskRecord | None:
         """Count a current attempt's failure against its handler; its task's record."""
@@ -419,7 +373,7 @@ class RunState:
             return None
         record = self.tasks[task_id]
         if record.handler is not None:
-            self._put(self.streak, record.handler, self.streak[record.handler] + 1)
+            self.streak[record.handler] = self.streak[record.handler] + 1
         return record
 
     def _on_failure(self, e: FailureReported) -> None:
@@ -427,7 +381,7 @@ class RunState:
         if record is not None and record.handler and e.failure.kind == "worker_lost":
             lost = dict(record.lost)
             lost[record.handler] = lost.get(record.handler, 0) + 1
-            self._set(record, "lost", tuple(lost.items()))
+            record.lost = tuple(lost.items())
 
     def _on_timer(self, e: TimerFired) -> None:
         self._failed_attempt(e.assignment_id)
@@ -441,19 +395,19 @@ class RunState:
             self._release(e.assignment_id)
             return
         if e.assignment_id in self.in_flight and record.handler is not None:
-            self._put(self.streak, record.handler, 0)
+            self.streak[record.handler] = 0
         self._release(e.assignment_id)
         self._close_escalation(record)
-        self._set(record, "status", "accepted")
-        self._set(record, "output", record.received)
-        self._set(record, "received", None)
-        self._set(self, "open_tasks", self.open_tasks - 1)
-        self._set(self, "accepted", self.accepted + 1)
+        record.status = "accepted"
+        record.output = record.received
+        record.received = None
+        self.open_tasks = self.open_tasks - 1
+        self.accepted = self.accepted + 1
         for dep_id in self.dependents.get(e.task_id, ()):
             dependent = self.tasks.get(dep_id)
             if dependent is None or dependent.status != "blocked":
                 continue
-            self._set(dependent, "blockers", dependent.blockers - 1)
+            dependent.blockers = dependent.blockers - 1
             if dependent.blockers == 0:
                 self._enqueue(dependent, self.ready[dependent.task.capability])
 
@@ -464,35 +418,36 @@ class RunState:
             assert e.handler is not None
             self._close_escalation(record)
             if e.feedback:
-                self._set(record, "feedback", (*record.feedback, e.feedback))
-            self._set(record, "pinned", e.handler)
+                record.feedback = (*record.feedback, e.feedback)
+            record.pinned = e.handler
             self._enqueue(record, self.pinned[e.handler])
         elif e.action == "escalate":
-            self._set(record, "status", "escalated")
+            record.status = "escalated"
         else:  # abandon
             self._close_escalation(record)
             if record.status == "queued":
-                self._set(self, "queued", self.queued - 1)
-            self._set(record, "status", "abandoned")
-            self._set(self, "open_tasks", self.open_tasks - 1)
+                self.queued = self.queued - 1
+            record.status = "abandoned"
+            self.open_tasks = self.open_tasks - 1
 
     def _on_escalation(self, e: EscalationRaised) -> None:
         record = self.tasks[e.task_id]
-        self._set(record, "status", "escalated")
-        self._set(record, "escalation", e.escalation_id)
-        self._put(self.escalations, e.escalation_id, e.task_id)
+        record.status = "escalated"
+        record.escalation = e.escalation_id
+        self.escalations[e.escalation_id] = e.task_id
 
     def _on_completed(self, e: RunCompleted) -> None:
-        self._set(self, "status", "completed")
-        self._set(self, "output", e.output)
+        self.status = "completed"
+        self.output = e.output
 
     def _on_failed(self, e: RunFailed) -> None:
-        self._set(self, "status", "failed")
-        self._set(self, "error", e.error)
+        self.status = "failed"
+        self.error = e.error
 
     def _ignore(self, e: Envelope) -> None:
         pass
 
+    # How each type of event changes the state: every type the schema lists, no other.
     _APPLY: dict[type[Any], Callable[[RunState, Any], None]] = {
         RunRequested: _on_run_requested,
         RunForked: _on_run_forked,
@@ -514,6 +469,9 @@ class RunState:
         RunFailed: _on_failed,
     }
 
+
+if set(RunState._APPLY) != set(EVENT_TYPES.values()):
+    raise AssertionError("RunState._APPLY must fold exactly the event types schema lists")
 
 INITIAL_STATE = RunState().freeze()
 

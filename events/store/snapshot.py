@@ -88,7 +88,7 @@ _ADAPTER = TypeAdapter(_Snapshot)
 _HEAD = TypeAdapter(_Head)
 _RECORDS = TypeAdapter(dict[str, _Record])
 _CHUNK = 1_000  # task records encoded at a time
-_NOT_KEPT = {"frozen", "_set", "_put", "_del", "_push", "_popleft"}
+_NOT_KEPT = {"frozen"}
 
 
 def encode_state(state: RunState) -> bytes:
@@ -134,7 +134,7 @@ def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
         records[tid] = record
     kept["tasks"] = records
     state = RunState.__new__(RunState)
-    state.__setstate__({**kept, "frozen": False})
+    state.__dict__.update({**kept, "frozen": False})
     if (state.run_id, state.seq) != (run_id, seq):
         raise BadLog(f"snapshot holds run {state.run_id!r} at seq {state.seq}, not the "
                      "place it is filed under", run_id=run_id, seq=seq)

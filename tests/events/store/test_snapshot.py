@@ -23,7 +23,7 @@ from tests.fixtures.specs import counting, handlers
 
 def plain(state: RunState) -> dict[str, Any]:
     """Everything a state holds, its task records opened up, for comparing two states."""
-    kept = state.__getstate__()
+    kept = dict(vars(state))
     kept["tasks"] = {tid: {name: getattr(r, name) for name in TaskRecord.__slots__}
                      for tid, r in state.tasks.items()}
     return kept
