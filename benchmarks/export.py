@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from replay import record_run
 
 from baton import open_store
-from baton.events.store import arrow, collector_paused
+from baton.events.store import arrow, collector_paused, restore
 from baton.projections.metrics import run_stats
 from workload import machine, scratch_dir
 
@@ -64,7 +64,7 @@ def main() -> None:
             export_s = time.perf_counter() - started
         with open_store(f"sqlite:///{tmp / 'target.db'}") as store, collector_paused():
             started = time.perf_counter()
-            loaded = arrow.load(store, pq.read_table(tmp / "long.parquet"))
+            loaded = restore.load(store, pq.read_table(tmp / "long.parquet"))
             import_s = time.perf_counter() - started
         assert loaded == {"long": length}
     print(f"{'':>12} {'events/s':>12} {'vs SELECT':>10}")

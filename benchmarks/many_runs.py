@@ -33,7 +33,7 @@ import ray
 
 import baton
 from baton import Assignment, Spec, Task
-from baton.actors.launcher import ensure_ray
+from baton.actors.cluster import ensure_ray
 from baton.actors.progress import RunResult
 from workload import machine, scratch_dir, scratch_schema
 

@@ -20,8 +20,8 @@ import ray
 
 import baton
 from baton import Assignment, HandlerInfo, Spec, Task, open_store
+from baton.actors.cluster import ensure_ray
 from baton.actors.coordinator import snapshot_due
-from baton.actors.launcher import ensure_ray
 from baton.events.decider import turn
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy

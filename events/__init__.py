@@ -34,7 +34,8 @@ from .model import (
 )
 from .plan import plan_problems
 from .policy import Candidate, DefaultPolicy, PlanView, Policy, Recovery, RecoveryFacts, Routing
-from .state import INITIAL_STATE, RunState, TaskRecord, evolve, fold
+from .record import TaskRecord
+from .state import INITIAL_STATE, RunState, evolve, fold
 
 __all__ = [
     "INITIAL_STATE",

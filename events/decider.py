@@ -12,7 +12,6 @@ checks in `plan`.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
@@ -20,20 +19,17 @@ from typing import Any, TypedDict
 from .errors import PolicyError
 from .model import (
     NO_SCHEMAS,
-    Assignment,
-    FromTask,
     Json,
     Schemas,
     Task,
     Verdict,
-    assignment_id,
-    canonical_json,
-    digest,
+    as_json,
     escalation_id,
     task_of,
 )
 from .plan import plan_problems
 from .policy import Candidate, Policy, RecoveryFacts
+from .record import TERMINAL_TASK, TaskRecord, next_assignment
 from .schema import (
     STIMULUS_TYPES,
     AssignmentDispatched,
@@ -59,25 +55,9 @@ from .schema import (
     WorkerReplaced,
     WorkerStuck,
 )
-from .state import TERMINAL_TASK, RunState, TaskRecord
+from .state import RunState
 
 # --- decide ----------------------------------------------------------------------------
-
-
-def _is_json(value: Any) -> bool:
-    if value is None or isinstance(value, str | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_is_json(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
-    return False
-
-
-def _as_json(value: Any) -> Json:
-    """`value` as a reader of the log will decode it (tuples become lists, and so on),
-    so a replay compares like with like. Copies only when it has to."""
-    return value if _is_json(value) else json.loads(json.dumps(value, default=str))
 
 
 def step(
@@ -421,36 +401,10 @@ class _Turn:
         self, record: TaskRecord, handler: str, rule: str, weighed: Sequence[Candidate],
         noted: Mapping[str, Json] | None = None,
     ) -> None:
-        task = record.task
-        inputs: dict[str, Json] = {}
-        for name, value in task.inputs.items():
-            if isinstance(value, FromTask):
-                inputs[name] = self.state.tasks[value.from_task].output
-            else:
-                inputs[name] = value
-        attempt = record.attempts + 1
-        instructions = task.instructions
-        if record.feedback:
-            earlier = "Earlier attempts were not accepted:\n" + "\n".join(
-                f"- {f}" for f in record.feedback
-            )
-            instructions = f"{instructions}\n\n{earlier}" if instructions else earlier
-        assignment = Assignment(
-            id=assignment_id(task.id, attempt),
-            task_id=task.id,
-            attempt=attempt,
-            handler=handler,
-            capability=task.capability,
-            instructions=instructions,
-            feedback=record.feedback,
-            inputs=inputs,
-            context_digest=digest(canonical_json(inputs)),
-            output_schema=task.output_schema,
-            timeout_s=task.budget.timeout_s,
-        )
-        facts: dict[str, Json] = {"task": task.id, "attempt": attempt,
-                                       "capability": task.capability,
-                                       "inputs": sorted(inputs), **(noted or {})}
+        assignment = next_assignment(record, handler, self.state.tasks)
+        facts: dict[str, Json] = {"task": record.task.id, "attempt": assignment.attempt,
+                                  "capability": assignment.capability,
+                                  "inputs": sorted(assignment.inputs), **(noted or {})}
         self.record(AssignmentDispatched(
             **self.head(rule, facts, [c.as_fact() for c in weighed]), assignment=assignment))
 
@@ -463,7 +417,7 @@ class _Turn:
         facts: dict[str, Json] = {"tasks": len(s.tasks), "accepted": s.accepted}
         self.record(ResultsChecked(**self.head("check.all_settled", facts), verdict=verdict))
         if verdict.accepted:
-            output = _as_json(self.policy.synthesize(plan))
+            output = as_json(self.policy.synthesize(plan))
             self.record(RunCompleted(**self.head("run.completed", facts), output=output))
         else:
             self.record(RunFailed(

@@ -101,6 +101,22 @@ def canonical_json(value: Any) -> bytes:
     return _CANONICAL.encode(value).encode()
 
 
+def as_json(value: Any) -> Json:
+    """`value` as a reader of the log will decode it (tuples become lists, and so on),
+    so a replay compares like with like. Copies only when it has to."""
+    return value if _is_json(value) else json.loads(json.dumps(value, default=str))
+
+
+def _is_json(value: Any) -> bool:
+    if value is None or isinstance(value, str | bool | int | float):
+        return True
+    if isinstance(value, list):
+        return all(_is_json(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    return False
+
+
 def digest(data: bytes) -> str:
     """A short hex digest of bytes (sha256, 32 hex characters)."""
     return hashlib.sha256(data).hexdigest()[:32]

@@ -1,4 +1,5 @@
-"""A run's state as its log says it is: RunState, INITIAL_STATE, evolve, fold.
+"""A run's state as its log says it is: RunState, INITIAL_STATE, evolve, fold (each
+task's own standing is a TaskRecord, in `record`).
 
 `evolve` applies a recorded fact and judges nothing (the rules are in `decider`). A run's
 state is ``reduce(evolve, log, INITIAL_STATE)``, and it costs O(1) amortized per event in
@@ -16,12 +17,12 @@ from typing import Any, Literal
 
 from .errors import BadLog
 from .model import (
-    Assignment,
     HandlerInfo,
     Json,
     Task,
 )
 from .policy import PlanView
+from .record import TaskRecord, shared_tally
 from .schema import (
     EVENT_TYPES,
     GENESIS_DIGEST,
@@ -49,59 +50,7 @@ from .schema import (
     encode,
 )
 
-TaskStatus = Literal["blocked", "queued", "in_flight", "accepted", "escalated", "abandoned"]
 RunStatus = Literal["new", "running", "completed", "failed"]
-TERMINAL_TASK: frozenset[str] = frozenset({"accepted", "abandoned"})
-
-
-class TaskRecord:
-    """Where one task stands: status, attempts, handlers tried, feedback, output."""
-
-    __slots__ = (
-        "assignment",
-        "attempts",
-        "blockers",
-        "escalation",
-        "feedback",
-        "handler",
-        "index",
-        "lost",
-        "output",
-        "pinned",
-        "received",
-        "status",
-        "task",
-        "token",
-        "tried",
-    )
-
-    def __init__(self, task: Task, index: int, blockers: int):
-        self.task = task
-        self.index = index  # place in plan order
-        self.status: TaskStatus = "blocked"
-        self.blockers = blockers  # dependencies not yet accepted
-        self.attempts = 0
-        self.tried: tuple[tuple[str, int], ...] = ()  # (handler, attempts) in order tried
-        self.lost: tuple[tuple[str, int], ...] = ()  # (handler, attempts whose worker died)
-        self.handler: str | None = None
-        self.assignment: Assignment | None = None  # the attempt in flight, if any
-        self.feedback: tuple[str, ...] = ()
-        self.pinned: str | None = None  # handler the next attempt must go to
-        self.token = 0  # which queue entry is live; older entries are stale
-        self.received: Json = None  # output awaiting validation
-        self.output: Json = None  # accepted output
-        self.escalation: str | None = None
-
-    @property
-    def current(self) -> str | None:
-        """The id of the attempt in flight, if any."""
-        return self.assignment.id if self.status == "in_flight" and self.assignment else None
-
-    def copy(self) -> TaskRecord:
-        clone = TaskRecord.__new__(TaskRecord)
-        for name in TaskRecord.__slots__:
-            setattr(clone, name, getattr(self, name))
-        return clone
 
 
 class RunState:
@@ -325,7 +274,7 @@ class RunState:
         record.pinned = None
         tried = dict(record.tried)
         tried[a.handler] = tried.get(a.handler, 0) + 1
-        record.tried = _shared(tuple(tried.items()))
+        record.tried = shared_tally(tuple(tried.items()))
         record.received = None
         self.load[a.handler] = self.load[a.handler] + 1
         self.in_flight[a.id] = a.task_id
@@ -490,15 +439,3 @@ def fold(events: Iterable[Envelope], state: RunState = INITIAL_STATE) -> RunStat
     for event in events:
         state = evolve(state, event)
     return state
-
-
-_TRIED: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
-
-
-def _shared(tried: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
-    """One tuple for each tally of handlers tried: nearly every task of a large run has
-    the same one (one attempt, on one of a few handlers). The table stops growing at a
-    size no run's handlers reach; past it, tallies are kept as they come."""
-    if len(_TRIED) < 4096:
-        return _TRIED.setdefault(tried, tried)
-    return _TRIED.get(tried, tried)

@@ -7,7 +7,7 @@ and --json (machine-readable output on stdout, nothing else there). Exit codes:
 One module per group of commands, each registering its own on the one `app`:
 operating (run, resume, inbox, answer, status, wait, cancel, keygen), reading (runs,
 show, log, replay, fork, diff, trace), reporting (export, import, report) and benchmarking
-(bench); `common` holds what they share.
+(bench); `common` holds what they share, `display` how a run shows as it goes.
 """
 
 from . import benchmarking, operating, reading, reporting

@@ -65,7 +65,7 @@ def bench(
     baton bench --workload chaos --json > chaos.json
     """
     from baton.actors import bench as measure  # Ray: only for the command that uses it
-    from baton.actors.launcher import ensure_ray
+    from baton.actors.cluster import ensure_ray
 
     if workload not in measure.WORKLOADS:
         raise BadInput(f"--workload {workload!r}: choose one of "

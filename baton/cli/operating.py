@@ -11,17 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from baton.actors import inbox as people
 from baton.actors.outage import STORE_PATIENCE_S
-from baton.actors.progress import RunProgress, RunResult
 from baton.actors.spec import load_spec
 from baton.events.errors import (
     EXIT_DONE,
     EXIT_FAILED,
-    EXIT_INTERRUPTED,
     BadInput,
     BatonError,
     ClusterUnavailable,
@@ -48,8 +44,8 @@ from .common import (
     out,
     styled,
 )
+from .display import ProgressDisplay, finish, stopped, store_outage
 
-PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
 GOING = ("running", "queued")  # how a run that may still end by itself stands
 # How long `wait` gives a coordinator that stopped beating without saying it stopped to
 # beat again: Ray restarts one whose node died on another node, which takes a while.
@@ -89,23 +85,6 @@ def run(
     except KeyboardInterrupt:
         stopped(RunInterrupted("interrupted before the run began; nothing was recorded"))
     finish(result, as_json, detach)
-
-
-def stopped(interrupted: RunInterrupted) -> NoReturn:
-    """Ctrl-C: one line, and the shell's exit code for an interrupt."""
-    err.print(str(interrupted), highlight=False, markup=False)
-    raise typer.Exit(EXIT_INTERRUPTED)
-
-
-def finish(result: RunResult, as_json: bool, detached: bool) -> NoReturn:
-    if as_json:
-        emit_json(_result_json(result))
-    elif detached:
-        out.print(f"run {result.run_id} continues in a detached coordinator\n"
-                  f"follow it: baton status {result.run_id} / baton wait {result.run_id}")
-    else:
-        _print_result(result)
-    raise typer.Exit(EXIT_DONE if result.ok or detached else EXIT_FAILED)
 
 
 @app.command()
@@ -320,7 +299,7 @@ def _status_without_store(run_id: str, address: str | None, error: BatonError,
                           as_json: bool) -> NoReturn:
     """Report what the run's live coordinator says, the store being unreadable; or
     fail with the store's error when no coordinator answers."""
-    from baton.actors.launcher import live_progress
+    from baton.actors.cluster import live_progress
 
     live = live_progress(run_id) if _attached_and_alive(run_id, address) else None
     if live is None:
@@ -347,12 +326,6 @@ def _no_coordinator(report: dict[str, Any]) -> str:
         return f"its coordinator ({beat['coordinator']}) was stopped at {when}: its driver " \
                "was interrupted"
     return f"no live coordinator: the last ({beat['coordinator']}) reported at {when}"
-
-
-def store_outage(p: RunProgress) -> str:
-    """What a coordinator waiting for its store is doing, in one line."""
-    since = time.strftime("%H:%M:%S", time.localtime(p.store_down_since))
-    return f"store unreachable since {since}, retrying ({p.store_error})"
 
 
 def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
@@ -391,7 +364,7 @@ def _settled(report: dict[str, Any]) -> bool:
 
 def _attached_and_alive(run_id: str, address: str | None) -> bool:
     """Is a coordinator driving `run_id` in a reachable Ray cluster?"""
-    from baton.actors.launcher import attach_ray, coordinator_alive
+    from baton.actors.cluster import attach_ray, coordinator_alive
 
     try:
         attach_ray(address)
@@ -437,94 +410,3 @@ def keygen(as_json: AsJson = False) -> None:
         return
     sys.stdout.write(f"{key}\n")
     err.print(f"export {KEY_ENV}={key}", highlight=False)
-
-
-class ProgressDisplay:
-    """How a run goes, on stderr: to a terminal, a live bar (tasks accepted of total, in
-    flight, failures, rate); elsewhere (`ray job submit` logs, CI), a plain line every
-    PLAIN_EVERY_S; with --json, nothing."""
-
-    def __init__(self, as_json: bool):
-        self.bar_shown = not as_json and err.is_terminal
-        self.lines_shown = not as_json and not err.is_terminal
-        self.line_due = 0.0  # monotonic time the next plain line is due
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=err,
-            transient=True)
-        self.task = self.bar.add_task("tasks accepted", total=None, detail="starting Ray")
-
-    def __enter__(self) -> ProgressDisplay:
-        if self.bar_shown:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar_shown:
-            self.bar.stop()
-
-    def update(self, p: RunProgress) -> None:
-        if self.lines_shown:
-            self._line(p)
-            return
-        if p.waiting_for:
-            self.bar.update(self.task, detail=f"[yellow]waiting for {p.waiting_for}[/]")
-            return
-        detail = (f"in flight {p.in_flight}  failures {p.failures}  rejected {p.rejections}  "
-                  f"recoveries {p.recoveries}  {p.assignments_per_s:,.0f} assignments/s")
-        if p.escalations:
-            detail += f"  [yellow]waiting on people: {p.escalations}[/]"
-        if p.store_down_since:
-            detail = f"[red]{store_outage(p)}[/]"
-        self.bar.update(self.task, completed=p.accepted, total=p.tasks, detail=detail)
-
-    def _line(self, p: RunProgress) -> None:
-        now = time.monotonic()
-        if now < self.line_due:
-            return
-        self.line_due = now + PLAIN_EVERY_S
-        if p.waiting_for:
-            err.print(f"{p.run_id}: waiting for {p.waiting_for}", highlight=False,
-                      markup=False, soft_wrap=True)
-            return
-        line = (f"{p.run_id}: {p.accepted} of {p.tasks} tasks accepted, {p.in_flight} in "
-                f"flight, {p.failures} failures, {p.assignments_per_s:,.0f} assignments/s, "
-                f"{p.elapsed_s:.0f}s")
-        if p.escalations:
-            line += f", waiting on people: {p.escalations}"
-        if p.store_down_since:
-            line += f"; {store_outage(p)}"
-        err.print(line, highlight=False, markup=False, soft_wrap=True)
-
-
-def _result_json(result: RunResult) -> dict[str, Any]:
-    p = result.progress
-    return {
-        "run_id": result.run_id, "status": result.status, "store": result.store,
-        "output": result.output, "error": result.error,
-        "counts": {"tasks": p.tasks, "accepted": p.accepted, "abandoned": p.abandoned,
-                   "escalations": p.escalations, "dispatched": p.dispatched,
-                   "failures": p.failures, "rejections": p.rejections,
-                   "recoveries": p.recoveries, "events": p.events},
-        "elapsed_s": round(p.elapsed_s, 3),
-    }
-
-
-def _print_result(result: RunResult) -> None:
-    p = result.progress
-    table = Table(box=None, show_header=False)
-    table.add_row("run", result.run_id)
-    table.add_row("status", styled(result.status))
-    table.add_row("tasks", f"{p.accepted} accepted of {p.tasks}"
-                  + (f", {p.abandoned} abandoned" if p.abandoned else ""))
-    table.add_row("assignments", f"{p.dispatched} dispatched, {p.failures} failed, "
-                  f"{p.rejections} rejected, {p.recoveries} recoveries")
-    table.add_row("time", f"{p.elapsed_s:.1f}s ({p.assignments_per_s:,.0f} assignments/s)")
-    table.add_row("log", f"{p.events} events in {result.store}")
-    if result.error:
-        table.add_row("error", f"[red]{result.error}[/]")
-    if result.status == "waiting":
-        table.add_row("waiting", f"{p.escalations} escalation(s) need a person; "
-                      f"see: baton show {result.run_id}")
-    out.print(table)
-    out.print(f"\nnext: baton show {result.run_id}")

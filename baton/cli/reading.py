@@ -38,7 +38,7 @@ from .common import (
     say,
     styled,
 )
-from .operating import ProgressDisplay, finish
+from .display import ProgressDisplay, finish
 
 SHOW_ROWS = 40
 PARTINGS_SHOWN = 5

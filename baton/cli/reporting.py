@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from baton.events.errors import BadInput
-from baton.events.store import arrow, open_store
+from baton.events.store import arrow, open_store, restore
 from baton.projections import report as page
 from baton.projections.metrics import Quantiles, RunStats, run_stats
 
@@ -89,7 +89,7 @@ def import_runs(
     except (pa.ArrowException, OSError) as error:
         fail(BadInput(f"{source} is not a Parquet file or dataset: {error}"))
     with open_store(store) as log:
-        loaded = arrow.load(log, rows)
+        loaded = restore.load(log, rows)
     if as_json:
         emit_json({"imported": loaded})
         return

@@ -40,7 +40,7 @@ import ray
 
 import baton
 from baton import Assignment, Check, Spec, Task, from_task, open_store
-from baton.actors.launcher import ensure_ray
+from baton.actors.cluster import ensure_ray
 
 PEERS = Path(__file__).resolve().parent
 SYSTEMS = ("ray", "baton", "langgraph", "temporal", "dbos")

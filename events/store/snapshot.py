@@ -23,7 +23,8 @@ from typing_extensions import TypedDict
 
 from ..errors import BadLog
 from ..model import Assignment, HandlerInfo, Json, Task
-from ..state import RunState, TaskRecord
+from ..record import TaskRecord
+from ..state import RunState
 
 # The topic snapshots are filed under; the version changes whenever the layout does.
 TOPIC = "baton.RunState:json2"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Task, from_task
+from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Verdict, from_task
 from baton.events.decider import decide
 from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
     AssignmentDispatched,
+    CancelRequested,
     EscalationRaised,
-    PlanChanged,
     RecoveryChosen,
     ResultReceived,
+    ResultsChecked,
     ResultValidated,
     RunCompleted,
     WorkerReplaced,
@@ -20,7 +21,7 @@ from baton.events.schema import (
 )
 from baton.events.state import INITIAL_STATE, RunState, evolve, fold
 from baton.testing import Scenario
-from tests.fixtures.specs import ExpandingPolicy, Listing, counting, handlers
+from tests.fixtures.specs import counting, handlers
 
 
 def types(decisions: list) -> list[str]:
@@ -215,61 +216,6 @@ def test_dependencies_wait_and_inputs_are_exactly_what_the_task_names() -> None:
     assert dispatched.reason.facts["inputs"] == ["k", "up"]
 
 
-def test_a_planning_task_adds_tasks_mid_run_with_a_recorded_reason() -> None:
-    """A planning output proposes tasks; PlanChanged records them and why; they run."""
-    plan = [Task(id="plan", capability="plan", output_schema=Listing)]
-    run = Scenario(plan, [*handlers("planner", capability="plan"), *handlers("counter")],
-                   ExpandingPolicy())
-
-    decisions = run.succeed("plan#1", {"names": ["x", "y"]})
-
-    assert types(decisions) == ["ResultValidated", "PlanChanged", "AssignmentDispatched",
-                                "AssignmentDispatched"]
-    change = decisions[1]
-    assert isinstance(change, PlanChanged)
-    assert [t.id for t in change.added] == ["count-x", "count-y"]
-    assert change.reason.rule == "expand.from_output"
-    assert change.reason.facts == {"from_task": "plan", "assignment": "plan#1", "added": 2}
-    assert decisions[2].assignment.inputs == {"name": "x", "listing": {"names": ["x", "y"]}}
-    run.succeed("count-x#1", {"count": 1})
-    final = run.succeed("count-y#1", {"count": 2})
-    assert isinstance(final[-1], RunCompleted) and set(final[-1].output) == {
-        "plan", "count-x", "count-y"}
-
-
-def test_proposed_tasks_that_break_the_plan_reject_the_planning_output() -> None:
-    """A proposal reusing a task id is refused; the planning task is retried with why."""
-    plan = [Task(id="plan", capability="plan", output_schema=Listing), counting("count-x")]
-    run = Scenario(plan, [*handlers("planner", capability="plan"), *handlers("counter")],
-                   ExpandingPolicy())
-    decisions = run.succeed("plan#1", {"names": ["x"]})
-    assert decisions[0].outcome == "rejected"
-    assert "task id 'count-x' is used twice" in decisions[0].verdict.problems[0]
-    assert decisions[1].action == "retry"
-
-
-@pytest.mark.parametrize(
-    ("plan", "problem"),
-    [
-        ([counting("a"), counting("a")], "task id 'a' is used twice"),
-        ([counting("a", capability="paint")], "needs capability 'paint', which no handler has"),
-        ([counting("a", depends_on=("ghost",))], "depends on unknown task 'ghost'"),
-        ([counting("a", depends_on=("b",)), counting("b", depends_on=("a",))],
-         "dependency cycle: a -> b -> a"),
-        ([counting("x"), counting("a", depends_on=("x", "b")), counting("b", depends_on=("a",)),
-          counting("c", depends_on=("a",))], "dependency cycle: a -> b -> a"),
-        ([Task(id="a", capability="count", output_schema="nowhere.module:Gone")],
-         "output schema 'nowhere.module:Gone' is not known to this run"),
-    ],
-)
-def test_a_plan_that_cannot_run_fails_before_anything_is_dispatched(plan, problem) -> None:
-    """Duplicate ids, unknown capabilities or dependencies and cycles are named."""
-    run = Scenario(plan, handlers("h"))
-    assert types(run.first) == ["RunFailed"]
-    assert problem in run.first[0].error
-    assert run.state.status == "failed" and not run.state.in_flight
-
-
 def test_a_late_result_for_a_superseded_attempt_is_recorded_and_ignored() -> None:
     """After a timeout and a retry, the first attempt's result is ignored, visibly."""
     run = Scenario([counting("a", budget=Budget(attempts=3, timeout_s=5))], handlers("h"))
@@ -455,18 +401,23 @@ def test_when_every_handler_is_quarantined_work_still_goes_to_the_least_bad() ->
     assert dispatch.reason.rule == "route.least_loaded"  # a success ended the quarantine
 
 
-def test_a_proposed_task_that_needs_an_abandoned_task_is_refused() -> None:
-    """Expansion cannot add work that waits on an abandoned task (it would never run)."""
+def test_an_event_type_this_version_does_not_know_is_named_as_such() -> None:
+    """Folding an event of a type the schema does not list is a BadLog that says so
+    (not a missing key reported as an unknown task), and the decider refuses a stimulus
+    of such a type outright."""
 
-    class NeedsTheAbandoned(ExpandingPolicy):
-        def expand(self, task, output):  # type: ignore[no-untyped-def]
-            return [counting("late", depends_on=("gone",))] if task.id == "plan" else []
+    class Rumour(ResultsChecked):
+        pass
 
-    plan = [Task(id="plan", capability="plan", output_schema=Listing),
-            counting("gone", required=False, budget=Budget(attempts=1))]
-    run = Scenario(plan, [*handlers("planner", capability="plan"), *handlers("counter")],
-                   NeedsTheAbandoned())
-    run.fail("gone#1", "broken")
-    judged = run.succeed("plan#1", {"names": []})[0]
-    assert judged.outcome == "rejected"
-    assert "depends on abandoned task 'gone'" in judged.verdict.problems[0]
+    run = Scenario([counting("a")], handlers("h"))
+    state = fold(run.log)
+    odd = Rumour(run_id="run-1", seq=state.seq + 1, cause=1, state_digest=state.digest,
+                 reason=run.log[-1].reason, verdict=Verdict.of([]))
+    with pytest.raises(BadLog, match="Rumour is not an event type of this version"):
+        state.apply(odd)
+
+    class Whisper(CancelRequested):
+        pass
+
+    with pytest.raises(TypeError, match="decide\\(\\) takes a stimulus"):
+        decide(state, Whisper(run_id="run-1", seq=state.seq + 1), DefaultPolicy())

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 
 from baton import Budget, DefaultPolicy, HandlerInfo, Task, from_task
 from baton.events.decider import decide
+from baton.events.record import TaskRecord
 from baton.events.schema import Decision, Stimulus
-from baton.events.state import RunState, TaskRecord
+from baton.events.state import RunState
 from baton.projections.replay import verify_log
 from baton.testing import Scenario
 from tests.fixtures.specs import NOT_NEGATIVE, Count

@@ -13,7 +13,7 @@ from eventsourcing import persistence
 from baton import HandlerInfo, Task, open_store
 from baton.events.errors import BadLog, EncryptionKeyProblem
 from baton.events.schema import Envelope, WorkerStuck
-from baton.events.store import EventStore, arrow, chunks
+from baton.events.store import EventStore, arrow, chunks, restore
 from baton.events.store.sealing import KEY_ENV, MARKER, new_key
 from baton.testing import Scenario
 from tests.events.store.test_hostile import recorded_run
@@ -33,7 +33,7 @@ def test_decisions_at_the_start_of_a_page_carry_their_stimulus_time(
         rows = arrow.table(store, [run.run_id])
         assert rows.column("recorded_at").to_pylist() == [
             1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
-        arrow.check(run.run_id, rows, store)
+        restore.check(run.run_id, rows, store)
 
 
 def _runs() -> list[tuple[str, list[Envelope]]]:

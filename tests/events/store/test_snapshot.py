@@ -12,7 +12,8 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 
 from baton import BadLog, open_store
-from baton.events.state import RunState, TaskRecord
+from baton.events.record import TaskRecord
+from baton.events.state import RunState
 from baton.events.store import EventStore
 from baton.events.store.snapshot import TOPIC, decode_state, encode_state
 from baton.testing import Scenario

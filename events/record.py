@@ -1,0 +1,113 @@
+"""Where one task stands in a run (TaskRecord), and the assignment its next attempt gets:
+exactly the context its task names (invariant 4), nothing from the plan or its siblings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from .model import (
+    Assignment,
+    FromTask,
+    Json,
+    Task,
+    assignment_id,
+    canonical_json,
+    digest,
+)
+
+TaskStatus = Literal["blocked", "queued", "in_flight", "accepted", "escalated", "abandoned"]
+TERMINAL_TASK: frozenset[str] = frozenset({"accepted", "abandoned"})
+
+
+class TaskRecord:
+    """Where one task stands: status, attempts, handlers tried, feedback, output."""
+
+    __slots__ = (
+        "assignment",
+        "attempts",
+        "blockers",
+        "escalation",
+        "feedback",
+        "handler",
+        "index",
+        "lost",
+        "output",
+        "pinned",
+        "received",
+        "status",
+        "task",
+        "token",
+        "tried",
+    )
+
+    def __init__(self, task: Task, index: int, blockers: int):
+        self.task = task
+        self.index = index  # place in plan order
+        self.status: TaskStatus = "blocked"
+        self.blockers = blockers  # dependencies not yet accepted
+        self.attempts = 0
+        self.tried: tuple[tuple[str, int], ...] = ()  # (handler, attempts) in order tried
+        self.lost: tuple[tuple[str, int], ...] = ()  # (handler, attempts whose worker died)
+        self.handler: str | None = None
+        self.assignment: Assignment | None = None  # the attempt in flight, if any
+        self.feedback: tuple[str, ...] = ()
+        self.pinned: str | None = None  # handler the next attempt must go to
+        self.token = 0  # which queue entry is live; older entries are stale
+        self.received: Json = None  # output awaiting validation
+        self.output: Json = None  # accepted output
+        self.escalation: str | None = None
+
+    @property
+    def current(self) -> str | None:
+        """The id of the attempt in flight, if any."""
+        return self.assignment.id if self.status == "in_flight" and self.assignment else None
+
+    def copy(self) -> TaskRecord:
+        clone = TaskRecord.__new__(TaskRecord)
+        for name in TaskRecord.__slots__:
+            setattr(clone, name, getattr(self, name))
+        return clone
+
+
+def next_assignment(record: TaskRecord, handler: str, tasks: Mapping[str, TaskRecord]
+                    ) -> Assignment:
+    """The next attempt at `record`'s task, on `handler`: its literal inputs and the
+    accepted outputs of the tasks it names (from `tasks`), the feedback earlier attempts
+    left folded into its instructions, and a digest of what it is given to see."""
+    task = record.task
+    inputs: dict[str, Json] = {}
+    for name, value in task.inputs.items():
+        inputs[name] = tasks[value.from_task].output if isinstance(value, FromTask) else value
+    attempt = record.attempts + 1
+    instructions = task.instructions
+    if record.feedback:
+        earlier = "Earlier attempts were not accepted:\n" + "\n".join(
+            f"- {f}" for f in record.feedback)
+        instructions = f"{instructions}\n\n{earlier}" if instructions else earlier
+    return Assignment(
+        id=assignment_id(task.id, attempt),
+        task_id=task.id,
+        attempt=attempt,
+        handler=handler,
+        capability=task.capability,
+        instructions=instructions,
+        feedback=record.feedback,
+        inputs=inputs,
+        context_digest=digest(canonical_json(inputs)),
+        output_schema=task.output_schema,
+        timeout_s=task.budget.timeout_s,
+    )
+
+
+_TALLIES: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}
+
+
+def shared_tally(tried: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """One tuple for each tally of handlers tried: nearly every task of a large run has
+    the same one (one attempt, on one of a few handlers). The table stops growing at a
+    size no run's handlers reach; past it, tallies are kept as they come."""
+    if len(_TALLIES) < 4096:
+        return _TALLIES.setdefault(tried, tried)
+    return _TALLIES.get(tried, tried)
