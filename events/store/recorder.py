@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 from urllib.parse import urlparse
+from uuid import UUID
 
 from eventsourcing import persistence
 from eventsourcing.persistence import (
@@ -546,6 +547,11 @@ def _log_page(recorder: AggregateRecorder, run_id: str, after: int, until: int |
             for s in recorder.select_events(run_id, gt=after, lte=until, limit=limit)]
 
 
+def _stream(originator_id: UUID | str) -> str:
+    """A stream's id as the library's SQLite recorder keeps it (a run id is kept as is)."""
+    return originator_id.hex if isinstance(originator_id, UUID) else originator_id
+
+
 class _SQLiteRunRecorder(SQLiteApplicationRecorder):
     """The library's SQLite recorder, checking the expected last seq in the same
     transaction as the insert, and inserting a batch with one executemany."""
@@ -557,15 +563,21 @@ class _SQLiteRunRecorder(SQLiteApplicationRecorder):
             c.execute(
                 f"SELECT MAX(originator_version) FROM {self.events_table_name} "
                 "WHERE originator_id=?",
-                (str(stored_events[0].originator_id),),
+                (_stream(stored_events[0].originator_id),),
             )
             check_expected(stored_events, kwargs, c.fetchone()[0] or 0)
         c.executemany(
             self.insert_events_statement,
-            [(str(s.originator_id), s.originator_version, s.topic, s.state)
+            [(_stream(s.originator_id), s.originator_version, s.topic, s.state)
              for s in stored_events],
         )
-        return None
+        if not stored_events:
+            return []
+        # One writer at a time (the write lock is held), so the batch's rowids, its
+        # notification ids, run consecutively up to the last one inserted.
+        c.execute("SELECT last_insert_rowid()")
+        last = int(c.fetchone()[0])
+        return list(range(last - len(stored_events) + 1, last + 1))
 
     def log_page(self, run_id: str, after: int, until: int | None,
                  limit: int) -> Sequence[LogRow]:
