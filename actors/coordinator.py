@@ -44,6 +44,7 @@ from .pool import Pool, Replica
 from .progress import RunProgress
 from .runstats import RunStats
 from .sender import Sender
+from .spec import ImportedSchemas
 from .stimuli import StimulusMaker, from_inbox, stimulus_for, stuck_worker, timer_for
 
 INBOX_POLL_S = 1.0
@@ -72,7 +73,9 @@ class Coordinator:
         store_patience_s: float = STORE_PATIENCE_S,
     ):
         self.run_id = run_id
-        self.schemas = schemas or {}  # for the tasks that reach it without their class
+        # For the tasks that reach it without their class (read back from the log, after
+        # a restart): the spec's, and any other importable by its topic.
+        self.schemas = ImportedSchemas(schemas)
         # A store that is down while this actor starts (Ray restarting it) is waited for.
         self.patience = Patience(masked_url(store_url), run_id, store_patience_s)
         sealer = Sealer(sealing_key) if sealing_key else None

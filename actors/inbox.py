@@ -144,9 +144,7 @@ def output_problems(task: Task, output: Json) -> list[str]:
         model = schema_of(task)
     except BadSpec:
         model = None
-    if model is not None:
-        task.carry(model)
-    problems = schema_problems(task, output) if model is not None else []
+    problems = schema_problems(task.carrying(model), output) if model is not None else []
     return problems or [p for check in task.done_when if (p := check.problem(output))]
 
 

@@ -141,7 +141,8 @@ def run(
     """Run `spec` to its end on Ray and return how it ended.
 
     Everything wrong with the spec, the store URL or the run id raises before anything
-    is dispatched (BadSpec, BadStoreURL); an unreachable or too-small cluster raises
+    is dispatched (BadSpec; BadStoreURL; BadInput for a run id already taken; each a
+    BadInput); an unreachable or too-small cluster raises
     ClusterUnavailable. `on_progress` is called with the run's RunProgress while it runs.
     With `detach`, the run is left to a detached coordinator (it outlives this process
     and waits for people's answers) and this returns at once with status `running`.

@@ -258,9 +258,8 @@ class _Turn:
     def _judge(self, record: TaskRecord, aid: str, output: Json) -> None:
         task = record.task
         model = task.schema_model(self.schemas)
-        if model is not None:
-            task.carry(model)  # so the rules find it on the task; not part of the state
-        verdict = self.policy.validate(task, output)
+        judged = task if model is None else task.carrying(model)  # the rules find it there
+        verdict = self.policy.validate(judged, output)
         proposed: Sequence[Task] = ()
         if verdict.accepted:
             proposed = tuple(self.policy.expand(task, output))

@@ -53,6 +53,16 @@ def _rebuilt(cls: type[Frozen], values: tuple[Any, ...]) -> Frozen:
     return model
 
 
+def _rebuilt_task(cls: type[Task], values: tuple[Any, ...],
+                  model: type[BaseModel] | None) -> Task:
+    """A task as `Task.__reduce__` pickled it, with the class it carried."""
+    task = _rebuilt(cls, values)
+    assert isinstance(task, Task)
+    if model is not None:
+        task.carry(model)
+    return task
+
+
 def _layout(cls: type[Frozen]) -> tuple[tuple[str, ...], set[str]]:
     """A model class's field names in order, and the set of them."""
     layout = _LAYOUTS.get(cls)
@@ -246,9 +256,25 @@ class Task(Frozen):
     __hash__ = None  # type: ignore[assignment]  # (its inputs are a dict)
 
     def carry(self, model: type[BaseModel]) -> None:
-        """Keep `model` as this task's output schema class (one the shell resolved for
-        a task read back from a log). Not a field: equality and the log ignore it."""
-        object.__setattr__(self, "__pydantic_private__", {"schema": model})
+        """Keep `model` as this task's output schema class. Not a field: equality and
+        the log ignore it. Only for a task being made (see `carrying`)."""
+        private = {"schema": model, "topic": self.output_schema}  # (for that topic only)
+        object.__setattr__(self, "__pydantic_private__", private)
+
+    def carrying(self, model: type[BaseModel]) -> Task:
+        """This task carrying `model` as its output schema class: itself if it does, else
+        a copy that does (the task itself, perhaps in a caller's state, is left alone)."""
+        if self.schema_model() is model:
+            return self
+        copy = self.model_copy()
+        copy.carry(model)
+        return copy
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A task keeps its class across processes (to a coordinator, inside a policy),
+        # pickled by reference, or by value for a spec loaded from a file.
+        _, (cls, values) = super().__reduce__()
+        return _rebuilt_task, (cls, values, self.schema_model())
 
     def schema_model(self, schemas: Schemas = NO_SCHEMAS) -> type[BaseModel] | None:
         """The output schema class: the one this task was made from, else `schemas`'
@@ -256,7 +282,7 @@ class Task(Frozen):
         if self.output_schema is None:
             return None
         carried = self.__pydantic_private__
-        if carried is not None:
+        if carried is not None and carried["topic"] == self.output_schema:
             return carried["schema"]  # type: ignore[no-any-return]
         return schemas.get(self.output_schema)
 

@@ -9,8 +9,10 @@ from baton.actors.deadlines import Deadlines
 from baton.actors.pool import WINDOW, Pool
 from baton.actors.runstats import RunStats
 from baton.actors.sender import Sender
+from baton.actors.spec import ImportedSchemas
 from baton.events.model import Assignment, Verdict
 from baton.events.schema import AssignmentDispatched, Reason, ResultValidated
+from tests.fixtures.specs import Count, Listing
 
 
 def test_only_the_latest_deadline_of_an_assignment_counts() -> None:
@@ -113,3 +115,13 @@ def test_run_stats_count_turns_and_the_decisions_a_person_watches() -> None:
     fields = stats.progress_fields()
     assert (fields["turns"], fields["dispatched"], fields["rejections"]) == (2, 2, 1)
     assert (fields["deciding_s"], fields["appending_s"]) == (1.0, 0.5)
+
+
+def test_a_coordinator_finds_schemas_its_spec_did_not_name() -> None:
+    """A restarted coordinator folds tasks a policy added with a schema the spec's own
+    tasks did not use: its table imports that one by topic, and says why one it cannot
+    import is missing."""
+    table = ImportedSchemas({"tests.fixtures.specs:Listing": Listing})
+    assert table.get("tests.fixtures.specs:Count") is Count
+    assert table.get("nowhere.module:Gone") is None
+    assert "cannot be imported" in table.missing["nowhere.module:Gone"]

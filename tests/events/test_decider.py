@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel
 
-from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Verdict, from_task
+from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Task, Verdict, from_task
 from baton.events.decider import decide
 from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
@@ -18,8 +19,10 @@ from baton.events.schema import (
     RunCompleted,
     WorkerReplaced,
     WorkerStuck,
+    encode,
 )
 from baton.events.state import INITIAL_STATE, RunState, evolve, fold
+from baton.events.store import Codec
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
 
@@ -421,3 +424,26 @@ def test_an_event_type_this_version_does_not_know_is_named_as_such() -> None:
 
     with pytest.raises(TypeError, match="decide\\(\\) takes a stimulus"):
         decide(state, Whisper(run_id="run-1", seq=state.seq + 1), DefaultPolicy())
+
+
+def test_decide_with_other_schemas_decides_by_them_and_leaves_the_state_alone() -> None:
+    """Tasks read back from a log carry no schema class; decide() judges by the classes
+    it is handed, each time, and binds none of them to the caller's state."""
+
+    class Loose(BaseModel):
+        count: int
+
+    class Strict(BaseModel):
+        count: int
+        note: str
+
+    topic = "somewhere:Out"
+    run = Scenario([Task(id="a", capability="c", output_schema=topic)],
+                   [HandlerInfo(name="h", capabilities=("c",))], schemas={topic: Loose})
+    state = fold(Codec().decode(encode(e), run_id="run-1", seq=e.seq) for e in run.log)
+    result = ResultReceived(run_id="run-1", seq=state.seq + 1,
+                            result=Result(assignment_id="a#1", output={"count": 1}))
+    assert decide(state, result, DefaultPolicy(), {topic: Loose})[0].outcome == "accepted"
+    assert state.tasks["a"].task.schema_model() is None
+    [strict, *_] = decide(state, result, DefaultPolicy(), {topic: Strict})
+    assert strict.outcome == "rejected" and "note" in strict.verdict.problems[0]

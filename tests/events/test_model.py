@@ -68,6 +68,9 @@ def test_an_output_schema_class_is_recorded_by_topic_and_carried_by_its_task() -
     read_back = Task.model_validate_json(task.model_dump_json())
     assert read_back == task and read_back.schema_model() is None
     assert read_back.schema_model({"tests.fixtures.specs:Count": Count}) is Count
+    assert pickle.loads(pickle.dumps(task)).schema_model() is Count  # to a coordinator
+    moved = task.model_copy(update={"output_schema": "elsewhere:Other"})
+    assert moved.schema_model() is None  # the class carried was for the other topic
 
 
 def test_a_schema_identity_changes_with_the_shape_of_its_outputs() -> None:
