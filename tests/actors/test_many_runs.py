@@ -26,7 +26,9 @@ def small_echo_spec(tasks: int) -> Spec:
     # beside the Ray workers of other tests.
     echo = baton.handler(capabilities=["echo"], replicas=1, num_cpus=0.25,
                          name="echo")(ray_specs.echo.target)
-    plan = [Task(id=f"t{i}", capability="echo", inputs={"i": i, "sleep": 0.02})
+    # Each run lasts a few seconds: longer than launching four takes on a busy machine,
+    # so they are seen to overlap.
+    plan = [Task(id=f"t{i}", capability="echo", inputs={"i": i, "sleep": 0.1})
             for i in range(tasks)]
     return Spec(goal=f"echo x{tasks}", tasks=plan, handlers=[echo])
 
