@@ -256,7 +256,7 @@ class Coordinator:
             if replica is None and self._waiting_its_turn(held_up, assignment_id):
                 continue
             if replica is not None:
-                self.deadlines.overdue.add(assignment_id)
+                self.deadlines.ran_late(assignment_id)
                 if replica not in stuck:
                     self.pool.timed_out(replica)
             fired.append(timer_for(self.run_id, assignment_id))

@@ -41,6 +41,10 @@ class Deadlines:
                 passed.append(assignment_id)
         return passed
 
+    def ran_late(self, assignment_id: str) -> None:
+        """`assignment_id` is still out past its deadline."""
+        self.overdue.add(assignment_id)
+
     def returned(self, assignment_ids: Iterable[str]) -> None:
         """Their call came back (or was dropped): none of them is overdue any more."""
         self.overdue.difference_update(assignment_ids)

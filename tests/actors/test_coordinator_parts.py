@@ -30,7 +30,8 @@ def test_only_the_latest_deadline_of_an_assignment_counts() -> None:
 
 def test_an_overdue_assignment_stops_being_so_when_its_call_returns() -> None:
     clock = Deadlines()
-    clock.overdue.update({"a#1", "b#1"})
+    clock.ran_late("a#1")
+    clock.ran_late("b#1")
     clock.returned(["a#1", "c#1"])
     assert clock.overdue == {"b#1"}
 
