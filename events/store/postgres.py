@@ -63,6 +63,9 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
     waits for the inserts in flight to commit or roll back, so every notification id
     issued by then is settled, and the reader reads no further than the last of them.
     Gaps below that position are ids of rolled-back inserts, never filled in later.
+    And a batch takes its notification ids all at once, under a lock held for no longer
+    than that, so one append's ids are consecutive, never shared with another's: a
+    reader of the store-wide order sees each append whole and in one piece.
 
     The locks, the check, the NOTIFY and the insert are one server-side function, so an
     append costs one statement and its commit, whatever the size of the batch."""
@@ -76,7 +79,8 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
             f"{self.datastore.schema}.{self.events_table_name}".encode()))
         self.sql_create_statements.append(SQL(_APPEND_FUNCTION).format(
             schema=schema, table=table, event=Identifier(self.stored_event_type_name),
-            barrier=table_key, run=table_key ^ 1, channel=self.channel_name))
+            barrier=table_key, run=table_key ^ 1, reserve=table_key ^ 2,
+            channel=self.channel_name))
         self.append_statement = SQL("SELECT * FROM {}.baton_append(%s, %s, %s)").format(
             schema)
         self.barrier_statement = SQL("SELECT pg_advisory_xact_lock({}, 0)").format(table_key)
@@ -176,6 +180,8 @@ CREATE OR REPLACE FUNCTION {schema}.baton_append(
 RETURNS SETOF bigint LANGUAGE plpgsql AS $body$
 DECLARE
     last bigint;
+    taken bigint;
+    counter regclass := pg_get_serial_sequence('{schema}.{table}', 'notification_id');
 BEGIN
     PERFORM pg_advisory_xact_lock_shared({barrier}, 0);
     PERFORM pg_advisory_xact_lock({run}, hashtext(run_id));
@@ -187,10 +193,24 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = last::text;
         END IF;
     END IF;
+    -- The batch's notification ids, taken at once so no other batch's fall among them.
+    -- The lock is the session's, released at once, not held to the commit; so that no
+    -- error can leave it held, nothing that can fail runs under it but the sequence.
+    PERFORM pg_advisory_lock({reserve}, 0);
+    BEGIN
+        taken := setval(counter, nextval(counter) + cardinality(events) - 1);
+    EXCEPTION WHEN OTHERS OR query_canceled THEN
+        PERFORM pg_advisory_unlock({reserve}, 0);
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({reserve}, 0);
     PERFORM pg_notify({channel}, '');
     RETURN QUERY INSERT INTO {schema}.{table}
-            (originator_id, originator_version, topic, state)
-        SELECT e.originator_id, e.originator_version, e.topic, e.state FROM unnest(events) e
+            (notification_id, originator_id, originator_version, topic, state)
+        SELECT taken - cardinality(events) + e.n, e.originator_id, e.originator_version,
+               e.topic, e.state
+        FROM unnest(events) WITH ORDINALITY
+            AS e(originator_id, originator_version, topic, state, n)
         RETURNING notification_id;
 END;
 $body$

@@ -271,6 +271,32 @@ class TestPostgresStore(SharedStoreContract):
             assert not writing.is_alive(), "the insert stalled"
             assert store.last_seq("big") == 3
 
+    @pytest.mark.unverifiable("run-1", "run-2")  # bytes that are not events, on purpose
+    def test_no_append_leaves_a_lock_held(self) -> None:
+        """An append takes its notification ids under a lock of its session, released
+        before the commit; whether the append commits, conflicts or clashes, no lock
+        outlives it (one left held would stop every writer to the store)."""
+        with self.open() as store:
+            recorder = store.recorder
+            recorder.insert_events([StoredEvent("run-1", 1, "X", b"1")], expected_last_seq=0)
+            with pytest.raises(ConcurrencyConflict):
+                recorder.insert_events([StoredEvent("run-1", 1, "X", b"2")],
+                                       expected_last_seq=0)
+            with pytest.raises(IntegrityError):  # no expected seq: the key itself refuses
+                recorder.insert_events([StoredEvent("run-1", 1, "X", b"3")])
+            with recorder.datastore.get_connection() as conn:
+                held = conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database "
+                    "= (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()
+            assert held is not None and list(held.values()) == [0]
+            with self.open() as other:  # and a writer in another session goes through
+                other.recorder.insert_events([StoredEvent("run-2", 1, "X", b"4")],
+                                             expected_last_seq=0)
+            notes = recorder.select_notifications(0, 10)
+            assert [(n.originator_id, n.state) for n in notes] == [("run-1", b"1"),
+                                                                  ("run-2", b"4")]
+
     @pytest.mark.unverifiable("slow", "quick")  # bytes that are not events, on purpose
     @pytest.mark.parametrize("read", [
         pytest.param(lambda recorder: recorder.select_notifications(0, 10), id="notifications"),

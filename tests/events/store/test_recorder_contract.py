@@ -1,11 +1,10 @@
 """The eventsourcing library's own recorder contract, run against every Baton recorder:
 the application recorder cases (insert, select, notifications, concurrency) on the log
 recorders of memory://, sqlite:/// and postgresql:// stores, and the tracking recorder
-cases on each store's runs index.
+cases on each store's runs index, and the non-interleaving case (two concurrent
+inserts' notification ids do not mingle) on each log recorder.
 
-Baton keys a run's stream by its run id, a string, so the cases make string ids. Still
-open (issue 22, part 5): the library's non-interleaving case on PostgreSQL, where two
-concurrent inserts' notification ids interleave.
+Baton keys a run's stream by its run id, a string, so the cases make string ids.
 """
 
 from __future__ import annotations
@@ -115,5 +114,11 @@ class TestMemoryNotificationOrder(_Stores,
 @pytest.mark.usefixtures("sqlite_store")
 class TestSQLiteNotificationOrder(_Stores,
                                   contract.NonInterleavingNotificationIDsBaseCase):
+    def create_recorder(self) -> Any:
+        return self.store().recorder
+
+
+@pytest.mark.usefixtures("postgres_store")
+class TestPostgresNotificationOrder(_Stores, contract.NonInterleavingNotificationIDsBaseCase):
     def create_recorder(self) -> Any:
         return self.store().recorder
