@@ -29,11 +29,12 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from ..errors import BadLog
+from ..schema import ENDINGS
 from . import chunks
 from .rows import LogRow, Packed
 
 if TYPE_CHECKING:
-    from .recorder import EventStore
+    from .event_store import EventStore
 
 SCHEMA = pa.schema([
     pa.field("run_id", pa.string(), nullable=False),
@@ -96,11 +97,46 @@ def columns(store: EventStore, run_id: str) -> pa.Table:
         return [r.data for r in store.read_raw(run_id, after=first - 1, until=end - 1)]
 
     last = store.require_every_seq(run_id)
-    derived = _Kept(run_id, store.column_chunks(run_id)).columns(1, last, data)
+    kept = store.column_chunks(run_id)
+    derived = _Kept(run_id, kept).columns(1, last, data)
+    if last and derived.column("type")[-1].as_py() in ENDINGS:
+        keep_derived(store, run_id, kept, derived)
     return pa.table([pa.repeat(pa.scalar(run_id, pa.string()), last),
                      _seqs(1, last),
                      *derived.columns],
                     schema=pa.schema([SCHEMA.field(name) for name in SCHEMA.names[:-1]]))
+
+
+def keep_derived(store: EventStore, run_id: str, kept: list[tuple[int, int, bytes]],
+                 derived: pa.Table) -> None:
+    """Keep as chunks the columns of an ended run's events that no chunk covered (`kept`,
+    as read before `derived`, its columns from seq 1, were made), so the next reader
+    reads them instead of deriving them again: the projection brought up to date by a
+    reader, as the runs index is. A piece with a line break in a text is left to be
+    derived, as the writer leaves it."""
+    seq, end = 1, derived.num_rows + 1
+    for start, rows, _ in [*kept, (end, 0, b"")]:
+        for first in range(seq, start, chunks.SIZE):
+            piece = derived.slice(first - 1, min(chunks.SIZE, start - first))
+            body = _csv(piece)
+            if body is not None:
+                store.columns.keep(run_id, first, chunks.framed(run_id, first, body))
+        seq = max(seq, start + rows)
+
+
+_CSV_WRITE = pcsv.WriteOptions(include_header=False, quoting_style="needed")
+
+
+def _csv(columns: pa.Table) -> bytes | None:
+    """Columns as chunk lines (`chunks.COLUMNS`, text quoted, null as nothing); None
+    when a text holds a line break."""
+    texts = [name for name in chunks.COLUMNS if pa.types.is_string(columns.schema.field(name).type)]
+    for name in texts:
+        if pc.any(pc.match_substring_regex(columns.column(name), "[\r\n]")).as_py():
+            return None
+    sink = io.BytesIO()
+    pcsv.write_csv(columns.select(list(chunks.COLUMNS)), sink, _CSV_WRITE)
+    return sink.getvalue().rstrip(b"\n")
 
 
 def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatch]:

@@ -2,10 +2,15 @@
 time, so that export and `baton stats` read them instead of parsing every event's JSON
 again: parsing is most of what those cost.
 
-The store takes each event's columns from the event object as it appends it (the
-coordinator has it at hand, and needs no Arrow for this), one CSV line per event, and
-writes a chunk of lines every `SIZE` events, at a run's end, and at close. Readers
-parse chunks with Arrow's CSV reader, several times faster than whole events' JSON.
+They are a projection of each run's log, kept two ways. The writer takes each event's
+columns from the event object as it appends it (the coordinator has it at hand, and
+needs no Arrow for this), one CSV line per event, and writes a chunk of lines every
+`SIZE` events, at a run's end, and at close. A reader that finds events of an ended run
+that no chunk covers derives their columns and may keep them as chunks in turn
+(`arrow.keep_derived`). Either way, a chunk is filed under its run and first seq, which
+tracks how far the projection has come: a second chunk for the same place is refused,
+so each event's columns are kept once. Readers parse chunks with Arrow's CSV reader,
+several times faster than whole events' JSON.
 
 A chunk is a cache of the log, as a snapshot is: losing one costs time, never facts,
 for readers derive whatever no chunk covers from the events themselves. A test holds
@@ -14,11 +19,16 @@ the two derivations to the same answer on every kind of event.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventsourcing.persistence import AggregateRecorder, PersistenceError, StoredEvent
+
 from ..model import task_of
 from ..schema import ENDINGS, Envelope
+from .sealing import Sealer
 
 TOPIC = "baton.columns:csv1"  # changes whenever a chunk's layout does
 SIZE = 4096  # events a chunk covers
@@ -38,12 +48,82 @@ class Pending:
         return self.first + len(self.lines)
 
 
+class ColumnChunks:
+    """Where a store keeps its runs' chunks, and the lines appended but not yet kept."""
+
+    def __init__(self, recorder: AggregateRecorder, sealer: Sealer):
+        self.recorder = recorder
+        self.sealer = sealer
+        self._pending: dict[str, Pending] = {}
+
+    def appended(self, run_id: str, first: int, events: Sequence[Envelope]) -> None:
+        """Take the columns of events just appended to the run from seq `first`, and
+        keep a chunk when one is full or the run has ended. Never raises: the events are
+        recorded, and a cache never undoes that (readers derive what is not kept)."""
+        try:
+            pending = self._pending.get(run_id)
+            if pending is not None and pending.next_seq != first:
+                # Another writer appended in between: what each kept is still right,
+                # and readers derive the events neither did.
+                self._flush(run_id)
+                pending = None
+            if pending is None:
+                pending = self._pending[run_id] = Pending(first)
+            pending.lines.extend(map(line, events))
+            if len(pending.lines) >= SIZE or events[-1].type in ENDINGS:  # type: ignore[attr-defined]
+                self._flush(run_id)
+        except Exception:
+            self._pending.pop(run_id, None)
+
+    def close(self) -> None:
+        """Keep what is pending, where it is worth a chunk."""
+        for run_id, pending in list(self._pending.items()):
+            if len(pending.lines) >= KEPT_AT_CLOSE:
+                self._flush(run_id)
+
+    def _flush(self, run_id: str) -> None:
+        pending = self._pending.pop(run_id)
+        lines = encode(run_id, pending.first, pending.lines)
+        if lines is not None:  # else left for readers to derive
+            self.keep(run_id, pending.first, lines)
+
+    def keep(self, run_id: str, first: int, lines: bytes) -> None:
+        """Keep a chunk (`encode`'s) of the run's events from seq `first`. One from this
+        seq may exist already (the same columns), or the database may refuse the write
+        for now (a reader may not write): either way readers derive what is not kept."""
+        stored = StoredEvent(run_id, first, TOPIC, self.sealer.seal(lines))
+        with suppress(PersistenceError):
+            self.recorder.insert_events([stored])
+
+    def kept(self, run_id: str) -> list[tuple[int, int, bytes]]:
+        """The run's kept chunks: (first seq, events, lines), in seq order, none
+        overlapping; the events between them are for the reader to derive."""
+        found: list[tuple[int, int, bytes]] = []
+        covered = 0
+        for stored in self.recorder.select_events(run_id):
+            first = stored.originator_version
+            if stored.topic != TOPIC or first <= covered:
+                continue
+            lines = lines_of(self.sealer.open(stored.state, run_id=run_id, seq=first,
+                                              what="query columns"), run_id, first)
+            if lines is not None:
+                found.append((first, *lines))
+                covered = first + lines[0] - 1
+        return found
+
+
 def encode(run_id: str, first: int, lines: list[str | None]) -> bytes | None:
     """A chunk: a line naming the run and first seq it is filed under, then its
     events' lines; None when one could not be written."""
     if None in lines:
         return None
     return "\n".join([_place(run_id, first), *lines]).encode()  # type: ignore[list-item]
+
+
+def framed(run_id: str, first: int, body: bytes) -> bytes:
+    """A chunk of lines written by another hand (`arrow.keep_derived`): `body`, its
+    events' lines with no line break after the last, under the line naming its place."""
+    return _place(run_id, first).encode() + b"\n" + body
 
 
 def lines_of(chunk: bytes, run_id: str, first: int) -> tuple[int, bytes] | None:

@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 from dataclasses import astuple, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteRecorder
 
@@ -39,6 +39,14 @@ class Heartbeat:
     tasks: int  # in the current plan
     accepted: int
     coordinator: str  # which process: "pid N on HOST"
+
+
+class Heartbeats(Protocol):
+    """Where a store keeps its coordinators' heartbeats."""
+
+    def beat(self, beat: Heartbeat) -> None: ...
+
+    def read(self) -> dict[str, Heartbeat]: ...
 
 
 def this_process() -> str:

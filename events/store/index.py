@@ -9,16 +9,16 @@ the tracking record says. Listing runs then reads this table, not every run's lo
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from eventsourcing.persistence import Notification, Tracking
-from eventsourcing.popo import POPOTrackingRecorder
-from eventsourcing.sqlite import SQLiteCursor, SQLiteTrackingRecorder
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Notification, Tracking
 
-from ..schema import ENDINGS
+from ..errors import BadLog
+from ..schema import ENDINGS, RunRequested
+from .mapper import Mapper
 
 TRACKED_AS = "baton.runs"  # the index's name in the tracking table
 READ_WHOLE = "RunRequested"  # the one type whose body the index reads; of the rest, the head
@@ -107,55 +107,62 @@ def as_columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-class SQLiteRunsView(SQLiteTrackingRecorder):
-    """The index in a SQLite file, beside the logs."""
+class RunsIndex:
+    """The runs index, brought up to date by whoever reads it: a page of the store-wide
+    order at a time, each page's rows written with its tracking record."""
 
-    def construct_create_table_statements(self) -> list[str]:
-        return [*super().construct_create_table_statements(),
-                "CREATE TABLE IF NOT EXISTS baton_runs (run_id TEXT PRIMARY KEY, goal TEXT, "
-                "tasks INTEGER, requested_at REAL, position INTEGER, status TEXT, "
-                "events INTEGER)",
-                "CREATE INDEX IF NOT EXISTS baton_runs_position ON baton_runs (position)"]
+    PAGE = 10_000  # notifications taken in at once
 
-    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
-               tracking: Tracking) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            self._write(c, added, changed)
-            self._insert_tracking(c, tracking)
+    def __init__(self, log: ApplicationRecorder, view: RunsView, mapper: Mapper):
+        self.log = log
+        self.view = view
+        self.mapper = mapper
 
-    def _write(self, c: SQLiteCursor, added: Sequence[RunInfo],
-               changed: Sequence[Changed]) -> None:
-        c.executemany(f"INSERT INTO baton_runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                      inserted(added))
-        c.executemany("UPDATE baton_runs SET status = COALESCE(?, status), events = ? "
-                      "WHERE run_id = ?", [(ending, seq, rid) for rid, ending, seq in changed])
+    def runs(self) -> list[RunInfo]:
+        """Every run in the store, newest first, with its status and length, after
+        taking in what was recorded since the index was last read."""
+        while self._take_page():
+            pass
+        return [self._as_listed(info) for info in self.view.listed()]
 
-    def listed(self) -> list[RunInfo]:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {COLUMNS} FROM baton_runs ORDER BY position DESC")
-            return [info_of(row) for row in c.fetchall()]
+    def _take_page(self) -> bool:
+        """Take one page of notifications into the index; False when there were none."""
+        after = self.view.max_tracking_id(TRACKED_AS) or 0
+        page = cast(IndexedRecorder, self.log).index_page(after, self.PAGE)
+        if not page:
+            return False
+        batch = Batch()
+        for note in page:
+            run_id, seq = str(note.originator_id), note.originator_version
+            if note.topic == READ_WHOLE and seq == 1:  # (elsewhere, folding refuses it)
+                batch.request(self._listed(run_id, note.topic, note.state, note.id))
+            else:
+                batch.event(run_id, note.topic, seq)
+        with suppress(IntegrityError):  # another reader took this page in first
+            self.view.record(*batch.rows(), Tracking(TRACKED_AS, page[-1].id))
+        return True
 
+    def _as_listed(self, info: RunInfo) -> RunInfo:
+        if info.status == "unreadable":
+            # Read again each time: a newer Baton, or the key it needs, may read it now.
+            first = self.log.select_events(info.run_id, lte=1)
+            if first:
+                fresh = self._listed(info.run_id, first[0].topic, first[0].state,
+                                     info.position)
+                info = replace(fresh, events=info.events)
+        if info.goal.startswith("sealed:"):
+            info = replace(info, goal=self.mapper.sealer.open_text(info.goal,
+                                                                   run_id=info.run_id))
+        return info
 
-class MemoryRunsView(POPOTrackingRecorder):
-    """The index of a memory store."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.runs: dict[str, RunInfo] = {}
-        self.lock = threading.Lock()
-
-    def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
-               tracking: Tracking) -> None:
-        with self.lock:
-            self.insert_tracking(tracking)
-            for info in added:
-                self.runs[info.run_id] = info
-            for rid, ending, seq in changed:
-                if rid in self.runs:
-                    info = self.runs[rid]
-                    self.runs[rid] = replace(info, status=ending or info.status, events=seq)
-
-    def listed(self) -> list[RunInfo]:
-        with self.lock:
-            return sorted(self.runs.values(), key=lambda i: i.position, reverse=True)
-
+    def _listed(self, run_id: str, topic: str, stored: bytes, position: int) -> RunInfo:
+        """How the index lists a run from its RunRequested's stored bytes; a record that
+        is not one is listed as unreadable (with why), so one damaged run hides no other."""
+        try:
+            event = self.mapper.to_event(run_id, 1, topic, stored)
+        except BadLog as error:
+            return RunInfo(run_id, f"unreadable at seq 1: {error.detail}", 0, None,
+                           position, status="unreadable")
+        assert isinstance(event, RunRequested)  # decode checked the record's type
+        return RunInfo(run_id, self.mapper.sealer.seal_text(event.goal), len(event.tasks),
+                       event.recorded_at, position)

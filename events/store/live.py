@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from eventsourcing.persistence import Notification
 
 from ..schema import Event
-from .recorder import EventStore, Recorded
+from .event_store import EventStore
 from .urls import POSTGRES_SCHEMES
 
 POLL_S = 0.25  # SQLite: how often the log is read again
@@ -87,8 +87,7 @@ def _listened(store: EventStore, run_id: str, after: int, tick_s: float) -> Iter
                 missed = store.read(run_id, after=after, until=item.originator_version - 1)
                 yield from missed
             after = item.originator_version
-            data = store.sealer.open(item.state, run_id=run_id, seq=after)
-            yield store.decode(Recorded(run_id, after, item.topic, data))
+            yield store.mapper.to_event(run_id, after, item.topic, item.state)
     finally:
         subscription.stop()
         pumping.join(timeout=5)

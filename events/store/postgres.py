@@ -33,9 +33,9 @@ from psycopg.sql import SQL, Identifier
 
 from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
 from . import faults
+from .backend import Backend
 from .heartbeats import PostgresHeartbeats
 from .index import COLUMNS, READ_WHOLE, Changed, RunInfo, as_columns, info_of, inserted
-from .recorder import EventStore
 from .rows import LogRow
 from .urls import masked_url
 
@@ -336,7 +336,7 @@ class PostgresRunsView(PostgresTrackingRecorder):
             return [info_of(tuple(row.values())) for row in curs.fetchall()]
 
 
-def open_postgres(url: str) -> EventStore:
+def open_backend(url: str) -> Backend:
     """The store at a postgresql:// URL, its tables created when missing."""
     address = Address(url)
     with address.connect() as first:
@@ -346,10 +346,10 @@ def open_postgres(url: str) -> EventStore:
         if address.schema:
             first.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
                 Identifier(address.schema)))
-        return _opened(url, address)
+        return _opened(address)
 
 
-def _opened(url: str, address: Address) -> EventStore:
+def _opened(address: Address) -> Backend:
     factory = InfrastructureFactory.construct({
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": address.database,
@@ -373,5 +373,5 @@ def _opened(url: str, address: Address) -> EventStore:
     except PersistenceError as error:
         factory.close()
         raise address._explained(error) from None
-    return EventStore(recorder, url, close=factory.close, snapshots=snapshots, index=index,
-                      columns=columns, heartbeats=heartbeats)
+    return Backend(log=recorder, snapshots=snapshots, columns=columns, index=index,
+                   heartbeats=heartbeats, close=factory.close)

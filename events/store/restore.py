@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from ..errors import BadInput, BadLog, RunExists
 from ..state import RunState
 from .arrow import DERIVED, SCHEMA, derive
-from .recorder import EventStore
+from .event_store import EventStore
 
 
 def runs_in(rows: pa.Table) -> dict[str, pa.Table]:
@@ -54,7 +54,7 @@ def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
         data = part.column("data").to_pylist()
         for start in range(begun[run_id], len(data), APPEND_BATCH):
             chunk = data[start:start + APPEND_BATCH]
-            events = [store.codec.decode(raw, run_id=run_id, seq=start + i)
+            events = [store.mapper.codec.decode(raw, run_id=run_id, seq=start + i)
                       for i, raw in enumerate(chunk, start=1)]
             # The columns of an import are derived from its bytes when read, not kept from
             # the decoded events: what is lax in decoding must not reach them.
@@ -92,7 +92,7 @@ def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
                              "edited", run_id=run_id, seq=seqs[at])
     state = RunState()
     for seq, raw in zip(seqs, data, strict=True):
-        state.apply(store.codec.decode(raw, run_id=run_id, seq=seq), raw)
+        state.apply(store.mapper.codec.decode(raw, run_id=run_id, seq=seq), raw)
 
 
 def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -219,8 +219,8 @@ def test_a_snapshot_an_earlier_baton_wrote_is_passed_over(store_url: str) -> Non
 
     three_tasks(store_url)
     with open_store(store_url) as store:
-        assert store.snapshots is not None
-        store.snapshots.insert_events([StoredEvent("r", 6, "baton.RunState:1", b"old")])
+        assert store.repository.snapshots is not None
+        store.repository.snapshots.insert_events([StoredEvent("r", 6, "baton.RunState:1", b"old")])
         state = state_at(store, "r", 7)
     assert state.seq == 7 and state.policy == "baton.events.policy:DefaultPolicy"
 

@@ -12,7 +12,7 @@ from eventsourcing import persistence
 
 from baton import HandlerInfo, Task, open_store
 from baton.events.errors import BadLog, EncryptionKeyProblem
-from baton.events.schema import Envelope, WorkerStuck
+from baton.events.schema import ENDINGS, Envelope, WorkerStuck
 from baton.events.store import EventStore, arrow, chunks, restore
 from baton.events.store.sealing import KEY_ENV, MARKER, new_key
 from baton.testing import Scenario
@@ -63,11 +63,11 @@ def _appended_as_a_coordinator_would(store: EventStore) -> list[str]:
 
 def _derived_from_the_log(store: EventStore, run_ids: list[str]) -> pa.Table:
     """The runs' rows with every column derived from the events' bytes."""
-    kept, store.columns = store.columns, None
+    store.column_chunks = lambda run_id: []  # type: ignore[method-assign]
     try:
         return arrow.table(store, run_ids)
     finally:
-        store.columns = kept
+        del store.column_chunks
 
 
 def _recorded(url: str, *run_ids: str) -> None:
@@ -110,8 +110,7 @@ def test_a_lost_or_damaged_chunk_costs_time_never_facts(
         run_ids = _appended_as_a_coordinator_would(store)
         log = recorded_run("shared")
         store.append("shared", log[:5], 0)
-        other.columns = None  # an older Baton's writer
-        other.append("shared", log[5:9], 5)
+        other.append("shared", log[5:9], 5, keep_columns=False)  # as an older Baton's
         store.append("shared", log[9:], 9)
         run_ids.append("shared")
     with _database(store_url) as db:
@@ -134,7 +133,7 @@ def test_a_sealed_store_keeps_its_columns_sealed(
     with open_store(store_url) as store:
         expected = _derived_from_the_log(store, ["retried"])
         assert arrow.table(store, ["retried"]).equals(expected)
-        [stored] = store.columns.select_events("retried")  # type: ignore[union-attr]
+        [stored] = store.columns.recorder.select_events("retried")
         assert stored.state.startswith(MARKER) and b'"type"' not in stored.state
 
 
@@ -219,7 +218,7 @@ def test_keeping_columns_never_fails_an_append(store_url: str) -> None:
         def refuse(*args: object, **kwargs: object) -> None:
             raise persistence.OperationalError("database is locked")
 
-        store.columns.insert_events = refuse  # type: ignore[union-attr, method-assign]
+        store.columns.recorder.insert_events = refuse  # type: ignore[method-assign]
         store.append("retried", recorded_run("retried"), 0)
         assert store.read("retried") == recorded_run("retried")
         assert store.column_chunks("retried") == []
@@ -288,3 +287,42 @@ def test_a_sealed_record_among_plain_ones_is_refused_even_beside_an_empty_one(
             arrow.table(store, ["plain"])
         with pytest.raises(EncryptionKeyProblem):
             list(store.read_pages("plain"))
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgresql"])
+def test_a_reader_keeps_the_columns_no_writer_kept_once_a_run_has_ended(
+        kind: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs appended without their columns (as an import or an older Baton appends),
+    or with a writer that kept only some: once a run has ended, the first `baton stats`
+    keeps what it derived as chunks, and the next reads them, to the same answer and
+    deriving nothing. A run still going is left to its writer."""
+    monkeypatch.setattr(chunks, "SIZE", 5)
+    url = {"memory": lambda: "memory://", "sqlite": lambda: request.getfixturevalue(
+        "store_url"), "postgresql": lambda: request.getfixturevalue("postgres_url")}[kind]()
+    with open_store(url) as store:
+        run_ids = []
+        for run_id, log in _runs():
+            kept_by_writer = 7 if run_id == "retried" else 0
+            store.append(run_id, log[:kept_by_writer], 0)
+            store.append(run_id, log[kept_by_writer:], kept_by_writer, keep_columns=False)
+            run_ids.append(run_id)
+        store.append("going", recorded_run("going")[:4], 0, keep_columns=False)
+        run_ids.append("going")
+        expected = _derived_from_the_log(store, run_ids)
+        first_read = {run_id: arrow.columns(store, run_id) for run_id in run_ids}
+        for run_id in run_ids:
+            last = store.last_event(run_id)
+            covered = sum(rows for _, rows, _ in store.column_chunks(run_id))
+            ended = last is not None and last.type in ENDINGS
+            assert covered == (last.seq if ended else 0), run_id
+
+        def derived(*args: object, **kwargs: object) -> pa.Table:
+            raise AssertionError("derived again what a reader had kept")
+
+        ended_ids = [r for r in run_ids if (e := store.last_event(r)) and e.type in ENDINGS]
+        assert ended_ids and "going" not in ended_ids
+        with monkeypatch.context() as patched:
+            patched.setattr(arrow, "derive", derived)
+            for run_id in ended_ids:
+                assert arrow.columns(store, run_id).equals(first_read[run_id])
+        assert arrow.table(store, run_ids).equals(expected)

@@ -210,8 +210,8 @@ def test_a_snapshot_of_another_run_is_refused() -> None:
     other = stored([CODEC.encode(e) for e in recorded_run("other")], run_id="other")
     theirs = snapshot.encode_state(other.state("other", until=6))
     with stored(RECORDS) as store:
-        assert store.snapshots is not None
-        store.snapshots.insert_events([StoredEvent(RUN, 6, snapshot.TOPIC, theirs)])
+        assert store.repository.snapshots is not None
+        store.repository.snapshots.insert_events([StoredEvent(RUN, 6, snapshot.TOPIC, theirs)])
         with pytest.raises(BadLog) as error:
             store.state(RUN)
         assert error.value.run_id == RUN and error.value.seq == 6

@@ -89,19 +89,19 @@ class TestPostgresLog(_Stores, contract.ApplicationRecorderTestCase):
 @pytest.mark.usefixtures("memory_store")
 class TestMemoryRunsIndex(_Stores, contract.TrackingRecorderTestCase):
     def create_recorder(self) -> Any:
-        return self.store().index
+        return self.store().index.view
 
 
 @pytest.mark.usefixtures("sqlite_store")
 class TestSQLiteRunsIndex(_Stores, contract.TrackingRecorderTestCase):
     def create_recorder(self) -> Any:
-        return self.store().index
+        return self.store().index.view
 
 
 @pytest.mark.usefixtures("postgres_store")
 class TestPostgresRunsIndex(_Stores, contract.TrackingRecorderTestCase):
     def create_recorder(self) -> Any:
-        return self.store().index
+        return self.store().index.view
 
 
 @pytest.mark.usefixtures("memory_store")

@@ -156,7 +156,7 @@ def test_keygen_prints_a_key_a_store_takes(tmp_path: Path,
     made = done.stdout.strip().splitlines()[0]
     monkeypatch.setenv(KEY_ENV, made)
     with open_store("memory://") as store:
-        assert store.sealer.sealing
+        assert store.mapper.sealer.sealing
 
 
 def _replace_record(store: EventStore, stored: StoredEvent) -> None:

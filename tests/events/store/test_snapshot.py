@@ -99,11 +99,12 @@ def test_a_pickle_planted_in_the_snapshot_table_is_never_unpickled(
     payload = pickle.dumps(Planted(marker))
     log = recorded_run()
     with open_store(url) as store:
-        assert isinstance(store, EventStore) and store.snapshots is not None
+        assert isinstance(store, EventStore) and store.repository.snapshots is not None
         store.append("run-1", log, 0)
-        store.snapshots.insert_events([StoredEvent("run-1", 4, "baton.RunState:2", payload)])
+        older = StoredEvent("run-1", 4, "baton.RunState:2", payload)
+        store.repository.snapshots.insert_events([older])
         assert store.state("run-1").status == "completed"
-        store.snapshots.insert_events([StoredEvent("run-1", 6, TOPIC, payload)])
+        store.repository.snapshots.insert_events([StoredEvent("run-1", 6, TOPIC, payload)])
         with pytest.raises(BadLog, match="run 'run-1' at seq 6: snapshot is malformed"):
             store.state("run-1")
     assert not marker.exists()
