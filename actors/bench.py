@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from baton.events.errors import BadInput, BenchFailed
+from baton.events.errors import BadInputError, BenchError
 from baton.events.model import Assignment, Budget, Check, FromTask, Task
 from baton.events.store import arrow, open_store
 
@@ -207,9 +207,9 @@ def bench(options: Options, store: str | None = None,
     """Run the workload through Baton and through plain Ray at each replica count;
     `on_step(what, steps done, steps in all)` is told as each side of each row starts."""
     if options.tasks < 1:
-        raise BadInput("--tasks must be at least 1")
+        raise BadInputError("--tasks must be at least 1")
     if not options.replicas or min(options.replicas) < 1:
-        raise BadInput("--replicas must be positive counts, e.g. 1,2,4")
+        raise BadInputError("--replicas must be positive counts, e.g. 1,2,4")
     report = Report(options, Cluster.now())
     cpus = min(1.0, report.cluster.cpus / max(options.replicas))
     steps = 2 * len(options.replicas)
@@ -225,8 +225,8 @@ def bench(options: Options, store: str | None = None,
                       f"{secrets.token_hex(2)}")
             result = launch(spec_for(options, replicas, cpus), url, run_id=run_id)
             if not result.ok:
-                raise BenchFailed(f"the bench run {run_id} ended {result.status}: "
-                                  f"{result.error}")
+                raise BenchError(f"the bench run {run_id} ended {result.status}: "
+                                 f"{result.error}")
             report.rows.append(Row(replicas, through_baton(result, url), plain,
                                    result.progress.events, run_id))
     return report
@@ -346,13 +346,13 @@ def _measured(latency: pa.Array | pa.ChunkedArray, assignments: int,
 
 
 def parse_replicas(text: str) -> tuple[int, ...]:
-    """`1,2,4` as (1, 2, 4); BadInput naming what is wrong otherwise."""
+    """`1,2,4` as (1, 2, 4); BadInputError naming what is wrong otherwise."""
     try:
         counts = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise BadInput(f"--replicas {text!r}: give counts separated by commas, "
-                       "e.g. 1,2,4") from None
+        raise BadInputError(f"--replicas {text!r}: give counts separated by commas, "
+                            "e.g. 1,2,4") from None
     if not counts or min(counts) < 1:
-        raise BadInput(f"--replicas {text!r}: each count must be at least 1")
+        raise BadInputError(f"--replicas {text!r}: each count must be at least 1")
     return counts
 

@@ -16,7 +16,7 @@ import ray
 from ray._private import services  # ray.init's lookup of a local cluster
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from baton.events.errors import ClusterUnavailable
+from baton.events.errors import ClusterUnavailableError
 
 from . import reservation
 from .pool import NAMESPACE
@@ -70,7 +70,7 @@ def ensure_ray(address: str | None = None) -> None:
             try:
                 _init_ray(address=address, **options)  # "local" starts one too
             except ValueError as error:
-                raise ClusterUnavailable(
+                raise ClusterUnavailableError(
                     f"Ray cannot use the address {address!r} ({error}); give HOST:PORT of "
                     "the cluster's head, ray://HOST:PORT, auto, or local for a new local "
                     "Ray") from None
@@ -85,8 +85,8 @@ def ensure_ray(address: str | None = None) -> None:
                 address = _attach_or_start_beside(options)
     except (ConnectionError, RuntimeError) as error:
         where = f"at {address}" if address else "locally"
-        raise ClusterUnavailable(f"cannot start or reach Ray {where}: {error}"
-                                 + _auth_hint(address)) from error
+        raise ClusterUnavailableError(f"cannot start or reach Ray {where}: {error}"
+                                      + _auth_hint(address)) from error
 
 
 def _attach_or_start_beside(options: dict[str, Any]) -> str:
@@ -119,7 +119,7 @@ def _answers(address: str) -> bool:
 
 def attach_ray(address: str | None = None) -> None:
     """Attach to a running Ray (at `address`, $RAY_ADDRESS, or this machine's), never
-    starting one; ClusterUnavailable when there is none."""
+    starting one; ClusterUnavailableError when there is none."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -128,8 +128,8 @@ def attach_ray(address: str | None = None) -> None:
         ray.init(address=target, namespace=NAMESPACE, logging_level=logging.ERROR,
                  configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ClusterUnavailable(f"no Ray cluster at {target}: {error}"
-                                 + _auth_hint(target)) from error
+        raise ClusterUnavailableError(f"no Ray cluster at {target}: {error}"
+                                      + _auth_hint(target)) from error
 
 
 def _auth_hint(address: str | None) -> str:
@@ -143,19 +143,19 @@ def _auth_hint(address: str | None) -> str:
 
 
 def check_capacity(spec: Spec) -> None:
-    """ClusterUnavailable when the cluster cannot hold every replica the spec asks for."""
+    """ClusterUnavailableError when the cluster cannot hold every replica the spec asks for."""
     total = ray.cluster_resources()
     cpus = sum(h.replicas * h.num_cpus for h in spec.handlers)
     if cpus > total.get("CPU", 0):
         asks = ", ".join(f"{h.name}: {h.replicas} x {h.num_cpus:g}" for h in spec.handlers)
-        raise ClusterUnavailable(
+        raise ClusterUnavailableError(
             f"the handlers ask for {cpus:g} CPUs ({asks}) but the cluster has "
             f"{total.get('CPU', 0):g}; lower replicas or num_cpus"
         )
     for h in spec.handlers:
         for name, amount in h.resources.items():
             if amount * h.replicas > total.get(name, 0):
-                raise ClusterUnavailable(
+                raise ClusterUnavailableError(
                     f"handler {h.name!r} asks for {amount * h.replicas:g} of resource "
                     f"{name!r}; the cluster has {total.get(name, 0):g}"
                 )
@@ -166,7 +166,7 @@ def check_capacity(spec: Spec) -> None:
         if need and not any(all(node.get(name, 0) >= amount for name, amount in need.items())
                             for node in nodes):
             asked = ", ".join(f"{amount:g} {name}" for name, amount in need.items())
-            raise ClusterUnavailable(
+            raise ClusterUnavailableError(
                 f"one replica of handler {h.name!r} asks for {asked}, more than any one "
                 "node of the cluster has; lower num_cpus or resources")
 

@@ -23,7 +23,7 @@ import ray
 from pydantic import BaseModel
 from ray.exceptions import RayActorError, RayError
 
-from baton.events.decider import turn
+from baton.events.decider import decide_in_place
 from baton.events.model import Assignment, Failure, Result
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -316,8 +316,8 @@ class Coordinator:
         recorded: list[bytes] = []
         started = time.perf_counter()
         for make in makers:
-            for event, data in turn(self.state, make(self.state.seq + 1), self.policy,
-                                    schemas=self.schemas):
+            for event, data in decide_in_place(self.state, make(self.state.seq + 1), self.policy,
+                                               schemas=self.schemas):
                 events.append(event)
                 recorded.append(data)
         decided_at = time.perf_counter()

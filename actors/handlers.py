@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from baton.events.errors import BadSpec
+from baton.events.errors import BadSpecError
 from baton.events.model import HandlerInfo
 
 DEFAULT_QUEUE_DEPTH = 16
@@ -89,19 +89,19 @@ def handler(
 
     def wrap(obj: Any) -> Handler:
         if not callable(obj):
-            raise BadSpec(f"@handler decorates a function or a class, not {obj!r}")
+            raise BadSpecError(f"@handler decorates a function or a class, not {obj!r}")
         own_name = name or getattr(obj, "__name__", None)
         if not own_name:
-            raise BadSpec(f"@handler on {obj!r} needs name=...")
+            raise BadSpecError(f"@handler on {obj!r} needs name=...")
         caps = tuple(capabilities) if capabilities is not None else (own_name,)
         if not caps or not all(isinstance(c, str) and c for c in caps):
-            raise BadSpec(f"handler {own_name!r}: capabilities must be non-empty strings")
+            raise BadSpecError(f"handler {own_name!r}: capabilities must be non-empty strings")
         if replicas < 1:
-            raise BadSpec(f"handler {own_name!r}: replicas must be at least 1, not {replicas}")
+            raise BadSpecError(f"handler {own_name!r}: replicas must be at least 1, not {replicas}")
         if queue_depth < 1:
-            raise BadSpec(f"handler {own_name!r}: queue_depth must be at least 1")
+            raise BadSpecError(f"handler {own_name!r}: queue_depth must be at least 1")
         if num_cpus < 0:
-            raise BadSpec(f"handler {own_name!r}: num_cpus cannot be negative")
+            raise BadSpecError(f"handler {own_name!r}: num_cpus cannot be negative")
         return Handler(
             name=own_name,
             target=obj,

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from baton.events.decider import turn
+from baton.events.decider import decide_in_place
 from baton.events.errors import (
-    BadAnswer,
-    BadLog,
-    BadSpec,
+    BadAnswerError,
+    BadLogError,
+    BadSpecError,
     BatonError,
-    EncryptionKeyProblem,
+    EncryptionKeyError,
 )
 from baton.events.model import Json, Task, escalation_parts
 from baton.events.policy import DefaultPolicy, schema_problems
@@ -65,7 +65,7 @@ def open_escalations(
     for rid in run_ids:
         try:
             found += _open_in(store, rid)
-        except (BadLog, EncryptionKeyProblem) as error:
+        except (BadLogError, EncryptionKeyError) as error:
             if unreadable is None or run_id:
                 raise
             unreadable(rid, error)
@@ -110,27 +110,28 @@ def answer(
     """Record a person's answer to an open escalation in its run's inbox."""
     named = escalation_parts(escalation_id)
     if named is None:
-        raise BadAnswer(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
-                        "`baton inbox` lists the open ones")
+        raise BadAnswerError(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
+                             "`baton inbox` lists the open ones")
     run_id = named[0]
     seen = store.last_seq(inbox_id(run_id))  # a second answer racing this one conflicts
     escalation = next((e for e in open_escalations(store, run_id)
                        if e.escalation_id == escalation_id), None)
     if escalation is None:
-        raise BadAnswer(f"escalation {escalation_id!r} is not open; `baton inbox {run_id}` "
-                        "lists the open ones")
+        raise BadAnswerError(f"escalation {escalation_id!r} is not open; `baton inbox {run_id}` "
+                             "lists the open ones")
     if escalation.answered:
-        raise BadAnswer(f"escalation {escalation_id!r} is already answered; the answer waits "
-                        f"for the run's coordinator (`baton resume {run_id}` if none is alive)")
+        raise BadAnswerError(f"escalation {escalation_id!r} is already answered; the answer "
+                             "waits for the run's coordinator (`baton resume "
+                             f"{run_id}` if none is alive)")
     if action == "reassign" and handler not in escalation.handlers:
-        raise BadAnswer(f"--reassign needs one of the handlers with capability "
-                        f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
+        raise BadAnswerError(f"--reassign needs one of the handlers with capability "
+                             f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
     if action == "accept":
         task = store.state(run_id).tasks[escalation.task_id].task
         problems = output_problems(task, output)
         if problems:
-            raise BadAnswer(f"the output offered for task {task.id!r} would be rejected: "
-                            f"{'; '.join(problems)}; nothing was recorded")
+            raise BadAnswerError(f"the output offered for task {task.id!r} would be rejected: "
+                                 f"{'; '.join(problems)}; nothing was recorded")
     return _post(store, run_id, lambda seq, rid: HumanAnswered(
         run_id=rid, seq=seq, recorded_at=time.time(), escalation_id=escalation_id,
         action=action, handler=handler, note=note, output=output, answered_by=answered_by),
@@ -142,7 +143,7 @@ def output_problems(task: Task, output: Json) -> list[str]:
     can import it; the coordinator judges it all the same) and its `done_when` checks."""
     try:
         model = schema_of(task)
-    except BadSpec:
+    except BadSpecError:
         model = None
     problems = schema_problems(task.carrying(model), output) if model is not None else []
     return problems or [p for check in task.done_when if (p := check.problem(output))]
@@ -191,5 +192,5 @@ def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> N
                                         "inbox_seq": entry.seq})
     expected = state.seq
     # Cancelling consults no policy rule, so the default policy decides it exactly.
-    events = turn(state, stimulus, DefaultPolicy())
+    events = decide_in_place(state, stimulus, DefaultPolicy())
     store.append(run_id, [e for e, _ in events], expected, [b for _, b in events])

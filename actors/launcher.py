@@ -21,10 +21,10 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from baton.events.errors import (
-    BadInput,
-    BadSpec,
+    BadInputError,
+    BadSpecError,
     BatonError,
-    ClusterUnavailable,
+    ClusterUnavailableError,
     RunInterrupted,
 )
 from baton.events.model import Task, require_run_id
@@ -106,7 +106,7 @@ def _start_workers(
         ray.get([w.pid.remote() for w in everyone], timeout=WORKERS_READY_TIMEOUT_S)
     except GetTimeoutError:
         let_go()
-        raise ClusterUnavailable(
+        raise ClusterUnavailableError(
             f"worker actors did not start within {WORKERS_READY_TIMEOUT_S:g}s; "
             "is the cluster busy?"
         ) from None
@@ -114,7 +114,7 @@ def _start_workers(
         let_go()
         # The handler's own exception is the last line of what Ray says.
         said = [line for line in str(error).splitlines() if line.strip()]
-        raise BadSpec(f"a handler failed to start: {said[-1] if said else error}") from None
+        raise BadSpecError(f"a handler failed to start: {said[-1] if said else error}") from None
     except BaseException:
         let_go()
         raise
@@ -141,13 +141,13 @@ def run(
     """Run `spec` to its end on Ray and return how it ended.
 
     Everything wrong with the spec, the store URL or the run id raises before anything
-    is dispatched (BadSpec; BadStoreURL; BadInput for a run id already taken; each a
-    BadInput); an unreachable or too-small cluster raises
-    ClusterUnavailable. `on_progress` is called with the run's RunProgress while it runs.
+    is dispatched (BadSpecError; BadStoreURLError; BadInputError for a run id already taken; each a
+    BadInputError); an unreachable or too-small cluster raises
+    ClusterUnavailableError. `on_progress` is called with the run's RunProgress while it runs.
     With `detach`, the run is left to a detached coordinator (it outlives this process
     and waits for people's answers) and this returns at once with status `running`.
     A store that fails for a while (a server restarting) is waited for, for up to
-    `store_patience_s`; a fault that does not pass, or lasts longer, raises StoreFault.
+    `store_patience_s`; a fault that does not pass, or lasts longer, raises StoreFaultError.
     """
     spec.validate()
     url = store_url(store)
@@ -155,8 +155,8 @@ def run(
     require_run_id(run_id)
     with open_store(url) as log:
         if log.last_seq(run_id):
-            raise BadInput(f"run {run_id!r} already exists in {log.shown_url}; choose another "
-                           "run id")
+            raise BadInputError(f"run {run_id!r} already exists in {log.shown_url}; choose another "
+                                "run id")
     policy, policy_digest = policy_identity(spec.policy)
     request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal=spec.goal,
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
@@ -187,11 +187,12 @@ def resume(
         log.require_run(run_id)
         state = log.state(run_id)
     if state.status != "running":
-        raise BadInput(f"run {run_id!r} has already {state.status}; there is nothing to resume")
+        raise BadInputError(f"run {run_id!r} has already {state.status}; there is nothing to "
+                            "resume")
     if spec is None:
         if not state.spec:
-            raise BadInput(f"run {run_id!r} was started from Python, so its spec is not "
-                           "recorded; pass the spec to resume it")
+            raise BadInputError(f"run {run_id!r} was started from Python, so its spec is not "
+                                "recorded; pass the spec to resume it")
         spec = load_spec(state.spec)
         if state.policy_ref:  # a fork decided by another policy than its spec's
             spec.policy = load_policy(state.policy_ref)
@@ -199,8 +200,8 @@ def resume(
     require_handlers(spec, state.handlers.values(), run_id)
     ensure_ray(address)
     if coordinator_alive(run_id):
-        raise BadInput(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
-                       "follows it")
+        raise BadInputError(f"run {run_id!r} has a live coordinator; `baton wait {run_id}` "
+                            "follows it")
     # Tasks a policy added while the run went (expansions) name their output schemas
     # too; the new coordinator is handed every one it may judge.
     planned = [record.task for record in state.tasks.values()]

@@ -4,7 +4,7 @@ A coordinator's calls to its store go through `Patience`: an error that passes (
 PostgreSQL server restarting, a connection cut, a SQLite file busy) is tried again after
 a growing pause, for as long as the run's patience lasts, and the outage is there for
 `progress` to report meanwhile. An error that does not pass (a full disk, no permission,
-a damaged file), or one that outlasts the patience, becomes a StoreFault that says how
+a damaged file), or one that outlasts the patience, becomes a StoreFaultError that says how
 far the run is recorded and the `baton resume` that continues it.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from baton.events.errors import ConcurrencyConflict, StoreFault
+from baton.events.errors import ConcurrencyConflictError, StoreFaultError
 from baton.events.schema import Envelope
 from baton.events.store import EventStore, faults
 
@@ -50,7 +50,7 @@ class Patience:
         """What `operation` returns, once the store lets it run; `again` (by default
         `operation`) is what is tried after a failure, for a call whose first try may
         have taken effect unseen. `recorded_to` is the run's last seq known stored, for
-        the StoreFault's message."""
+        the StoreFaultError's message."""
         pause, attempt = FIRST_PAUSE_S, operation
         while True:
             try:
@@ -58,7 +58,7 @@ class Patience:
             except Exception as error:
                 if not faults.passes(error):
                     self.outage = None
-                    if not (faults.is_store_error(error) or isinstance(error, StoreFault)):
+                    if not (faults.is_store_error(error) or isinstance(error, StoreFaultError)):
                         raise
                     raise self._fault(error, recorded_to) from error
                 now = time.monotonic()
@@ -90,10 +90,10 @@ class Patience:
             if last == end:
                 return  # stored: its commit happened, unseen
             if last != expected:
-                raise ConcurrencyConflict(self.run_id, expected, last)
+                raise ConcurrencyConflictError(self.run_id, expected, last)
             try:
                 append()
-            except ConcurrencyConflict:
+            except ConcurrencyConflictError:
                 # The first try's commit was still under way when the log was read.
                 if store.last_seq(self.run_id) != end:
                     raise
@@ -101,8 +101,8 @@ class Patience:
         self.call(append, expected, again)
 
     def _fault(self, error: BaseException, recorded_to: int,
-               waited: float | None = None) -> StoreFault:
-        cause = error.cause if isinstance(error, StoreFault) else faults.cause_of(error)
+               waited: float | None = None) -> StoreFaultError:
+        cause = error.cause if isinstance(error, StoreFaultError) else faults.cause_of(error)
         if waited is not None:
             cause = f"unreachable for {waited:.0f}s, the run's patience ({cause})"
         return faults.fault(cause, self.store, run_id=self.run_id, recorded_to=recorded_to)

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from baton.events.errors import BadSpec
+from baton.events.errors import BadSpecError
 from baton.events.model import HandlerInfo, Task, schema_identity
 from baton.events.plan import plan_problems
 from baton.events.policy import DefaultPolicy, Policy
@@ -67,16 +67,16 @@ class Spec:
         for task in self.tasks:
             try:
                 schema_of(task)
-            except BadSpec as error:
+            except BadSpecError as error:
                 problems.append(f"task {task.id!r}: {error}")
         return problems
 
     def validate(self) -> None:
-        """Raise BadSpec listing every problem, if there are any."""
+        """Raise BadSpecError listing every problem, if there are any."""
         problems = self.problems()
         if problems:
             where = f"spec {self.source}" if self.source else "the spec"
-            raise BadSpec(f"{where} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
+            raise BadSpecError(f"{where} cannot run:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def load_spec(ref: str) -> Spec:
@@ -86,7 +86,7 @@ def load_spec(ref: str) -> Spec:
     name = name or "spec"
     module = _import_file(target) if target.endswith(".py") else _import_module(target)
     if not hasattr(module, name):
-        raise BadSpec(
+        raise BadSpecError(
             f"{target} has no `{name}`; define `{name} = baton.Spec(goal=..., tasks=[...], "
             "handlers=[...])` at module level"
         )
@@ -95,27 +95,27 @@ def load_spec(ref: str) -> Spec:
         try:
             found = found()
         except Exception as error:
-            raise BadSpec(f"{target}:{name}() failed to make the spec: "
-                          f"{type(error).__name__}: {error}") from error
+            raise BadSpecError(f"{target}:{name}() failed to make the spec: "
+                               f"{type(error).__name__}: {error}") from error
     if not isinstance(found, Spec):
-        raise BadSpec(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
+        raise BadSpecError(f"{target}:{name} is a {type(found).__name__}, not a baton.Spec")
     found.source = ref
     return found
 
 
 def resolve_schema(topic: str) -> type[BaseModel]:
     """The output schema class recorded as `topic` (``module:QualName``), imported;
-    BadSpec when it cannot be."""
+    BadSpecError when it cannot be."""
     module_name, _, qualname = topic.partition(":")
     try:
         found: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError) as error:
-        raise BadSpec(f"output schema {topic!r} cannot be imported ({error}); define it at "
-                      "module level in an importable module") from error
+        raise BadSpecError(f"output schema {topic!r} cannot be imported ({error}); define it at "
+                           "module level in an importable module") from error
     if not (isinstance(found, type) and issubclass(found, BaseModel)):
-        raise BadSpec(f"output schema {topic!r} is not a pydantic model class")
+        raise BadSpecError(f"output schema {topic!r} is not a pydantic model class")
     return found
 
 
@@ -127,7 +127,7 @@ def schema_of(task: Task) -> type[BaseModel] | None:
 
 
 def schemas_of(tasks: Iterable[Task]) -> dict[str, type[BaseModel]]:
-    """The output schema classes the decider needs for `tasks`, by topic; BadSpec for
+    """The output schema classes the decider needs for `tasks`, by topic; BadSpecError for
     the first that cannot be found."""
     found: dict[str, type[BaseModel]] = {}
     for task in tasks:
@@ -153,7 +153,7 @@ class ImportedSchemas(Mapping[str, type[BaseModel]]):
             try:
                 self.found[topic] = model = resolve_schema(topic)
                 return model
-            except BadSpec as error:
+            except BadSpecError as error:
                 self.missing[topic] = str(error)
         raise KeyError(topic)
 
@@ -177,23 +177,23 @@ def load_policy(ref: str) -> Policy:
     where Name is a policy class (made with no arguments) or a policy instance."""
     target, _, name = ref.rpartition(":")
     if not target or not name:
-        raise BadSpec(f"policy {ref!r}: write module:Name or path/to/file.py:Name")
+        raise BadSpecError(f"policy {ref!r}: write module:Name or path/to/file.py:Name")
     module = (_import_file(target, "policy") if target.endswith(".py")
               else _import_module(target, "policy"))
     found: Any = getattr(module, name, None)
     if found is None:
-        raise BadSpec(f"{target} has no `{name}`")
+        raise BadSpecError(f"{target} has no `{name}`")
     missing = [rule for rule in POLICY_RULES if not callable(getattr(found, rule, None))]
     if missing:
         kind = found.__name__ if isinstance(found, type) else type(found).__name__
-        raise BadSpec(f"{ref} is {kind}, not a policy: it lacks {', '.join(missing)} "
-                      "(subclass baton.DefaultPolicy)")
+        raise BadSpecError(f"{ref} is {kind}, not a policy: it lacks {', '.join(missing)} "
+                           "(subclass baton.DefaultPolicy)")
     if isinstance(found, type):
         try:
             found = found()
         except Exception as error:
-            raise BadSpec(f"policy class {ref} cannot be made without arguments "
-                          f"({type(error).__name__}: {error}); export an instance") from None
+            raise BadSpecError(f"policy class {ref} cannot be made without arguments "
+                               f"({type(error).__name__}: {error}); export an instance") from None
     return found  # type: ignore[no-any-return]
 
 
@@ -233,14 +233,14 @@ def same_policy(recorded: tuple[str, str], now: tuple[str, str]) -> bool | None:
 
 
 def require_handlers(spec: Spec, handlers: Iterable[HandlerInfo], run_id: str) -> None:
-    """BadSpec unless `spec` offers the handlers the run has (names and capabilities):
+    """BadSpecError unless `spec` offers the handlers the run has (names and capabilities):
     its log names them, so code may change but names may not."""
     offered = {h.name: h.capabilities for h in spec.handler_infos()}
     recorded = {h.name: h.capabilities for h in handlers}
     if offered != recorded:
-        raise BadSpec(f"the spec's handlers {offered} differ from those run {run_id!r} "
-                      f"records, {recorded}; keep their names and capabilities (change "
-                      "their code, not their names)")
+        raise BadSpecError(f"the spec's handlers {offered} differ from those run {run_id!r} "
+                           f"records, {recorded}; keep their names and capabilities (change "
+                           "their code, not their names)")
 
 
 def absolute_ref(ref: str) -> str:
@@ -262,19 +262,19 @@ def _is_windows_drive(ref: str) -> bool:
 def _import_file(path_text: str, what: str = "spec") -> ModuleType:
     path = Path(path_text)
     if not path.is_file():
-        raise BadSpec(f"{what} file {path_text} does not exist")
+        raise BadSpecError(f"{what} file {path_text} does not exist")
     module_name = f"{FILE_MODULE_PREFIX}{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
-        raise BadSpec(f"{what} file {path_text} cannot be loaded as Python")
+        raise BadSpecError(f"{what} file {path_text} cannot be loaded as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
     except Exception as error:
         del sys.modules[module_name]
-        raise BadSpec(f"{what} file {path_text} failed to import: "
-                      f"{type(error).__name__}: {error}") from error
+        raise BadSpecError(f"{what} file {path_text} failed to import: "
+                           f"{type(error).__name__}: {error}") from error
     return module
 
 
@@ -288,8 +288,8 @@ def _import_module(name: str, what: str = "spec") -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as error:
-        raise BadSpec(f"{what} module {name!r} cannot be found ({error}); give a path to a "
-                      ".py file or an importable module") from error
+        raise BadSpecError(f"{what} module {name!r} cannot be found ({error}); give a path to a "
+                           ".py file or an importable module") from error
     except Exception as error:
-        raise BadSpec(f"{what} module {name!r} failed to import: "
-                      f"{type(error).__name__}: {error}") from error
+        raise BadSpecError(f"{what} module {name!r} failed to import: "
+                           f"{type(error).__name__}: {error}") from error

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from baton.events.errors import BadLog
+from baton.events.errors import BadLogError
 from baton.events.model import Failure, Result
 from baton.events.schema import (
     CancelRequested,
@@ -30,8 +30,8 @@ StimulusMaker = Callable[[int], Stimulus]  # given the seq it will have
 def from_inbox(run_id: str, entry: Event) -> StimulusMaker:
     """The stimulus for an inbox entry, placed in the run's own log."""
     if not isinstance(entry, HumanAnswered | CancelRequested):
-        raise BadLog(f"{type(entry).__name__} has no place in an inbox",
-                     run_id=entry.run_id, seq=entry.seq)
+        raise BadLogError(f"{type(entry).__name__} has no place in an inbox",
+                          run_id=entry.run_id, seq=entry.seq)
     return lambda seq: entry.model_copy(update={"run_id": run_id, "seq": seq,
                                                 "inbox_seq": entry.seq})
 

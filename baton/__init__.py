@@ -13,24 +13,24 @@ from baton.actors.progress import RunResult
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
-    BadInput,
-    BadLog,
-    BadSpec,
-    BadStoreURL,
+    BadInputError,
+    BadLogError,
+    BadSpecError,
+    BadStoreURLError,
     BatonError,
     Budget,
     Check,
-    ClusterUnavailable,
-    ConcurrencyConflict,
+    ClusterUnavailableError,
+    ConcurrencyConflictError,
     DefaultPolicy,
-    EncryptionKeyProblem,
+    EncryptionKeyError,
     HandlerInfo,
     Policy,
     PolicyError,
     RunInterrupted,
     RunState,
-    StoreFault,
-    StoreUnavailable,
+    StoreFaultError,
+    StoreUnavailableError,
     Task,
     Verdict,
     decide,
@@ -52,7 +52,9 @@ def __getattr__(name: str) -> Any:
         from baton.actors import launcher
 
         return getattr(launcher, name)
-    raise AttributeError(f"module 'baton' has no attribute {name!r}")
+    from baton.events.errors import former  # an error by the name it had before
+
+    return former(name, "baton")
 
 
 
@@ -80,17 +82,17 @@ def cancel(run_id: str, note: str = "", store: str | None = None) -> None:
 
 __all__ = [
     "Assignment",
-    "BadInput",
-    "BadLog",
-    "BadSpec",
-    "BadStoreURL",
+    "BadInputError",
+    "BadLogError",
+    "BadSpecError",
+    "BadStoreURLError",
     "BatonError",
     "Budget",
     "Check",
-    "ClusterUnavailable",
-    "ConcurrencyConflict",
+    "ClusterUnavailableError",
+    "ConcurrencyConflictError",
     "DefaultPolicy",
-    "EncryptionKeyProblem",
+    "EncryptionKeyError",
     "EventStore",
     "Handler",
     "HandlerInfo",
@@ -100,8 +102,8 @@ __all__ = [
     "RunResult",
     "RunState",
     "Spec",
-    "StoreFault",
-    "StoreUnavailable",
+    "StoreFaultError",
+    "StoreUnavailableError",
     "Task",
     "Verdict",
     "answer",

@@ -29,7 +29,7 @@ from baton.actors.spec import (
     require_handlers,
     same_policy,
 )
-from baton.events.errors import BadSpec, PolicyError
+from baton.events.errors import BadSpecError, PolicyError
 from baton.events.model import schema_identity
 from baton.events.policy import Policy
 from baton.events.schema import RunForked, RunRequested
@@ -39,14 +39,14 @@ from baton.projections.counterfactual import counterfactual as _counterfactual
 from baton.projections.diff import RunDiff
 from baton.projections.diff import diff as diff_runs
 from baton.projections.fork import copy_prefix, record_fork
-from baton.projections.replay import (
+from baton.projections.trace import trace
+from baton.projections.verification import (
     Divergence,
     Verification,
     state_at,
     verify_log,
+    verify_run,
 )
-from baton.projections.replay import verify as _verify
-from baton.projections.trace import trace
 
 __all__ = [
     "Counterfactual",
@@ -96,7 +96,7 @@ def verify(
         return chosen
 
     schemas = ImportedSchemas()
-    report = _verify(store, run_id, policy_for, until=until, schemas=schemas)
+    report = verify_run(store, run_id, policy_for, until=until, schemas=schemas)
     return replace(report, notes=tuple(notes + schema_notes(origins, schemas)))
 
 
@@ -107,7 +107,7 @@ def load_schemas_of(origins: list[RunRequested | RunForked], notes: list[str]) -
         if origin.spec:
             try:
                 load_spec(origin.spec)
-            except BadSpec as error:
+            except BadSpecError as error:
                 notes.append(f"the run's spec {origin.spec} did not load, so its output "
                              f"schemas may not resolve: {error}")
 
@@ -141,10 +141,10 @@ def recorded_policy(origin: RunRequested | RunForked) -> Policy:
     if origin.policy:
         try:
             return load_policy(origin.policy)
-        except BadSpec as error:
-            raise BadSpec(f"run {origin.run_id!r} records no spec, and its policy "
-                          f"{origin.policy} does not load: {error}") from None
-    raise BadSpec(f"run {origin.run_id!r} records neither its spec nor its policy")
+        except BadSpecError as error:
+            raise BadSpecError(f"run {origin.run_id!r} records no spec, and its policy "
+                               f"{origin.policy} does not load: {error}") from None
+    raise BadSpecError(f"run {origin.run_id!r} records neither its spec nor its policy")
 
 
 def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfactual:
@@ -191,8 +191,8 @@ def fork(
     new_run_id = new_run_id or f"{run_id}-fork-{at}"
     origins = [o for o in _origins(store, run_id) if o.seq <= at]
     if not spec and origins and not origins[-1].spec:
-        raise BadSpec(f"run {run_id!r} was started from Python, so its spec is not "
-                      "recorded; give --spec for the fork to run with")
+        raise BadSpecError(f"run {run_id!r} was started from Python, so its spec is not "
+                           "recorded; give --spec for the fork to run with")
     schemas = ImportedSchemas()  # the parent's spec loads (recorded_policy) first
     prefix = copy_prefix(store, run_id, at, new_run_id, recorded_policy, schemas)
     state = prefix.state

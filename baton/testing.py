@@ -13,9 +13,9 @@ you pass), feeds it the stimuli you script, and shows you the decisions that fol
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from baton.events.decider import step
+from baton.events.decider import decide_in_place
 from baton.events.model import (
     NO_SCHEMAS,
     Assignment,
@@ -79,7 +79,8 @@ class Scenario:
         """Record a stimulus of type `kind` and return the decisions that follow."""
         stimulus = kind(run_id=self.run_id, seq=self.state.seq + 1, **fields)
         expected = self.state.seq
-        decisions = step(self.state, stimulus, self.policy, schemas=self.schemas)
+        made = decide_in_place(self.state, stimulus, self.policy, schemas=self.schemas)
+        decisions = cast(list[Decision], [event for event, _ in made[1:]])
         self.log.extend([stimulus, *decisions])
         if self.store is not None:
             self.store.append(self.run_id, [stimulus, *decisions], expected)

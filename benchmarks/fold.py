@@ -1,7 +1,7 @@
 """Events/s decoded from a SQLite store and folded into RunState, and what a turn costs.
 
 Runs of 100 and of 100,000 tasks side by side: the per-event cost of folding (`evolve`)
-and of deciding (`step`: evolve + decide) must not grow with the number of tasks (target:
+and of deciding (`decide_in_place`: evolve + decide) must not grow with the number of tasks (target:
 within 2x). Beside them, the eventsourcing library's own Aggregate reconstructing the
 same number of events from SQLite, in the same run, and the ratio.
 Target: >= 200,000 events/s folded.

@@ -3,7 +3,7 @@
 The coordinator's own loop, run in one process against a worker that answers at once:
 a run of echo tasks on one handler of two replicas; each turn takes the results that
 have come back (1, 16 or 256 of them), folds each into the state and decides what
-follows (`turn`: evolve, decide, encode), appends the turn to a SQLite log, and sends
+follows (`decide_in_place`: evolve, decide, encode), appends the turn to a SQLite log, and sends
 the dispatched assignments out. The split, in µs per assignment:
 
 - decide: building each stimulus, evolve and the rules (turn's time less its encoding)
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import baton
 from baton import Assignment, Task
 from baton.actors.outage import Patience
-from baton.events.decider import turn
+from baton.events.decider import decide_in_place
 from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import AssignmentDispatched, ResultReceived, RunRequested, encode
@@ -77,7 +77,7 @@ def run_loop(tasks: int, per_turn: int, store_url: str) -> Split:
     with baton.open_store(store_url) as store:
         request = RunRequested(run_id=run_id, seq=1, recorded_at=time.time(), goal="hot",
                                tasks=plan, handlers=(echo.info(),))
-        made = turn(state, request, policy)
+        made = decide_in_place(state, request, policy)
         store.append(run_id, [e for e, _ in made], 0, [d for _, d in made])
         _queue(made, sent)
         while sent:
@@ -105,7 +105,7 @@ def run_loop(tasks: int, per_turn: int, store_url: str) -> Split:
             for result in results:
                 stimulus = ResultReceived(run_id=run_id, seq=state.seq + 1, recorded_at=now,
                                           result=result)
-                for event, data in turn(state, stimulus, policy):
+                for event, data in decide_in_place(state, stimulus, policy):
                     events.append(event)
                     recorded.append(data)
             decided = time.perf_counter()

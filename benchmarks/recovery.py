@@ -22,7 +22,7 @@ import baton
 from baton import Assignment, HandlerInfo, Spec, Task, open_store
 from baton.actors.cluster import ensure_ray
 from baton.actors.coordinator import snapshot_due
-from baton.events.decider import turn
+from baton.events.decider import decide_in_place
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Decision, ResultReceived, RunRequested
@@ -46,13 +46,13 @@ def record_partial_run(url: str, run_id: str, events: int) -> None:
     handlers = (HandlerInfo(name="echo", capabilities=("echo",), capacity=8),)
     state, policy, snapshot_at = RunState(), DefaultPolicy(), 0
     with open_store(url) as store:
-        pending = turn(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
-                                           handlers=handlers), policy)
+        pending = decide_in_place(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
+                                                      handlers=handlers), policy)
         while state.seq < events:
             aid = next(iter(state.in_flight))
             received = ResultReceived(run_id=run_id, seq=state.seq + 1,
                                       result=Result(assignment_id=aid, output={"i": 0}))
-            pending += turn(state, received, policy)
+            pending += decide_in_place(state, received, policy)
             if len(pending) >= 1_000 or state.seq >= events:
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),
                              [b for _, b in pending])

@@ -23,7 +23,7 @@ import time
 
 from baton import HandlerInfo, Task, open_store
 from baton.actors.coordinator import snapshot_due
-from baton.events.decider import turn
+from baton.events.decider import decide_in_place
 from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import ResultReceived, RunRequested
@@ -46,9 +46,9 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
                      for j in range(2))
     state, policy, snapshot_at = RunState(), DefaultPolicy(), 0
     with open_store(url) as store, collector_paused():
-        pending = turn(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
-                                           handlers=handlers,
-                                           recorded_at=EPOCH if timed else None), policy)
+        pending = decide_in_place(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
+                                                      handlers=handlers,
+                                                      recorded_at=EPOCH if timed else None), policy)
         while state.in_flight:
             aid = next(iter(state.in_flight))
             now = EPOCH + state.seq / 3000 if timed else None
@@ -57,7 +57,7 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
             received = ResultReceived(run_id=run_id, seq=state.seq + 1, recorded_at=now,
                                       result=Result(assignment_id=aid, output={"lines": 42},
                                                     execution=ran))
-            pending += turn(state, received, policy)
+            pending += decide_in_place(state, received, policy)
             if len(pending) >= 1_000 or not state.in_flight:
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),
                              [b for _, b in pending])

@@ -19,7 +19,7 @@ from eventsourcing.domain import Aggregate, event
 
 from baton import HandlerInfo, Task
 from baton.actors.coordinator import snapshot_due
-from baton.events.decider import step
+from baton.events.decider import decide_in_place
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Envelope, ResultReceived, RunRequested
@@ -37,7 +37,7 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
                      for j in range(2))
     started = time.perf_counter()
     request = RunRequested(run_id=run_id, seq=1, tasks=plan, handlers=handlers)
-    log: list[Envelope] = [request, *step(state, request, policy)]
+    log: list[Envelope] = [event for event, _ in decide_in_place(state, request, policy)]
     # The collector is kept from rescanning what lives long as the coordinator keeps it:
     # frozen once the plan is in, and again at each of its snapshots' seqs.
     gc.freeze()
@@ -47,7 +47,7 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
         received = ResultReceived(run_id=run_id, seq=state.seq + 1,
                                   result=Result(assignment_id=aid, output={"lines": 42}))
         log.append(received)
-        log.extend(step(state, received, policy))
+        log.extend(event for event, _ in decide_in_place(state, received, policy)[1:])
         if snapshot_due(state.seq, frozen_at):
             gc.freeze()
             frozen_at = state.seq

@@ -4,21 +4,21 @@ Nothing here touches Ray, a clock, randomness or the disk; `events.store` (persi
 is kept apart and never imported from here.
 """
 
-from .decider import decide, step
+from .decider import decide, decide_in_place
 from .errors import (
-    BadInput,
-    BadLog,
-    BadSpec,
-    BadStoreURL,
+    BadInputError,
+    BadLogError,
+    BadSpecError,
+    BadStoreURLError,
     BatonError,
-    ClusterUnavailable,
-    ConcurrencyConflict,
-    EncryptionKeyProblem,
+    ClusterUnavailableError,
+    ConcurrencyConflictError,
+    EncryptionKeyError,
     PolicyError,
     RunInterrupted,
-    StoreFault,
-    StoreUnavailable,
-    UnknownRun,
+    StoreFaultError,
+    StoreUnavailableError,
+    UnknownRunError,
 )
 from .model import (
     Assignment,
@@ -40,18 +40,18 @@ from .state import INITIAL_STATE, RunState, evolve, fold
 __all__ = [
     "INITIAL_STATE",
     "Assignment",
-    "BadInput",
-    "BadLog",
-    "BadSpec",
-    "BadStoreURL",
+    "BadInputError",
+    "BadLogError",
+    "BadSpecError",
+    "BadStoreURLError",
     "BatonError",
     "Budget",
     "Candidate",
     "Check",
-    "ClusterUnavailable",
-    "ConcurrencyConflict",
+    "ClusterUnavailableError",
+    "ConcurrencyConflictError",
     "DefaultPolicy",
-    "EncryptionKeyProblem",
+    "EncryptionKeyError",
     "Failure",
     "FromTask",
     "HandlerInfo",
@@ -64,16 +64,23 @@ __all__ = [
     "Routing",
     "RunInterrupted",
     "RunState",
-    "StoreFault",
-    "StoreUnavailable",
+    "StoreFaultError",
+    "StoreUnavailableError",
     "Task",
     "TaskRecord",
-    "UnknownRun",
+    "UnknownRunError",
     "Verdict",
     "decide",
+    "decide_in_place",
     "evolve",
     "fold",
     "from_task",
     "plan_problems",
-    "step",
 ]
+
+
+def __getattr__(name: str) -> type[BatonError]:
+    """An error by the name it had before the Error suffix (deprecated)."""
+    from .errors import former
+
+    return former(name, __name__)

@@ -1,13 +1,12 @@
-"""The decider: decide(state, stimulus, policy), and `step` and `turn`, which the
+"""The decider: `decide(state, stimulus, policy)`, and `decide_in_place`, which the
 coordinator runs.
 
 The rules read the state and the stimulus and build decisions; each decision is folded
 into the state by `evolve` (RunState.apply) as it is made, so the next rule sees it, and
-nothing else writes the state. For speed the state is advanced in place: `step` is the
-coordinator's primitive (fold the stimulus, decide, fold the decisions), and `turn` is
-`step` returning each event with its canonical bytes. `decide` runs `step` on a copy,
-so the caller's state is left as it was. The state and `evolve` are in `state`; plan
-checks in `plan`.
+nothing else writes the state. For speed the coordinator advances its state in place:
+`decide_in_place` folds the stimulus, decides, folds the decisions, and returns each
+event with its canonical bytes. `decide` runs it on a copy, so the caller's state is
+left as it was. The state and `evolve` are in `state`; plan checks in `plan`.
 """
 
 from __future__ import annotations
@@ -60,24 +59,16 @@ from .state import RunState
 # --- decide ----------------------------------------------------------------------------
 
 
-def step(
-    state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None,
-    schemas: Schemas = NO_SCHEMAS,
-) -> list[Decision]:
-    """Fold `stimulus` into `state`, decide what follows, fold those decisions too, and
-    return them. This is the coordinator's turn; `state` is advanced in place. `schemas`
-    holds the output schema classes of tasks that do not carry their own (those read
-    back from a log)."""
-    decided = turn(state, stimulus, policy, recorded, schemas)[1:]
-    return [event for event, _ in decided]  # type: ignore[misc]
-
-
-def turn(
+def decide_in_place(
     state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None,
     schemas: Schemas = NO_SCHEMAS,
 ) -> list[tuple[Envelope, bytes]]:
-    """`step`, returning the stimulus and its decisions each with its canonical bytes,
-    ready to append (a large plan is encoded once, not twice)."""
+    """Fold `stimulus` into `state`, decide what follows, fold those decisions too, and
+    return the stimulus and its decisions, each with its canonical bytes, ready to
+    append (a large plan is encoded once, not twice). `state` is advanced in place.
+    `recorded` is the stimulus's bytes when the caller has them; `schemas` holds the
+    output schema classes of tasks that do not carry their own (those read back from a
+    log)."""
     if type(stimulus) not in _ANSWERS:
         raise TypeError(f"decide() takes a stimulus ({', '.join(STIMULUS_TYPES)}), not "
                         f"{type(stimulus).__name__}")
@@ -88,8 +79,10 @@ def turn(
 def decide(state: RunState, stimulus: Stimulus, policy: Policy,
            schemas: Schemas = NO_SCHEMAS) -> list[Decision]:
     """The decisions that follow when `stimulus` arrives in `state`. Pure: `state` is
-    left as it was (the turn runs on a copy, O(tasks); the coordinator uses `turn`)."""
-    return step(state.copy(), stimulus, policy, schemas=schemas)
+    left as it was (they are decided on a copy, O(tasks); the coordinator decides in
+    place)."""
+    made = decide_in_place(state.copy(), stimulus, policy, schemas=schemas)
+    return [event for event, _ in made[1:]]  # type: ignore[misc]
 
 
 class _Head(TypedDict):

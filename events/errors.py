@@ -3,6 +3,8 @@ to fix, and each class carrying the exit code the `baton` command ends with for 
 
 from __future__ import annotations
 
+import warnings
+
 EXIT_DONE, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED = 130  # the shell's code for a command ended by Ctrl-C (128 + SIGINT)
 
@@ -16,7 +18,7 @@ class BatonError(Exception):
 # --- bad input: what a person gave cannot be used; nothing was changed ----------------
 
 
-class BadInput(BatonError):
+class BadInputError(BatonError):
     """Something given to Baton cannot be used as it is: a file that is not there or not
     writable, a value out of range, an option that needs a package not installed. The
     message says what to give instead; nothing was recorded or changed."""
@@ -24,20 +26,20 @@ class BadInput(BatonError):
     exit_code = EXIT_BAD_INPUT
 
 
-class BadSpec(BadInput):
+class BadSpecError(BadInputError):
     """A spec or plan cannot run as written: a duplicate task id, a cycle, an unknown
     capability or dependency. Nothing has been dispatched when this is raised."""
 
 
-class BadAnswer(BadInput):
+class BadAnswerError(BadInputError):
     """An answer that cannot apply: the escalation is not open, or the handler is wrong."""
 
 
-class BadStoreURL(BadInput):
+class BadStoreURLError(BadInputError):
     """A store URL Baton cannot open; the message lists the schemes it knows."""
 
 
-class UnknownRun(BadInput):
+class UnknownRunError(BadInputError):
     """No run with this id is in the store; `baton runs` lists the ones that are."""
 
     def __init__(self, run_id: str, store: str):
@@ -45,11 +47,11 @@ class UnknownRun(BadInput):
         self.run_id = run_id
 
 
-class UnknownTask(BadInput):
+class UnknownTaskError(BadInputError):
     """The run's plan never held a task with this id."""
 
 
-class RunExists(BadInput):
+class RunExistsError(BadInputError):
     """A run with this id is already in the store; an import never writes over one."""
 
     def __init__(self, run_ids: list[str], store: str):
@@ -59,7 +61,7 @@ class RunExists(BadInput):
         self.run_ids = run_ids
 
 
-class EncryptionKeyProblem(BadInput):
+class EncryptionKeyError(BadInputError):
     """The store's records are encrypted and no key is set, or another key; or the key
     set is not one Baton can use. The message says which and what to set."""
 
@@ -67,13 +69,13 @@ class EncryptionKeyProblem(BadInput):
 # --- the world outside Baton ----------------------------------------------------------
 
 
-class ClusterUnavailable(BatonError):
+class ClusterUnavailableError(BatonError):
     """Ray cannot be reached, or cannot host the handlers the spec asks for."""
 
     exit_code = EXIT_BAD_INPUT  # a wrong address or a cluster to start: the person's move
 
 
-class StoreUnavailable(BatonError):
+class StoreUnavailableError(BatonError):
     """The store's server cannot be used: unreachable, a wrong password, no such database.
     The message names host and port, with the password masked. `passing` when the cause
     may go away by itself (the server is down or restarting), not on a person's mistake."""
@@ -85,7 +87,7 @@ class StoreUnavailable(BatonError):
         self.passing = passing
 
 
-class StoreFault(BatonError):
+class StoreFaultError(BatonError):
     """The store failed a read or a write, for a cause that does not pass by itself (a
     full disk, no permission, a damaged file) or that lasted longer than Baton waits (a
     server down). The message names the store and the cause; what was recorded before it
@@ -98,7 +100,7 @@ class StoreFault(BatonError):
         self.cause = cause
         self.passing = passing  # the cause may go away by itself (a writer may wait)
 
-    def __reduce__(self) -> tuple[type[StoreFault], tuple[str], dict[str, object]]:
+    def __reduce__(self) -> tuple[type[StoreFaultError], tuple[str], dict[str, object]]:
         # Raised in a coordinator and re-raised in its driver: it crosses processes.
         return type(self), (str(self),), {"store": self.store, "cause": self.cause,
                                           "passing": self.passing}
@@ -107,7 +109,7 @@ class StoreFault(BatonError):
 # --- logs and the code that decides them ----------------------------------------------
 
 
-class BadLog(BatonError):
+class BadLogError(BatonError):
     """A recorded log cannot be read back faithfully: a gap or repeat in `seq`, an
     unknown event type, a malformed record, a broken digest chain. Names run and seq."""
 
@@ -121,7 +123,7 @@ class BadLog(BatonError):
         self.seq = seq
 
 
-class ConcurrencyConflict(BatonError):
+class ConcurrencyConflictError(BatonError):
     """Another writer appended to the run first; nothing of this batch was written.
     Re-read the run's log, re-decide, and append again."""
 
@@ -152,5 +154,33 @@ class RunInterrupted(BatonError):
     exit_code = EXIT_INTERRUPTED
 
 
-class BenchFailed(BatonError):
+class BenchError(BatonError):
     """A bench run did not complete: what is measured would not be the work asked for."""
+
+
+# --- the names before the Error suffix --------------------------------------------------
+
+FORMER_NAMES = {
+    "BadInput": BadInputError, "BadSpec": BadSpecError, "BadAnswer": BadAnswerError,
+    "BadStoreURL": BadStoreURLError, "UnknownRun": UnknownRunError,
+    "UnknownTask": UnknownTaskError, "RunExists": RunExistsError,
+    "EncryptionKeyProblem": EncryptionKeyError, "ClusterUnavailable": ClusterUnavailableError,
+    "StoreUnavailable": StoreUnavailableError, "StoreFault": StoreFaultError,
+    "BadLog": BadLogError, "ConcurrencyConflict": ConcurrencyConflictError,
+    "BenchFailed": BenchError,
+}
+
+
+def former(name: str, module: str) -> type[BatonError]:
+    """The class an error was called before (code written against it keeps working, with
+    a DeprecationWarning naming the new name); AttributeError for any other name."""
+    error = FORMER_NAMES.get(name)
+    if error is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(f"{module}.{name} is now {error.__name__}", DeprecationWarning,
+                  stacklevel=3)
+    return error
+
+
+def __getattr__(name: str) -> type[BatonError]:
+    return former(name, __name__)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .errors import BadSpec
+from .errors import BadSpecError
 
 Json: TypeAlias = Any
 """A JSON value: None, bool, int, float, str, list of Json, dict of str to Json."""
@@ -412,8 +412,8 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 def require_run_id(run_id: str) -> str:
-    """`run_id` if it can name a run (letters, digits, '.', '_', '-'); BadSpec if not."""
+    """`run_id` if it can name a run (letters, digits, '.', '_', '-'); BadSpecError if not."""
     if not RUN_ID.match(run_id):
-        raise BadSpec(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' "
-                      "(at most 100), starting with a letter or digit")
+        raise BadSpecError(f"run id {run_id!r} must be letters, digits, '.', '_' or '-' "
+                           "(at most 100), starting with a letter or digit")
     return run_id

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
-from .errors import BadLog
+from .errors import BadLogError
 from .model import (
     HandlerInfo,
     Json,
@@ -141,22 +141,22 @@ class RunState:
         Returns the bytes it chained, so a writer need not encode the event again."""
         if event.seq != self.seq + 1:
             problem = "repeats an earlier seq" if event.seq <= self.seq else "leaves a gap"
-            raise BadLog(
+            raise BadLogError(
                 f"expected seq {self.seq + 1}, found {event.seq}: the log {problem}",
                 run_id=event.run_id,
                 seq=event.seq,
             )
         if not self.seq and not isinstance(event, RunRequested):
-            raise BadLog(f"a run's log opens with RunRequested, not {type(event).__name__}",
-                         run_id=event.run_id, seq=event.seq)
+            raise BadLogError(f"a run's log opens with RunRequested, not {type(event).__name__}",
+                              run_id=event.run_id, seq=event.seq)
         if self.seq and event.run_id != self.run_id:
-            raise BadLog(
+            raise BadLogError(
                 f"event belongs to run {event.run_id!r}, not {self.run_id!r}",
                 run_id=self.run_id,
                 seq=event.seq,
             )
         if isinstance(event, Decision) and event.state_digest != self.digest:
-            raise BadLog(
+            raise BadLogError(
                 f"{type(event).__name__} records state digest {event.state_digest}, but the "
                 f"log before it digests to {self.digest}: the log was edited or reordered",
                 run_id=event.run_id,
@@ -164,13 +164,13 @@ class RunState:
             )
         fold_in = self._APPLY.get(type(event))
         if fold_in is None:
-            raise BadLog(f"{type(event).__name__} is not an event type of this version of "
-                         f"Baton (it knows {', '.join(EVENT_TYPES)})", run_id=event.run_id,
-                         seq=event.seq)
+            raise BadLogError(f"{type(event).__name__} is not an event type of this version of "
+                              f"Baton (it knows {', '.join(EVENT_TYPES)})", run_id=event.run_id,
+                              seq=event.seq)
         try:
             fold_in(self, event)
         except KeyError as unknown:
-            raise BadLog(
+            raise BadLogError(
                 f"{type(event).__name__} refers to {unknown.args[0]!r}, which the log "
                 "before it never introduced",
                 run_id=event.run_id,
@@ -184,8 +184,8 @@ class RunState:
 
     def _on_run_requested(self, e: RunRequested) -> None:
         if e.seq != 1:
-            raise BadLog("RunRequested may only open a run, at seq 1", run_id=e.run_id,
-                         seq=e.seq)
+            raise BadLogError("RunRequested may only open a run, at seq 1", run_id=e.run_id,
+                              seq=e.seq)
         self.run_id = e.run_id
         self.status = "running"
         self.goal = e.goal
@@ -207,8 +207,8 @@ class RunState:
 
     def _on_run_forked(self, e: RunForked) -> None:
         if self.status != "running":
-            raise BadLog(f"RunForked at seq {e.seq} follows a run that has {self.status}",
-                         run_id=e.run_id, seq=e.seq)
+            raise BadLogError(f"RunForked at seq {e.seq} follows a run that has {self.status}",
+                              run_id=e.run_id, seq=e.seq)
         self.forked_from = (e.parent_run_id, e.parent_seq)
         self.policy = e.policy
         self.policy_digest = e.policy_digest

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from baton.events.decider import step
+from baton.events.decider import decide_in_place
 from baton.events.errors import BatonError, PolicyError
 from baton.events.model import NO_SCHEMAS, Assignment, Schemas
 from baton.events.policy import Policy
@@ -128,7 +128,8 @@ def replay_under(
             fact, answered = ready.popleft()
             fed = _restamped(fact, state, escalated)
             try:
-                decided = step(state, fed, policy, schemas=schemas)
+                made = decide_in_place(state, fed, policy, schemas=schemas)
+                decided = cast(list[Decision], [event for event, _ in made[1:]])
             except BatonError:
                 raise
             except Exception as error:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from baton.events.decider import turn
-from baton.events.errors import BadInput, BadLog
+from baton.events.decider import decide_in_place
+from baton.events.errors import BadInputError, BadLogError
 from baton.events.model import NO_SCHEMAS, Schemas, require_run_id
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -31,7 +31,7 @@ from baton.events.state import RunState
 from baton.events.store import EventStore
 
 from .log import gist, turns
-from .replay import PolicyFor
+from .verification import PolicyFor
 
 
 @dataclass
@@ -60,10 +60,10 @@ def copy_prefix(
     last = store.require_run(run_id)
     require_run_id(new_run_id)
     if store.last_seq(new_run_id):
-        raise BadInput(f"run {new_run_id!r} already exists in {store.shown_url}; choose another "
-                       "id with --run-id")
+        raise BadInputError(f"run {new_run_id!r} already exists in {store.shown_url}; "
+                            "choose another id with --run-id")
     if not 1 <= at <= last:
-        raise BadInput(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")
+        raise BadInputError(f"run {run_id!r} has events 1 to {last}; cannot fork at seq {at}")
     records = list(store.read_recorded(run_id, until=min(at + 1, last)))
     prefix: list[Envelope] = [event for event, _ in records]
     following = prefix[at] if len(prefix) > at else None
@@ -76,15 +76,15 @@ def copy_prefix(
                    "dispatched again)"] if start > 1 else []
         if not ends_run:
             options.append(f"fork at {end} to keep that turn")
-        raise BadInput(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
-                       f"to {end}); " + (", or ".join(options) or "it ends the run"))
+        raise BadInputError(f"seq {at} is inside the turn that answers seq {start} (seqs {start} "
+                            f"to {end}); " + (", or ".join(options) or "it ends the run"))
     digest = GENESIS_DIGEST
     for _, data in records[:at]:
         digest = chain(digest, data)
     copied = _redecided(prefix[:at], new_run_id, policy_for, digest, schemas)
     if copied.state.status != "running":
-        raise BadInput(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
-                       "before its end")
+        raise BadInputError(f"run {run_id!r} had already {copied.state.status} by seq {at}; fork "
+                            "before its end")
     return copied
 
 
@@ -93,7 +93,7 @@ def record_fork(store: EventStore, prefix: Prefix, forked: RunForked, policy: Po
     """Append the prefix, `forked`, and what `policy` decides on it, as one batch;
     returns the number of events the new run's log holds. Advances `prefix.state`."""
     events, recorded = list(prefix.events), list(prefix.recorded)
-    for event, data in turn(prefix.state, forked, policy, schemas=schemas):
+    for event, data in decide_in_place(prefix.state, forked, policy, schemas=schemas):
         events.append(event)
         recorded.append(data)
     store.append(prefix.run_id, events, 0, recorded)
@@ -116,12 +116,13 @@ def _redecided(
             update["escalation_id"] = stimulus.escalation_id.replace(parent, new_run_id, 1)
         if isinstance(stimulus, HumanAnswered | CancelRequested):
             update["inbox_seq"] = None  # that was the parent's inbox; the fork has its own
-        made = turn(copied.state, stimulus.model_copy(update=update), policy,
-                    schemas=schemas)
+        made = decide_in_place(copied.state, stimulus.model_copy(update=update), policy,
+                               schemas=schemas)
         if [gist(d) for d in answered] != [gist(d) for d, _ in made[1:]]:
             seq = answered[0].seq if answered else stimulus.seq
-            raise BadLog(f"run {parent!r} does not replay at seq {seq}, so it cannot be "
-                         f"forked; see: baton replay {parent} --verify", run_id=parent, seq=seq)
+            raise BadLogError(f"run {parent!r} does not replay at seq {seq}, so it cannot be "
+                              f"forked; see: baton replay {parent} --verify",
+                              run_id=parent, seq=seq)
         for event, data in made:
             copied.events.append(event)
             copied.recorded.append(data)

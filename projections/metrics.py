@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from baton.events.errors import BadInput
+from baton.events.errors import BadInputError
 
 COLUMNS = ("run_id", "seq", "type", "cause", "recorded_at", "rule", "assignment_id",
            "handler", "outcome", "started_at")
@@ -97,7 +97,7 @@ class RunStats:
 
 def run_stats(rows: pa.Table) -> RunStats:
     """The statistics of the run whose events are `rows` (one row per event, as
-    `arrow.table` exports them); BadInput when `rows` is not one run's events."""
+    `arrow.table` exports them); BadInputError when `rows` is not one run's events."""
     run_id = _one_run(rows)
     rows = rows.select(COLUMNS)
     kind = rows.column("type")
@@ -139,19 +139,19 @@ def _accepted(validated: pa.Table) -> int:
 
 
 def _one_run(rows: pa.Table) -> str:
-    """The run `rows` belong to; BadInput when they are not the events of one run."""
+    """The run `rows` belong to; BadInputError when they are not the events of one run."""
     missing = [name for name in COLUMNS if name not in rows.column_names]
     if missing:
-        raise BadInput(f"not a Baton export: no {', '.join(missing)} column (baton export "
-                       "writes them)")
+        raise BadInputError(f"not a Baton export: no {', '.join(missing)} column (baton export "
+                            "writes them)")
     if rows.num_rows == 0:
-        raise BadInput("the table holds no events: statistics need a run's log, from its "
-                       "RunRequested on")
+        raise BadInputError("the table holds no events: statistics need a run's log, from its "
+                            "RunRequested on")
     run_ids = pc.unique(rows.column("run_id")).to_pylist()
     if len(run_ids) > 1:
         shown = ", ".join(repr(r) for r in run_ids[:5]) + (" …" if len(run_ids) > 5 else "")
-        raise BadInput(f"the table holds runs {shown}: statistics are of one run, so select "
-                       "its rows (run_id) first")
+        raise BadInputError(f"the table holds runs {shown}: statistics are of one run, so select "
+                            "its rows (run_id) first")
     return str(run_ids[0])
 
 

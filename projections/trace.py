@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from baton.events.errors import UnknownTask
+from baton.events.errors import UnknownTaskError
 from baton.events.schema import (
     AssignmentDispatched,
     Decision,
@@ -55,8 +55,8 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
         or (e.requested and request is not None
             and any(t.id == task_id for t in request.tasks)))), None)
     if created is None:
-        raise UnknownTask(f"run {events[0].run_id if events else '?'} has no task "
-                          f"{task_id!r}; `baton show RUN` lists its tasks")
+        raise UnknownTaskError(f"run {events[0].run_id if events else '?'} has no task "
+                               f"{task_id!r}; `baton show RUN` lists its tasks")
     accepted = [e for e in about if isinstance(e, ResultValidated) and e.outcome == "accepted"]
     steps: list[Step] = []
     ending = next((e for e in reversed(events) if isinstance(e, RunCompleted | RunFailed)), None)

@@ -47,7 +47,7 @@ def every_run_verified(request: pytest.FixtureRequest,
                        monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """After each test, replay every run in every store the test opened and require that
     each decision is reproduced (invariant 7), with the policy the run recorded."""
-    from baton.events.errors import EncryptionKeyProblem
+    from baton.events.errors import EncryptionKeyError
     from baton.events.store import EventStore, open_store
     from baton.replay import verify
 
@@ -80,7 +80,7 @@ def every_run_verified(request: pytest.FixtureRequest,
         with open_store(store.url) if shared else nullcontext(store) as log:
             try:
                 listed = log.runs()
-            except EncryptionKeyProblem:
+            except EncryptionKeyError:
                 if skipped:
                     continue  # sealed with the test's own key; the test verifies them
                 raise

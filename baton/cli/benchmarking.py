@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from baton.events.errors import BadInput
+from baton.events.errors import BadInputError
 
 from .common import Address, AsJson, app, emit_json, err, out, progress
 
@@ -68,8 +68,8 @@ def bench(
     from baton.actors.cluster import ensure_ray
 
     if workload not in measure.WORKLOADS:
-        raise BadInput(f"--workload {workload!r}: choose one of "
-                       f"{', '.join(measure.WORKLOADS)}")
+        raise BadInputError(f"--workload {workload!r}: choose one of "
+                            f"{', '.join(measure.WORKLOADS)}")
     counts = QUICK_REPLICAS if quick else measure.parse_replicas(replicas)
     options = measure.Options(workload=workload,
                               tasks=QUICK_TASKS if quick else tasks, replicas=counts,
@@ -120,7 +120,7 @@ def _matplotlib() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise BadInput("--chart needs matplotlib: pip install 'baton[bench]'") from None
+        raise BadInputError("--chart needs matplotlib: pip install 'baton[bench]'") from None
     return plt
 
 

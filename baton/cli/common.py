@@ -110,7 +110,7 @@ StorePatience = Annotated[float, typer.Option(
 
 @contextmanager
 def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
-    """The store holding `run_id`, open; UnknownRun when the run is not there."""
+    """The store holding `run_id`, open; UnknownRunError when the run is not there."""
     with open_store(store) as log:
         log.require_run(run_id)
         yield log

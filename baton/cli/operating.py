@@ -18,13 +18,13 @@ from baton.actors.spec import load_spec
 from baton.events.errors import (
     EXIT_DONE,
     EXIT_FAILED,
-    BadInput,
+    BadInputError,
     BatonError,
-    ClusterUnavailable,
+    ClusterUnavailableError,
     RunInterrupted,
-    StoreFault,
-    StoreUnavailable,
-    UnknownRun,
+    StoreFaultError,
+    StoreUnavailableError,
+    UnknownRunError,
 )
 from baton.events.schema import ENDINGS
 from baton.events.store import live, open_store, store_url
@@ -178,14 +178,14 @@ def answer(
                                     ("abandon", abandon), ("accept", accept_output))
               if on]
     if len(chosen) != 1:
-        raise BadInput("give exactly one of --retry, --reassign HANDLER, --abandon, "
-                       "--accept-output FILE.json")
+        raise BadInputError("give exactly one of --retry, --reassign HANDLER, --abandon, "
+                            "--accept-output FILE.json")
     output = None
     if accept_output is not None:
         try:
             output = json.loads(accept_output.read_text())
         except (OSError, ValueError) as problem:
-            raise BadInput(f"--accept-output {accept_output}: {problem}") from None
+            raise BadInputError(f"--accept-output {accept_output}: {problem}") from None
     with open_store(store) as log:
         entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
                               handler=reassign, note=note, output=output, answered_by=by)
@@ -213,7 +213,7 @@ def status(
     """
     try:
         report = _status(run_id, store_url(store))
-    except (StoreUnavailable, StoreFault) as error:
+    except (StoreUnavailableError, StoreFaultError) as error:
         _status_without_store(run_id, address, error, as_json)
     if as_json:
         emit_json(report)
@@ -368,7 +368,7 @@ def _attached_and_alive(run_id: str, address: str | None) -> bool:
 
     try:
         attach_ray(address)
-    except ClusterUnavailable:
+    except ClusterUnavailableError:
         return False
     return coordinator_alive(run_id)
 
@@ -379,7 +379,7 @@ def _status(run_id: str, url: str) -> dict[str, Any]:
         beat = log.heartbeats().get(run_id)
         try:
             state, phase, answered = people.run_phase(log, run_id)
-        except UnknownRun:
+        except UnknownRunError:
             if beat is None or standing("running", beat, time.time()) != "queued":
                 raise
             # Launched, and waiting for the cluster to grant its workers: no log yet.

@@ -13,16 +13,16 @@ from rich.table import Table
 
 from baton import replay as debug
 from baton.actors.spec import load_policy, load_spec
-from baton.events.errors import EXIT_DONE, EXIT_FAILED, BadInput, BatonError
+from baton.events.errors import EXIT_DONE, EXIT_FAILED, BadInputError, BatonError
 from baton.events.schema import ENDINGS, EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store, store_url
 from baton.events.store.heartbeats import standing
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
-from baton.projections.replay import Verification
 from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
+from baton.projections.verification import Verification
 
 from .common import (
     Address,
@@ -127,8 +127,8 @@ def log_(
                 and (task is None or readable.concerns(event, task)))
 
     if unknown:
-        raise BadInput(f"unknown event type {', '.join(unknown)}; the types are "
-                       f"{', '.join(sorted(EVENT_TYPES))}")
+        raise BadInputError(f"unknown event type {', '.join(unknown)}; the types are "
+                            f"{', '.join(sorted(EVENT_TYPES))}")
     with run_log(run_id, store) as log:
         if follow:
             _follow(log, run_id, since, wanted, as_json)
@@ -185,10 +185,10 @@ def replay(
     baton replay RUN --policy f.py:P   the same facts, decided by policy P
     """
     if policy and spec:
-        raise BadInput("give --policy or --spec, not both")
+        raise BadInputError("give --policy or --spec, not both")
     if until is not None and (policy or spec) and not verify:
-        raise BadInput("--until goes with --verify or alone; a replay under another "
-                       "policy runs over the whole log")
+        raise BadInputError("--until goes with --verify or alone; a replay under another "
+                            "policy runs over the whole log")
     with run_log(run_id, store) as log:
         chosen = (load_policy(policy) if policy else
                   load_spec(spec).policy if spec else None)
@@ -199,8 +199,8 @@ def replay(
         else:
             last = log.last_seq(run_id)
             if until is not None and not 1 <= until <= last:
-                raise BadInput(f"run {run_id!r} has events 1 to {last}; --until {until} "
-                               "is not one of them")
+                raise BadInputError(f"run {run_id!r} has events 1 to {last}; --until {until} "
+                                    "is not one of them")
             book = ledger(log.read_recorded(run_id, until=until))
     if verify:
         _print_verification(report, as_json)

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from baton.events.errors import BadInput
+from baton.events.errors import BadInputError
 from baton.events.store import arrow, open_store, restore
 from baton.projections import report as page
 from baton.projections.metrics import Quantiles, RunStats, run_stats
@@ -42,9 +42,9 @@ def export_runs(
     it is whole: an export that fails midway leaves the last one as it was.
     """
     if (run_id is None) == (not every):
-        fail(BadInput("name one run to export, or pass --all for every run"))
+        fail(BadInputError("name one run to export, or pass --all for every run"))
     if not every and output.is_dir():
-        fail(BadInput(f"{output} is a directory: name a .parquet file with -o"))
+        fail(BadInputError(f"{output} is a directory: name a .parquet file with -o"))
     try:
         with open_store(store) if every else run_log(run_id or "", store) as log:
             runs = [info.run_id for info in log.runs()] if every else [run_id or ""]
@@ -59,7 +59,7 @@ def export_runs(
                     output.parent.mkdir(parents=True, exist_ok=True)
                     rows = arrow.write_parquet(log, runs, output, on_rows=advance)
     except OSError as error:
-        fail(BadInput(f"cannot write the export to {output}: {error.strerror or error}"))
+        fail(BadInputError(f"cannot write the export to {output}: {error.strerror or error}"))
     if as_json:
         emit_json({"output": str(output), "runs": runs, "events": rows})
         return
@@ -83,11 +83,11 @@ def import_runs(
     seq (exit 1).
     """
     if not source.exists():
-        fail(BadInput(f"{source} does not exist"))
+        fail(BadInputError(f"{source} does not exist"))
     try:
         rows = pq.read_table(source)
     except (pa.ArrowException, OSError) as error:
-        fail(BadInput(f"{source} is not a Parquet file or dataset: {error}"))
+        fail(BadInputError(f"{source} is not a Parquet file or dataset: {error}"))
     with open_store(store) as log:
         loaded = restore.load(log, rows)
     if as_json:
@@ -123,7 +123,7 @@ def report(
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(document, encoding="utf-8")
     except OSError as error:
-        fail(BadInput(f"cannot write the report to {target}: {error.strerror or error}"))
+        fail(BadInputError(f"cannot write the report to {target}: {error.strerror or error}"))
     if as_json:
         emit_json({"run_id": run_id, "path": str(target), "bytes": len(document.encode())})
     err.print(f"wrote the report of {run_id} to {target}", highlight=False, markup=False)

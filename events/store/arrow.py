@@ -28,7 +28,7 @@ import pyarrow.dataset as ds
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-from ..errors import BadLog
+from ..errors import BadLogError
 from ..schema import ENDINGS
 from . import chunks
 from .rows import LogRow, Packed
@@ -245,8 +245,8 @@ def _binary(page: Packed | Sequence[LogRow], run_id: str) -> tuple[int, pa.Binar
     if not (len(seqs) == len(lengths) == page.records and seqs[0].as_py() == page.first
             and pc.all(pc.equal(pc.pairwise_diff(seqs), 1)).as_py() is not False
             and offsets[-1].as_py() == len(page.data)):
-        raise BadLog("the store packed these records out of seq order; export with "
-                     "a newer Baton", run_id=run_id, seq=page.first)
+        raise BadLogError("the store packed these records out of seq order; export with "
+                          "a newer Baton", run_id=run_id, seq=page.first)
     return page.first, pa.Array.from_buffers(pa.binary(), page.records,
                                              [None, offsets.buffers()[1],
                                               pa.py_buffer(page.data)])
@@ -363,10 +363,10 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
         read = pj.read_json(io.BytesIO(b"\n".join(data) + b"\n"), parse_options=_OPTIONS,
                             read_options=pj.ReadOptions(block_size=block))
     except pa.ArrowInvalid as error:
-        raise BadLog(f"a record is not an event's JSON ({error})", run_id=run_id,
-                     seq=first_seq) from None
+        raise BadLogError(f"a record is not an event's JSON ({error})", run_id=run_id,
+                          seq=first_seq) from None
     if read.num_rows != len(data):
-        raise BadLog("a record is not one line of JSON", run_id=run_id, seq=first_seq)
+        raise BadLogError("a record is not one line of JSON", run_id=run_id, seq=first_seq)
     assignment, result = read.column("assignment"), read.column("result")
     failure = read.column("failure")
     assignment_id = pc.coalesce(

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder, StoredEvent
 
-from ..errors import ConcurrencyConflict
+from ..errors import ConcurrencyConflictError
 from .heartbeats import Heartbeats
 from .index import RunsView
 from .rows import LogRow, Packed
@@ -69,4 +69,4 @@ def check_expected(stored: Sequence[StoredEvent], kwargs: dict[str, Any], last: 
     """Inside the insert's transaction: the run's log must end where the writer thinks."""
     expected = kwargs.get("expected_last_seq")
     if expected is not None and stored and last != expected:
-        raise ConcurrencyConflict(str(stored[0].originator_id), expected, last)
+        raise ConcurrencyConflictError(str(stored[0].originator_id), expected, last)

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..errors import BadLog
+from ..errors import BadLogError
 from ..schema import EVENT_ADAPTER, EVENT_TYPES, Envelope, Event, encode
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -36,7 +36,7 @@ class Codec:
         return encode(event)
 
     def decode(self, data: bytes, *, run_id: str, seq: int) -> Event:
-        """The event recorded as `data` at (`run_id`, `seq`); BadLog names both when the
+        """The event recorded as `data` at (`run_id`, `seq`); BadLogError names both when the
         record is malformed, of an unknown type, or filed under the wrong place."""
         try:
             event: Event = EVENT_ADAPTER.validate_json(data)
@@ -46,7 +46,7 @@ class Codec:
             if event.schema_version != CURRENT_VERSION[event.type]:
                 event = self._decode_slowly(data, run_id, seq)
         if event.run_id != run_id or event.seq != seq:
-            raise BadLog(
+            raise BadLogError(
                 f"record says run {event.run_id!r} seq {event.seq} but is filed under "
                 "this place; the store was edited",
                 run_id=run_id,
@@ -58,15 +58,15 @@ class Codec:
         try:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as error:
-            raise BadLog(f"record is not JSON ({error})", run_id=run_id, seq=seq) from None
+            raise BadLogError(f"record is not JSON ({error})", run_id=run_id, seq=seq) from None
         except RecursionError:
-            raise BadLog("record nests deeper than it can be read", run_id=run_id,
-                         seq=seq) from None
+            raise BadLogError("record nests deeper than it can be read", run_id=run_id,
+                              seq=seq) from None
         if not isinstance(obj, dict):
-            raise BadLog("record is not a JSON object", run_id=run_id, seq=seq)
+            raise BadLogError("record is not a JSON object", run_id=run_id, seq=seq)
         kind = obj.get("type")
         if kind not in EVENT_TYPES:
-            raise BadLog(
+            raise BadLogError(
                 f"unknown event type {kind!r}; this Baton knows {', '.join(sorted(EVENT_TYPES))}",
                 run_id=run_id,
                 seq=seq,
@@ -74,7 +74,7 @@ class Codec:
         version = obj.get("schema_version", 1)
         current = CURRENT_VERSION[kind]
         if not isinstance(version, int) or version > current:
-            raise BadLog(
+            raise BadLogError(
                 f"{kind} schema version {version!r} is newer than this Baton reads "
                 f"(up to {current}); upgrade Baton",
                 run_id=run_id,
@@ -83,7 +83,7 @@ class Codec:
         while version < current:
             upcast = self.upcasters.get((kind, version))
             if upcast is None:
-                raise BadLog(
+                raise BadLogError(
                     f"no upcaster from {kind} version {version} to {version + 1}",
                     run_id=run_id,
                     seq=seq,
@@ -97,6 +97,6 @@ class Codec:
         except ValidationError as error:
             first = error.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise BadLog(
+            raise BadLogError(
                 f"malformed {kind} record: {where}: {first['msg']}", run_id=run_id, seq=seq
             ) from None

@@ -2,7 +2,7 @@
 
 One stream per run: the run id is the originator id and `seq` the originator version,
 so the recorder's unique (originator, version) key is what turns a second writer's
-append into a ConcurrencyConflict. The recorder's notification log is the store-wide
+append into a ConcurrencyConflictError. The recorder's notification log is the store-wide
 order that projections follow. Beside the logs, from the same backend: the repository
 (runs' states and snapshots), the runs index and the query columns (projections of the
 logs), and the coordinators' heartbeats. Open one with `open_store(url)` (opening.py).
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from eventsourcing.persistence import IntegrityError, PersistenceError
 
-from ..errors import BadLog, ConcurrencyConflict, UnknownRun
+from ..errors import BadLogError, ConcurrencyConflictError, UnknownRunError
 from ..schema import Envelope, Event
 from ..state import RunState
 from . import faults
@@ -93,14 +93,14 @@ class EventStore:
         keep_columns: bool = True,
     ) -> None:
         """Append `events` to the run's log in one transaction, provided the log still ends
-        at `expected_last_seq`; otherwise raise ConcurrencyConflict and write nothing.
+        at `expected_last_seq`; otherwise raise ConcurrencyConflictError and write nothing.
         `recorded` may give the events' bytes when the caller has them already; without
         `keep_columns` the events' query columns are not kept (chunks.py)."""
         if not events:
             return
         for offset, event in enumerate(events, start=1):
             if event.run_id != run_id or event.seq != expected_last_seq + offset:
-                raise BadLog(
+                raise BadLogError(
                     f"cannot append {type(event).__name__} for run {event.run_id!r} at seq "
                     f"{event.seq}: expected run {run_id!r} seq {expected_last_seq + offset}",
                     run_id=run_id,
@@ -112,7 +112,8 @@ class EventStore:
         except IntegrityError:
             # A writer in another process took one of these seqs after our check, inside
             # its own transaction; the recorder rolled our whole batch back.
-            raise ConcurrencyConflict(run_id, expected_last_seq, self.last_seq(run_id)) from None
+            raise ConcurrencyConflictError(run_id, expected_last_seq,
+                                           self.last_seq(run_id)) from None
         if keep_columns:
             self.columns.appended(run_id, expected_last_seq + 1, events)
 
@@ -124,15 +125,15 @@ class EventStore:
         return last[0].originator_version if last else 0
 
     def require_run(self, run_id: str) -> int:
-        """The seq the run's log ends at; UnknownRun when the store has no such run."""
+        """The seq the run's log ends at; UnknownRunError when the store has no such run."""
         last = self.last_seq(run_id)
         if not last:
-            raise UnknownRun(run_id, self.shown_url)
+            raise UnknownRunError(run_id, self.shown_url)
         return last
 
     def require_every_seq(self, run_id: str) -> int:
         """The seq the run's log ends at, having checked that it holds every seq up to
-        there (BadLog naming the first missing one otherwise), without reading them."""
+        there (BadLogError naming the first missing one otherwise), without reading them."""
         last = self.last_seq(run_id)
         if isinstance(self.recorder, CountingRecorder):
             held = self.recorder.count_events(run_id)
@@ -177,7 +178,7 @@ class EventStore:
                 yield Recorded(run_id, seq, topic, data)
 
     def decode(self, record: Recorded) -> Event:
-        """The event a raw record holds (BadLog when it is malformed or misfiled)."""
+        """The event a raw record holds (BadLogError when it is malformed or misfiled)."""
         return self.mapper.decode(record)
 
     def read_pages(
@@ -187,7 +188,7 @@ class EventStore:
         """The run's records with seq in (after, until] as rows (seq, type, bytes),
         up to `size` a page, each page checked whole (and, `opened`, decrypted whole):
         for long reads (export), which would spend more on an object per record than on
-        reading it. The records before a gap are given, then BadLog names its seq."""
+        reading it. The records before a gap are given, then BadLogError names its seq."""
         position = after
         open_, plain = self.mapper.sealer.open, not self.mapper.sealer.sealing
         while until is None or position < until:
@@ -206,8 +207,8 @@ class EventStore:
             if found is not None:
                 if page:
                     yield page
-                raise BadLog(f"expected seq {position + len(page) + 1}, found {found}: "
-                             "the log has a gap", run_id=run_id, seq=found)
+                raise BadLogError(f"expected seq {position + len(page) + 1}, found {found}: "
+                                  "the log has a gap", run_id=run_id, seq=found)
             if page:
                 yield page
                 position = page[-1][0]

@@ -3,7 +3,7 @@
 A server restarting, a connection cut, a SQLite file locked by another writer: these
 pass, and a writer that waits and tries again carries on. A full disk, a file that is
 not a database, a database it may not write: these stay until a person acts, so waiting
-only hides them. Either way the error becomes one StoreFault naming the store and the
+only hides them. Either way the error becomes one StoreFaultError naming the store and the
 cause, never the database driver's traceback.
 """
 
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 
-from ..errors import StoreFault, StoreUnavailable
+from ..errors import StoreFaultError, StoreUnavailableError
 
 # SQLSTATE classes and codes of PostgreSQL errors that pass: a connection lost (08),
 # the server shutting down or starting (57P01-03), too many connections (53300), and a
@@ -32,7 +32,7 @@ def is_store_error(error: BaseException) -> bool:
 def passes(error: BaseException) -> bool:
     """Is this a store error that goes away by itself, so that trying again later may
     succeed (a server restarting, a connection cut, a SQLite file busy)?"""
-    if isinstance(error, StoreUnavailable | StoreFault):
+    if isinstance(error, StoreUnavailableError | StoreFaultError):
         return error.passing
     if not is_store_error(error):
         return False
@@ -75,7 +75,8 @@ def ignored() -> Iterator[None]:
     try:
         yield
     except Exception as error:
-        if not (is_store_error(error) or isinstance(error, StoreFault | StoreUnavailable)):
+        if not (is_store_error(error)
+                or isinstance(error, StoreFaultError | StoreUnavailableError)):
             raise
 
 
@@ -89,14 +90,14 @@ def cause_of(error: BaseException) -> str:
 
 
 def fault(cause: str, store: str, *, run_id: str | None = None,
-          recorded_to: int | None = None, passing: bool = False) -> StoreFault:
-    """The StoreFault for a store's error (`cause`, as `cause_of` gives it); for a run
+          recorded_to: int | None = None, passing: bool = False) -> StoreFaultError:
+    """The StoreFaultError for a store's error (`cause`, as `cause_of` gives it); for a run
     under way, what is recorded of it and how to continue it once the cause is fixed."""
     message = f"store {store}: {cause}"
     if run_id is not None:
         message += (f"; run {run_id} is recorded up to seq {recorded_to}; once the cause is "
                     f"fixed, `baton resume {run_id}` continues it")
-    return StoreFault(message, store=store, cause=cause, passing=passing)
+    return StoreFaultError(message, store=store, cause=cause, passing=passing)
 
 
 def _is_psycopg(error: BaseException) -> bool:

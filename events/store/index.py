@@ -16,7 +16,7 @@ from typing import Any, Protocol, cast
 
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Notification, Tracking
 
-from ..errors import BadLog
+from ..errors import BadLogError
 from ..schema import ENDINGS, RunRequested
 from .mapper import Mapper
 
@@ -160,7 +160,7 @@ class RunsIndex:
         is not one is listed as unreadable (with why), so one damaged run hides no other."""
         try:
             event = self.mapper.to_event(run_id, 1, topic, stored)
-        except BadLog as error:
+        except BadLogError as error:
             return RunInfo(run_id, f"unreadable at seq 1: {error.detail}", 0, None,
                            position, status="unreadable")
         assert isinstance(event, RunRequested)  # decode checked the record's type

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 from eventsourcing.persistence import StoredEvent
 
-from ..errors import BadLog
+from ..errors import BadLogError
 from ..schema import Envelope, Event
 from .codec import Codec
 from .sealing import Sealer
@@ -52,11 +52,11 @@ class Mapper:
         return Recorded(run_id, seq, topic, self.sealer.open(stored, run_id=run_id, seq=seq))
 
     def decode(self, record: Recorded) -> Event:
-        """The event an opened record holds (BadLog when it is malformed or misfiled)."""
+        """The event an opened record holds (BadLogError when it is malformed or misfiled)."""
         event = self.codec.decode(record.data, run_id=record.run_id, seq=record.seq)
         if event.type != record.type:
-            raise BadLog(f"record holds a {event.type} but is filed as a {record.type}; "
-                         "the store was edited", run_id=record.run_id, seq=record.seq)
+            raise BadLogError(f"record holds a {event.type} but is filed as a {record.type}; "
+                              "the store was edited", run_id=record.run_id, seq=record.seq)
         return event
 
     def to_event(self, run_id: str, seq: int, topic: str, stored: bytes) -> Event:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 from urllib.parse import urlparse
 
-from ..errors import BadStoreURL
+from ..errors import BadStoreURLError
 from . import faults
 from .backend import Backend
 from .event_store import EventStore
@@ -47,7 +47,7 @@ def open_store(url: str | None = None, *, sealer: Sealer | None = None) -> Event
     if opener is None:
         near = difflib.get_close_matches(scheme, BACKENDS, n=1)
         hint = f"did you mean {near[0]}://? " if near and scheme else ""
-        raise BadStoreURL(
+        raise BadStoreURLError(
             f"unknown store URL {masked_url(url)!r}; {hint}use sqlite:///path/to/file.db, "
             "postgresql://USER:PASSWORD@HOST:PORT/DATABASE or memory://"
         )

@@ -3,7 +3,7 @@ its pool), for a log shared by every node of a cluster and every person reading 
 
 ``postgresql://USER:PASSWORD@HOST:PORT/DB[?schema=NAME]``. Tables (and the schema, when
 one is named) are created on first use. A server that cannot be reached, a wrong
-password or a missing database is one clear BadStoreURL or StoreUnavailable, with the
+password or a missing database is one clear BadStoreURLError or StoreUnavailableError, with the
 password masked, before anything is read or written.
 """
 
@@ -31,7 +31,7 @@ from eventsourcing.postgres import (
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
-from ..errors import BadStoreURL, ConcurrencyConflict, StoreUnavailable
+from ..errors import BadStoreURLError, ConcurrencyConflictError, StoreUnavailableError
 from . import faults
 from .backend import Backend
 from .heartbeats import PostgresHeartbeats
@@ -121,7 +121,7 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
     def append(self, curs: psycopg.Cursor[DictRow], stored_events: Sequence[StoredEvent],
                expected_last_seq: int | None) -> list[int]:
         """Insert one run's events in the cursor's transaction (its own, on an autocommit
-        connection); ConcurrencyConflict when the log does not end at the expected seq."""
+        connection); ConcurrencyConflictError when the log does not end at the expected seq."""
         events = [self.construct_pg_stored_event(e.originator_id, e.originator_version,
                                                  e.topic, e.state) for e in stored_events]
         run_id = str(stored_events[0].originator_id)
@@ -132,7 +132,7 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
             if error.sqlstate != _CONFLICT or expected_last_seq is None:
                 raise
             last = int(error.diag.message_primary or 0)
-            raise ConcurrencyConflict(run_id, expected_last_seq, last) from None
+            raise ConcurrencyConflictError(run_id, expected_last_seq, last) from None
         return [row["baton_append"] for row in curs.fetchall()]
 
     def settled_position(self) -> int | None:
@@ -233,14 +233,14 @@ class Address:
                                             ("database", parts.path.lstrip("/")))
                    if not value]
         if missing:
-            raise BadStoreURL(
+            raise BadStoreURLError(
                 f"store URL {shown!r} names no {' and no '.join(missing)}; write "
                 "postgresql://USER:PASSWORD@HOST:PORT/DATABASE")
         try:
             self.port = parts.port or DEFAULT_PORT
         except ValueError:
-            raise BadStoreURL(f"store URL {shown!r}: the port must be a number from 1 "
-                              "to 65535") from None
+            raise BadStoreURLError(f"store URL {shown!r}: the port must be a number from 1 "
+                                   "to 65535") from None
         self.user = unquote(parts.username or "")
         self.password = unquote(parts.password or "")
         self.host = parts.hostname or ""
@@ -248,12 +248,12 @@ class Address:
         query = parse_qs(parts.query)
         unknown = sorted(set(query) - {"schema"})
         if unknown:
-            raise BadStoreURL(f"store URL {shown!r}: unknown option {unknown[0]!r}; "
-                              "the only one is ?schema=NAME")
+            raise BadStoreURLError(f"store URL {shown!r}: unknown option {unknown[0]!r}; "
+                                   "the only one is ?schema=NAME")
         self.schema = query.get("schema", [""])[-1]
         if self.schema and not _SCHEMA_NAME.match(self.schema):
-            raise BadStoreURL(f"store URL {shown!r}: schema {self.schema!r} must be "
-                              "lower-case letters, digits and _ (at most 63)")
+            raise BadStoreURLError(f"store URL {shown!r}: schema {self.schema!r} must be "
+                                   "lower-case letters, digits and _ (at most 63)")
         self.shown = shown
 
     @property
@@ -261,8 +261,8 @@ class Address:
         return f"{self.host}:{self.port}"
 
     def connect(self) -> psycopg.Connection[Any]:
-        """One connection, made the way the pool will make them; StoreUnavailable or
-        BadStoreURL naming the cause when it cannot be made."""
+        """One connection, made the way the pool will make them; StoreUnavailableError or
+        BadStoreURLError naming the cause when it cannot be made."""
         try:
             return psycopg.connect(host=self.host, port=self.port, user=self.user,
                                    password=self.password, dbname=self.database,
@@ -270,29 +270,29 @@ class Address:
         except psycopg.Error as error:
             raise self._explained(error) from None
 
-    def _explained(self, error: BaseException) -> StoreUnavailable:
+    def _explained(self, error: BaseException) -> StoreUnavailableError:
         message = str(error)
         if "no password supplied" in message:
-            return StoreUnavailable(
+            return StoreUnavailableError(
                 f"PostgreSQL at {self.where} asks user {self.user!r} for a password and no "
                 "password was given: put one in ~/.pgpass (or the file PGPASSFILE names), "
                 f"in PGPASSWORD, or in the URL (store {self.shown})")
         if "password authentication failed" in message:
-            return StoreUnavailable(
+            return StoreUnavailableError(
                 f"PostgreSQL at {self.where} refused user {self.user!r}: wrong password "
                 f"or no such user (store {self.shown})")
         if re.search(r'database ".*" does not exist', message):
-            return StoreUnavailable(
+            return StoreUnavailableError(
                 f"PostgreSQL at {self.where} has no database {self.database!r}; create it "
                 f"(createdb {self.database}) or name another (store {self.shown})")
         first = message.splitlines()[0].removeprefix("connection failed: ")
         cause = error.__cause__ if isinstance(error, PersistenceError) else error
         if faults.passes_psycopg(cause or error):  # down, restarting, or out of reach
-            return StoreUnavailable(
+            return StoreUnavailableError(
                 f"cannot reach PostgreSQL at {self.where}: {first} (store {self.shown})",
                 passing=True)
-        return StoreUnavailable(f"PostgreSQL at {self.where} refused: {first} "
-                                f"(store {self.shown})")
+        return StoreUnavailableError(f"PostgreSQL at {self.where} refused: {first} "
+                                     f"(store {self.shown})")
 
 
 class PostgresRunsView(PostgresTrackingRecorder):

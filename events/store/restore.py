@@ -7,18 +7,18 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import BadInput, BadLog, RunExists
+from ..errors import BadInputError, BadLogError, RunExistsError
 from ..state import RunState
 from .arrow import DERIVED, SCHEMA, derive
 from .event_store import EventStore
 
 
 def runs_in(rows: pa.Table) -> dict[str, pa.Table]:
-    """An export's rows by run, each in seq order; BadInput when it is not an export."""
+    """An export's rows by run, each in seq order; BadInputError when it is not an export."""
     missing = [name for name in ("run_id", "seq", "data") if name not in rows.column_names]
     if missing:
-        raise BadInput(f"not a Baton export: no {', '.join(missing)} column (baton export "
-                       "writes them)")
+        raise BadInputError(f"not a Baton export: no {', '.join(missing)} column (baton export "
+                            "writes them)")
     rows = rows.select(SCHEMA.names if set(SCHEMA.names) <= set(rows.column_names)
                        else ["run_id", "seq", "data"])
     rows = rows.set_column(0, "run_id", pc.cast(rows.column("run_id"), pa.string()))
@@ -35,8 +35,8 @@ APPEND_BATCH = 10_000  # events written in one transaction
 
 def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
     """Write an export's runs into `store`, byte for byte; the events of each run. Every
-    run is checked before any is written: RunExists when the store has one already,
-    BadLog naming the run and seq when one does not chain. An import of the same export
+    run is checked before any is written: RunExistsError when the store has one already,
+    BadLogError naming the run and seq when one does not chain. An import of the same export
     that stopped part way is finished: a run it began (the store's part of it is the
     export's, byte for byte) is completed, one it finished is passed over, the rest
     written; which were written is returned."""
@@ -46,7 +46,7 @@ def load(store: EventStore, rows: pa.Table) -> dict[str, int]:
              if have and not _begun_from(store, run_id, runs[run_id], have)]
     done = [run_id for run_id, have in begun.items() if have == runs[run_id].num_rows]
     if taken or len(done) == len(runs):
-        raise RunExists(taken or done, store.shown_url)
+        raise RunExistsError(taken or done, store.shown_url)
     runs = {run_id: part for run_id, part in runs.items() if run_id not in done}
     for run_id, part in runs.items():
         check(run_id, part, store)
@@ -73,14 +73,14 @@ def _begun_from(store: EventStore, run_id: str, rows: pa.Table, have: int) -> bo
 
 def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
     """The rows chain: seqs 1, 2, 3 …, each row's columns what its data says, and every
-    decision's digest of the log before it right. BadLog naming the seq otherwise."""
+    decision's digest of the log before it right. BadLogError naming the seq otherwise."""
     seqs = rows.column("seq").to_pylist()
     data = rows.column("data").to_pylist()
     for expected, seq in enumerate(seqs, start=1):
         if seq != expected:
             problem = "repeats an earlier seq" if seq < expected else "leaves a gap"
-            raise BadLog(f"expected seq {expected}, found {seq}: the export {problem}",
-                         run_id=run_id, seq=seq)
+            raise BadLogError(f"expected seq {expected}, found {seq}: the export {problem}",
+                              run_id=run_id, seq=seq)
     if set(DERIVED) <= set(rows.column_names):
         derived = derive(data, run_id=run_id, first_seq=1)
         for name in DERIVED:
@@ -88,8 +88,8 @@ def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
             differs = _differs(derived.column(name), said)
             if pc.any(differs).as_py():
                 at = pc.index(differs, True).as_py()
-                raise BadLog(f"the row's {name} is not what its data says: the export was "
-                             "edited", run_id=run_id, seq=seqs[at])
+                raise BadLogError(f"the row's {name} is not what its data says: the export was "
+                                  "edited", run_id=run_id, seq=seqs[at])
     state = RunState()
     for seq, raw in zip(seqs, data, strict=True):
         state.apply(store.mapper.codec.decode(raw, run_id=run_id, seq=seq), raw)

@@ -8,7 +8,7 @@ chain runs over the plain bytes, so a run verifies the same sealed or not.
 
 A sealed record starts with a marker and the key's id (a hash of the key, not the key),
 so a reader can say which problem it has: no key, another key, or a record that does not
-authenticate under the right key (edited or damaged: a BadLog).
+authenticate under the right key (edited or damaged: a BadLogError).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.utils import Environment
 
-from ..errors import BadLog, EncryptionKeyProblem
+from ..errors import BadLogError, EncryptionKeyError
 
 KEY_ENV = "BATON_ENCRYPTION_KEY"
 MARKER = b"\x00baton-aes1:"  # no JSON record starts with a NUL byte
@@ -53,7 +53,7 @@ class Sealer:
             except (binascii.Error, ValueError):
                 raw = b""
             if len(raw) != KEY_BYTES:
-                raise EncryptionKeyProblem(
+                raise EncryptionKeyError(
                     f"{KEY_ENV} is not a key baton can use: it must be base64 of "
                     f"{KEY_BYTES} bytes, as `baton keygen` prints")
             self.cipher = AESCipher(Environment(env={AESCipher.CIPHER_KEY: key}))
@@ -66,7 +66,7 @@ class Sealer:
         storing unsealed what was meant to be sealed cannot be undone."""
         key = env.get(KEY_ENV)
         if key is not None and not key.strip():
-            raise EncryptionKeyProblem(
+            raise EncryptionKeyError(
                 f"{KEY_ENV} is set but empty (a command substitution that failed?); set it "
                 "to the key `baton keygen` printed, or unset it to store without encryption")
         return cls(key)
@@ -86,27 +86,27 @@ class Sealer:
         sealed is refused: anyone able to write to the store could have put it there."""
         if not data.startswith(MARKER):
             if self.cipher is not None:
-                raise BadLog(f"{what} is not encrypted, though {KEY_ENV} is set: it was "
-                             "not written by a holder of the key (a store written before "
-                             f"the key was set is read with {KEY_ENV} unset)",
-                             run_id=run_id, seq=seq)
+                raise BadLogError(f"{what} is not encrypted, though {KEY_ENV} is set: it was "
+                                  "not written by a holder of the key (a store written before "
+                                  f"the key was set is read with {KEY_ENV} unset)",
+                                  run_id=run_id, seq=seq)
             return data
         where = f"run {run_id!r} {what} at seq {seq}"
         if len(data) < SEALED_AT_LEAST:
-            raise BadLog(f"encrypted {what} is cut short ({len(data)} bytes)",
-                         run_id=run_id, seq=seq)
+            raise BadLogError(f"encrypted {what} is cut short ({len(data)} bytes)",
+                              run_id=run_id, seq=seq)
         if self.cipher is None:
-            raise EncryptionKeyProblem(
+            raise EncryptionKeyError(
                 f"{where} is encrypted: set {KEY_ENV} to the key it was written with")
         body = data[len(MARKER):]
         if body[:KEY_ID_BYTES] != self.key_id:
-            raise EncryptionKeyProblem(
+            raise EncryptionKeyError(
                 f"{where} was encrypted with another key than the {KEY_ENV} set here")
         try:
             return self.cipher.decrypt(body[KEY_ID_BYTES:])
         except (InvalidTag, ValueError):
-            raise BadLog(f"encrypted {what} does not authenticate under its key: it was "
-                         "edited or damaged", run_id=run_id, seq=seq) from None
+            raise BadLogError(f"encrypted {what} does not authenticate under its key: it was "
+                              "edited or damaged", run_id=run_id, seq=seq) from None
 
     def seal_text(self, text: str) -> str:
         """`text` sealed and printable (for the runs index's columns)."""

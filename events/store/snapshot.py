@@ -21,7 +21,7 @@ from typing import Any, NotRequired
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from ..errors import BadLog
+from ..errors import BadLogError
 from ..model import Assignment, HandlerInfo, Json, Task
 from ..record import TaskRecord
 from ..state import RunState
@@ -115,17 +115,17 @@ def encode_state(state: RunState) -> bytes:
 
 
 def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
-    """The state a snapshot holds; BadLog naming the run and seq when it is not one."""
+    """The state a snapshot holds; BadLogError naming the run and seq when it is not one."""
     try:
         kept: dict[str, Any] = dict(_ADAPTER.validate_json(zlib.decompress(data)))
     except zlib.error as error:
-        raise BadLog(f"snapshot is malformed: not zlib data ({error})",
-                     run_id=run_id, seq=seq) from None
+        raise BadLogError(f"snapshot is malformed: not zlib data ({error})",
+                          run_id=run_id, seq=seq) from None
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise BadLog(f"snapshot is malformed: {where}: {first['msg']}",
-                     run_id=run_id, seq=seq) from None
+        raise BadLogError(f"snapshot is malformed: {where}: {first['msg']}",
+                          run_id=run_id, seq=seq) from None
     records = {}
     for tid, fields in kept["tasks"].items():
         record = TaskRecord.__new__(TaskRecord)
@@ -137,6 +137,6 @@ def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
     state = RunState.__new__(RunState)
     state.__dict__.update({**kept, "frozen": False})
     if (state.run_id, state.seq) != (run_id, seq):
-        raise BadLog(f"snapshot holds run {state.run_id!r} at seq {state.seq}, not the "
-                     "place it is filed under", run_id=run_id, seq=seq)
+        raise BadLogError(f"snapshot holds run {state.run_id!r} at seq {state.seq}, not the "
+                          "place it is filed under", run_id=run_id, seq=seq)
     return state

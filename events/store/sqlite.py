@@ -20,7 +20,7 @@ from eventsourcing.sqlite import (
     SQLiteTrackingRecorder,
 )
 
-from ..errors import BadStoreURL
+from ..errors import BadStoreURLError
 from .backend import Backend, check_expected
 from .heartbeats import SQLiteHeartbeats
 from .index import COLUMNS, READ_WHOLE, Changed, RunInfo, info_of, inserted
@@ -31,7 +31,7 @@ def open_backend(url: str) -> Backend:
     """The store in the file a sqlite:/// URL names, created with its tables if new."""
     path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
     if not path:
-        raise BadStoreURL(
+        raise BadStoreURLError(
             f"store URL {url!r} names no file; write sqlite:///relative/path.db "
             "or sqlite:////absolute/path.db"
         )
@@ -39,7 +39,7 @@ def open_backend(url: str) -> Backend:
     try:
         file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise BadStoreURL(f"cannot create the directory for {url!r}: {error}") from None
+        raise BadStoreURLError(f"cannot create the directory for {url!r}: {error}") from None
     factory = InfrastructureFactory.construct(
         {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",

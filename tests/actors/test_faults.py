@@ -25,7 +25,7 @@ from baton.events.schema import (
     WorkerReplaced,
     WorkerStuck,
 )
-from baton.projections.replay import verify_log
+from baton.projections.verification import verify_log
 from tests.actors import from_thread, two_nodes
 from tests.fixtures import ray_specs
 

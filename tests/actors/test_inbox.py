@@ -13,7 +13,7 @@ import baton
 from baton import Budget, open_store
 from baton.actors.inbox import inbox_id
 from baton.cli import app
-from baton.events.errors import BadAnswer
+from baton.events.errors import BadAnswerError
 from baton.events.schema import CancelRequested, HumanAnswered
 from baton.events.store.codec import Codec
 from baton.testing import Scenario
@@ -39,7 +39,7 @@ def test_an_answer_is_recorded_in_the_runs_inbox(store_url: str) -> None:
         [entry] = store.read(inbox_id("py"))
     assert isinstance(entry, HumanAnswered) and entry.note == "try the mirror"
     assert baton.inbox(store=store_url)[0].answered
-    with pytest.raises(BadAnswer, match="already answered"):
+    with pytest.raises(BadAnswerError, match="already answered"):
         baton.answer(esc, "abandon", store=store_url)
 
 
@@ -56,7 +56,7 @@ def test_an_answer_that_cannot_apply_is_refused(
 ) -> None:
     """Unknown or closed escalations and impossible handlers are refused, with why."""
     waiting_run(store_url)
-    with pytest.raises(BadAnswer, match=message):
+    with pytest.raises(BadAnswerError, match=message):
         baton.answer(escalation, action, handler=handler, store=store_url)  # type: ignore[arg-type]
 
 
@@ -69,7 +69,7 @@ def test_an_answer_to_an_escalation_already_closed_is_refused(store_url: str) ->
         run.fail("a#1", "no")
         [esc] = run.state.escalations
         run.answer(esc, "retry")  # the coordinator took an answer up
-    with pytest.raises(BadAnswer, match=f"escalation '{esc}' is not open"):
+    with pytest.raises(BadAnswerError, match=f"escalation '{esc}' is not open"):
         baton.answer(esc, "abandon", store=store_url)
     with open_store(store_url) as store:
         assert store.read(inbox_id("py")) == []

@@ -1,5 +1,5 @@
 """Waiting out a store that fails: a turn stored once whatever the store's errors did,
-and a fault that does not pass ends in a StoreFault naming the seq and the resume."""
+and a fault that does not pass ends in a StoreFaultError naming the seq and the resume."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import OperationalError
 
-from baton import StoreFault, open_store
+from baton import StoreFaultError, open_store
 from baton.actors.outage import Patience
 from baton.events.store import EventStore
 from baton.testing import Scenario
@@ -92,13 +92,13 @@ def test_the_outage_is_there_to_report_while_it_lasts_and_gone_after() -> None:
 def test_a_fault_that_does_not_pass_ends_at_once_naming_the_seq_and_the_resume(
     make: Callable[[], BaseException],
 ) -> None:
-    """No waiting for a full disk: one StoreFault, saying how far the run is recorded."""
+    """No waiting for a full disk: one StoreFaultError, saying how far the run is recorded."""
     first, second = a_turn()
     with open_store("memory://") as store:
         store.append(RUN, first, 0)
         failing(store, [make()], commit=False)
         pauses: list[float] = []
-        with pytest.raises(StoreFault) as raised:
+        with pytest.raises(StoreFaultError) as raised:
             patience(pauses).append(store, second, len(first))
     assert pauses == []
     message = str(raised.value)
@@ -113,7 +113,7 @@ def test_an_outage_longer_than_the_patience_ends_in_a_store_fault() -> None:
     first, _ = a_turn()
     with open_store("memory://") as store:
         failing(store, [sqlite_error("database is locked")] * 1000, commit=False)
-        with pytest.raises(StoreFault, match=r"unreachable for 0s, the run's patience "
+        with pytest.raises(StoreFaultError, match=r"unreachable for 0s, the run's patience "
                                              r"\(database is locked\)"):
             patience([], patience_s=0.0).append(store, first, 0)
         assert store.last_seq(RUN) == 0

@@ -22,7 +22,7 @@ from baton.events.schema import (
 )
 from baton.events.store import arrow
 from baton.events.store.sealing import KEY_ENV, new_key
-from baton.projections.replay import verify_log
+from baton.projections.verification import verify_log
 from baton.replay import verify
 from tests.fixtures import ray_specs
 from tests.fixtures.specs import Count
@@ -185,7 +185,7 @@ def test_a_spec_the_cluster_cannot_host_is_refused_before_it_starts(store_url: s
         ray_specs.echo.target)
     spec = baton.Spec(goal="too big", tasks=[baton.Task(id="t", capability="echo")],
                       handlers=[greedy])
-    with pytest.raises(baton.ClusterUnavailable, match=r"ask for 3 CPUs \(greedy: 3 x 1\)"):
+    with pytest.raises(baton.ClusterUnavailableError, match=r"ask for 3 CPUs \(greedy: 3 x 1\)"):
         baton.run(spec, store=store_url, run_id="too-big")
     with open_store(store_url) as store:
         assert store.runs() == []

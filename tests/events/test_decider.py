@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import BaseModel
 
-from baton import BadLog, Budget, DefaultPolicy, HandlerInfo, Task, Verdict, from_task
+from baton import BadLogError, Budget, DefaultPolicy, HandlerInfo, Task, Verdict, from_task
 from baton.events.decider import decide
 from baton.events.model import Result, canonical_json, digest
 from baton.events.schema import (
@@ -266,7 +266,8 @@ def test_a_person_can_supply_the_output_of_an_escalated_task() -> None:
 
 
 def test_decide_leaves_the_state_exactly_as_it_was() -> None:
-    """decide() returns the decisions step() would, and changes nothing it was given."""
+    """decide() returns the decisions decide_in_place() makes, and changes nothing it was
+    given."""
     run = Scenario([counting("a"), counting("b", depends_on=("a",))], handlers("h"))
     state = run.state
     before = (state.seq, state.digest, dict(state.load), dict(state.in_flight),
@@ -297,7 +298,7 @@ def test_a_fold_of_the_log_reaches_the_live_state_and_digest() -> None:
 
 @pytest.mark.parametrize("edit", ["gap", "repeat", "other_run", "rerouted", "reworded"])
 def test_the_fold_refuses_a_log_with_a_gap_a_repeat_or_an_edit(edit: str) -> None:
-    """A gap or repeat in seq, a foreign event, or an edited decision raises BadLog."""
+    """A gap or repeat in seq, a foreign event, or an edited decision raises BadLogError."""
     run = Scenario([counting("a")], handlers("h"))
     run.succeed("a#1", {"count": 1})
     log = list(run.log)
@@ -315,7 +316,7 @@ def test_the_fold_refuses_a_log_with_a_gap_a_repeat_or_an_edit(edit: str) -> Non
         dispatched = log[2]
         forged = dispatched.assignment.model_copy(update={"instructions": "leak it"})
         log[2] = dispatched.model_copy(update={"assignment": forged})
-    with pytest.raises(BadLog, match=r"run 'run-1' at seq \d+"):
+    with pytest.raises(BadLogError, match=r"run 'run-1' at seq \d+"):
         state = RunState()
         for event in log:
             state = evolve(state, event)
@@ -354,11 +355,11 @@ def test_a_stuck_worker_is_replaced_by_a_recorded_decision() -> None:
 
 
 def test_a_second_run_request_in_one_run_is_refused() -> None:
-    """RunRequested opens a run at seq 1 and nowhere else: later, it is a BadLog."""
+    """RunRequested opens a run at seq 1 and nowhere else: later, it is a BadLogError."""
     from baton.events.schema import RunRequested
 
     run = Scenario([counting("a")], handlers("h"))
-    with pytest.raises(BadLog, match="RunRequested may only open a run"):
+    with pytest.raises(BadLogError, match="RunRequested may only open a run"):
         run.stimulate(RunRequested, tasks=(counting("z"),),
                       handlers=(HandlerInfo(name="h", capabilities=("count",)),))
     assert run.state.tasks.keys() == {"a"}
@@ -405,7 +406,7 @@ def test_when_every_handler_is_quarantined_work_still_goes_to_the_least_bad() ->
 
 
 def test_an_event_type_this_version_does_not_know_is_named_as_such() -> None:
-    """Folding an event of a type the schema does not list is a BadLog that says so
+    """Folding an event of a type the schema does not list is a BadLogError that says so
     (not a missing key reported as an unknown task), and the decider refuses a stimulus
     of such a type outright."""
 
@@ -416,7 +417,7 @@ def test_an_event_type_this_version_does_not_know_is_named_as_such() -> None:
     state = fold(run.log)
     odd = Rumour(run_id="run-1", seq=state.seq + 1, cause=1, state_digest=state.digest,
                  reason=run.log[-1].reason, verdict=Verdict.of([]))
-    with pytest.raises(BadLog, match="Rumour is not an event type of this version"):
+    with pytest.raises(BadLogError, match="Rumour is not an event type of this version"):
         state.apply(odd)
 
     class Whisper(CancelRequested):

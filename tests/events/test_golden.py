@@ -8,7 +8,7 @@ import pytest
 
 from baton.events.state import RunState
 from baton.events.store import Codec
-from baton.projections.replay import verify_log
+from baton.projections.verification import verify_log
 from tests.fixtures.golden import GOLDEN, record_golden
 from tests.fixtures.specs import SCHEMAS, ExpandingPolicy
 

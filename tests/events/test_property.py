@@ -13,7 +13,7 @@ from baton.events.decider import decide
 from baton.events.record import TaskRecord
 from baton.events.schema import Decision, Stimulus
 from baton.events.state import RunState
-from baton.projections.replay import verify_log
+from baton.projections.verification import verify_log
 from baton.testing import Scenario
 from tests.fixtures.specs import NOT_NEGATIVE, Count
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from baton import BadInput, Budget, DefaultPolicy, HandlerInfo, Task, open_store
+from baton import BadInputError, Budget, DefaultPolicy, HandlerInfo, Task, open_store
 from baton.events.schema import HumanAnswered, RunForked
 from baton.events.store import Codec
 from baton.projections.fork import copy_prefix, record_fork
@@ -60,9 +60,9 @@ def test_fork_refuses_a_seq_inside_a_turn_and_a_taken_run_id(store_url: str) -> 
     run = answered_run(store_url)
     run_end = run.log[-1].seq
     with open_store(store_url) as store:
-        with pytest.raises(BadInput, match="inside the turn that answers seq 1"):
+        with pytest.raises(BadInputError, match="inside the turn that answers seq 1"):
             copy_prefix(store, "p", 2, "f", lambda origin: DefaultPolicy())
-        with pytest.raises(BadInput, match="already exists"):
+        with pytest.raises(BadInputError, match="already exists"):
             copy_prefix(store, "p", run_end, "p", lambda origin: DefaultPolicy())
 
 

@@ -8,7 +8,7 @@ import pyarrow.compute as pc
 import pytest
 
 from baton import HandlerInfo, Task, open_store
-from baton.events.errors import BadInput
+from baton.events.errors import BadInputError
 from baton.events.model import Budget, Check, Execution
 from baton.events.schema import CoordinatorRestarted, EscalationRaised, RunForked
 from baton.events.store import arrow
@@ -161,17 +161,17 @@ def test_a_persons_acceptance_counts_for_the_run_but_no_handler(store_url: str) 
 
 
 def test_a_table_that_is_not_one_runs_events_is_refused(store_url: str) -> None:
-    """No rows, two runs' rows, or a table without the export's columns: BadSpec,
+    """No rows, two runs' rows, or a table without the export's columns: BadSpecError,
     saying what to pass instead."""
     with open_store(store_url) as store:
         for run_id in ("one", "two"):
             Scenario([counting("a")], HANDLERS, run_id=run_id, store=store)
         both = arrow.table(store, ["one", "two"])
-    with pytest.raises(BadInput, match="holds no events"):
+    with pytest.raises(BadInputError, match="holds no events"):
         run_stats(both.slice(0, 0))
-    with pytest.raises(BadInput, match="holds runs 'one', 'two': statistics are of one run"):
+    with pytest.raises(BadInputError, match="holds runs 'one', 'two': statistics are of one run"):
         run_stats(both)
-    with pytest.raises(BadInput, match="not a Baton export: no rule column"):
+    with pytest.raises(BadInputError, match="not a Baton export: no rule column"):
         run_stats(both.drop_columns(["rule"]))
     one = run_stats(both.filter(pc.equal(both.column("run_id"), "one")))
     assert (one.run_id, one.events) == ("one", 3)

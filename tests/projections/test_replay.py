@@ -11,7 +11,7 @@ import pytest
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from baton import BadInput, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
+from baton import BadInputError, DefaultPolicy, HandlerInfo, Task, Verdict, open_store
 from baton.cli import app
 from baton.events.policy import Candidate, Routing
 from baton.events.state import RunState
@@ -103,7 +103,7 @@ def test_a_tampered_event_in_a_sqlite_file_is_detected(store_url: str) -> None:
 
 def test_verify_reports_a_gap_and_a_repeat_in_the_log() -> None:
     """A log missing an event, or holding one twice, is named as such, at its seq."""
-    from baton.projections.replay import verify_log
+    from baton.projections.verification import verify_log
 
     log = Scenario([Task(id="a", capability="count")],
                    [HandlerInfo(name="h", capabilities=("count",))]).log
@@ -118,16 +118,16 @@ def test_verify_pauses_the_cyclic_collector_and_restores_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Replaying a long log makes many long-lived objects and no cycles: with the
     collector on, its rescans cost verify a fifth of its time (replay.py)."""
-    from baton.projections import replay as module
+    from baton.projections import verification as module
 
     seen: list[bool] = []
-    real = module.turn
+    real = module.decide_in_place
 
     def watched(*args: object, **kwargs: object) -> object:
         seen.append(gc.isenabled())
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(module, "turn", watched)
+    monkeypatch.setattr(module, "decide_in_place", watched)
     log = Scenario([Task(id="a", capability="count")],
                    [HandlerInfo(name="h", capabilities=("count",))]).log
     assert gc.isenabled()
@@ -148,7 +148,7 @@ def test_state_at_any_seq_is_the_fold_of_the_log_to_there(store_url: str) -> Non
                     state.status) == (expected.seq, expected.digest, expected.outputs(),
                                       sorted(expected.in_flight), expected.status)
         assert state_at(store, "r").status == "completed"
-        with pytest.raises(BadInput, match=f"events 1 to {len(run.log)}"):
+        with pytest.raises(BadInputError, match=f"events 1 to {len(run.log)}"):
             state_at(store, "r", len(run.log) + 1)
     code = runner.invoke(app, ["replay", "r", "--until", "4", "--store", store_url,
                                "--json"])
@@ -169,7 +169,7 @@ def test_verify_up_to_a_seq_inside_a_turn_checks_only_that_far(store_url: str) -
         for until in (1, 2, 3):
             report = verify(store, "r", until=until)
             assert report.reproduced and report.events == until
-        with pytest.raises(BadInput, match="events 1 to"):
+        with pytest.raises(BadInputError, match="events 1 to"):
             verify(store, "r", until=0)
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from baton import Budget, HandlerInfo, Task, from_task, open_store
 from baton.cli import app
-from baton.events.errors import UnknownTask
+from baton.events.errors import UnknownTaskError
 from baton.events.model import Failure
 from baton.events.schema import FailureReported
 from baton.projections.trace import trace
@@ -61,7 +61,7 @@ def test_trace_through_the_cli_and_for_an_unknown_task(store_url: str) -> None:
     assert "b#1 -> sloppy  [route.least_loaded]" in text
     missing = runner.invoke(app, ["trace", "wrong", "zzz", "--store", store_url])
     assert missing.exit_code == 2 and "no task 'zzz'" in missing.stderr
-    with pytest.raises(UnknownTask):
+    with pytest.raises(UnknownTaskError):
         trace([], "zzz")
 
 

@@ -11,7 +11,7 @@ import pytest
 from eventsourcing import persistence
 
 from baton import HandlerInfo, Task, open_store
-from baton.events.errors import BadLog, EncryptionKeyProblem
+from baton.events.errors import BadLogError, EncryptionKeyError
 from baton.events.schema import ENDINGS, Envelope, WorkerStuck
 from baton.events.store import EventStore, arrow, chunks, restore
 from baton.events.store.sealing import KEY_ENV, MARKER, new_key
@@ -142,7 +142,7 @@ def test_an_export_of_a_log_with_a_gap_names_the_missing_seq(store_url: str) -> 
     _recorded(store_url, "retried")
     with _database(store_url) as db:
         db.execute("DELETE FROM stored_events WHERE originator_version = 7")
-    with open_store(store_url) as store, pytest.raises(BadLog) as raised:
+    with open_store(store_url) as store, pytest.raises(BadLogError) as raised:
         arrow.table(store, ["retried"])
     assert raised.value.seq == 8 and "expected seq 7, found 8" in str(raised.value)
 
@@ -153,7 +153,7 @@ def test_an_export_of_a_sealed_record_without_the_key_says_to_set_it(
     monkeypatch.setenv(KEY_ENV, new_key())
     _recorded(store_url, "retried")
     monkeypatch.delenv(KEY_ENV)
-    with open_store(store_url) as store, pytest.raises(EncryptionKeyProblem) as raised:
+    with open_store(store_url) as store, pytest.raises(EncryptionKeyError) as raised:
         arrow.table(store, ["retried"])
     assert KEY_ENV in str(raised.value)
 
@@ -263,7 +263,7 @@ def test_reading_a_sealed_log_opens_each_record_only_when_it_is_reached(
                    (sealed[:-1] + bytes([sealed[-1] ^ 1]),))
     with open_store(store_url) as store:
         assert next(store.read_raw("retried")).seq == 1
-        with pytest.raises(BadLog) as raised:
+        with pytest.raises(BadLogError) as raised:
             list(store.read_raw("retried"))
         assert raised.value.seq == 12
 
@@ -283,9 +283,9 @@ def test_a_sealed_record_among_plain_ones_is_refused_even_beside_an_empty_one(
         db.execute("UPDATE stored_events SET state = x'' WHERE originator_id = 'plain' "
                    "AND originator_version = 3")
     with open_store(store_url) as store:
-        with pytest.raises(EncryptionKeyProblem):
+        with pytest.raises(EncryptionKeyError):
             arrow.table(store, ["plain"])
-        with pytest.raises(EncryptionKeyProblem):
+        with pytest.raises(EncryptionKeyError):
             list(store.read_pages("plain"))
 
 

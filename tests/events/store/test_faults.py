@@ -9,7 +9,7 @@ import pytest
 from eventsourcing import persistence
 from psycopg_pool import PoolTimeout
 
-from baton import StoreFault, StoreUnavailable
+from baton import StoreFaultError, StoreUnavailableError
 from baton.events.store import faults
 
 
@@ -34,9 +34,9 @@ CASES = [
     ("sqlite full", sqlite3.OperationalError("database or disk is full"), False),
     ("sqlite damaged", sqlite3.DatabaseError("database disk image is malformed"), False),
     ("library's pool", persistence.ConnectionUnavailableError("timed out"), True),
-    ("server down at open", StoreUnavailable("cannot reach", passing=True), True),
-    ("wrong password", StoreUnavailable("refused user"), False),
-    ("locked at open", StoreFault("store x: database is locked", passing=True), True),
+    ("server down at open", StoreUnavailableError("cannot reach", passing=True), True),
+    ("wrong password", StoreUnavailableError("refused user"), False),
+    ("locked at open", StoreFaultError("store x: database is locked", passing=True), True),
     ("not a store", ValueError("not a store error at all"), False),
 ]
 

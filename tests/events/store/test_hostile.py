@@ -1,4 +1,4 @@
-"""Hostile bytes: whatever a log holds, reading it ends in its state or in a BadLog that
+"""Hostile bytes: whatever a log holds, reading it ends in its state or in a BadLogError that
 names the run and the seq, never another exception and never a state folded silently.
 
 A recorded run is stored with one of its records replaced by bytes of some kind
@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from baton import BadLog, EncryptionKeyProblem, open_store
+from baton import BadLogError, EncryptionKeyError, open_store
 from baton.cli import app
 from baton.events.schema import EVENT_TYPES, Decision, Envelope
 from baton.events.store import EventStore, snapshot
@@ -60,11 +60,11 @@ def stored(records: list[bytes], run_id: str = RUN) -> EventStore:
     return store
 
 
-def assert_refused(store: EventStore, seq: int | None = None) -> BadLog:
-    """Folding the run ends in a BadLog naming the run and a seq (`seq` itself when
+def assert_refused(store: EventStore, seq: int | None = None) -> BadLogError:
+    """Folding the run ends in a BadLogError naming the run and a seq (`seq` itself when
     given), and verifying it reports the log as not reproduced, there or before (an
     edited decision differs from its replay before the next decision's digest)."""
-    with pytest.raises(BadLog) as error:
+    with pytest.raises(BadLogError) as error:
         store.state(RUN)
     refused = error.value
     assert refused.run_id == RUN and refused.seq is not None, refused
@@ -72,7 +72,7 @@ def assert_refused(store: EventStore, seq: int | None = None) -> BadLog:
         assert refused.seq == seq, refused
     try:
         report = verify(store, RUN, None)
-    except BadLog as also:
+    except BadLogError as also:
         assert also.run_id == RUN and also.seq == refused.seq, also
     else:
         assert report.divergence is not None, "verify passed a hostile log"
@@ -159,7 +159,7 @@ def test_a_record_replaced_by_hostile_bytes_is_refused_at_its_place(
                 len(data) >= SEALED_AT_LEAST):
             # Bytes that read as a sealed record, with no key set: asking for the key
             # is the honest answer (exit 2), not a damaged log.
-            with pytest.raises(EncryptionKeyProblem, match="is encrypted: set"):
+            with pytest.raises(EncryptionKeyError, match="is encrypted: set"):
                 store.state(RUN)
             return
         assert_refused(store)
@@ -212,7 +212,7 @@ def test_a_snapshot_of_another_run_is_refused() -> None:
     with stored(RECORDS) as store:
         assert store.repository.snapshots is not None
         store.repository.snapshots.insert_events([StoredEvent(RUN, 6, snapshot.TOPIC, theirs)])
-        with pytest.raises(BadLog) as error:
+        with pytest.raises(BadLogError) as error:
             store.state(RUN)
         assert error.value.run_id == RUN and error.value.seq == 6
         assert "snapshot holds run 'other'" in str(error.value)
@@ -257,7 +257,7 @@ def test_a_run_whose_request_is_unreadable_is_listed_as_such(store_url: str) -> 
 
 @pytest.mark.unverifiable(RUN)
 def test_a_second_run_request_in_a_log_does_not_stall_the_listing(store_url: str) -> None:
-    """A RunRequested filed at a later seq is folded as the BadLog it is; listing the
+    """A RunRequested filed at a later seq is folded as the BadLogError it is; listing the
     store still ends (it once went round the same page for good), with the run once."""
     store = open_store(store_url)
     store.recorder.insert_events(
@@ -271,5 +271,5 @@ def test_a_second_run_request_in_a_log_does_not_stall_the_listing(store_url: str
     listing.join(timeout=10)
     assert not listing.is_alive(), "listing the store never ended"
     assert [info.run_id for info in listed] == [RUN]
-    with pytest.raises(BadLog, match="at seq 5"):
+    with pytest.raises(BadLogError, match="at seq 5"):
         store.state(RUN)

@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from baton import BadStoreURL, StoreUnavailable, open_store
+from baton import BadStoreURLError, StoreUnavailableError, open_store
 from tests.events.store.test_recorder import recorded_run
 
 
@@ -51,9 +51,9 @@ def test_open_store_without_a_url_takes_baton_store_as_run_does(
     ],
 )
 def test_a_store_url_baton_cannot_open_is_refused_clearly(url: str, message: str) -> None:
-    """Unknown schemes and incomplete URLs raise BadStoreURL saying what to write, and
+    """Unknown schemes and incomplete URLs raise BadStoreURLError saying what to write, and
     never show the password."""
-    with pytest.raises(BadStoreURL, match=message) as raised:
+    with pytest.raises(BadStoreURLError, match=message) as raised:
         open_store(url)
     assert "secret" not in str(raised.value)
 
@@ -66,7 +66,7 @@ def _with_password(url: str, password: str) -> str:
 
 def test_a_postgres_server_that_cannot_be_used_is_named(postgres_server: str) -> None:
     """An unreachable port, a wrong password and a missing database each raise one clear
-    StoreUnavailable naming host and port, the password masked."""
+    StoreUnavailableError naming host and port, the password masked."""
     parts = urlparse(postgres_server)
     where = f"{parts.hostname}:{parts.port}"
     with socket.socket() as unused:
@@ -81,7 +81,7 @@ def test_a_postgres_server_that_cannot_be_used_is_named(postgres_server: str) ->
          f"PostgreSQL at {where} has no database 'no_such_db'; create it"),
     ]
     for url, message in cases:
-        with pytest.raises(StoreUnavailable, match=message) as raised:
+        with pytest.raises(StoreUnavailableError, match=message) as raised:
             open_store(url)
         assert str(parts.password) not in str(raised.value)
         assert "wrong-secret" not in str(raised.value) and ":***@" in str(raised.value)

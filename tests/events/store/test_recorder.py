@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from baton import BadLog, ConcurrencyConflict, open_store
+from baton import BadLogError, ConcurrencyConflictError, open_store
 from baton.events.schema import Envelope
 from baton.events.store import EventStore
 from baton.testing import Scenario
@@ -51,10 +51,10 @@ class StoreContract(ABC):
         assert store.last_seq("no-such-run") == 0 and store.read("no-such-run") == []
 
     def test_a_conflicting_writer_gets_the_concurrency_error(self, store: EventStore) -> None:
-        """Appending at a stale expected seq raises ConcurrencyConflict and writes nothing."""
+        """Appending at a stale expected seq raises ConcurrencyConflictError and writes nothing."""
         log = recorded_run()
         store.append("run-1", log[:3], 0)
-        with pytest.raises(ConcurrencyConflict, match="expected the log to end at seq 2, "
+        with pytest.raises(ConcurrencyConflictError, match="expected the log to end at seq 2, "
                                                       "but it ends at seq 3"):
             store.append("run-1", log[2:6], 2)
         assert store.read("run-1") == log[:3]
@@ -73,9 +73,9 @@ class StoreContract(ABC):
     def test_an_append_out_of_sequence_is_refused(self, store: EventStore) -> None:
         """Events must continue the run's seq and belong to the run they are appended to."""
         log = recorded_run()
-        with pytest.raises(BadLog, match="expected run 'run-1' seq 1"):
+        with pytest.raises(BadLogError, match="expected run 'run-1' seq 1"):
             store.append("run-1", log[1:3], 0)
-        with pytest.raises(BadLog, match="expected run 'other' seq 1"):
+        with pytest.raises(BadLogError, match="expected run 'other' seq 1"):
             store.append("other", log[:1], 0)
 
     def test_runs_are_listed_newest_first(self, store: EventStore) -> None:
@@ -136,10 +136,10 @@ class StoreContract(ABC):
     def test_a_corrupt_record_is_reported_not_skipped(
         self, store: EventStore, record: bytes, message: str
     ) -> None:
-        """Reading past a bad record raises BadLog naming the run, the seq and the fault."""
+        """Reading past a bad record raises BadLogError naming the run, the seq and the fault."""
         store.append("run-1", recorded_run()[:3], 0)
         store.recorder.insert_events([StoredEvent("run-1", 4, "TimerFired", record)])
-        with pytest.raises(BadLog, match=r"run 'run-1' at seq 4: ") as raised:
+        with pytest.raises(BadLogError, match=r"run 'run-1' at seq 4: ") as raised:
             store.read("run-1")
         assert message in str(raised.value)
         assert raised.value.run_id == "run-1" and raised.value.seq == 4
@@ -151,7 +151,7 @@ class StoreContract(ABC):
         store.append("run-1", log[:3], 0)
         stored = StoredEvent("run-1", 5, log[4].type, store.mapper.codec.encode(log[4]))
         store.recorder.insert_events([stored])
-        with pytest.raises(BadLog, match="at seq 5: expected seq 4, found 5"):
+        with pytest.raises(BadLogError, match="at seq 5: expected seq 4, found 5"):
             store.read("run-1")
 
     def test_the_folded_state_matches_the_live_run(self, store: EventStore) -> None:
@@ -184,7 +184,7 @@ class StoreContract(ABC):
         wrong = store.state("run-1", until=4)
         wrong.digest = "f" * 32
         store.save_snapshot(wrong)
-        with pytest.raises(BadLog, match=r"at seq 5: .* edited or reordered"):
+        with pytest.raises(BadLogError, match=r"at seq 5: .* edited or reordered"):
             store.state("run-1")
 
 
@@ -206,7 +206,7 @@ class SharedStoreContract(StoreContract):
             a.append("run-1", log[:2], 0)
             b_seen = b.last_seq("run-1")
             a.append("run-1", log[2:4], 2)
-            with pytest.raises(ConcurrencyConflict):
+            with pytest.raises(ConcurrencyConflictError):
                 b.append("run-1", log[2:3], b_seen)
             assert b.read("run-1") == log[:4]
 
@@ -242,7 +242,8 @@ class TestSQLiteStore(SharedStoreContract):
                        (state.replace(b'"handler":"h"', b'"handler":"h" '),))
         with self.open() as store:
             store.read("run-1")  # every record is still well-formed
-            with pytest.raises(BadLog, match=r"at seq 5: ResultValidated .* edited or reordered"):
+            with pytest.raises(BadLogError,
+                               match=r"at seq 5: ResultValidated .* edited or reordered"):
                 store.state("run-1")
 
 
@@ -275,7 +276,7 @@ class TestPostgresStore(SharedStoreContract):
         with self.open() as store:
             recorder = store.recorder
             recorder.insert_events([StoredEvent("run-1", 1, "X", b"1")], expected_last_seq=0)
-            with pytest.raises(ConcurrencyConflict):
+            with pytest.raises(ConcurrencyConflictError):
                 recorder.insert_events([StoredEvent("run-1", 1, "X", b"2")],
                                        expected_last_seq=0)
             with pytest.raises(IntegrityError):  # no expected seq: the key itself refuses
@@ -341,7 +342,7 @@ class TestPostgresStore(SharedStoreContract):
                 assert writer.is_alive(), "the second writer did not wait for the first"
                 release()
                 writer.join(timeout=10)
-            assert len(errors) == 1 and isinstance(errors[0], ConcurrencyConflict)
+            assert len(errors) == 1 and isinstance(errors[0], ConcurrencyConflictError)
             assert [e.state for e in store.recorder.select_events("run-1")] == [b"1"]
 
 

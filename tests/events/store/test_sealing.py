@@ -12,7 +12,7 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from typer.testing import CliRunner
 
-from baton import BadLog, EncryptionKeyProblem, open_store
+from baton import BadLogError, EncryptionKeyError, open_store
 from baton.cli import app
 from baton.events.store import EventStore
 from baton.events.store.sealing import KEY_ENV, new_key
@@ -115,7 +115,7 @@ def test_a_key_that_is_not_one_is_refused_before_anything_is_read(
     monkeypatch.setenv(KEY_ENV, "hunter2")
     code, shown = cli(f"sqlite:///{tmp_path / 'baton.db'}", "runs")
     assert code == 2 and f"{KEY_ENV} is not a key baton can use" in shown
-    with pytest.raises(EncryptionKeyProblem):
+    with pytest.raises(EncryptionKeyError):
         open_store("memory://")
 
 
@@ -128,7 +128,7 @@ def test_an_empty_key_is_refused_never_taken_for_no_key(
     code, shown = cli(f"sqlite:///{tmp_path / 'baton.db'}", "runs")
     assert code == 2 and f"{KEY_ENV} is set but empty" in shown
     assert not (tmp_path / "baton.db").exists()
-    with pytest.raises(EncryptionKeyProblem):
+    with pytest.raises(EncryptionKeyError):
         open_store("memory://")
 
 
@@ -142,7 +142,7 @@ def test_a_sealed_record_edited_in_the_store_is_a_bad_log(tmp_path: Path, key: s
         damaged = bytearray(stored[2].state)
         damaged[-1] ^= 1
         _replace_record(store, StoredEvent(RUN, 3, stored[2].topic, bytes(damaged)))
-        with pytest.raises(BadLog, match=r"run 'sealed' at seq 3: encrypted record does not "
+        with pytest.raises(BadLogError, match=r"run 'sealed' at seq 3: encrypted record does not "
                                          r"authenticate"):
             store.read(RUN)
     code, shown = cli(url, "log", RUN)
@@ -178,7 +178,7 @@ def test_with_a_key_set_a_record_not_sealed_is_refused(tmp_path: Path, key: str)
         forged = b'{"run_id":"sealed","seq":9,"type":"CancelRequested","note":"x"}'
         store.recorder.insert_events([StoredEvent(RUN, len(secret_run().log) + 1,
                                                   "CancelRequested", forged)])
-        with pytest.raises(BadLog, match="is not encrypted, though BATON_ENCRYPTION_KEY is "
+        with pytest.raises(BadLogError, match="is not encrypted, though BATON_ENCRYPTION_KEY is "
                                          "set"):
             store.read(RUN)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import StoredEvent
 
-from baton import BadLog, open_store
+from baton import BadLogError, open_store
 from baton.events.record import TaskRecord
 from baton.events.state import RunState
 from baton.events.store import EventStore
@@ -61,11 +61,11 @@ def test_a_snapshot_of_another_place_or_shape_is_a_bad_log() -> None:
     for event, line in golden_records()[:5]:
         state.apply(event, line)  # type: ignore[arg-type]
     data = encode_state(state)
-    with pytest.raises(BadLog, match="run 'other' at seq 5: snapshot holds run 'golden'"):
+    with pytest.raises(BadLogError, match="run 'other' at seq 5: snapshot holds run 'golden'"):
         decode_state(data, run_id="other", seq=5)
-    with pytest.raises(BadLog, match="run 'golden' at seq 5: snapshot is malformed"):
+    with pytest.raises(BadLogError, match="run 'golden' at seq 5: snapshot is malformed"):
         decode_state(zlib.compress(b'{"run_id": "golden"}'), run_id="golden", seq=5)
-    with pytest.raises(BadLog, match="run 'golden' at seq 5: snapshot is malformed: not zlib"):
+    with pytest.raises(BadLogError, match="run 'golden' at seq 5: snapshot is malformed: not zlib"):
         decode_state(b'{"run_id": "golden"}', run_id="golden", seq=5)
 
 
@@ -92,7 +92,7 @@ def test_a_pickle_planted_in_the_snapshot_table_is_never_unpickled(
 ) -> None:
     """A pickle in the snapshot table, under the old pickle topic or the current one,
     runs nothing: the old one is passed over (the log is folded), the current one is a
-    BadLog."""
+    BadLogError."""
     url = (f"sqlite:///{tmp_path / 'baton.db'}" if kind == "sqlite"
            else request.getfixturevalue("postgres_url"))
     marker = tmp_path / "marker"
@@ -105,6 +105,6 @@ def test_a_pickle_planted_in_the_snapshot_table_is_never_unpickled(
         store.repository.snapshots.insert_events([older])
         assert store.state("run-1").status == "completed"
         store.repository.snapshots.insert_events([StoredEvent("run-1", 6, TOPIC, payload)])
-        with pytest.raises(BadLog, match="run 'run-1' at seq 6: snapshot is malformed"):
+        with pytest.raises(BadLogError, match="run 'run-1' at seq 6: snapshot is malformed"):
             store.state("run-1")
     assert not marker.exists()

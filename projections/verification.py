@@ -1,7 +1,7 @@
-"""Replay a recorded log: re-decide every stimulus and compare; the state at any seq.
+"""Verifying a recorded log: re-decide every stimulus and compare; the state at any seq.
 
 Invariant 7: folding a run's log and re-deciding each recorded stimulus reproduces every
-recorded decision, field for field; where it does not, `verify` names the first event
+recorded decision, field for field; where it does not, `verify_log` names the first event
 that diverges and shows both versions, with the rule that fired in each and the state
 digest they looked at. A log that is itself broken (a gap, a repeated seq, bytes that no
 longer hash to the digest a later decision recorded) is reported as such.
@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from baton.events.decider import turn
-from baton.events.errors import BadInput, BadLog, BadSpec, BatonError, PolicyError
+from baton.events.decider import decide_in_place
+from baton.events.errors import BadInputError, BadLogError, BadSpecError, BatonError, PolicyError
 from baton.events.model import NO_SCHEMAS, Schemas
 from baton.events.policy import Policy
 from baton.events.schema import (
@@ -139,7 +139,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
             item = next(items)
         except StopIteration:
             break
-        except BadLog as error:  # the store found a gap in what it holds
+        except BadLogError as error:  # the store found a gap in what it holds
             return count, Divergence(error.seq or count + 1, "gap", digest=state.digest,
                                      problem=error.detail)
         count += 1
@@ -160,7 +160,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
                 if isinstance(stimulus, RunRequested | RunForked) and policy_for is not None:
                     policy = policy_for(stimulus)
                 if policy is None:
-                    raise BadSpec("verify_log needs a policy, or policy_for")
+                    raise BadSpecError("verify_log needs a policy, or policy_for")
                 # The replayed decisions are folded as they are made; while they equal
                 # the recorded ones (checked below, by their bytes) that is the recorded
                 # state too. The list is reversed: the next one expected is at its end.
@@ -168,7 +168,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
                 continue
             if not pending:
                 if state.seq == 0:
-                    raise BadLog("the log does not open with a stimulus",
+                    raise BadLogError("the log does not open with a stimulus",
                                  run_id=getattr(event, "run_id", ""), seq=seq)
                 event = event or decode(item)  # type: ignore[arg-type]
                 return count, Divergence(seq, "missing", recorded=event, digest=state.digest)
@@ -176,7 +176,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
             if replayed == recorded or (recorded is None and expected == event):
                 continue
             event = event or decode(item)  # type: ignore[arg-type]
-        except BadLog as error:
+        except BadLogError as error:
             return count, Divergence(seq, "log", recorded=event, digest=state.digest,
                                      problem=error.detail)
         assert isinstance(event, Decision) and isinstance(expected, Decision)
@@ -202,7 +202,7 @@ def _decided(
 ) -> list[tuple[Envelope, bytes]]:
     """The decisions `policy` makes on `stimulus`, folded into `state`, last first."""
     try:
-        decided = turn(state, stimulus, policy, recorded, schemas)[1:]
+        decided = decide_in_place(state, stimulus, policy, recorded, schemas)[1:]
     except BatonError:
         raise
     except Exception as error:
@@ -251,7 +251,7 @@ class Verification:
                 "divergence": self.divergence.as_dict() if self.divergence else None}
 
 
-def verify(
+def verify_run(
     store: EventStore, run_id: str, policy_for: PolicyFor, *, until: int | None = None,
     schemas: Schemas = NO_SCHEMAS,
 ) -> Verification:
@@ -259,7 +259,7 @@ def verify(
     `policy_for` names for each stretch of it, and compare with what was recorded."""
     last = store.require_run(run_id)
     if until is not None and not 1 <= until <= last:
-        raise BadInput(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
+        raise BadInputError(f"run {run_id!r} has events 1 to {last}; --until {until} is not one")
     count, divergence = verify_log(store.read_raw(run_id, until=until), policy_for=policy_for,
                                    decode=store.decode, complete=until in (None, last),
                                    schemas=schemas)
@@ -272,5 +272,5 @@ def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState
     `seq`, so only the tail is folded."""
     last = store.require_run(run_id)
     if seq is not None and not 1 <= seq <= last:
-        raise BadInput(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
+        raise BadInputError(f"run {run_id!r} has events 1 to {last}; seq {seq} is not one of them")
     return store.state(run_id, until=seq)
