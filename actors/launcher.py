@@ -141,9 +141,10 @@ def run(
     """Run `spec` to its end on Ray and return how it ended.
 
     Everything wrong with the spec, the store URL or the run id raises before anything
-    is dispatched (BadSpecError; BadStoreURLError; BadInputError for a run id already taken; each a
-    BadInputError); an unreachable or too-small cluster raises
-    ClusterUnavailableError. `on_progress` is called with the run's RunProgress while it runs.
+    is dispatched (BadSpecError; BadStoreURLError; BadInputError for a run id already
+    taken; each a BadInputError); an unreachable or too-small cluster raises
+    ClusterUnavailableError. `on_progress` is called with the run's RunProgress while it
+    runs.
     With `detach`, the run is left to a detached coordinator (it outlives this process
     and waits for people's answers) and this returns at once with status `running`.
     A store that fails for a while (a server restarting) is waited for, for up to

@@ -4,6 +4,9 @@ Nothing here touches Ray, a clock, randomness or the disk; `events.store` (persi
 is kept apart and never imported from here.
 """
 
+import warnings
+from typing import Any
+
 from .decider import decide, decide_in_place
 from .errors import (
     BadInputError,
@@ -21,6 +24,7 @@ from .errors import (
     UnknownRunError,
 )
 from .model import (
+    NO_SCHEMAS,
     Assignment,
     Budget,
     Check,
@@ -28,6 +32,7 @@ from .model import (
     FromTask,
     HandlerInfo,
     Result,
+    Schemas,
     Task,
     Verdict,
     from_task,
@@ -35,6 +40,7 @@ from .model import (
 from .plan import plan_problems
 from .policy import Candidate, DefaultPolicy, PlanView, Policy, Recovery, RecoveryFacts, Routing
 from .record import TaskRecord
+from .schema import Envelope, Stimulus
 from .state import INITIAL_STATE, RunState, evolve, fold
 
 __all__ = [
@@ -79,8 +85,20 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> type[BatonError]:
-    """An error by the name it had before the Error suffix (deprecated)."""
+def __getattr__(name: str) -> Any:
+    """Names from before, each warning what to use: an error by its name before the
+    Error suffix, and `step`, now `decide_in_place`."""
+    if name == "step":
+        warnings.warn("baton.events.step is now decide_in_place, which returns the "
+                      "stimulus and the decisions, each with its bytes", DeprecationWarning,
+                      stacklevel=2)
+        return _step
     from .errors import former
 
     return former(name, __name__)
+
+
+def _step(state: RunState, stimulus: Stimulus, policy: Policy, recorded: bytes | None = None,
+          schemas: Schemas = NO_SCHEMAS) -> list[Envelope]:
+    return [event for event, _ in decide_in_place(state, stimulus, policy, recorded,
+                                                  schemas)[1:]]

@@ -171,12 +171,25 @@ FORMER_NAMES = {
 }
 
 
+# What the package and the core exported under those names (baton.events.errors had
+# them all): the former names resolve where they did, and nowhere else.
+EXPORTED_BEFORE = {
+    "baton": {"BadInput", "BadLog", "BadSpec", "BadStoreURL", "ClusterUnavailable",
+              "ConcurrencyConflict", "EncryptionKeyProblem", "StoreFault", "StoreUnavailable"},
+    "baton.events": {"BadInput", "BadLog", "BadSpec", "BadStoreURL", "ClusterUnavailable",
+                     "ConcurrencyConflict", "EncryptionKeyProblem", "StoreFault",
+                     "StoreUnavailable", "UnknownRun"},
+    __name__: set(FORMER_NAMES),
+}
+
+
 def former(name: str, module: str) -> type[BatonError]:
-    """The class an error was called before (code written against it keeps working, with
-    a DeprecationWarning naming the new name); AttributeError for any other name."""
-    error = FORMER_NAMES.get(name)
-    if error is None:
+    """The class an error of `module` was called before (code written against it keeps
+    working, with a DeprecationWarning naming the new name); AttributeError for any
+    other name."""
+    if name not in EXPORTED_BEFORE.get(module, ()):
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    error = FORMER_NAMES[name]
     warnings.warn(f"{module}.{name} is now {error.__name__}", DeprecationWarning,
                   stacklevel=3)
     return error

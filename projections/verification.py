@@ -169,7 +169,7 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
             if not pending:
                 if state.seq == 0:
                     raise BadLogError("the log does not open with a stimulus",
-                                 run_id=getattr(event, "run_id", ""), seq=seq)
+                                      run_id=getattr(event, "run_id", ""), seq=seq)
                 event = event or decode(item)  # type: ignore[arg-type]
                 return count, Divergence(seq, "missing", recorded=event, digest=state.digest)
             expected, replayed = pending.pop()

@@ -113,14 +113,16 @@ def keep_derived(store: EventStore, run_id: str, kept: list[tuple[int, int, byte
     as read before `derived`, its columns from seq 1, were made), so the next reader
     reads them instead of deriving them again: the projection brought up to date by a
     reader, as the runs index is. A piece with a line break in a text is left to be
-    derived, as the writer leaves it."""
+    derived, as the writer leaves it; a store that refuses the first write (a reader
+    who may not write) is not asked again for the rest."""
     seq, end = 1, derived.num_rows + 1
     for start, rows, _ in [*kept, (end, 0, b"")]:
         for first in range(seq, start, chunks.SIZE):
             piece = derived.slice(first - 1, min(chunks.SIZE, start - first))
             body = _csv(piece)
-            if body is not None:
-                store.columns.keep(run_id, first, chunks.framed(run_id, first, body))
+            if body is not None and not store.columns.keep(
+                    run_id, first, chunks.framed(run_id, first, body)):
+                return
         seq = max(seq, start + rows)
 
 

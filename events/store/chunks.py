@@ -20,11 +20,15 @@ the two derivations to the same answer on every kind of event.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventsourcing.persistence import AggregateRecorder, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+)
 
 from ..model import task_of
 from ..schema import ENDINGS, Envelope
@@ -87,13 +91,19 @@ class ColumnChunks:
         if lines is not None:  # else left for readers to derive
             self.keep(run_id, pending.first, lines)
 
-    def keep(self, run_id: str, first: int, lines: bytes) -> None:
-        """Keep a chunk (`encode`'s) of the run's events from seq `first`. One from this
-        seq may exist already (the same columns), or the database may refuse the write
-        for now (a reader may not write): either way readers derive what is not kept."""
+    def keep(self, run_id: str, first: int, lines: bytes) -> bool:
+        """Keep a chunk (`encode`'s) of the run's events from seq `first`; False when
+        the database refused it (a reader may not write, or not now). One from this seq
+        may exist already (the same columns). Either way readers derive what is not
+        kept."""
         stored = StoredEvent(run_id, first, TOPIC, self.sealer.seal(lines))
-        with suppress(PersistenceError):
+        try:
             self.recorder.insert_events([stored])
+        except IntegrityError:
+            return True  # kept already
+        except PersistenceError:
+            return False
+        return True
 
     def kept(self, run_id: str) -> list[tuple[int, int, bytes]]:
         """The run's kept chunks: (first seq, events, lines), in seq order, none

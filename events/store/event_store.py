@@ -21,12 +21,13 @@ from ..state import RunState
 from . import faults
 from .backend import Backend, CountingRecorder, PackingRecorder, log_page
 from .chunks import ColumnChunks
+from .codec import Codec
 from .heartbeats import Heartbeat
 from .index import RunInfo, RunsIndex
 from .mapper import Mapper, Recorded
 from .repository import Repository
 from .rows import LogRow, Packed
-from .sealing import MARKER
+from .sealing import MARKER, Sealer
 from .urls import masked_url
 
 PAGE = 10_000
@@ -75,6 +76,16 @@ class EventStore:
 
     def __repr__(self) -> str:
         return f"EventStore({masked_url(self.url)!r})"
+
+    @property
+    def sealer(self) -> Sealer:
+        """How records are sealed and opened: the mapper's."""
+        return self.mapper.sealer
+
+    @property
+    def codec(self) -> Codec:
+        """How events are encoded and decoded: the mapper's."""
+        return self.mapper.codec
 
     @property
     def shown_url(self) -> str:

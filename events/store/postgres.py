@@ -3,8 +3,8 @@ its pool), for a log shared by every node of a cluster and every person reading 
 
 ``postgresql://USER:PASSWORD@HOST:PORT/DB[?schema=NAME]``. Tables (and the schema, when
 one is named) are created on first use. A server that cannot be reached, a wrong
-password or a missing database is one clear BadStoreURLError or StoreUnavailableError, with the
-password masked, before anything is read or written.
+password or a missing database is one clear BadStoreURLError or StoreUnavailableError,
+with the password masked, before anything is read or written.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ class PostgresRunRecorder(PostgresApplicationRecorder):
     issued by then is settled, and the reader reads no further than the last of them.
     Gaps below that position are ids of rolled-back inserts, never filled in later.
     And a batch takes its notification ids all at once, under a lock held for no longer
-    than that, so one append's ids are consecutive, never shared with another's: a
-    reader of the store-wide order sees each append whole and in one piece.
+    than that (a subtransaction's, so nothing can leave it held), so one append's ids
+    are consecutive, never shared with another's: a reader of the store-wide order sees
+    each append whole and in one piece.
 
     The locks, the check, the NOTIFY and the insert are one server-side function, so an
     append costs one statement and its commit, whatever the size of the batch."""
@@ -193,17 +194,18 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'BT409', MESSAGE = last::text;
         END IF;
     END IF;
-    -- The batch's notification ids, taken at once so no other batch's fall among them.
-    -- The lock is the session's, released at once, not held to the commit; so that no
-    -- error can leave it held, nothing that can fail runs under it but the sequence.
-    PERFORM pg_advisory_lock({reserve}, 0);
+    -- The batch's notification ids, taken together so no other batch's fall among
+    -- them, under a lock taken in a block that is then rolled back on purpose: that
+    -- releases the lock at once, not at the commit, and so does whatever else ends the
+    -- block (a cancel, a timeout). Neither the sequence nor `taken` is rolled back.
     BEGIN
-        taken := setval(counter, nextval(counter) + cardinality(events) - 1);
-    EXCEPTION WHEN OTHERS OR query_canceled THEN
-        PERFORM pg_advisory_unlock({reserve}, 0);
-        RAISE;
+        PERFORM pg_advisory_xact_lock({reserve}, 0);
+        SELECT max(id) INTO taken FROM (SELECT nextval(counter) AS id
+                                        FROM generate_series(1, cardinality(events))) AS n;
+        RAISE EXCEPTION USING ERRCODE = 'BT000';
+    EXCEPTION WHEN SQLSTATE 'BT000' THEN
+        NULL;
     END;
-    PERFORM pg_advisory_unlock({reserve}, 0);
     PERFORM pg_notify({channel}, '');
     RETURN QUERY INSERT INTO {schema}.{table}
             (notification_id, originator_id, originator_version, topic, state)

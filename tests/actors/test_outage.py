@@ -114,7 +114,7 @@ def test_an_outage_longer_than_the_patience_ends_in_a_store_fault() -> None:
     with open_store("memory://") as store:
         failing(store, [sqlite_error("database is locked")] * 1000, commit=False)
         with pytest.raises(StoreFaultError, match=r"unreachable for 0s, the run's patience "
-                                             r"\(database is locked\)"):
+                                                  r"\(database is locked\)"):
             patience([], patience_s=0.0).append(store, first, 0)
         assert store.last_seq(RUN) == 0
 

@@ -33,3 +33,24 @@ def test_a_former_name_still_catches_what_its_error_raises(module: object) -> No
 def test_a_name_that_never_was_is_still_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="has no attribute 'BadThing'"):
         baton.BadThing  # type: ignore[attr-defined]  # noqa: B018
+
+
+def test_a_former_name_resolves_only_where_it_was_exported() -> None:
+    with pytest.raises(AttributeError, match="has no attribute 'UnknownRun'"):
+        baton.UnknownRun  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.warns(DeprecationWarning, match="baton.events.UnknownRun is now"):
+        assert baton.events.UnknownRun is errors.UnknownRunError  # type: ignore[attr-defined]
+
+
+def test_step_still_returns_the_decisions_decide_in_place_makes() -> None:
+    from baton.events.decider import decide_in_place
+    from baton.events.schema import RunRequested
+    from baton.events.state import RunState
+    from tests.fixtures.specs import counting, handlers
+
+    request = RunRequested(run_id="r", seq=1, tasks=(counting("a"),), handlers=handlers("h"))
+    with pytest.warns(DeprecationWarning, match="step is now decide_in_place"):
+        step = baton.events.step  # type: ignore[attr-defined]
+    decisions = step(RunState(), request, baton.DefaultPolicy())
+    made = decide_in_place(RunState(), request, baton.DefaultPolicy())
+    assert decisions == [event for event, _ in made[1:]] and decisions

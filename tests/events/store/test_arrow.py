@@ -326,3 +326,22 @@ def test_a_reader_keeps_the_columns_no_writer_kept_once_a_run_has_ended(
             for run_id in ended_ids:
                 assert arrow.columns(store, run_id).equals(first_read[run_id])
         assert arrow.table(store, run_ids).equals(expected)
+
+
+def test_a_reader_that_may_not_write_reads_the_same_and_asks_once(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader whose store refuses the chunks it would keep (it may only read) reads
+    the same columns, and does not ask again for each piece."""
+    monkeypatch.setattr(chunks, "SIZE", 3)
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0, keep_columns=False)
+        expected = _derived_from_the_log(store, ["retried"]).drop_columns(["data"])
+        asked: list[int] = []
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            asked.append(1)
+            raise persistence.OperationalError("attempt to write a readonly database")
+
+        store.columns.recorder.insert_events = refuse  # type: ignore[method-assign]
+        assert arrow.columns(store, "retried").equals(expected)
+        assert asked == [1] and store.column_chunks("retried") == []

@@ -17,8 +17,8 @@ from tests.events.store.test_recorder import recorded_run
 
 
 def test_the_default_store_is_a_sqlite_file_under_dot_baton(tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
     """open_store() with no URL creates .baton/baton.db in the working directory."""
     monkeypatch.chdir(tmp_path)
     with open_store() as store:

@@ -54,8 +54,8 @@ class StoreContract(ABC):
         """Appending at a stale expected seq raises ConcurrencyConflictError and writes nothing."""
         log = recorded_run()
         store.append("run-1", log[:3], 0)
-        with pytest.raises(ConcurrencyConflictError, match="expected the log to end at seq 2, "
-                                                      "but it ends at seq 3"):
+        with pytest.raises(ConcurrencyConflictError,
+                           match="expected the log to end at seq 2, but it ends at seq 3"):
             store.append("run-1", log[2:6], 2)
         assert store.read("run-1") == log[:3]
 
@@ -292,7 +292,7 @@ class TestPostgresStore(SharedStoreContract):
                                              expected_last_seq=0)
             notes = recorder.select_notifications(0, 10)
             assert [(n.originator_id, n.state) for n in notes] == [("run-1", b"1"),
-                                                                  ("run-2", b"4")]
+                                                                   ("run-2", b"4")]
 
     @pytest.mark.unverifiable("slow", "quick")  # bytes that are not events, on purpose
     @pytest.mark.parametrize("read", [

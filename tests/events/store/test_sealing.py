@@ -142,8 +142,8 @@ def test_a_sealed_record_edited_in_the_store_is_a_bad_log(tmp_path: Path, key: s
         damaged = bytearray(stored[2].state)
         damaged[-1] ^= 1
         _replace_record(store, StoredEvent(RUN, 3, stored[2].topic, bytes(damaged)))
-        with pytest.raises(BadLogError, match=r"run 'sealed' at seq 3: encrypted record does not "
-                                         r"authenticate"):
+        with pytest.raises(BadLogError, match=r"run 'sealed' at seq 3: encrypted record does "
+                                              r"not authenticate"):
             store.read(RUN)
     code, shown = cli(url, "log", RUN)
     assert code == 1 and "seq 3" in shown
@@ -178,8 +178,8 @@ def test_with_a_key_set_a_record_not_sealed_is_refused(tmp_path: Path, key: str)
         forged = b'{"run_id":"sealed","seq":9,"type":"CancelRequested","note":"x"}'
         store.recorder.insert_events([StoredEvent(RUN, len(secret_run().log) + 1,
                                                   "CancelRequested", forged)])
-        with pytest.raises(BadLogError, match="is not encrypted, though BATON_ENCRYPTION_KEY is "
-                                         "set"):
+        with pytest.raises(BadLogError, match="is not encrypted, though BATON_ENCRYPTION_KEY "
+                                              "is set"):
             store.read(RUN)
 
 
