@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/recovery.py
 	.ci/postgres run $(BIN)/python benchmarks/many_runs.py
 	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/async_handlers.py
 
 DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
 

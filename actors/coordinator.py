@@ -71,6 +71,7 @@ class Coordinator:
         detached: bool = False,
         sealing_key: str | None = None,
         store_patience_s: float = STORE_PATIENCE_S,
+        concurrency: dict[str, int] | None = None,
     ):
         self.run_id = run_id
         # For the tasks that reach it without their class (read back from the log, after
@@ -81,7 +82,7 @@ class Coordinator:
         sealer = Sealer(sealing_key) if sealing_key else None
         self.store = self.patience.call(lambda: open_store(store_url, sealer=sealer), 0)
         self.policy = policy
-        self.pool = Pool.named(workers)
+        self.pool = Pool.named(workers, concurrency)
         self.state = self.patience.call(lambda: self.store.state(run_id), 0)
         self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
@@ -244,14 +245,18 @@ class Coordinator:
             return []
         running = self.sender.running()
         late = self.deadlines.overdue.union(expired)
-        stuck = {replica: next(aid for aid in call.ids if aid in late)
-                 for replica, (call, ref) in running.items()
-                 if late.intersection(call.ids) and not ray.wait([ref], timeout=0)[0]}
+        stuck: dict[Replica, str] = {}
+        for busy, calls in running.items():
+            for call, ref in calls:
+                if late.intersection(call.ids) and not ray.wait([ref], timeout=0)[0]:
+                    stuck[busy] = next(aid for aid in call.ids if aid in late)
+                    break
         fired = [stuck_worker(self.run_id, aid, replica) for replica, aid in stuck.items()]
         held_up = self.pool.stuck.union(stuck, self.pool.down)
         for assignment_id in expired:
             replica = self.sender.replica_of(assignment_id)
-            if replica in stuck and assignment_id not in running[replica][0].ids:
+            if replica in stuck and not any(assignment_id in call.ids
+                                            for call, _ in running[replica]):
                 continue  # queued behind the stuck call: re-sent when it is replaced
             if replica is None and self._waiting_its_turn(held_up, assignment_id):
                 continue

@@ -2,12 +2,16 @@
 
 A handler is hosted in worker actors (its `replicas`), with the Ray resources it asks
 for. It receives one `Assignment` and returns an output (a pydantic model or a JSON
-value) or raises. The coordinator knows it only as a `HandlerInfo`: a name, the
-capabilities it offers, and how many assignments it can hold at once.
+value) or raises. An `async def` handler (a function, or a class whose `__call__` is
+one) runs on an async worker, which may run `concurrency` of its assignments at once:
+work that waits (a model's reply, a download) overlaps. The coordinator knows a handler
+only as a `HandlerInfo`: a name, the capabilities it offers, and how many assignments it
+can hold at once.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
@@ -29,10 +33,16 @@ class Handler:
     num_cpus: float = 1.0
     resources: dict[str, float] = field(default_factory=dict)
     queue_depth: int = DEFAULT_QUEUE_DEPTH
+    concurrency: int = 1  # assignments a replica runs at once (more than one: async only)
 
     @property
     def is_class(self) -> bool:
         return isinstance(self.target, type)
+
+    @property
+    def is_async(self) -> bool:
+        """Is it an `async def` (a class: its `__call__`)? Then an async worker hosts it."""
+        return is_async(self.target)
 
     def info(self) -> HandlerInfo:
         """What the coordinator records about this handler."""
@@ -64,7 +74,8 @@ def handler(
     replicas: int = 1,
     num_cpus: float = 1.0,
     resources: dict[str, float] | None = None,
-    queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    queue_depth: int | None = None,
+    concurrency: int = 1,
     name: str | None = None,
 ) -> Callable[[F], Handler]: ...
 
@@ -76,16 +87,22 @@ def handler(
     replicas: int = 1,
     num_cpus: float = 1.0,
     resources: dict[str, float] | None = None,
-    queue_depth: int = DEFAULT_QUEUE_DEPTH,
+    queue_depth: int | None = None,
+    concurrency: int = 1,
     name: str | None = None,
 ) -> Any:
     """Declare a handler. Use bare (`@handler`: its capability is its name) or with
     options: ``@handler(capabilities=["analyze"], replicas=4, num_cpus=0.5)``.
 
     `queue_depth` is how many assignments each replica may hold at once: running, sent
-    to it in a batch, or dispatched and waiting to be sent. Deep enough, a fast handler's
-    replica never idles and gets its work in batches; lower it for slow handlers that
-    share a capability, so work is routed when a replica is free, not long before."""
+    to it in a batch, or dispatched and waiting to be sent (default 16, and never fewer
+    than `concurrency`). Deep enough, a fast handler's replica never idles and gets its
+    work in batches; lower it for slow handlers that share a capability, so work is
+    routed when a replica is free, not long before.
+
+    `concurrency` is how many assignments each replica runs at once. Above 1 the handler
+    must be an `async def`: its waits overlap on one event loop (a sync handler runs one
+    at a time; give it more replicas instead)."""
 
     def wrap(obj: Any) -> Handler:
         if not callable(obj):
@@ -98,7 +115,19 @@ def handler(
             raise BadSpecError(f"handler {own_name!r}: capabilities must be non-empty strings")
         if replicas < 1:
             raise BadSpecError(f"handler {own_name!r}: replicas must be at least 1, not {replicas}")
-        if queue_depth < 1:
+        if concurrency < 1:
+            raise BadSpecError(f"handler {own_name!r}: concurrency must be at least 1, "
+                               f"not {concurrency}")
+        if concurrency > 1 and not is_async(obj):
+            raise BadSpecError(
+                f"handler {own_name!r}: concurrency={concurrency} needs an async def "
+                "handler (its waits overlap on one event loop); a sync handler runs one "
+                "assignment at a time: give it more replicas instead")
+        depth = max(DEFAULT_QUEUE_DEPTH, concurrency) if queue_depth is None else queue_depth
+        if depth < concurrency:
+            raise BadSpecError(f"handler {own_name!r}: queue_depth ({depth}) must be at "
+                               f"least its concurrency ({concurrency})")
+        if depth < 1:
             raise BadSpecError(f"handler {own_name!r}: queue_depth must be at least 1")
         if num_cpus < 0:
             raise BadSpecError(f"handler {own_name!r}: num_cpus cannot be negative")
@@ -109,9 +138,16 @@ def handler(
             replicas=replicas,
             num_cpus=num_cpus,
             resources=dict(resources or {}),
-            queue_depth=queue_depth,
+            queue_depth=depth,
+            concurrency=concurrency,
         )
 
     if target is not None:
         return wrap(target)
     return wrap
+
+
+def is_async(target: Any) -> bool:
+    """Is `target` (a function, or a class whose instances are called) an `async def`?"""
+    call = target.__call__ if isinstance(target, type) else target
+    return inspect.iscoroutinefunction(call)

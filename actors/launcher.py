@@ -41,7 +41,7 @@ from .cluster import (
 )
 from .coordinator import Coordinator
 from .outage import STORE_PATIENCE_S
-from .pool import NAMESPACE, worker_name
+from .pool import NAMESPACE, window, worker_name
 from .progress import RunProgress, RunResult
 from .spec import (
     Spec,
@@ -54,7 +54,7 @@ from .spec import (
     schema_identities,
     schemas_of,
 )
-from .worker import DEFAULT_MAX_OUTPUT_BYTES, Worker
+from .worker import DEFAULT_MAX_OUTPUT_BYTES, AsyncWorker, Worker
 
 WORKERS_READY_TIMEOUT_S = 120.0
 STOP_WAIT_S = 10.0  # for an interrupted run's coordinator to finish its turn
@@ -74,6 +74,7 @@ def _start_workers(
     However this ends other than with the workers up (a handler that cannot start,
     Ctrl-C while the run is queued), what was started and reserved is let go."""
     remote_worker: Any = ray.remote(Worker)
+    remote_async_worker: Any = ray.remote(AsyncWorker)
     launch = secrets.token_hex(3)
     names: dict[str, list[str]] = {}
     everyone: list[ActorHandle[Any]] = []
@@ -88,7 +89,11 @@ def _start_workers(
             # Ray restarts a dead worker in place (the pool keeps its size and its
             # handles); calls it held fail, and the coordinator records them as
             # worker_lost.
-            options: dict[str, Any] = {"num_cpus": h.num_cpus, "max_concurrency": 1,
+            # An async worker holds a call per assignment it may run at once, one more
+            # queued behind them, and a probe.
+            options: dict[str, Any] = {"num_cpus": h.num_cpus,
+                                       "max_concurrency": window(h.concurrency) + 1
+                                       if h.is_async else 1,
                                        "max_restarts": -1, "max_task_retries": 0}
             if h.resources:
                 options["resources"] = h.resources
@@ -96,8 +101,9 @@ def _start_workers(
                 options["lifetime"] = "detached"
             names[h.name] = [worker_name(run_id, launch, h.name, i)
                              for i in range(h.replicas)]
+            hosting = remote_async_worker if h.is_async else remote_worker
             everyone += [
-                remote_worker.options(**options,
+                hosting.options(**options,
                                       **reservation.placed(group, spec.handlers, h, replica),
                                       name=name, namespace=NAMESPACE).remote(
                     h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
@@ -249,7 +255,7 @@ def _launch(
     # environment would be. Workers never see the store, nor the key.
     coordinator = remote_coordinator.options(**options).remote(
         run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV),
-        store_patience_s)
+        store_patience_s, {h.name: h.concurrency for h in spec.handlers})
     actors = [coordinator, *handles]
     if detach:
         try:

@@ -1,7 +1,9 @@
 """The worker replicas of each handler, as the coordinator sees them.
 
 The decider chooses a handler; the pool chooses which of its replicas takes the next
-call: one with room (fewer than WINDOW calls out), the one with the fewest, never one
+call: one with room (fewer than its window of calls out: one running and one queued
+behind it, or for an async handler one for each assignment it may run at once and one
+queued behind them), the one with the fewest, never one
 known to be down (a call to it failed; Ray is restarting it) or stuck (still running an
 attempt that timed out). A down replica is probed until it answers again.
 
@@ -28,9 +30,14 @@ from ray.exceptions import RayError
 Replica = tuple[str, int]  # (handler name, index)
 PROBE_EVERY_S = 0.5
 NAMESPACE = "baton"  # Ray namespace of every coordinator and worker actor
-WINDOW = 2  # calls out to one replica at once: one running, the next queued behind it
 BATCH_BUDGET_S = 0.02  # how long a call's batch should take its worker, at most
 BATCH_MAX = 256  # assignments in one call, at most
+
+
+def window(concurrency: int) -> int:
+    """Calls out to one replica at once: as many running as it runs at once, and the
+    next queued behind them."""
+    return concurrency + 1
 
 
 def worker_name(run_id: str, launch: str, handler: str, index: int) -> str:
@@ -42,8 +49,11 @@ def worker_name(run_id: str, launch: str, handler: str, index: int) -> str:
 class Pool:
     """Replica bookkeeping for every handler of a run."""
 
-    def __init__(self, workers: dict[str, Sequence[ActorHandle[Any]]]):
+    def __init__(self, workers: dict[str, Sequence[ActorHandle[Any]]],
+                 concurrency: dict[str, int] | None = None):
         self.workers = {name: list(handles) for name, handles in workers.items()}
+        # How many calls each handler's replicas run at once (async handlers: several).
+        self.concurrency = {name: (concurrency or {}).get(name, 1) for name in workers}
         self.held: dict[Replica, int] = {  # calls out
             (name, i): 0 for name, handles in self.workers.items() for i in range(len(handles))
         }
@@ -55,17 +65,19 @@ class Pool:
         self.seconds_each: dict[str, float] = {}  # by handler, averaged over recent calls
 
     @classmethod
-    def named(cls, workers: dict[str, Sequence[str]]) -> Pool:
+    def named(cls, workers: dict[str, Sequence[str]],
+              concurrency: dict[str, int] | None = None) -> Pool:
         """The pool of the worker actors with these names, by handler."""
         return cls({handler: [ray.get_actor(name, namespace=NAMESPACE) for name in names]
-                    for handler, names in workers.items()})
+                    for handler, names in workers.items()}, concurrency)
 
     def choose(self, handler: str, idle: bool = False) -> tuple[Replica | None, int]:
         """The replica of `handler` to send the next call to, or None while none has room
         (with `idle`: while none has no call out); and how many could take a call and
         have none out."""
+        calls = window(self.concurrency[handler])
         room = [replica for replica in ((handler, i) for i in range(len(self.workers[handler])))
-                if self.held[replica] < WINDOW and replica not in self.down
+                if self.held[replica] < calls and replica not in self.down
                 and replica not in self.stuck and replica not in self.alone]
         idle_ones = [replica for replica in room if not self.held[replica]]
         free = idle_ones if idle else room

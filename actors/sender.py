@@ -117,12 +117,15 @@ class Sender:
         return next((call.replica for call in self.pending.values()
                      if assignment_id in call.ids), None)
 
-    def running(self) -> dict[Replica, tuple[Call, Any]]:
-        """The call each busy replica is running: its oldest still out (a worker takes
-        one call at a time, in the order they were sent), with its ref."""
-        running: dict[Replica, tuple[Call, Any]] = {}
+    def running(self) -> dict[Replica, list[tuple[Call, Any]]]:
+        """The calls each busy replica is running, with their refs: its oldest still out,
+        as many as it runs at once (one; an async handler's, its concurrency). A worker
+        takes calls in the order they were sent."""
+        running: dict[Replica, list[tuple[Call, Any]]] = {}
         for ref, call in self.pending.items():
-            running.setdefault(call.replica, (call, ref))
+            calls = running.setdefault(call.replica, [])
+            if len(calls) < self.pool.concurrency[call.replica[0]]:
+                calls.append((call, ref))
         return running
 
     def carries(self, in_flight: Collection[str]) -> bool:

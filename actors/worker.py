@@ -1,5 +1,6 @@
 """The worker: runs one handler on each assignment of a call, in turn, and reports what
-happened to each.
+happened to each. An async worker (`AsyncWorker`, for an `async def` handler) runs up
+to the handler's `concurrency` of its assignments at once, across the calls it holds.
 
 A worker sees only the `Assignment`s it is given. It never retries and never swallows
 an error: an exception becomes a `Failure` carrying its type, message and traceback
@@ -12,6 +13,7 @@ again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -85,13 +87,17 @@ class Worker:
         try:
             value = self.call(assignment)
         except (Exception, SystemExit, KeyboardInterrupt) as error:
-            failure = Failure(assignment_id=assignment.id, kind="error",
-                              error_type=type(error).__qualname__, message=str(error),
-                              traceback=traceback.format_exc(),
-                              execution=self._execution(started))
-            return failure, len(failure.message) + len(failure.traceback)
+            return self._raised(assignment, error, started)
         return to_outcome(assignment.id, value, self.max_output_bytes,
                           self._execution(started))
+
+    def _raised(self, assignment: Assignment, error: BaseException,
+                started: float) -> tuple[Failure, int]:
+        failure = Failure(assignment_id=assignment.id, kind="error",
+                          error_type=type(error).__qualname__, message=str(error),
+                          traceback=traceback.format_exc(),
+                          execution=self._execution(started))
+        return failure, len(failure.message) + len(failure.traceback)
 
     def _execution(self, started: float) -> Execution:
         return Execution(node=self.node, pid=self.process_id, replica=self.replica,
@@ -101,3 +107,48 @@ class Worker:
         """The process this worker runs in."""
         return self.process_id
 
+
+
+class AsyncWorker(Worker):
+    """Hosts an `async def` handler in an async Ray actor: the calls it holds run at
+    once, and their assignments with them, up to the handler's `concurrency` running at
+    any moment (the rest wait their turn, in the order they came)."""
+
+    def __init__(self, handler: Handler, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+                 replica: int = 0, return_budget_bytes: int = RETURN_BUDGET_BYTES):
+        super().__init__(handler, max_output_bytes, replica, return_budget_bytes)
+        self.slots: asyncio.Semaphore | None = None  # made on the actor's event loop
+
+    async def run(self, assignments: list[Assignment]) -> list[Result | Failure]:  # type: ignore[override]
+        """As `Worker.run`, the assignments running at once. Each starts in its turn
+        (the semaphore wakes them in order), so once the call's outputs come to the
+        return budget, what has not started is left to be sent again, and the outcomes
+        are still those of the first assignments."""
+        if self.slots is None:
+            self.slots = asyncio.Semaphore(self.handler.concurrency)
+        carried = [0]
+        ran = await asyncio.gather(*(self._run_async(a, carried) for a in assignments))
+        outcomes = []
+        for outcome in ran:
+            if outcome is None:
+                break
+            outcomes.append(outcome)
+        return outcomes
+
+    async def _run_async(self, assignment: Assignment,
+                         carried: list[int]) -> Result | Failure | None:
+        assert self.slots is not None
+        async with self.slots:
+            if carried[0] >= self.return_budget_bytes:
+                return None
+            started = time.time()
+            outcome: Result | Failure
+            try:
+                value = await self.call(assignment)
+            except (Exception, SystemExit, KeyboardInterrupt) as error:
+                outcome, size = self._raised(assignment, error, started)
+            else:
+                outcome, size = to_outcome(assignment.id, value, self.max_output_bytes,
+                                           self._execution(started))
+            carried[0] += size
+            return outcome

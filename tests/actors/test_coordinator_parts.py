@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from baton.actors.deadlines import Deadlines
-from baton.actors.pool import WINDOW, Pool
+from baton.actors.pool import Pool, window
 from baton.actors.runstats import RunStats
 from baton.actors.sender import Sender
 from baton.actors.spec import ImportedSchemas
@@ -72,7 +72,7 @@ def test_work_goes_in_batches_and_timed_work_and_retries_alone() -> None:
         out.queue(a)
     timed: list[str] = []
     out.send_waiting({a.id for a in work}, lambda a: timed.append(a.id))
-    assert WINDOW == 2  # then the replica's window is full: the retry and c wait
+    assert window(1) == 2  # then the replica's window is full: the retry and c wait
     assert sent == [("h0", ["a#1", "b#1"]), ("h0", ["t#1"])]
     assert timed == ["t#1"] and out.calls == 2
     assert out.carries({"r#2"}) and not out.carries({"x#1"})
@@ -97,7 +97,7 @@ def test_idle_replicas_share_what_waits_and_a_dropped_replica_gives_its_work_bac
     out.send_waiting({a.id for a in work}, lambda a: None)
     assert sorted(sent) == [("h0", ["a#1", "b#1"]), ("h1", ["c#1", "d#1"])]
     replica = out.replica_of("c#1")
-    assert replica is not None and out.running()[replica][0].ids == ("c#1", "d#1")
+    assert replica is not None and out.running()[replica][0][0].ids == ("c#1", "d#1")
     assert out.dropped(replica) == ["c#1", "d#1"] and out.replica_of("c#1") is None
     out.queue(assignment("e"))
     out.queue_first("h", [work[2], work[3]])

@@ -1,15 +1,18 @@
-"""The worker on its own (no Ray): what a handler raises ends its own assignment, and a
-call's outcomes stop at the return budget."""
+"""The worker on its own (no Ray): what a handler raises ends its own assignment, a
+call's outcomes stop at the return budget, and an async worker runs its handler's
+concurrency at once."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 import baton
 from baton import Assignment
-from baton.actors.worker import Worker
+from baton.actors.worker import AsyncWorker, Worker
+from baton.events.errors import BadSpecError
 from baton.events.model import Failure, Result
 
 
@@ -50,3 +53,67 @@ def test_a_call_stops_once_its_outputs_fill_the_return_budget() -> None:
     outcomes = Worker(big, return_budget_bytes=1000).run(assignments(5))
     assert [o.assignment_id for o in outcomes] == ["t0#1", "t1#1"]
     assert Worker(big).run(assignments(5))[-1].assignment_id == "t4#1"
+
+
+def test_an_async_worker_runs_its_concurrency_at_once_and_answers_in_order() -> None:
+    """Six assignments of an async handler with concurrency 3 on one event loop: never
+    more than three running at once, the outcomes in the order given, what one raises
+    its own failure, and a coroutine never mistaken for an output."""
+    running, most = 0, 0
+
+    @baton.handler(capabilities=["x"], concurrency=3)
+    async def waits(assignment: Assignment) -> dict[str, int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        if assignment.inputs["i"] == 4:
+            raise ValueError("four")
+        return {"i": assignment.inputs["i"]}
+
+    outcomes = asyncio.run(AsyncWorker(waits).run(assignments(6)))
+    assert [o.assignment_id for o in outcomes] == [f"t{i}#1" for i in range(6)]
+    assert isinstance(outcomes[4], Failure) and outcomes[4].error_type == "ValueError"
+    assert [o.output for o in outcomes if isinstance(o, Result)] == [
+        {"i": i} for i in (0, 1, 2, 3, 5)]
+    assert most == 3
+
+
+def test_an_async_call_stops_at_the_return_budget_with_a_prefix_of_its_outcomes() -> None:
+    """What has not started once the outputs fill the budget is left to be sent again;
+    what is returned is still the first assignments' outcomes."""
+
+    @baton.handler(capabilities=["x"], concurrency=2)
+    async def big(assignment: Assignment) -> dict[str, str]:
+        await asyncio.sleep(0.001 * assignment.inputs["i"])
+        return {"pad": "x" * 590}
+
+    outcomes = asyncio.run(AsyncWorker(big, return_budget_bytes=1000).run(assignments(6)))
+    ids = [o.assignment_id for o in outcomes]
+    assert ids == [f"t{i}#1" for i in range(len(ids))] and 2 <= len(ids) < 6
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"concurrency": 4}, "concurrency=4 needs an async def handler"),
+    ({"concurrency": 0}, "concurrency must be at least 1"),
+])
+def test_concurrency_is_for_async_handlers(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(BadSpecError, match=message):
+        baton.handler(capabilities=["x"], **options)(lambda assignment: {})
+
+
+def test_an_async_handlers_queue_holds_at_least_what_it_runs_at_once() -> None:
+    async def waits(assignment: Assignment) -> dict[str, int]:
+        return {}
+
+    class Waits:
+        async def __call__(self, assignment: Assignment) -> dict[str, int]:
+            return {}
+
+    assert baton.handler(concurrency=32)(waits).queue_depth == 32
+    assert baton.handler(concurrency=4)(waits).queue_depth == 16
+    assert baton.handler(Waits).is_async and not baton.handler(lambda a: {}, name="s").is_async
+    with pytest.raises(BadSpecError, match=r"queue_depth \(2\) must be at least its "
+                                           r"concurrency \(4\)"):
+        baton.handler(concurrency=4, queue_depth=2)(waits)
