@@ -13,7 +13,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	@# An older checkout installed the distribution as `baton`; it would shadow this one.
 	$(BIN)/pip uninstall --quiet --yes baton 2>/dev/null || true
-	$(BIN)/pip install --quiet -e '.[dev,cluster]'
+	$(BIN)/pip install --quiet -e '.[dev,cluster,agents]'
 	touch $(STAMP)
 
 # The tests get a throwaway PostgreSQL server (installed from Debian's packages when

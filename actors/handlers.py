@@ -148,6 +148,9 @@ def handler(
 
 
 def is_async(target: Any) -> bool:
-    """Is `target` (a function, or a class whose instances are called) an `async def`?"""
-    call = target.__call__ if isinstance(target, type) else target
-    return inspect.iscoroutinefunction(call)
+    """Is `target` (a function, a class whose instances are called, or such an instance)
+    an `async def`?"""
+    if isinstance(target, type):
+        return inspect.iscoroutinefunction(target.__call__)
+    return inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
+        type(target).__call__)

@@ -34,6 +34,7 @@ from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import KEY_ENV
 
 from . import reservation, worker
+from .agents import prepared
 from .cluster import (
     check_capacity,
     coordinator_alive,
@@ -143,6 +144,7 @@ def run(
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     store_patience_s: float = STORE_PATIENCE_S,
+    model: str | None = None,
 ) -> RunResult:
     """Run `spec` to its end on Ray and return how it ended.
 
@@ -155,6 +157,8 @@ def run(
     and waits for people's answers) and this returns at once with status `running`.
     A store that fails for a while (a server restarting) is waited for, for up to
     `store_patience_s`; a fault that does not pass, or lasts longer, raises StoreFaultError.
+    `model` (else $BATON_MODEL) answers for every agent of the spec (`baton.agent`);
+    ``"test"`` is a dry run on pydantic-ai's TestModel, with no key and no network.
     """
     spec.validate()
     url = store_url(store)
@@ -171,7 +175,7 @@ def run(
                            spec=absolute_ref(spec.source) if spec.source else "",
                            schemas=schema_identities(schemas_of(spec.tasks)))
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
-                   max_output_bytes, store_patience_s=store_patience_s)
+                   max_output_bytes, store_patience_s=store_patience_s, model=model)
 
 
 def resume(
@@ -185,6 +189,7 @@ def resume(
     poll_s: float = 0.25,
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     store_patience_s: float = STORE_PATIENCE_S,
+    model: str | None = None,
 ) -> RunResult:
     """Continue `run_id` from its log with a new coordinator and workers (after its
     driver died, or once people have answered a run that ended `waiting`). The spec is
@@ -213,7 +218,8 @@ def resume(
     # too; the new coordinator is handed every one it may judge.
     planned = [record.task for record in state.tasks.values()]
     return _launch(spec, url, address, run_id, None, detach, on_progress, poll_s,
-                   max_output_bytes, planned, store_patience_s=store_patience_s)
+                   max_output_bytes, planned, store_patience_s=store_patience_s,
+                   model=model)
 
 
 def _launch(
@@ -229,8 +235,10 @@ def _launch(
     planned: Sequence[Task] = (),
     *,
     store_patience_s: float = STORE_PATIENCE_S,
+    model: str | None = None,
 ) -> RunResult:
     schemas = schemas_of((*spec.tasks, *planned))
+    spec = prepared(spec, model, schemas)  # its agents: which model, which schemas
     ensure_ray(address)
     for module in modules_from_files():
         ray.cloudpickle.register_pickle_by_value(module)

@@ -23,19 +23,21 @@ from typing import Any
 import ray
 from pydantic import BaseModel
 
-from baton.events.model import Assignment, Execution, Failure, Result
+from baton.events.model import Assignment, Execution, Failure, Result, Usage
 
 from .handlers import Handler
+from .usage import collecting, total
 
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 RETURN_BUDGET_BYTES = 16 * 1024 * 1024  # of outputs in one call's return, about
 
 
 def to_outcome(
-    assignment_id: str, value: Any, max_output_bytes: int, execution: Execution | None = None
+    assignment_id: str, value: Any, max_output_bytes: int, execution: Execution | None = None,
+    usage: Usage | None = None,
 ) -> tuple[Result | Failure, int]:
     """The Result for a handler's return value, or the Failure that explains why not;
-    and how many bytes of JSON the output is."""
+    and how many bytes of JSON the output is. Either carries what the handler spent."""
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:
@@ -44,15 +46,15 @@ def to_outcome(
         return Failure(assignment_id=assignment_id, kind="unserializable",
                        error_type=type(error).__name__,
                        message=f"the output cannot be recorded as JSON: {error}",
-                       execution=execution), 0
+                       execution=execution, usage=usage), 0
     if len(encoded) > max_output_bytes:
         return Failure(assignment_id=assignment_id, kind="too_large",
                        message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
                        f"{max_output_bytes:,} (raise it with max_output_bytes)",
-                       execution=execution), 0
+                       execution=execution, usage=usage), 0
     # Round-trip so what the coordinator records is exactly what a replay will read.
     return Result(assignment_id=assignment_id, output=json.loads(encoded),
-                  execution=execution), len(encoded)
+                  execution=execution, usage=usage), len(encoded)
 
 
 class Worker:
@@ -84,19 +86,20 @@ class Worker:
 
     def _run_one(self, assignment: Assignment) -> tuple[Result | Failure, int]:
         started = time.time()
-        try:
-            value = self.call(assignment)
-        except (Exception, SystemExit, KeyboardInterrupt) as error:
-            return self._raised(assignment, error, started)
+        with collecting() as reported:
+            try:
+                value = self.call(assignment)
+            except (Exception, SystemExit, KeyboardInterrupt) as error:
+                return self._raised(assignment, error, started, total(reported))
         return to_outcome(assignment.id, value, self.max_output_bytes,
-                          self._execution(started))
+                          self._execution(started), total(reported))
 
-    def _raised(self, assignment: Assignment, error: BaseException,
-                started: float) -> tuple[Failure, int]:
+    def _raised(self, assignment: Assignment, error: BaseException, started: float,
+                usage: Usage | None) -> tuple[Failure, int]:
         failure = Failure(assignment_id=assignment.id, kind="error",
                           error_type=type(error).__qualname__, message=str(error),
                           traceback=traceback.format_exc(),
-                          execution=self._execution(started))
+                          execution=self._execution(started), usage=usage)
         return failure, len(failure.message) + len(failure.traceback)
 
     def _execution(self, started: float) -> Execution:
@@ -143,12 +146,13 @@ class AsyncWorker(Worker):
                 return None
             started = time.time()
             outcome: Result | Failure
-            try:
-                value = await self.call(assignment)
-            except (Exception, SystemExit, KeyboardInterrupt) as error:
-                outcome, size = self._raised(assignment, error, started)
-            else:
-                outcome, size = to_outcome(assignment.id, value, self.max_output_bytes,
-                                           self._execution(started))
+            with collecting() as reported:
+                try:
+                    value = await self.call(assignment)
+                except (Exception, SystemExit, KeyboardInterrupt) as error:
+                    outcome, size = self._raised(assignment, error, started, total(reported))
+                else:
+                    outcome, size = to_outcome(assignment.id, value, self.max_output_bytes,
+                                               self._execution(started), total(reported))
             carried[0] += size
             return outcome

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from baton import replay
 from baton.actors import inbox as _inbox
+from baton.actors.agents import agent
 from baton.actors.handlers import Handler, handler
 from baton.actors.progress import RunResult
 from baton.actors.spec import Spec, load_spec
+from baton.actors.usage import report_usage
 from baton.events import (
     Assignment,
     BadInputError,
@@ -37,7 +39,7 @@ from baton.events import (
     evolve,
     from_task,
 )
-from baton.events.model import Json
+from baton.events.model import Json, Usage
 from baton.events.schema import HumanAction
 from baton.events.store import EventStore, open_store
 
@@ -105,7 +107,9 @@ __all__ = [
     "StoreFaultError",
     "StoreUnavailableError",
     "Task",
+    "Usage",
     "Verdict",
+    "agent",
     "answer",
     "cancel",
     "decide",
@@ -116,6 +120,7 @@ __all__ = [
     "load_spec",
     "open_store",
     "replay",
+    "report_usage",
     "resume",
     "run",
 ]

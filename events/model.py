@@ -356,6 +356,23 @@ class Execution(Frozen):
     ended_at: float
 
 
+class Usage(Frozen):
+    """What an assignment spent on models, as its worker reported it: the model or
+    models it called, how many requests, the tokens in and out, and what they cost in
+    US dollars where the price table knows the model (absent, not zero, where not).
+    Recorded with the result or failure; only a run budget reads it."""
+
+    model: str = ""
+    requests: int = Field(default=0, ge=0)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0, exclude_if=lambda v: v is None)
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
 def _absent(value: object) -> bool:
     return value is None
 
@@ -363,6 +380,7 @@ def _absent(value: object) -> bool:
 # Absent, not null, from the bytes of a result that has none (one recorded before
 # Baton kept it, or made outside a worker): such logs read and re-encode as they were.
 _EXECUTION = Field(default=None, exclude_if=_absent)
+_USAGE = Field(default=None, exclude_if=_absent)  # the same: absent when nothing reported
 
 
 class Result(Frozen):
@@ -371,6 +389,7 @@ class Result(Frozen):
     assignment_id: str
     output: Json
     execution: Execution | None = _EXECUTION
+    usage: Usage | None = _USAGE
 
 
 FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]
@@ -385,6 +404,7 @@ class Failure(Frozen):
     message: str = ""
     traceback: str = ""
     execution: Execution | None = _EXECUTION  # when a handler ran and failed
+    usage: Usage | None = _USAGE  # what it spent before it failed
 
     def summary(self) -> str:
         """One line: the kind, the exception type and the message."""

@@ -101,6 +101,10 @@ Address = Annotated[str | None, typer.Option(
          "already running on this machine, if any, else a new local one.")]
 Detach = Annotated[bool, typer.Option(
     "--detach", help="Leave the run to a detached coordinator and return at once.")]
+Model = Annotated[str | None, typer.Option(
+    "--model", envvar="BATON_MODEL", show_envvar=True, metavar="PROVIDER:NAME",
+    help="The model every agent of the spec answers with (default: each agent's own); "
+    "`test` is a dry run on pydantic-ai's TestModel, with no key and no network.")]
 StorePatience = Annotated[float, typer.Option(
     "--store-patience", envvar="BATON_STORE_PATIENCE", show_envvar=True, metavar="SECONDS",
     min=0, help="How long the coordinator waits out a store that fails for a while (a "

@@ -35,6 +35,7 @@ from .common import (
     Address,
     AsJson,
     Detach,
+    Model,
     Store,
     StorePatience,
     app,
@@ -62,6 +63,7 @@ def run(
         "--run-id", metavar="ID", help="Name the run (default: run-DATE-TIME-XXXX).")] = None,
     detach: Detach = False,
     store_patience: StorePatience = STORE_PATIENCE_S,
+    model: Model = None,
     as_json: AsJson = False,
 ) -> None:
     """Run a spec to its end on Ray, showing progress, then summarise it.
@@ -79,7 +81,8 @@ def run(
 
         with ProgressDisplay(as_json) as display:
             result = launch(loaded, store, address, run_id=run_id, detach=detach,
-                            on_progress=display.update, store_patience_s=store_patience)
+                            on_progress=display.update, store_patience_s=store_patience,
+                            model=model)
     except RunInterrupted as interrupted:
         stopped(interrupted)
     except KeyboardInterrupt:
@@ -97,6 +100,7 @@ def resume(
     address: Address = None,
     detach: Detach = False,
     store_patience: StorePatience = STORE_PATIENCE_S,
+    model: Model = None,
     as_json: AsJson = False,
 ) -> None:
     """Continue a run from its log: after its driver died, or once people answered.
@@ -110,7 +114,8 @@ def resume(
 
         with ProgressDisplay(as_json) as display:
             result = resume_run(run_id, store, address, spec=loaded, detach=detach,
-                                on_progress=display.update, store_patience_s=store_patience)
+                                on_progress=display.update, store_patience_s=store_patience,
+                                model=model)
     except RunInterrupted as interrupted:
         stopped(interrupted)
     except KeyboardInterrupt:

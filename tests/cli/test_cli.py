@@ -192,3 +192,21 @@ def test_an_address_ray_cannot_use_is_one_line_and_exit_2(store_url: str) -> Non
     assert "Traceback" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert "Ray cannot use the address 'lcoal'" in line and "HOST:PORT" in line
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_spec_of_agents_dry_runs_with_model_test_and_a_bad_model_is_one_line(
+        store_url: str) -> None:
+    """`--model test` answers every agent with pydantic-ai's TestModel (no key, no
+    network); a model that cannot be used here is refused before anything starts."""
+    code, out, err = baton("run", str(SPECS / "agents.py"), "--store", store_url,
+                           "--run-id", "dry", "--model", "test", "--json")
+    assert code == 0, err
+    assert json.loads(out)["status"] == "completed"
+    code, _, err = baton("run", str(SPECS / "agents.py"), "--store", store_url,
+                         "--run-id", "wet", "--model", "acme:nothing")
+    assert code == 2 and "model 'acme:nothing' cannot be used here" in err
+    assert "Traceback" not in err
+    code, out, _ = baton("runs", "--store", store_url, "--json")
+    assert [r["run_id"] for r in json.loads(out)] == ["dry"]

@@ -1,0 +1,75 @@
+"""What a handler spent on models: reported from inside the handler (`baton.report_usage`,
+or `baton.agent` for its model runs), summed per assignment by its worker, and recorded
+with the assignment's result or failure.
+
+The cost is genai-prices' from its bundled price table (nothing is fetched), and absent,
+never zero, where the table does not know the model: a total with any unknown part is
+unknown too, so a sum never reads as less than was spent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from baton.events.model import Usage
+
+# The reports of the assignment running in this context (each of an async worker's
+# assignments runs in a task of its own, so in a context of its own).
+_REPORTED: ContextVar[list[Usage] | None] = ContextVar("baton_reported_usage", default=None)
+
+
+def report_usage(*, model: str, requests: int = 1, input_tokens: int = 0,
+                 output_tokens: int = 0, cost_usd: float | None = None) -> None:
+    """Record what the running assignment spent on a model (call it once per model run,
+    or once with the totals). `model` is ``provider:name`` (``openai:gpt-4o``) or a name;
+    without `cost_usd`, the price table's, where it knows the model. Outside a worker (a
+    handler called in a unit test) there is nothing to record it with: nothing happens."""
+    reported = _REPORTED.get()
+    if reported is None:
+        return
+    if cost_usd is None:
+        cost_usd = price(model, input_tokens, output_tokens)
+    reported.append(Usage(model=model, requests=requests, input_tokens=input_tokens,
+                          output_tokens=output_tokens, cost_usd=cost_usd))
+
+
+@contextmanager
+def collecting() -> Iterator[list[Usage]]:
+    """Collect what is reported while the block runs (one assignment's handler)."""
+    reported: list[Usage] = []
+    token = _REPORTED.set(reported)
+    try:
+        yield reported
+    finally:
+        _REPORTED.reset(token)
+
+
+def total(reported: list[Usage]) -> Usage | None:
+    """One assignment's usage: the sum of its reports (None when there were none)."""
+    if not reported:
+        return None
+    models = list(dict.fromkeys(u.model for u in reported if u.model))
+    costs = [u.cost_usd for u in reported]
+    return Usage(model=", ".join(models), requests=sum(u.requests for u in reported),
+                 input_tokens=sum(u.input_tokens for u in reported),
+                 output_tokens=sum(u.output_tokens for u in reported),
+                 cost_usd=None if None in costs else sum(c for c in costs if c is not None))
+
+
+def price(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """US dollars for these tokens by genai-prices' bundled table; None when it does not
+    know the model (or is not installed: it comes with the `agents` extra)."""
+    try:
+        from genai_prices import Usage as Tokens
+        from genai_prices import calc_price
+    except ImportError:
+        return None
+    provider, _, name = model.rpartition(":")
+    try:
+        priced = calc_price(Tokens(input_tokens=input_tokens, output_tokens=output_tokens),
+                            model_ref=name, provider_id=provider or None)
+    except (LookupError, ValueError):
+        return None
+    return float(priced.total_price)

@@ -1,0 +1,87 @@
+"""Agents as workers, on pydantic-ai's own FunctionModel and TestModel through real Ray
+workers and a real store: the prompt an assignment becomes, a retry that carries the
+validator's feedback, what each attempt spent, and dry runs with --model test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import baton
+from baton import open_store
+from baton.events.errors import BadSpecError
+from baton.events.schema import FailureReported, ResultReceived, ResultValidated
+from baton.replay import verify
+from tests.fixtures import agents
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+
+
+def test_a_rejected_answer_is_asked_again_with_the_feedback_in_its_prompt(
+        store_url: str) -> None:
+    result = baton.run(agents.research_spec(), store=store_url, run_id="fruit")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        log = store.read("fruit")
+        assert verify(store, "fruit").reproduced
+    verdicts = {e.assignment_id: e.outcome for e in log if isinstance(e, ResultValidated)}
+    assert verdicts == {"q1#1": "rejected", "q2#1": "rejected",
+                        "q1#2": "accepted", "q2#2": "accepted"}
+    first, accepted = (e.result.output["saw"] for e in log if isinstance(e, ResultReceived)
+                       and e.result.assignment_id in ("q1#1", "q1#2"))
+    assert first.startswith("Count the apples.") and "not accepted" not in first
+    assert "count must not be negative" in accepted  # the retry was told why
+    inputs = json.loads(accepted.split("Inputs (JSON):\n", 1)[1])
+    assert inputs == {"basket": ["apple", "pear", "apple"]}  # its own, nothing else
+    assert all("hunter2" not in e.result.output["saw"] for e in log
+               if isinstance(e, ResultReceived) and e.result.assignment_id.startswith("q1"))
+    for received in (e for e in log if isinstance(e, ResultReceived)):
+        usage = received.result.usage
+        assert usage is not None and usage.model == "wrong-until-told"
+        assert usage.requests == 1 and usage.input_tokens > 0 and usage.output_tokens > 0
+        assert usage.cost_usd is None  # no price for this model: absent, not zero
+
+
+def test_a_dry_run_answers_every_agent_with_the_test_model(store_url: str) -> None:
+    """An agent meant for a provider whose package and key are not here runs with
+    model='test': no key, no network; the model used is recorded with each result."""
+    result = baton.run(agents.writing_spec(), store=store_url, run_id="dry", model="test")
+    assert result.ok, result.error
+    assert set(result.output["draft"]) == {"count", "saw"}
+    assert isinstance(result.output["blurb"], str)
+    with open_store(store_url) as store:
+        usages = [e.result.usage for e in store.read("dry") if isinstance(e, ResultReceived)]
+    assert [u.model for u in usages if u is not None] == ["test", "test"]
+
+
+def test_a_model_that_cannot_be_used_is_refused_before_anything_starts(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATON_MODEL", "nosuch:model")
+    with pytest.raises(BadSpecError, match=r"model 'nosuch:model' cannot be used here: .*"
+                                           r"--model test runs every agent"):
+        baton.run(agents.writing_spec(), store=store_url, run_id="refused")
+    with open_store(store_url) as store:
+        assert store.last_seq("refused") == 0
+
+
+def test_a_plain_handler_reports_what_it_spent_priced_where_the_table_knows(
+        store_url: str) -> None:
+    spec = baton.Spec(goal="priced", handlers=[agents.reports_its_own_usage], tasks=[
+        baton.Task(id="known", capability="priced", inputs={"model": "openai:gpt-4o"}),
+        baton.Task(id="unknown", capability="priced", inputs={"model": "acme:mystery"}),
+        baton.Task(id="failed", capability="priced", required=False,
+                   inputs={"model": "openai:gpt-4o", "fail": True},
+                   budget=baton.Budget(attempts=1))])
+    result = baton.run(spec, store=store_url, run_id="priced")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        recorded = list(store.read_recorded("priced"))
+    usage = {e.result.assignment_id: (e.result.usage, data) for e, data in recorded
+             if isinstance(e, ResultReceived)}
+    known, _ = usage["known#1"]
+    assert known is not None and known.cost_usd == pytest.approx(0.0035)
+    unknown, data = usage["unknown#1"]
+    assert unknown is not None and unknown.cost_usd is None and b"cost_usd" not in data
+    [failed] = [e.failure for e, _ in recorded if isinstance(e, FailureReported)]
+    assert failed.usage is not None and failed.usage.input_tokens == 1000
