@@ -27,6 +27,7 @@ from baton.events.model import (
     Result,
     Schemas,
     Task,
+    Usage,
     schema_identity,
 )
 from baton.events.policy import DefaultPolicy, Policy
@@ -101,20 +102,22 @@ class Scenario:
 
     def succeed(
         self, assignment_id: str, output: Json, *, at: float | None = None,
-        execution: Execution | None = None,
+        execution: Execution | None = None, usage: Usage | None = None,
     ) -> list[Decision]:
         """A worker returns `output` for the assignment (recorded at `at`, run as
-        `execution` says)."""
-        result = Result(assignment_id=assignment_id, output=output, execution=execution)
+        `execution` says, having spent `usage`)."""
+        result = Result(assignment_id=assignment_id, output=output, execution=execution,
+                        usage=usage)
         return self.stimulate(ResultReceived, result=result, recorded_at=at)
 
     def fail(
         self, assignment_id: str, message: str = "", *, kind: FailureKind = "error",
         error_type: str = "", at: float | None = None, execution: Execution | None = None,
+        usage: Usage | None = None,
     ) -> list[Decision]:
         """A worker reports that the assignment failed (recorded at `at`)."""
         failure = Failure(assignment_id=assignment_id, kind=kind, error_type=error_type,
-                          message=message, execution=execution)
+                          message=message, execution=execution, usage=usage)
         return self.stimulate(FailureReported, failure=failure, recorded_at=at)
 
     def time_out(self, assignment_id: str, *, at: float | None = None) -> list[Decision]:

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 from baton.events.errors import BadInputError
 
 COLUMNS = ("run_id", "seq", "type", "cause", "recorded_at", "rule", "assignment_id",
-           "handler", "outcome", "started_at")
+           "handler", "outcome", "started_at", "model", "requests", "input_tokens",
+           "output_tokens", "cost_usd")
 # Exact quantiles, interpolated as numpy's default: there is one value per attempt, so
 # the exact ones cost milliseconds even on a million events, and a hand computation agrees.
 INTERPOLATION = "linear"
@@ -39,6 +40,20 @@ class Quantiles:
     p50: float | None
     p95: float | None
     p99: float | None
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What answers spent on models, as their workers reported: requests, tokens in and
+    out, and the dollars of those the price table knew (`unpriced` answers reported
+    usage it did not know the price of: their cost is unknown, not zero)."""
+
+    answers: int  # results and failures that reported usage
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unpriced: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class HandlerStats:
     ignored: int
     latency_s: Quantiles
     queue_wait_s: Quantiles
+    spend: Spend
 
 
 @dataclass(frozen=True)
@@ -86,6 +102,7 @@ class RunStats:
     accepted_per_s: float | None
     decisions_by_rule: tuple[tuple[str, int], ...]  # by rule name
     handlers: tuple[HandlerStats, ...]  # by handler name
+    spend: Spend  # every answer's, a person's excepted (they report none)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values for `--json`: an unknown figure is None, never NaN."""
@@ -107,8 +124,9 @@ def run_stats(rows: pa.Table) -> RunStats:
                                                    "TimerFired"])))
     ends = _counts(_ends(validated, answers), attempts)
     waits = _waits(answers, attempts)
+    spent = _spent(answers, attempts)
     names = sorted(attempts.column("handler").unique().to_pylist())
-    handlers = tuple(_handler(name, attempts, ends, waits) for name in names)
+    handlers = tuple(_handler(name, attempts, ends, waits, spent) for name in names)
 
     accepted = _accepted(validated)
     own, own_attempts, own_accepted = rows, attempts.num_rows, accepted
@@ -131,6 +149,7 @@ def run_stats(rows: pa.Table) -> RunStats:
         accepted_per_s=own_accepted / span if span else None,
         decisions_by_rule=_rules(rows.column("rule")),
         handlers=handlers,
+        spend=_spend(spent),
     )
 
 
@@ -218,8 +237,26 @@ def _waits(answers: pa.Table, attempts: pa.Table) -> pa.Table:
     })
 
 
+def _spent(answers: pa.Table, attempts: pa.Table) -> pa.Table:
+    """The answers that reported usage, each with its attempt's handler."""
+    reported = answers.filter(pc.is_valid(answers.column("model")))
+    return reported.select(["assignment_id", "requests", "input_tokens", "output_tokens",
+                            "cost_usd"]).join(attempts.select(["assignment_id", "handler"]),
+                                              "assignment_id", join_type="left outer")
+
+
+def _spend(spent: pa.Table) -> Spend:
+    def total(name: str) -> int:
+        return int(pc.sum(spent.column(name)).as_py() or 0)
+
+    cost = spent.column("cost_usd")
+    return Spend(answers=spent.num_rows, requests=total("requests"),
+                 input_tokens=total("input_tokens"), output_tokens=total("output_tokens"),
+                 cost_usd=float(pc.sum(cost).as_py() or 0.0), unpriced=cost.null_count)
+
+
 def _handler(name: str, attempts: pa.Table, ends: dict[tuple[str, str], int],
-             waits: pa.Table) -> HandlerStats:
+             waits: pa.Table, spent: pa.Table) -> HandlerStats:
     mine = waits.filter(pc.equal(waits.column("handler"), name))
     counts = {end: ends.get((name, end), 0) for end in ENDS}
     return HandlerStats(
@@ -228,6 +265,7 @@ def _handler(name: str, attempts: pa.Table, ends: dict[tuple[str, str], int],
         **counts,
         latency_s=_quantiles(mine.column("latency")),
         queue_wait_s=_quantiles(mine.column("queue_wait")),
+        spend=_spend(spent.filter(pc.equal(spent.column("handler"), name))),
     )
 
 

@@ -15,7 +15,7 @@ from rich.text import Text
 from baton.events.errors import BadInputError
 from baton.events.store import arrow, open_store, restore
 from baton.projections import report as page
-from baton.projections.metrics import Quantiles, RunStats, run_stats
+from baton.projections.metrics import Quantiles, RunStats, Spend, run_stats
 
 from .common import AsJson, Store, app, emit_json, err, fail, out, progress, run_log
 
@@ -139,9 +139,10 @@ def stats(
 
     Per handler: attempts, how each ended (accepted, rejected, failed, timed out, or
     answered too late to count), latency from dispatch to answer and queue wait from
-    dispatch to the handler's start (p50/p95/p99). Per run: makespan, events, attempts
-    and acceptances per second, and how often each rule decided. Computed with Arrow
-    over the run's table (as `baton export` writes it).
+    dispatch to the handler's start (p50/p95/p99), and where workers reported it, what
+    the work spent on models (requests, tokens, dollars). Per run: makespan, events,
+    attempts and acceptances per second, the spend, and how often each rule decided.
+    Computed with Arrow over the run's table (as `baton export` writes it).
     """
     with run_log(run_id, store) as log:
         figures = run_stats(arrow.columns(log, run_id))
@@ -168,12 +169,34 @@ def stats(
         timing.add_row(Text(h.handler), *_each(h.latency_s), *_each(h.queue_wait_s))
     out.print(outcomes)
     out.print(timing)
+    if figures.spend.answers:
+        out.print(_spend_table(figures))
     rules = Table(box=None, title="decisions by rule", title_justify="left")
     rules.add_column("rule", no_wrap=True)
     rules.add_column("decisions", justify="right")
     for rule, count in sorted(figures.decisions_by_rule, key=lambda rc: (-rc[1], rc[0])):
         rules.add_row(Text(rule), f"{count:,}")
     out.print(rules)
+
+
+def _spend_table(figures: RunStats) -> Table:
+    """Tokens and dollars per handler and for the run (a cost is '-' where none was
+    priced, and marked '+?' where some answers' price is unknown)."""
+    spent = Table(box=None, title="what the work spent (as workers reported it)",
+                  title_justify="left")
+    for header in ("handler", "answers", "requests", "tokens in", "tokens out", "cost $"):
+        spent.add_column(header, justify="left" if header == "handler" else "right")
+    rows = [(h.handler, h.spend) for h in figures.handlers if h.spend.answers]
+    for name, s in [*rows, ("run", figures.spend)]:
+        spent.add_row(Text(name), *(f"{n:,}" for n in (
+            s.answers, s.requests, s.input_tokens, s.output_tokens)), _dollars(s))
+    return spent
+
+
+def _dollars(spend: Spend) -> str:
+    if spend.unpriced == spend.answers:
+        return "-"
+    return f"{spend.cost_usd:,.4f}" + (" +?" if spend.unpriced else "")
 
 
 def _rate(per_s: float | None) -> str:
@@ -201,7 +224,9 @@ def _shown(figures: RunStats) -> dict[str, Any]:
             {"handler": h.handler, "attempts": h.assignments, "accepted": h.accepted,
              "rejected": h.rejected, "failed": h.failed, "timed out": h.timed_out,
              "ignored": h.ignored, "latency p50/p95/p99 (s)": _seconds(h.latency_s),
-             "queue wait p50/p95/p99 (s)": _seconds(h.queue_wait_s)}
+             "queue wait p50/p95/p99 (s)": _seconds(h.queue_wait_s),
+             **({"tokens in/out": f"{h.spend.input_tokens:,} / {h.spend.output_tokens:,}",
+                 "cost $": _dollars(h.spend)} if figures.spend.answers else {})}
             for h in figures.handlers],
         "decisions by rule": [{"rule": rule, "decisions": count} for rule, count in
                               sorted(figures.decisions_by_rule,

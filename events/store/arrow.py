@@ -55,11 +55,19 @@ SCHEMA = pa.schema([
     pa.field("replica", pa.int64()),
     pa.field("started_at", pa.float64()),
     pa.field("ended_at", pa.float64()),
+    # What it spent on models (a result's or a failure's usage), where it reported any.
+    pa.field("model", pa.string()),
+    pa.field("requests", pa.int64()),
+    pa.field("input_tokens", pa.int64()),
+    pa.field("output_tokens", pa.int64()),
+    pa.field("cost_usd", pa.float64()),
     pa.field("data", pa.binary(), nullable=False),
-], metadata={b"baton": b"events/2"})  # events/1 lacked node … ended_at
+], metadata={b"baton": b"events/3"})  # events/1 lacked node … ended_at; 2, model … cost
 
 _RAN = ["node", "pid", "replica", "started_at", "ended_at"]
 _EXECUTION = pa.struct([(name, SCHEMA.field(name).type) for name in _RAN])
+_SPENT = ["model", "requests", "input_tokens", "output_tokens", "cost_usd"]
+_USAGE = pa.struct([(name, SCHEMA.field(name).type) for name in _SPENT])
 # What Arrow's JSON reader reads out of each record; everything else is skipped.
 _READ = pa.schema([
     ("type", pa.string()), ("schema_version", pa.int64()), ("cause", pa.int64()),
@@ -69,9 +77,10 @@ _READ = pa.schema([
     ("outcome", pa.string()), ("action", pa.string()),
     ("assignment", pa.struct([("id", pa.string()), ("task_id", pa.string()),
                               ("handler", pa.string())])),
-    ("result", pa.struct([("assignment_id", pa.string()), ("execution", _EXECUTION)])),
+    ("result", pa.struct([("assignment_id", pa.string()), ("execution", _EXECUTION),
+                          ("usage", _USAGE)])),
     ("failure", pa.struct([("assignment_id", pa.string()), ("kind", pa.string()),
-                           ("execution", _EXECUTION)])),
+                           ("execution", _EXECUTION), ("usage", _USAGE)])),
 ])
 _OPTIONS = pj.ParseOptions(explicit_schema=_READ, unexpected_field_behavior="ignore")
 DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data")]
@@ -395,5 +404,8 @@ def derive(data: list[bytes], *, run_id: str, first_seq: int) -> pa.Table:
     ran = [pc.struct_field(outcome, "execution") for outcome in (result, failure)]
     for name in _RAN:
         columns[name] = pc.coalesce(*(pc.struct_field(e, name) for e in ran))
+    spent = [pc.struct_field(outcome, "usage") for outcome in (result, failure)]
+    for name in _SPENT:
+        columns[name] = pc.coalesce(*(pc.struct_field(u, name) for u in spent))
     return pa.table([pa.chunked_array(columns[name]).cast(SCHEMA.field(name).type)
                      for name in DERIVED], names=DERIVED)

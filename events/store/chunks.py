@@ -34,7 +34,7 @@ from ..model import task_of
 from ..schema import ENDINGS, Envelope
 from .sealing import Sealer
 
-TOPIC = "baton.columns:csv1"  # changes whenever a chunk's layout does
+TOPIC = "baton.columns:csv2"  # changes whenever a chunk's layout does (csv1: no usage)
 SIZE = 4096  # events a chunk covers
 KEPT_AT_CLOSE = 64  # fewer pending events than this are left for readers to derive
 
@@ -96,7 +96,7 @@ class ColumnChunks:
         the database refused it (a reader may not write, or not now). One from this seq
         may exist already (the same columns). Either way readers derive what is not
         kept."""
-        stored = StoredEvent(run_id, first, TOPIC, self.sealer.seal(lines))
+        stored = StoredEvent(stream(run_id), first, TOPIC, self.sealer.seal(lines))
         try:
             self.recorder.insert_events([stored])
         except IntegrityError:
@@ -110,7 +110,7 @@ class ColumnChunks:
         overlapping; the events between them are for the reader to derive."""
         found: list[tuple[int, int, bytes]] = []
         covered = 0
-        for stored in self.recorder.select_events(run_id):
+        for stored in self.recorder.select_events(stream(run_id)):
             first = stored.originator_version
             if stored.topic != TOPIC or first <= covered:
                 continue
@@ -120,6 +120,13 @@ class ColumnChunks:
                 found.append((first, *lines))
                 covered = first + lines[0] - 1
         return found
+
+
+def stream(run_id: str) -> str:
+    """Where a run's chunks of this layout are filed: a stream of their own per layout,
+    so chunks of an older layout (ignored: readers derive those events) never hold the
+    place a chunk of this one would take."""
+    return f"{run_id} {TOPIC}"
 
 
 def encode(run_id: str, first: int, lines: list[str | None]) -> bytes | None:
@@ -157,7 +164,8 @@ def _number(value: float) -> str:
 # The columns of a line, in order: arrow.DERIVED's.
 COLUMNS = ("type", "schema_version", "cause", "recorded_at", "rule", "task_id",
            "assignment_id", "handler", "outcome", "state_digest", "node", "pid", "replica",
-           "started_at", "ended_at")
+           "started_at", "ended_at", "model", "requests", "input_tokens", "output_tokens",
+           "cost_usd")
 
 
 def line(event: Envelope) -> str | None:
@@ -195,6 +203,9 @@ def line(event: Envelope) -> str | None:
     ran = answer.execution if answer is not None else None
     if ran is not None:
         texts.append(ran.node)
+    spent = answer.usage if answer is not None else None
+    if spent is not None:
+        texts.append(spent.model)
     quoted = []
     for text in texts:
         if text is None:
@@ -207,7 +218,11 @@ def line(event: Envelope) -> str | None:
     version, cause, at = fields["schema_version"], fields["cause"], fields.get("recorded_at")
     head = (f'{kind},{"" if version == 1 else version},{"" if cause is None else cause},'
             f'{"" if at is None else _number(at)},')
-    if ran is None:
-        return head + ",".join(quoted) + ",,,,,"
-    return (head + ",".join(quoted) +
-            f",{ran.pid:d},{ran.replica:d},{_number(ran.started_at)},{_number(ran.ended_at)}")
+    model = quoted.pop() if spent is not None else ""
+    line = head + ",".join(quoted) + (",,,,," if ran is None else (
+        f",{ran.pid:d},{ran.replica:d},{_number(ran.started_at)},{_number(ran.ended_at)}"))
+    if spent is None:
+        return line + ",,,,,"
+    cost = "" if spent.cost_usd is None else _number(spent.cost_usd)
+    return (line + f",{model},{spent.requests:d},{spent.input_tokens:d},"
+            f"{spent.output_tokens:d},{cost}")

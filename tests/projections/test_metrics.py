@@ -9,10 +9,10 @@ import pytest
 
 from baton import HandlerInfo, Task, open_store
 from baton.events.errors import BadInputError
-from baton.events.model import Budget, Check, Execution
+from baton.events.model import Budget, Check, Execution, Usage
 from baton.events.schema import CoordinatorRestarted, EscalationRaised, RunForked
 from baton.events.store import arrow
-from baton.projections.metrics import HandlerStats, Quantiles, RunStats, run_stats
+from baton.projections.metrics import HandlerStats, Quantiles, RunStats, Spend, run_stats
 from baton.testing import Scenario
 
 
@@ -124,10 +124,14 @@ def test_a_run_still_waiting_for_answers_has_no_latencies(
         4, makespan, 2, 0)
     assert stats.assignments_per_s is None and stats.accepted_per_s is None
     nothing = Quantiles(count=0, p50=None, p95=None, p99=None)
+    unspent = Spend(answers=0, requests=0, input_tokens=0, output_tokens=0, cost_usd=0.0,
+                    unpriced=0)
     assert stats.handlers == tuple(
         HandlerStats(handler=name, assignments=1, accepted=0, rejected=0, failed=0,
-                     timed_out=0, ignored=0, latency_s=nothing, queue_wait_s=nothing)
+                     timed_out=0, ignored=0, latency_s=nothing, queue_wait_s=nothing,
+                     spend=unspent)
         for name in ("h", "k"))
+    assert stats.spend == unspent
     json.dumps(stats.as_dict(), allow_nan=False)
 
 
@@ -197,3 +201,33 @@ def test_a_forks_makespan_and_rates_run_from_its_fork(store_url: str) -> None:
     assert stats.assignments_per_s == 1 / 4.0  # the one dispatched again at the fork
     # b's latency runs from its dispatch again (3701), not its parent's (100).
     assert sorted(h.latency_s.p99 for h in stats.handlers) == [2.0, 3.0]
+
+
+def test_what_the_work_spent_is_the_sum_over_the_logs_answers(store_url: str) -> None:
+    """Per handler and for the run: requests and tokens summed over every result and
+    failure that reported usage (a retried attempt's failure too); dollars over those
+    the price table knew, the rest counted as unpriced, not as free."""
+    with open_store(store_url) as store:
+        run = Scenario([counting("a"), counting("b"), counting("c")], HANDLERS,
+                       run_id="spent", store=store, at=1.0)
+        on = {a.task_id: a.id for a in run.in_flight}
+        run.succeed(on["a"], {"count": 1}, usage=Usage(model="openai:gpt-4o", requests=2,
+                                                        input_tokens=1000, output_tokens=100,
+                                                        cost_usd=0.0035))
+        run.fail(on["b"], "boom", usage=Usage(model="acme:x", requests=1, input_tokens=10))
+        run.succeed(run.assignment("b").id, {"count": 2},
+                    usage=Usage(model="openai:gpt-4o", requests=1, input_tokens=500,
+                                output_tokens=50, cost_usd=0.002))
+        run.succeed(on["c"], {"count": 3})
+        log = run.log
+    stats = stats_of(store_url, "spent")
+    usages = [e.result.usage if e.type == "ResultReceived" else e.failure.usage
+              for e in log if e.type in ("ResultReceived", "FailureReported")]
+    reported = [u for u in usages if u is not None]
+    assert stats.spend.answers == len(reported) == 3
+    assert stats.spend.requests == sum(u.requests for u in reported) == 4
+    assert stats.spend.input_tokens == sum(u.input_tokens for u in reported) == 1510
+    assert stats.spend.output_tokens == 150
+    assert stats.spend.cost_usd == pytest.approx(0.0055) and stats.spend.unpriced == 1
+    by_handler = {h.handler: h.spend for h in stats.handlers}
+    assert sum(s.input_tokens for s in by_handler.values()) == 1510

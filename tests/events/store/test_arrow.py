@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 import pytest
 from eventsourcing import persistence
 
-from baton import HandlerInfo, Task, open_store
+from baton import HandlerInfo, Task, Usage, open_store
 from baton.events.errors import BadLogError, EncryptionKeyError
 from baton.events.schema import ENDINGS, Envelope, WorkerStuck
 from baton.events.store import EventStore, arrow, chunks, restore
@@ -45,8 +45,18 @@ def _runs() -> list[tuple[str, list[Envelope]]]:
                      [HandlerInfo(name="h", capabilities=("c",))], run_id="timed", at=1.0)
     for at, task in enumerate(tasks, start=2):
         timed.succeed(f"{task}#1", {}, at=float(at))
+    spent = Scenario([Task(id=t, capability="c") for t in tasks],
+                     [HandlerInfo(name="h", capabilities=("c",))], run_id="spent", at=1.0)
+    spent.succeed("a#1", {}, usage=Usage(model="openai:gpt-4o", requests=2,
+                                          input_tokens=1200, output_tokens=80,
+                                          cost_usd=0.0038))
+    spent.succeed("b#1", {}, usage=Usage(model='acme:"quoted"', input_tokens=5))
+    spent.fail("c#1", "no", usage=Usage(model="test", requests=1, output_tokens=7))
+    spent.succeed("c#2", {}, usage=Usage())
+    spent.succeed("d#1", {})
     return [*((run.run_id, run.log) for run in every_event_type()),
-            ("retried", recorded_run("retried")), ("timed", timed.log)]
+            ("retried", recorded_run("retried")), ("timed", timed.log),
+            ("spent", spent.log)]
 
 
 def _appended_as_a_coordinator_would(store: EventStore) -> list[str]:
@@ -113,11 +123,12 @@ def test_a_lost_or_damaged_chunk_costs_time_never_facts(
         other.append("shared", log[5:9], 5, keep_columns=False)  # as an older Baton's
         store.append("shared", log[9:], 9)
         run_ids.append("shared")
+    retried = chunks.stream("retried")
     with _database(store_url) as db:
-        db.execute("DELETE FROM stored_columns WHERE originator_id = 'retried' "
+        db.execute(f"DELETE FROM stored_columns WHERE originator_id = '{retried}' "
                    "AND originator_version = 5")
         db.execute("UPDATE stored_columns SET state = x'ffffffff00' WHERE originator_id = "
-                   "'retried' AND originator_version = 13")
+                   f"'{retried}' AND originator_version = 13")
     with open_store(store_url) as store:
         expected = _derived_from_the_log(store, run_ids)
         assert arrow.table(store, run_ids).equals(expected)
@@ -133,7 +144,7 @@ def test_a_sealed_store_keeps_its_columns_sealed(
     with open_store(store_url) as store:
         expected = _derived_from_the_log(store, ["retried"])
         assert arrow.table(store, ["retried"]).equals(expected)
-        [stored] = store.columns.recorder.select_events("retried")
+        [stored] = store.columns.recorder.select_events(chunks.stream("retried"))
         assert stored.state.startswith(MARKER) and b'"type"' not in stored.state
 
 
@@ -204,9 +215,10 @@ def test_a_chunk_copied_to_another_run_is_not_read(store_url: str) -> None:
     with open_store(store_url) as store:
         expected = _derived_from_the_log(store, ["other"])
     with _database(store_url) as db:
-        db.execute("DELETE FROM stored_columns WHERE originator_id = 'other'")
-        db.execute("INSERT INTO stored_columns SELECT 'other', originator_version, topic, "
-                   "state FROM stored_columns WHERE originator_id = 'retried'")
+        other, retried = chunks.stream("other"), chunks.stream("retried")
+        db.execute(f"DELETE FROM stored_columns WHERE originator_id = '{other}'")
+        db.execute(f"INSERT INTO stored_columns SELECT '{other}', originator_version, topic, "
+                   f"state FROM stored_columns WHERE originator_id = '{retried}'")
     with open_store(store_url) as store:
         assert store.column_chunks("other") == []
         assert arrow.table(store, ["other"]).equals(expected)
@@ -345,3 +357,18 @@ def test_a_reader_that_may_not_write_reads_the_same_and_asks_once(
         store.columns.recorder.insert_events = refuse  # type: ignore[method-assign]
         assert arrow.columns(store, "retried").equals(expected)
         assert asked == [1] and store.column_chunks("retried") == []
+
+
+def test_chunks_of_an_older_layout_are_passed_over_and_hold_no_place(store_url: str) -> None:
+    """A store written by a Baton whose chunks had another layout: they are not read, and
+    a reader keeps chunks of this layout beside them, to the same columns."""
+    with open_store(store_url) as store:
+        store.append("retried", recorded_run("retried"), 0, keep_columns=False)
+        expected = _derived_from_the_log(store, ["retried"]).drop_columns(["data"])
+        store.columns.recorder.insert_events([persistence.StoredEvent(
+            "retried", 1, "baton.columns:csv1", b"baton.columns:csv1 retried 1\nold")])
+        assert store.column_chunks("retried") == []
+        assert arrow.columns(store, "retried").equals(expected)
+        assert sum(rows for _, rows, _ in store.column_chunks("retried")) == len(
+            recorded_run("retried"))
+        assert arrow.columns(store, "retried").equals(expected)
