@@ -189,15 +189,25 @@ def prepared(spec: Spec, model: str | None,
     if not any(isinstance(h.target, AgentCall) for h in spec.handlers):
         return spec
     model = model or os.environ.get(MODEL_ENV) or None
-    if model is not None and model != DRY_RUN_MODEL:
-        from pydantic_ai.models import infer_model
-
-        try:
-            infer_model(model)
-        except Exception as error:  # pydantic-ai's UserError, ImportError, a key missing
-            raise BadSpecError(f"model {model!r} cannot be used here: {error} "
-                               f"(--model {DRY_RUN_MODEL} runs every agent on a test "
-                               "model, with no key and no network)") from None
+    if model is None:  # each its own: each must be usable here
+        for h in spec.handlers:
+            if isinstance(h.target, AgentCall) and isinstance(h.target.agent.model, str):
+                _usable(h.target.agent.model, f"agent {h.name!r} answers with ")
+    elif model != DRY_RUN_MODEL:
+        _usable(model, "")
     handlers = [replace(h, target=h.target.prepared(model, schemas))
                 if isinstance(h.target, AgentCall) else h for h in spec.handlers]
     return replace(spec, handlers=handlers)
+
+
+def _usable(model: str, whose: str) -> None:
+    """BadSpecError unless pydantic-ai can make `model` here (its provider known, its
+    package installed, its key set)."""
+    from pydantic_ai.models import infer_model
+
+    try:
+        infer_model(model)
+    except Exception as error:  # pydantic-ai's UserError, ImportError, a key missing
+        raise BadSpecError(f"{whose}model {model!r}, which cannot be used here: {error} "
+                           f"(--model {DRY_RUN_MODEL} runs every agent on a test model, "
+                           "with no key and no network)") from None

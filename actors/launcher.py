@@ -53,6 +53,7 @@ from .spec import (
     policy_identity,
     require_handlers,
     schema_identities,
+    schemas_from_files,
     schemas_of,
 )
 from .worker import DEFAULT_MAX_OUTPUT_BYTES, AsyncWorker, Worker
@@ -238,7 +239,8 @@ def _launch(
     model: str | None = None,
 ) -> RunResult:
     schemas = schemas_of((*spec.tasks, *planned))
-    spec = prepared(spec, model, schemas)  # its agents: which model, which schemas
+    # Its agents: which model answers, and every output schema they may be asked for.
+    spec = prepared(spec, model, {**schemas_from_files(), **schemas})
     ensure_ray(address)
     for module in modules_from_files():
         ray.cloudpickle.register_pickle_by_value(module)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from baton.events.errors import BadSpecError
-from baton.events.model import HandlerInfo, Task, schema_identity
+from baton.events.model import HandlerInfo, Task, schema_identity, schema_topic
 from baton.events.plan import plan_problems
 from baton.events.policy import DefaultPolicy, Policy
 
@@ -282,6 +282,16 @@ def modules_from_files() -> list[ModuleType]:
     """The modules loaded in this process from a file by path. A worker cannot import
     them, so the launcher sends their code by value along with the handlers."""
     return [m for name, m in list(sys.modules.items()) if name.startswith(FILE_MODULE_PREFIX)]
+
+
+def schemas_from_files() -> dict[str, type[BaseModel]]:
+    """The pydantic models defined in modules loaded from files, by topic: output
+    schemas a policy may give the tasks it adds while a run goes, which no worker could
+    import by their topic."""
+    return {schema_topic(value): value for module in modules_from_files()
+            for value in vars(module).values()
+            if isinstance(value, type) and issubclass(value, BaseModel)
+            and value.__module__ == module.__name__}
 
 
 def _import_module(name: str, what: str = "spec") -> ModuleType:

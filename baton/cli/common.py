@@ -19,6 +19,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 from typer.core import TyperGroup
 
 from baton.events.errors import (
@@ -41,8 +42,8 @@ class Commands(TyperGroup):
         except Exception as error:
             if not faults.is_store_error(error):
                 raise
-            err.print(f"[bold red]error:[/] store: {faults.cause_of(error)}",
-                      highlight=False)
+            err.print(Text.assemble(("error:", "bold red"),
+                                    f" store: {faults.cause_of(error)}"), highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
 
 
@@ -129,7 +130,9 @@ def progress(label: str, *, hidden: bool = False) -> Progress:
 
 def fail(error: BatonError) -> NoReturn:
     """End the command: the error in one line, and the exit code its class names."""
-    err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True)
+    # The message is printed as written: a bracket in it (a package extra such as
+    # pydantic-ai-slim[openai], a list) is text, not a style.
+    err.print(Text.assemble(("error:", "bold red"), " ", str(error)), highlight=False)
     raise typer.Exit(error.exit_code)
 
 

@@ -5,17 +5,19 @@ validator's feedback, what each attempt spent, and dry runs with --model test.""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 import baton
-from baton import open_store
+from baton import load_spec, open_store
 from baton.events.errors import BadSpecError
 from baton.events.schema import FailureReported, ResultReceived, ResultValidated
 from baton.replay import verify
 from tests.fixtures import agents
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def test_a_rejected_answer_is_asked_again_with_the_feedback_in_its_prompt(
@@ -58,7 +60,7 @@ def test_a_dry_run_answers_every_agent_with_the_test_model(store_url: str) -> No
 def test_a_model_that_cannot_be_used_is_refused_before_anything_starts(
         store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BATON_MODEL", "nosuch:model")
-    with pytest.raises(BadSpecError, match=r"model 'nosuch:model' cannot be used here: .*"
+    with pytest.raises(BadSpecError, match=r"model .nosuch:model., which cannot be used here: .*"
                                            r"--model test runs every agent"):
         baton.run(agents.writing_spec(), store=store_url, run_id="refused")
     with open_store(store_url) as store:
@@ -85,3 +87,23 @@ def test_a_plain_handler_reports_what_it_spent_priced_where_the_table_knows(
     assert unknown is not None and unknown.cost_usd is None and b"cost_usd" not in data
     [failed] = [e.failure for e, _ in recorded if isinstance(e, FailureReported)]
     assert failed.usage is not None and failed.usage.input_tokens == 1000
+
+
+def test_the_research_team_example_dry_runs_and_refuses_a_wet_run_it_cannot_make(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/research_team.py completes with --model test on a machine with no key;
+    without it, each agent's own model (OpenAI's, not installed here) is refused before
+    anything starts, naming the agent."""
+    monkeypatch.delenv("BATON_MODEL", raising=False)
+    spec = load_spec(str(EXAMPLES / "research_team.py"))
+    with pytest.raises(BadSpecError, match=r"agent 'planner' answers with model "
+                                           r"'openai:gpt-4o', which cannot be used here"):
+        baton.run(spec, store=store_url, run_id="wet")
+    result = baton.run(spec, store=store_url, run_id="team", model="test")
+    assert result.ok, result.error
+    assert set(result.output) == {"question", "report", "sources"}
+    with open_store(store_url) as store:
+        tasks = store.state("team").tasks
+        assert verify(store, "team").reproduced
+    assert {"plan", "write"} <= set(tasks) and any(t.startswith("research-") for t in tasks)
+    assert all(record.status == "accepted" for record in tasks.values())

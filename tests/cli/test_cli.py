@@ -206,7 +206,7 @@ def test_a_spec_of_agents_dry_runs_with_model_test_and_a_bad_model_is_one_line(
     assert json.loads(out)["status"] == "completed"
     code, _, err = baton("run", str(SPECS / "agents.py"), "--store", store_url,
                          "--run-id", "wet", "--model", "acme:nothing")
-    assert code == 2 and "model 'acme:nothing' cannot be used here" in err
+    assert code == 2 and "model 'acme:nothing', which cannot be used here" in err
     assert "Traceback" not in err
     code, out, _ = baton("runs", "--store", store_url, "--json")
     assert [r["run_id"] for r in json.loads(out)] == ["dry"]
