@@ -45,7 +45,15 @@ from .progress import RunProgress
 from .runstats import RunStats
 from .sender import Sender
 from .spec import ImportedSchemas
-from .stimuli import StimulusMaker, from_inbox, stimulus_for, stuck_worker, timer_for
+from .stimuli import (
+    StimulusMaker,
+    budget_due_in,
+    budget_timer,
+    from_inbox,
+    stimulus_for,
+    stuck_worker,
+    timer_for,
+)
 
 INBOX_POLL_S = 1.0
 RESTART_GRACE_S = 60.0  # how long timed work waits to be sent, with no replica up, at most
@@ -176,7 +184,7 @@ class Coordinator:
             makers: list[StimulusMaker] = []
             for ref, outcome in zip(ready, outcomes, strict=True):
                 makers += self._arrived(ref, outcome)
-            makers += self._expired_timers()
+            makers += self._expired_timers() + budget_timer(self.state)
             if makers:
                 self._turn(makers)
             self._send()  # to replicas with room again, or back from the dead
@@ -225,7 +233,7 @@ class Coordinator:
 
     def _next_wake(self) -> float:
         """Seconds until the next timer, probe or look at the inbox is due."""
-        waits = [INBOX_POLL_S, self.pool.next_probe_in()]
+        waits = [INBOX_POLL_S, self.pool.next_probe_in(), budget_due_in(self.state, time.time())]
         due = self.deadlines.next_at()
         if due is not None:
             waits.append(max(0.0, due - time.monotonic()))

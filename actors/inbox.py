@@ -88,6 +88,12 @@ def _open_in(store: EventStore, rid: str) -> list[OpenEscalation]:
             run_id=rid, escalation_id=esc, task_id=task_id, capability=task.capability,
             question=_question(store, rid, esc),
             handlers=state.by_capability.get(task.capability, ()), answered=esc in answered))
+    about_budget = state.spend.escalation  # about the run: no task, no handler
+    if about_budget is not None:
+        found.append(OpenEscalation(
+            run_id=rid, escalation_id=about_budget, task_id="", capability="",
+            question=_question(store, rid, about_budget), handlers=(),
+            answered=about_budget in answered))
     return found
 
 
@@ -106,8 +112,11 @@ def answer(
     note: str = "",
     output: Json = None,
     answered_by: str = "",
+    raise_by: float | None = None,
 ) -> HumanAnswered:
-    """Record a person's answer to an open escalation in its run's inbox."""
+    """Record a person's answer to an open escalation in its run's inbox. A question
+    about the run's budget takes "raise_budget" (by `raise_by`, in the unit of the limit
+    reached) or "stop"; a question about a task, any other action."""
     named = escalation_parts(escalation_id)
     if named is None:
         raise BadAnswerError(f"{escalation_id!r} is not an escalation id (RUN:esc-N); "
@@ -123,6 +132,15 @@ def answer(
         raise BadAnswerError(f"escalation {escalation_id!r} is already answered; the answer "
                              "waits for the run's coordinator (`baton resume "
                              f"{run_id}` if none is alive)")
+    about_budget = not escalation.task_id
+    if about_budget != (action in ("raise_budget", "stop")):
+        raise BadAnswerError(
+            f"escalation {escalation_id!r} asks about the run's budget: answer with "
+            "--raise-budget N or --stop" if about_budget else
+            f"escalation {escalation_id!r} asks about task {escalation.task_id!r}: answer "
+            "with --retry, --reassign HANDLER, --abandon or --accept-output FILE.json")
+    if action == "raise_budget" and not (raise_by and raise_by > 0):
+        raise BadAnswerError(f"--raise-budget needs an amount above 0, not {raise_by}")
     if action == "reassign" and handler not in escalation.handlers:
         raise BadAnswerError(f"--reassign needs one of the handlers with capability "
                              f"{escalation.capability!r}: {', '.join(escalation.handlers)}")
@@ -134,8 +152,8 @@ def answer(
                                  f"{'; '.join(problems)}; nothing was recorded")
     return _post(store, run_id, lambda seq, rid: HumanAnswered(
         run_id=rid, seq=seq, recorded_at=time.time(), escalation_id=escalation_id,
-        action=action, handler=handler, note=note, output=output, answered_by=answered_by),
-        seen)
+        action=action, handler=handler, note=note, output=output, answered_by=answered_by,
+        raise_by=raise_by if action == "raise_budget" else None), seen)
 
 
 def output_problems(task: Task, output: Json) -> list[str]:

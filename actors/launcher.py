@@ -174,7 +174,8 @@ def run(
                            tasks=tuple(spec.tasks), handlers=spec.handler_infos(),
                            policy=policy, policy_digest=policy_digest,
                            spec=absolute_ref(spec.source) if spec.source else "",
-                           schemas=schema_identities(schemas_of(spec.tasks)))
+                           schemas=schema_identities(schemas_of(spec.tasks)),
+                           budget=spec.budget)
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
                    max_output_bytes, store_patience_s=store_patience_s, model=model)
 

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from baton.events.errors import BadSpecError
-from baton.events.model import HandlerInfo, Task, schema_identity, schema_topic
+from baton.events.model import HandlerInfo, RunBudget, Task, schema_identity, schema_topic
 from baton.events.plan import plan_problems
 from baton.events.policy import DefaultPolicy, Policy
 
@@ -31,13 +31,15 @@ from .handlers import Handler
 
 @dataclass
 class Spec:
-    """A run to make: the goal, the initial plan, the handlers, the policy."""
+    """A run to make: the goal, the initial plan, the handlers, the policy, and what it
+    may spend (`budget`: dollars and tokens on models, seconds; none: no limit)."""
 
     goal: str
     tasks: Sequence[Task]
     handlers: Sequence[Handler]
     policy: Policy = field(default_factory=DefaultPolicy)
     source: str = ""  # where it was loaded from, for messages
+    budget: RunBudget | None = None
 
     def handler_infos(self) -> tuple[HandlerInfo, ...]:
         return tuple(h.info() for h in self.handlers)

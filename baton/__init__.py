@@ -39,7 +39,7 @@ from baton.events import (
     evolve,
     from_task,
 )
-from baton.events.model import Json, Usage
+from baton.events.model import Json, RunBudget, Usage
 from baton.events.schema import HumanAction
 from baton.events.store import EventStore, open_store
 
@@ -62,12 +62,13 @@ def __getattr__(name: str) -> Any:
 
 def answer(escalation_id: str, action: HumanAction, *, handler: str | None = None,
            note: str = "", output: Json = None, answered_by: str = "",
-           store: str | None = None) -> None:
-    """Answer an open escalation (RUN:esc-N): retry, reassign, abandon, or accept an
-    output. Recorded in the run's inbox; its coordinator takes it up (or `resume` does)."""
+           raise_by: float | None = None, store: str | None = None) -> None:
+    """Answer an open escalation (RUN:esc-N): about a task, retry, reassign, abandon, or
+    accept an output; about the run's budget, "raise_budget" (by `raise_by`) or "stop".
+    Recorded in the run's inbox; its coordinator takes it up (or `resume` does)."""
     with open_store(store) as log:
         _inbox.answer(log, escalation_id, action, handler=handler, note=note, output=output,
-                      answered_by=answered_by)
+                      answered_by=answered_by, raise_by=raise_by)
 
 
 def inbox(run_id: str | None = None, store: str | None = None) -> list[_inbox.OpenEscalation]:
@@ -100,6 +101,7 @@ __all__ = [
     "HandlerInfo",
     "Policy",
     "PolicyError",
+    "RunBudget",
     "RunInterrupted",
     "RunResult",
     "RunState",

@@ -25,6 +25,7 @@ from baton.events.model import (
     HandlerInfo,
     Json,
     Result,
+    RunBudget,
     Schemas,
     Task,
     Usage,
@@ -62,6 +63,7 @@ class Scenario:
         store: EventStore | None = None,
         at: float | None = None,
         schemas: Schemas = NO_SCHEMAS,
+        budget: RunBudget | None = None,
     ):
         self.run_id = run_id
         self.schemas = schemas  # for tasks given by topic rather than by class
@@ -74,6 +76,7 @@ class Scenario:
             RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers),
             policy=f"{kind.__module__}:{kind.__qualname__}", recorded_at=at,
             schemas={topic: schema_identity(model) for topic, model in schemas.items()},
+            budget=budget,
         )
 
     def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:
@@ -127,11 +130,12 @@ class Scenario:
     def answer(
         self, escalation_id: str, action: HumanAction, *, handler: str | None = None,
         note: str = "", output: Json = None, answered_by: str = "",
+        raise_by: float | None = None,
     ) -> list[Decision]:
         """A person answers an escalation."""
         return self.stimulate(HumanAnswered, escalation_id=escalation_id, action=action,
                               handler=handler, note=note, output=output,
-                              answered_by=answered_by)
+                              answered_by=answered_by, raise_by=raise_by)
 
     def cancel(self, note: str = "") -> list[Decision]:
         return self.stimulate(CancelRequested, note=note)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
+from . import budget
 from .errors import PolicyError
 from .model import (
     NO_SCHEMAS,
@@ -32,6 +33,7 @@ from .record import TERMINAL_TASK, TaskRecord, next_assignment
 from .schema import (
     STIMULUS_TYPES,
     AssignmentDispatched,
+    BudgetTimerFired,
     CancelRequested,
     CoordinatorRestarted,
     Decision,
@@ -185,6 +187,9 @@ class _Turn:
 
     def _on_human_answered(self, e: HumanAnswered) -> None:
         s = self.state
+        if e.escalation_id == s.spend.escalation:
+            budget.answer(self, e)
+            return
         task_id = s.escalations.get(e.escalation_id)
         if task_id is None:
             return  # callers refuse answers to closed escalations before recording them
@@ -208,6 +213,10 @@ class _Turn:
             self.record(RecoveryChosen(
                 **self.head(f"human.{e.action}", facts), task_id=task_id, assignment_id=None,
                 action=e.action, handler=handler, feedback=e.note))
+
+    def _on_budget_timer_fired(self, e: BudgetTimerFired) -> None:
+        """Nothing to answer in itself: the duration limit is reached, and `_fill`, which
+        every turn ends with, halts."""
 
     def _on_cancel_requested(self, e: CancelRequested) -> None:
         in_flight = self._in_flight_in_dispatch_order()
@@ -299,6 +308,7 @@ class _Turn:
             required=task.required,
             handler_failures_in_a_row=s.streak[handler],
             workers_lost=dict(record.lost).get(handler, 0),
+            **s.spend.facts(),  # (its keys are fields)
         )
         choice = self.policy.recover(task, facts)
         target = choice.handler
@@ -347,6 +357,10 @@ class _Turn:
         """Dispatch queued work while handlers have free capacity: pinned retries first,
         then fresh tasks, capability by capability in name order."""
         s = self.state
+        limit = s.spend.reached()
+        if limit is not None:
+            budget.halt(self, limit)
+            return
         for handler, queue in s.pinned.items():
             while self._has_room(handler):
                 record = self._first_live(queue)
@@ -428,6 +442,7 @@ _ANSWERS: dict[type[Stimulus], Callable[[_Turn, Any], None]] = {
     HumanAnswered: _Turn._on_human_answered,
     CancelRequested: _Turn._on_cancel_requested,
     CoordinatorRestarted: _Turn._on_coordinator_restarted,
+    BudgetTimerFired: _Turn._on_budget_timer_fired,
 }
 if set(_ANSWERS) != set(STIMULUS_TYPES.values()):
     raise AssertionError("the decider must answer exactly the stimulus types schema lists")

@@ -373,6 +373,16 @@ class Usage(Frozen):
         return self.input_tokens + self.output_tokens
 
 
+class RunBudget(Frozen):
+    """What a run may spend: dollars and tokens on models (as its workers report them)
+    and seconds since it was requested. A limit reached stops new dispatches and asks a
+    person whether to raise it or stop; none set, none applies."""
+
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    max_duration_s: float | None = Field(default=None, gt=0)
+
+
 def _absent(value: object) -> bool:
     return value is None
 

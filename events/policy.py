@@ -56,6 +56,12 @@ class RecoveryFacts:
     required: bool
     handler_failures_in_a_row: int = 0
     workers_lost: int = 0  # attempts on this handler whose worker died, this one included
+    # A run with a budget: what it has spent, and what is left of each limit it sets
+    # (None: no such limit). A policy may choose a cheaper handler when little is left.
+    spent_usd: float | None = None
+    spent_tokens: int | None = None
+    cost_left_usd: float | None = None
+    tokens_left: int | None = None
 
     @property
     def budget_left(self) -> int:
@@ -76,6 +82,9 @@ class RecoveryFacts:
             "handler_failures_in_a_row": self.handler_failures_in_a_row,
             # Only when there is one, so logs written before it was a fact read the same.
             **({"workers_lost": self.workers_lost} if self.workers_lost else {}),
+            **({"spent_usd": self.spent_usd, "spent_tokens": self.spent_tokens,
+                "cost_left_usd": self.cost_left_usd, "tokens_left": self.tokens_left}
+               if self.spent_usd is not None else {}),
         }
 
 
@@ -158,7 +167,12 @@ class DefaultPolicy:
     An attempt whose worker process died is the machine's fault, not the task's: the
     first `free_worker_losses` of them on a handler are retried without counting against
     the task's attempts. Past that, a loss counts like any failure, so a handler that
-    kills its own process on some input cannot loop forever."""
+    kills its own process on some input cannot loop forever.
+
+    A run budget changes none of these choices: the decider stops dispatching when a
+    limit is reached and asks a person. A policy that should spend less as the budget
+    runs out reads `RecoveryFacts.cost_left_usd` and `tokens_left` (and may reassign to
+    a cheaper handler)."""
 
     def __init__(self, quarantine_after: int | None = 3, free_worker_losses: int = 1):
         self.quarantine_after = quarantine_after

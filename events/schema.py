@@ -15,7 +15,17 @@ from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import Field, TypeAdapter
 
-from .model import Assignment, Failure, Frozen, HandlerInfo, Json, Result, Task, Verdict
+from .model import (
+    Assignment,
+    Failure,
+    Frozen,
+    HandlerInfo,
+    Json,
+    Result,
+    RunBudget,
+    Task,
+    Verdict,
+)
 
 
 class Reason(Frozen):
@@ -73,6 +83,7 @@ class RunRequested(Stimulus):
     schemas: dict[str, str] = Field(default_factory=dict, exclude_if=_empty,
                                     description="a digest of each output schema's JSON "
                                     "Schema, by topic")
+    budget: RunBudget | None = Field(default=None, exclude_if=_empty)  # absent: none
 
 
 class RunForked(Stimulus):
@@ -122,7 +133,7 @@ class WorkerStuck(Stimulus):
     note: str = ""
 
 
-HumanAction = Literal["retry", "reassign", "abandon", "accept"]
+HumanAction = Literal["retry", "reassign", "abandon", "accept", "raise_budget", "stop"]
 
 
 class HumanAnswered(Stimulus):
@@ -136,6 +147,15 @@ class HumanAnswered(Stimulus):
     output: Json = None
     answered_by: str = ""
     inbox_seq: int | None = Field(default=None, description="its place in the run's inbox")
+    raise_by: float | None = Field(default=None, gt=0, exclude_if=_empty,
+                                   description="raise_budget: by how much, in the unit "
+                                   "of the limit reached (dollars, tokens or seconds)")
+
+
+class BudgetTimerFired(Stimulus):
+    """The run's duration limit passed (its budget's max_duration_s since requested)."""
+
+    type: Literal["BudgetTimerFired"] = "BudgetTimerFired"
 
 
 class CancelRequested(Stimulus):
@@ -208,6 +228,13 @@ class EscalationRaised(Decision):
     question: str
 
 
+class BudgetRaised(Decision):
+    """A person raised the run's budget: the limits from now on. Dispatching resumes."""
+
+    type: Literal["BudgetRaised"] = "BudgetRaised"
+    budget: RunBudget
+
+
 class WorkerReplaced(Decision):
     """The worker stuck on `assignment_id` is to be killed and started afresh; what was
     queued behind the stuck call goes to the new process, charged to no task."""
@@ -248,6 +275,7 @@ AnyStimulus: TypeAlias = (
     | HumanAnswered
     | CancelRequested
     | CoordinatorRestarted
+    | BudgetTimerFired
 )
 AnyDecision: TypeAlias = (
     PlanChanged
@@ -255,6 +283,7 @@ AnyDecision: TypeAlias = (
     | ResultValidated
     | RecoveryChosen
     | EscalationRaised
+    | BudgetRaised
     | WorkerReplaced
     | ResultsChecked
     | RunCompleted
@@ -276,6 +305,7 @@ STIMULUS_TYPES: dict[str, type[Stimulus]] = {
         HumanAnswered,
         CancelRequested,
         CoordinatorRestarted,
+        BudgetTimerFired,
     )
 }
 DECISION_TYPES: dict[str, type[Decision]] = {
@@ -286,6 +316,7 @@ DECISION_TYPES: dict[str, type[Decision]] = {
         ResultValidated,
         RecoveryChosen,
         EscalationRaised,
+        BudgetRaised,
         WorkerReplaced,
         ResultsChecked,
         RunCompleted,

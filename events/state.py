@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from .budget import Spend
 from .errors import BadLogError
 from .model import (
     HandlerInfo,
@@ -27,6 +28,8 @@ from .schema import (
     EVENT_TYPES,
     GENESIS_DIGEST,
     AssignmentDispatched,
+    BudgetRaised,
+    BudgetTimerFired,
     CancelRequested,
     CoordinatorRestarted,
     Decision,
@@ -85,19 +88,18 @@ class RunState:
         self.inbox_seen = 0  # the last inbox entry (answers, cancels) taken into the log
         self.output: Json = None
         self.error = ""
+        self.spend = Spend()  # against the run's budget, if it has one
         self.frozen = False
 
     # --- reading -----------------------------------------------------------------------
 
     @property
     def waiting_on_people(self) -> bool:
-        """True when the only work left is parked on open escalations."""
-        return (
-            self.status == "running"
-            and bool(self.escalations)
-            and not self.in_flight
-            and self.queued == 0
-        )
+        """True when the only work left is parked on open escalations (a budget reached
+        parks all of it)."""
+        parked = bool(self.escalations) and self.queued == 0
+        return (self.status == "running" and not self.in_flight
+                and (parked or self.spend.escalation is not None))
 
     @property
     def phase(self) -> str:
@@ -125,6 +127,7 @@ class RunState:
         clone.pinned = {h: deque(q) for h, q in self.pinned.items()}
         clone.in_flight = dict(self.in_flight)
         clone.escalations = dict(self.escalations)
+        clone.spend = self.spend.copy()
         clone.frozen = False
         return clone
 
@@ -141,27 +144,19 @@ class RunState:
         Returns the bytes it chained, so a writer need not encode the event again."""
         if event.seq != self.seq + 1:
             problem = "repeats an earlier seq" if event.seq <= self.seq else "leaves a gap"
-            raise BadLogError(
-                f"expected seq {self.seq + 1}, found {event.seq}: the log {problem}",
-                run_id=event.run_id,
-                seq=event.seq,
-            )
+            raise BadLogError(f"expected seq {self.seq + 1}, found {event.seq}: the log "
+                              f"{problem}", run_id=event.run_id, seq=event.seq)
         if not self.seq and not isinstance(event, RunRequested):
             raise BadLogError(f"a run's log opens with RunRequested, not {type(event).__name__}",
                               run_id=event.run_id, seq=event.seq)
         if self.seq and event.run_id != self.run_id:
-            raise BadLogError(
-                f"event belongs to run {event.run_id!r}, not {self.run_id!r}",
-                run_id=self.run_id,
-                seq=event.seq,
-            )
+            raise BadLogError(f"event belongs to run {event.run_id!r}, not {self.run_id!r}",
+                              run_id=self.run_id, seq=event.seq)
         if isinstance(event, Decision) and event.state_digest != self.digest:
             raise BadLogError(
                 f"{type(event).__name__} records state digest {event.state_digest}, but the "
                 f"log before it digests to {self.digest}: the log was edited or reordered",
-                run_id=event.run_id,
-                seq=event.seq,
-            )
+                run_id=event.run_id, seq=event.seq)
         fold_in = self._APPLY.get(type(event))
         if fold_in is None:
             raise BadLogError(f"{type(event).__name__} is not an event type of this version of "
@@ -170,12 +165,9 @@ class RunState:
         try:
             fold_in(self, event)
         except KeyError as unknown:
-            raise BadLogError(
-                f"{type(event).__name__} refers to {unknown.args[0]!r}, which the log "
-                "before it never introduced",
-                run_id=event.run_id,
-                seq=event.seq,
-            ) from None
+            raise BadLogError(f"{type(event).__name__} refers to {unknown.args[0]!r}, which "
+                              "the log before it never introduced", run_id=event.run_id,
+                              seq=event.seq) from None
         self.seq = event.seq
         if recorded is None:
             recorded = encode(event)
@@ -193,6 +185,7 @@ class RunState:
         self.policy = e.policy
         self.policy_digest = e.policy_digest
         self.spec = e.spec
+        self.spend.budget, self.spend.requested_at = e.budget, e.recorded_at
         caps: dict[str, list[str]] = {}
         for h in e.handlers:
             self.handlers[h.name] = h
@@ -280,6 +273,7 @@ class RunState:
         self.in_flight[a.id] = a.task_id
 
     def _on_result_received(self, e: ResultReceived) -> None:
+        self.spend.add(e.result.usage)  # stale or not: it was spent
         task_id = self.in_flight.get(e.result.assignment_id)
         if task_id is not None:
             self.tasks[task_id].received = e.result.output
@@ -326,6 +320,7 @@ class RunState:
         return record
 
     def _on_failure(self, e: FailureReported) -> None:
+        self.spend.add(e.failure.usage)
         record = self._failed_attempt(e.failure.assignment_id)
         if record is not None and record.handler and e.failure.kind == "worker_lost":
             lost = dict(record.lost)
@@ -380,6 +375,9 @@ class RunState:
             self.open_tasks = self.open_tasks - 1
 
     def _on_escalation(self, e: EscalationRaised) -> None:
+        if not e.task_id:  # about the run: its budget
+            self.spend.escalation = e.escalation_id
+            return
         record = self.tasks[e.task_id]
         record.status = "escalated"
         record.escalation = e.escalation_id
@@ -392,6 +390,12 @@ class RunState:
     def _on_failed(self, e: RunFailed) -> None:
         self.status = "failed"
         self.error = e.error
+
+    def _on_budget_timer(self, e: BudgetTimerFired) -> None:
+        self.spend.elapsed = True
+
+    def _on_budget_raised(self, e: BudgetRaised) -> None:
+        self.spend.set_to(e.budget)
 
     def _ignore(self, e: Envelope) -> None:
         pass
@@ -406,6 +410,8 @@ class RunState:
         HumanAnswered: _on_human_answered,
         CancelRequested: _on_cancel_requested,
         CoordinatorRestarted: _ignore,
+        BudgetTimerFired: _on_budget_timer,
+        BudgetRaised: _on_budget_raised,
         WorkerStuck: _ignore,
         WorkerReplaced: _ignore,
         PlanChanged: _on_plan_changed,

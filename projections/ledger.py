@@ -140,7 +140,9 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
                 outcome[event.task_id] = event.reason.rule.replace(".", ": ", 1)
         elif isinstance(event, EscalationRaised):
             questions[event.escalation_id] = event.question
-            outcome[event.task_id] = f"{event.escalation_id}: " + outcome.get(event.task_id, "")
+            if event.task_id:
+                outcome[event.task_id] = (f"{event.escalation_id}: " +
+                                          outcome.get(event.task_id, ""))
     lines = [
         TaskLine(
             id=task_id,
@@ -158,6 +160,9 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
         Escalation(id=esc, task_id=task_id, question=questions[esc])
         for esc, task_id in sorted(state.escalations.items())
     ]
+    if state.spend.escalation is not None:  # about the run's budget: no task
+        esc = state.spend.escalation
+        escalations.append(Escalation(id=esc, task_id="", question=questions[esc]))
     return Ledger(
         run_id=state.run_id,
         goal=state.goal,

@@ -168,23 +168,34 @@ def answer(
         "output. It is checked against the task's schema and done_when checks before it "
         "is recorded (exit 2 naming what does not fit), and validated like any output.")
     ] = None,
+    raise_budget: Annotated[float | None, typer.Option(
+        "--raise-budget", metavar="N", help="A budget question: raise the limit reached "
+        "by N of its unit (dollars, tokens or seconds, as the question says) and go on.")
+    ] = None,
+    stop: Annotated[bool, typer.Option(
+        "--stop", help="A budget question: stop the run (it fails; what was accepted "
+        "stays recorded).")] = False,
     note: Annotated[str, typer.Option("--note", metavar="TEXT",
                                       help="Added to the task's instructions.")] = "",
     by: Annotated[str, typer.Option("--by", metavar="NAME", help="Who answers.")] = "",
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
-    """Answer an escalation. Exactly one of --retry, --reassign, --abandon, --accept-output.
+    """Answer an escalation: about a task, exactly one of --retry, --reassign, --abandon,
+    --accept-output; about the run's budget, --raise-budget N or --stop.
 
     The answer is recorded in the run's inbox: a live coordinator takes it up within a
     second; otherwise `baton resume RUN` does.
     """
     chosen = [name for name, on in (("retry", retry), ("reassign", reassign is not None),
-                                    ("abandon", abandon), ("accept", accept_output))
+                                    ("abandon", abandon), ("accept", accept_output),
+                                    ("raise_budget", raise_budget is not None),
+                                    ("stop", stop))
               if on]
     if len(chosen) != 1:
         raise BadInputError("give exactly one of --retry, --reassign HANDLER, --abandon, "
-                            "--accept-output FILE.json")
+                            "--accept-output FILE.json (a task's question), or "
+                            "--raise-budget N, --stop (a budget's)")
     output = None
     if accept_output is not None:
         try:
@@ -193,7 +204,8 @@ def answer(
             raise BadInputError(f"--accept-output {accept_output}: {problem}") from None
     with open_store(store) as log:
         entry = people.answer(log, escalation_id, chosen[0],  # type: ignore[arg-type]
-                              handler=reassign, note=note, output=output, answered_by=by)
+                              handler=reassign, note=note, output=output, answered_by=by,
+                              raise_by=raise_budget)
     run_id = escalation_id.rpartition(":esc-")[0]
     if as_json:
         emit_json({"run_id": run_id, "escalation_id": escalation_id, "action": chosen[0],

@@ -21,6 +21,7 @@ from typing import Any, NotRequired
 from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
+from ..budget import Spend
 from ..errors import BadLogError
 from ..model import Assignment, HandlerInfo, Json, Task
 from ..record import TaskRecord
@@ -79,6 +80,7 @@ class _Head(TypedDict):
     inbox_seen: int
     output: Json
     error: str
+    spend: NotRequired[Spend]  # older snapshots lack it: nothing spent, no budget
 
 
 class _Snapshot(_Head):
@@ -135,7 +137,7 @@ def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
         records[tid] = record
     kept["tasks"] = records
     state = RunState.__new__(RunState)
-    state.__dict__.update({**kept, "frozen": False})
+    state.__dict__.update({"spend": Spend(), **kept, "frozen": False})
     if (state.run_id, state.seq) != (run_id, seq):
         raise BadLogError(f"snapshot holds run {state.run_id!r} at seq {state.seq}, not the "
                           "place it is filed under", run_id=run_id, seq=seq)

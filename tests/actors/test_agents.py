@@ -11,7 +11,7 @@ import pytest
 
 import baton
 from baton import load_spec, open_store
-from baton.events.errors import BadSpecError
+from baton.events.errors import BadAnswerError, BadSpecError
 from baton.events.schema import FailureReported, ResultReceived, ResultValidated
 from baton.replay import verify
 from tests.fixtures import agents
@@ -107,3 +107,32 @@ def test_the_research_team_example_dry_runs_and_refuses_a_wet_run_it_cannot_make
         assert verify(store, "team").reproduced
     assert {"plan", "write"} <= set(tasks) and any(t.startswith("research-") for t in tasks)
     assert all(record.status == "accepted" for record in tasks.values())
+
+
+@pytest.mark.parametrize("answer", ["raise_budget", "stop"])
+def test_a_token_budget_reached_stops_dispatch_and_a_person_decides(
+        store_url: str, answer: str) -> None:
+    """The first answer spends more tokens than the budget allows: nothing more is
+    dispatched, one question is asked, and the run waits. Raised, a resume completes
+    the run; stopped, it fails with its accepted output kept. Both logs replay."""
+    spec = agents.budgeted_spec(max_tokens=1)
+    waiting = baton.run(spec, store=store_url, run_id=answer)
+    assert waiting.status == "waiting" and waiting.progress.accepted == 1
+    [asked] = baton.inbox(answer, store=store_url)
+    assert asked.task_id == "" and "tokens" in asked.question
+    with pytest.raises(BadAnswerError, match="asks about the run's budget"):
+        baton.answer(asked.escalation_id, "retry", store=store_url)
+    baton.answer(asked.escalation_id, answer, raise_by=100_000 if answer == "raise_budget"
+                 else None, store=store_url)
+    ended = baton.resume(answer, store=store_url, spec=spec)
+    with open_store(store_url) as store:
+        log = store.read(answer)
+        assert verify(store, answer).reproduced
+        outputs = store.state(answer).outputs()
+    assert sum(1 for e in log if e.type == "EscalationRaised") == 1
+    if answer == "raise_budget":
+        assert ended.ok and len(outputs) == 3
+        assert [e.budget.max_tokens for e in log if e.type == "BudgetRaised"] == [100_001]
+    else:
+        assert ended.status == "failed" and "stopped at its budget" in (ended.error or "")
+        assert list(outputs) == ["t1"]

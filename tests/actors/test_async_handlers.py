@@ -74,3 +74,22 @@ def test_a_hung_async_assignment_times_out_and_its_replica_is_replaced(
             "worker_lost"}
         assert result.output["w3"]["attempt"] >= 2
         assert verify(store, "hung").reproduced
+
+
+def test_a_duration_budget_fires_through_a_recorded_timer(store_url: str) -> None:
+    """Steps of half a second, one at a time, under a budget of one second: the limit
+    passing is recorded (BudgetTimerFired), the step in flight finishes, nothing more
+    is sent, and a person's raise lets a resume finish the run."""
+    spec = ray_specs.stepping_spec()
+    waiting = baton.run(spec, store=store_url, run_id="timed")
+    assert waiting.status == "waiting" and 1 <= waiting.progress.accepted < 4
+    [asked] = baton.inbox("timed", store=store_url)
+    assert "ran for its 1s" in asked.question
+    baton.answer(asked.escalation_id, "raise_budget", raise_by=60, store=store_url)
+    assert baton.resume("timed", store=store_url, spec=spec).ok
+    with open_store(store_url) as store:
+        kinds = [e.type for e in store.read("timed")]
+        assert verify(store, "timed").reproduced
+    fired = kinds.index("BudgetTimerFired")
+    assert kinds.count("BudgetTimerFired") == 1 and kinds[fired + 1] in (
+        "EscalationRaised", "ResultReceived")

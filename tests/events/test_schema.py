@@ -29,10 +29,11 @@ def test_the_samples_cover_every_event_type() -> None:
     assert {e.type for e in sample_events()} == set(EVENT_TYPES)  # type: ignore[attr-defined]
     assert set(STIMULUS_TYPES) == {"RunRequested", "RunForked", "ResultReceived", "FailureReported",
                                    "TimerFired", "HumanAnswered", "CancelRequested",
-                                   "CoordinatorRestarted", "WorkerStuck"}
+                                   "CoordinatorRestarted", "WorkerStuck", "BudgetTimerFired"}
     assert set(DECISION_TYPES) == {"PlanChanged", "AssignmentDispatched", "ResultValidated",
                                    "RecoveryChosen", "EscalationRaised", "WorkerReplaced",
-                                   "ResultsChecked", "RunCompleted", "RunFailed"}
+                                   "ResultsChecked", "RunCompleted", "RunFailed",
+                                   "BudgetRaised"}
 
 
 @pytest.mark.parametrize("event", sample_events(), ids=lambda e: f"{e.run_id}-{e.seq}-{e.type}")
