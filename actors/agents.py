@@ -30,8 +30,8 @@ from baton.events.errors import BadSpecError
 from baton.events.model import Assignment
 
 from .handlers import Handler, handler
+from .reported import report_transcript, report_usage
 from .spec import ImportedSchemas, Spec
-from .usage import report_usage
 
 MODEL_ENV = "BATON_MODEL"
 DRY_RUN_MODEL = "test"  # pydantic-ai's TestModel: no key, no network
@@ -90,6 +90,7 @@ class AgentCall:
                              input_tokens=spent.input_tokens,
                              output_tokens=spent.output_tokens)
             raise
+        report_transcript(json.loads(ran.all_messages_json()))
         answered = ran.response
         name = answered.model_name or self._name(model)
         provider = getattr(answered, "provider_name", None)

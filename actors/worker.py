@@ -23,10 +23,10 @@ from typing import Any
 import ray
 from pydantic import BaseModel
 
-from baton.events.model import Assignment, Execution, Failure, Result, Usage
+from baton.events.model import Assignment, Execution, Failure, Result
 
 from .handlers import Handler
-from .usage import collecting, total
+from .reported import Reported, collecting, total
 
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 RETURN_BUDGET_BYTES = 16 * 1024 * 1024  # of outputs in one call's return, about
@@ -34,10 +34,13 @@ RETURN_BUDGET_BYTES = 16 * 1024 * 1024  # of outputs in one call's return, about
 
 def to_outcome(
     assignment_id: str, value: Any, max_output_bytes: int, execution: Execution | None = None,
-    usage: Usage | None = None,
+    reported: Reported | None = None,
 ) -> tuple[Result | Failure, int]:
     """The Result for a handler's return value, or the Failure that explains why not;
-    and how many bytes of JSON the output is. Either carries what the handler spent."""
+    and how many bytes of JSON the output is. Either carries what the handler reported
+    (what it spent, its transcript)."""
+    usage = total(reported.usage) if reported is not None else None
+    transcript = reported.transcript if reported is not None else None
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:
@@ -46,15 +49,15 @@ def to_outcome(
         return Failure(assignment_id=assignment_id, kind="unserializable",
                        error_type=type(error).__name__,
                        message=f"the output cannot be recorded as JSON: {error}",
-                       execution=execution, usage=usage), 0
+                       execution=execution, usage=usage, transcript=transcript), 0
     if len(encoded) > max_output_bytes:
         return Failure(assignment_id=assignment_id, kind="too_large",
                        message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
                        f"{max_output_bytes:,} (raise it with max_output_bytes)",
-                       execution=execution, usage=usage), 0
+                       execution=execution, usage=usage, transcript=transcript), 0
     # Round-trip so what the coordinator records is exactly what a replay will read.
     return Result(assignment_id=assignment_id, output=json.loads(encoded),
-                  execution=execution, usage=usage), len(encoded)
+                  execution=execution, usage=usage, transcript=transcript), len(encoded)
 
 
 class Worker:
@@ -90,16 +93,17 @@ class Worker:
             try:
                 value = self.call(assignment)
             except (Exception, SystemExit, KeyboardInterrupt) as error:
-                return self._raised(assignment, error, started, total(reported))
+                return self._raised(assignment, error, started, reported)
         return to_outcome(assignment.id, value, self.max_output_bytes,
-                          self._execution(started), total(reported))
+                          self._execution(started), reported)
 
     def _raised(self, assignment: Assignment, error: BaseException, started: float,
-                usage: Usage | None) -> tuple[Failure, int]:
+                reported: Reported) -> tuple[Failure, int]:
         failure = Failure(assignment_id=assignment.id, kind="error",
                           error_type=type(error).__qualname__, message=str(error),
                           traceback=traceback.format_exc(),
-                          execution=self._execution(started), usage=usage)
+                          execution=self._execution(started), usage=total(reported.usage),
+                          transcript=reported.transcript)
         return failure, len(failure.message) + len(failure.traceback)
 
     def _execution(self, started: float) -> Execution:
@@ -150,9 +154,9 @@ class AsyncWorker(Worker):
                 try:
                     value = await self.call(assignment)
                 except (Exception, SystemExit, KeyboardInterrupt) as error:
-                    outcome, size = self._raised(assignment, error, started, total(reported))
+                    outcome, size = self._raised(assignment, error, started, reported)
                 else:
                     outcome, size = to_outcome(assignment.id, value, self.max_output_bytes,
-                                               self._execution(started), total(reported))
+                                               self._execution(started), reported)
             carried[0] += size
             return outcome

@@ -11,8 +11,8 @@ from baton.actors import inbox as _inbox
 from baton.actors.agents import agent
 from baton.actors.handlers import Handler, handler
 from baton.actors.progress import RunResult
+from baton.actors.reported import report_usage
 from baton.actors.spec import Spec, load_spec
-from baton.actors.usage import report_usage
 from baton.events import (
     Assignment,
     BadInputError,

@@ -391,6 +391,9 @@ def _absent(value: object) -> bool:
 # Baton kept it, or made outside a worker): such logs read and re-encode as they were.
 _EXECUTION = Field(default=None, exclude_if=_absent)
 _USAGE = Field(default=None, exclude_if=_absent)  # the same: absent when nothing reported
+# An agent's messages (pydantic-ai's, as JSON), for reading back the exact prompt and
+# reply; no decision reads it, and it is kept out of the query columns.
+_TRANSCRIPT = Field(default=None, exclude_if=_absent)
 
 
 class Result(Frozen):
@@ -400,6 +403,7 @@ class Result(Frozen):
     output: Json
     execution: Execution | None = _EXECUTION
     usage: Usage | None = _USAGE
+    transcript: Json = _TRANSCRIPT
 
 
 FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]
@@ -415,6 +419,7 @@ class Failure(Frozen):
     traceback: str = ""
     execution: Execution | None = _EXECUTION  # when a handler ran and failed
     usage: Usage | None = _USAGE  # what it spent before it failed
+    transcript: Json = _TRANSCRIPT
 
     def summary(self) -> str:
         """One line: the kind, the exception type and the message."""

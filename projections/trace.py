@@ -9,6 +9,7 @@ each step with the state digest the decision looked at.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -69,7 +70,8 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
                          and e.result.assignment_id == judged.assignment_id
                          and e.seq < judged.seq), None)
         if received is not None:
-            steps.append(_step(received, detail={"output": received.result.output}))
+            steps.append(_step(received, detail={"output": received.result.output,
+                                                 **_transcript(received.result.transcript)}))
         chosen = [judged.assignment_id]
     else:
         # Not accepted: how it ended, and every attempt that led there.
@@ -92,10 +94,33 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
 
 
 def _failed(event: Envelope) -> dict[str, Any]:
-    """Where a failed attempt's handler raised: the traceback its worker reported."""
-    if isinstance(event, FailureReported) and event.failure.traceback:
-        return {"traceback": event.failure.traceback}
-    return {}
+    """Where a failed attempt's handler raised: the traceback its worker reported, and
+    an agent's transcript."""
+    if not isinstance(event, FailureReported):
+        return {}
+    found = {"traceback": event.failure.traceback} if event.failure.traceback else {}
+    return {**found, **_transcript(event.failure.transcript)}
+
+
+def _transcript(messages: Any) -> dict[str, Any]:
+    return {} if messages is None else {"transcript": messages}
+
+
+def transcript_lines(messages: Any, width: int = 100) -> list[str]:
+    """An agent's transcript in short: a line per part of each message, what kind it is
+    and how it starts (`--json` gives it whole)."""
+    lines: list[str] = []
+    for message in messages if isinstance(messages, list) else []:
+        kind = message.get("kind", "?") if isinstance(message, dict) else "?"
+        parts = message.get("parts", []) if isinstance(message, dict) else []
+        for part in parts if isinstance(parts, list) else []:
+            if not isinstance(part, dict):
+                continue
+            said = part.get("content", part.get("args", ""))
+            text = " ".join((said if isinstance(said, str) else json.dumps(said)).split())
+            name = part.get("part_kind", "part")
+            lines.append(f"{kind} {name}: {text[:width]}{'…' if len(text) > width else ''}")
+    return lines or ["(no messages)"]
 
 
 def _uses(output: Any, task_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import Ledger, TaskLine, ledger
 from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
+from baton.projections.trace import transcript_lines
 from baton.projections.verification import Verification
 
 from .common import (
@@ -366,13 +367,12 @@ def trace_(
 
     Each step names the rule that fired, the facts it read, and the state digest it
     looked at; the assignment shows its handler, routing reason, candidates weighed and
-    the inputs it was given, so a wrong answer leads to the worker that gave it.
-    """
+    the inputs it was given, and an agent's answer its transcript (a line a message
+    part; whole with --json), so a wrong answer leads to the prompt that produced it."""
     with run_log(run_id, store) as log:
         steps = explain(log.read(run_id), task)
     if as_json:
-        emit_json(trace_dicts(steps))
-        return
+        return emit_json(trace_dicts(steps))
     for step in steps:
         rule = f"  [{step.rule}]" if step.rule else ""
         out.print(f"{step.seq:>6}  {step.type:<21} {step.what}{rule}", highlight=False,
@@ -382,10 +382,10 @@ def trace_(
         for name, value in {**step.detail, **({"facts": step.facts} if step.facts else {}),
                             **({"candidates": step.candidates} if step.candidates else {})
                             }.items():
-            if name == "traceback":  # in full: it is where to look
-                out.print(f"{'':8}traceback:", highlight=False)
-                for line in str(value).rstrip().splitlines():
-                    out.print(f"{'':10}{line}", highlight=False, markup=False)
+            if name in ("traceback", "transcript"):  # where to look: a line each
+                out.print(f"{'':8}{name}:\n" + "\n".join(f"{'':10}{line}" for line in (
+                    transcript_lines(value) if name == "transcript" else
+                    str(value).rstrip().splitlines())), highlight=False, markup=False)
                 continue
             out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
                       markup=False)

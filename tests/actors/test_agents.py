@@ -13,6 +13,8 @@ import baton
 from baton import load_spec, open_store
 from baton.events.errors import BadAnswerError, BadSpecError
 from baton.events.schema import FailureReported, ResultReceived, ResultValidated
+from baton.events.store.sealing import KEY_ENV, new_key
+from baton.projections.trace import trace, transcript_lines
 from baton.replay import verify
 from tests.fixtures import agents
 
@@ -136,3 +138,26 @@ def test_a_token_budget_reached_stops_dispatch_and_a_person_decides(
     else:
         assert ended.status == "failed" and "stopped at its budget" in (ended.error or "")
         assert list(outputs) == ["t1"]
+
+
+@pytest.mark.unverifiable("kept")  # sealed with the test's own key: it verifies the run
+def test_an_agents_transcript_is_kept_sealed_and_read_back_by_trace(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each answer keeps the agent's messages: the exact prompt and reply, read back by
+    `baton trace` without calling the model again. With a key set, neither they nor the
+    inputs they quote are anywhere in the store's files."""
+    monkeypatch.setenv(KEY_ENV, new_key())
+    assert baton.run(agents.research_spec(), store=store_url, run_id="kept").ok
+    files = Path(store_url.removeprefix("sqlite:///")).parent.glob("*")
+    assert not any(b"hunter2" in f.read_bytes() for f in files if f.is_file())
+    with open_store(store_url) as store:
+        log = store.read("kept")
+        assert verify(store, "kept").reproduced
+    [retried] = [e for e in log if isinstance(e, ResultReceived)
+                 and e.result.assignment_id == "q1#2"]
+    said = json.dumps(retried.result.transcript)
+    assert "count must not be negative" in said and "wrong-until-told" in said
+    [step] = [s for s in trace(log, "q1") if s.type == "ResultReceived"]
+    lines = transcript_lines(step.detail["transcript"])
+    assert lines[0].startswith("request user-prompt: Count the apples.")
+    assert any(line.startswith("response tool-call:") for line in lines)

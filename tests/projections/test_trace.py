@@ -82,3 +82,20 @@ def test_the_trace_of_a_failed_task_prints_each_attempts_traceback(store_url: st
     assert "        traceback:\n" in text
     assert '          File "handlers.py", line 12, in count\n' in text
     assert "          ZeroDivisionError: division by zero\n" in text
+
+
+def test_a_transcript_reads_as_a_line_a_message_part() -> None:
+    """What the model was asked and what it answered, each part cut to the width, and
+    nothing a reader would choke on when the transcript is not pydantic-ai's."""
+    from baton.projections.trace import transcript_lines
+
+    messages = [
+        {"kind": "request", "parts": [{"part_kind": "user-prompt",
+                                       "content": "Count the\napples. " + "x" * 200}]},
+        {"kind": "response", "parts": [{"part_kind": "tool-call",
+                                        "args": {"count": 3}}, "junk"]},
+    ]
+    lines = transcript_lines(messages, width=30)
+    assert lines == ["request user-prompt: Count the apples. " + "x" * 12 + "…",
+                     'response tool-call: {"count": 3}']
+    assert transcript_lines("not a list") == ["(no messages)"]

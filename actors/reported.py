@@ -1,6 +1,7 @@
-"""What a handler spent on models: reported from inside the handler (`baton.report_usage`,
-or `baton.agent` for its model runs), summed per assignment by its worker, and recorded
-with the assignment's result or failure.
+"""What a handler reports about an assignment besides its output: what it spent on models
+(`baton.report_usage`, or `baton.agent` for its model runs) and, for an agent, its
+transcript (the messages of its model run). The worker collects both per assignment
+and records them with its result or failure.
 
 The cost is genai-prices' from its bundled price table (nothing is fetched), and absent,
 never zero, where the table does not know the model: a total with any unknown part is
@@ -12,12 +13,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 
-from baton.events.model import Usage
+from baton.events.model import Json, Usage
+
+
+@dataclass
+class Reported:
+    """One assignment's reports so far."""
+
+    usage: list[Usage] = field(default_factory=list)
+    transcript: Json = None
+
 
 # The reports of the assignment running in this context (each of an async worker's
 # assignments runs in a task of its own, so in a context of its own).
-_REPORTED: ContextVar[list[Usage] | None] = ContextVar("baton_reported_usage", default=None)
+_REPORTED: ContextVar[Reported | None] = ContextVar("baton_reported", default=None)
 
 
 def report_usage(*, model: str, requests: int = 1, input_tokens: int = 0,
@@ -31,14 +42,22 @@ def report_usage(*, model: str, requests: int = 1, input_tokens: int = 0,
         return
     if cost_usd is None:
         cost_usd = price(model, input_tokens, output_tokens)
-    reported.append(Usage(model=model, requests=requests, input_tokens=input_tokens,
-                          output_tokens=output_tokens, cost_usd=cost_usd))
+    reported.usage.append(Usage(model=model, requests=requests, input_tokens=input_tokens,
+                                output_tokens=output_tokens, cost_usd=cost_usd))
+
+
+def report_transcript(messages: Json) -> None:
+    """Keep the running assignment's transcript (an agent's messages, as JSON) with its
+    result or failure; the last one reported is kept. Outside a worker: nothing."""
+    reported = _REPORTED.get()
+    if reported is not None:
+        reported.transcript = messages
 
 
 @contextmanager
-def collecting() -> Iterator[list[Usage]]:
+def collecting() -> Iterator[Reported]:
     """Collect what is reported while the block runs (one assignment's handler)."""
-    reported: list[Usage] = []
+    reported = Reported()
     token = _REPORTED.set(reported)
     try:
         yield reported
