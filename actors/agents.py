@@ -159,6 +159,7 @@ def agent(
     num_cpus: float = 0.5,
     resources: dict[str, float] | None = None,
     queue_depth: int | None = None,
+    rate_limit: str | None = None,
     name: str | None = None,
 ) -> Handler:
     """A handler made from a pydantic-ai `Agent`: each assignment is one run of it.
@@ -178,7 +179,7 @@ def agent(
         raise BadSpecError("baton.agent needs name= or capabilities= (its agent has no name)")
     return handler(capabilities=caps, replicas=replicas, concurrency=concurrency,
                    num_cpus=num_cpus, resources=resources, queue_depth=queue_depth,
-                   name=own)(AgentCall(agent))
+                   rate_limit=rate_limit, name=own)(AgentCall(agent))
 
 
 def prepared(spec: Spec, model: str | None,

@@ -4,9 +4,8 @@ Each turn it takes the stimuli that have arrived (worker results and failures, i
 order they finished), folds each into the run's state and decides what follows, appends
 the turn's stimuli and decisions to the log in one transaction, and only then performs
 the effects — sending the dispatched assignments to worker actors, a batch a call
-(write-ahead: invariant 3).
-Sequence numbers are assigned here and nowhere else. No handler code runs in this
-process (invariant 1): it holds worker handles, never handlers.
+(write-ahead: invariant 3). Sequence numbers are assigned here and nowhere else. No
+handler code runs in this process (invariant 1): it holds worker handles, never handlers.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from .deadlines import Deadlines
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
 from .progress import RunProgress
+from .ratelimit import RateLimit, Throttle
 from .runstats import RunStats
 from .sender import Sender
 from .spec import ImportedSchemas
@@ -80,6 +80,7 @@ class Coordinator:
         sealing_key: str | None = None,
         store_patience_s: float = STORE_PATIENCE_S,
         concurrency: dict[str, int] | None = None,
+        rate_limits: dict[str, RateLimit] | None = None,
     ):
         self.run_id = run_id
         # For the tasks that reach it without their class (read back from the log, after
@@ -95,7 +96,8 @@ class Coordinator:
         self.resumed = self.state.seq > 0  # the log was there before this actor
         self.snapshot_seq = self.state.seq
         # Dispatched (and recorded), not yet sent, and the calls out to workers.
-        self.sender = Sender(self.pool, lambda worker, batch: worker.run.remote(batch))
+        self.sender = Sender(self.pool, lambda worker, batch: worker.run.remote(batch),
+                             {h: Throttle(limit) for h, limit in (rate_limits or {}).items()})
         self.deadlines = Deadlines()  # on the monotonic clock
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()
@@ -233,7 +235,8 @@ class Coordinator:
 
     def _next_wake(self) -> float:
         """Seconds until the next timer, probe or look at the inbox is due."""
-        waits = [INBOX_POLL_S, self.pool.next_probe_in(), budget_due_in(self.state, time.time())]
+        waits = [INBOX_POLL_S, self.pool.next_probe_in(), self.sender.next_send_in(),
+                 budget_due_in(self.state, time.time())]
         due = self.deadlines.next_at()
         if due is not None:
             waits.append(max(0.0, due - time.monotonic()))

@@ -19,6 +19,8 @@ from typing import Any, TypeVar, overload
 from baton.events.errors import BadSpecError
 from baton.events.model import HandlerInfo
 
+from .ratelimit import RateLimit
+
 DEFAULT_QUEUE_DEPTH = 16
 
 
@@ -34,6 +36,7 @@ class Handler:
     resources: dict[str, float] = field(default_factory=dict)
     queue_depth: int = DEFAULT_QUEUE_DEPTH
     concurrency: int = 1  # assignments a replica runs at once (more than one: async only)
+    rate_limit: RateLimit | None = None  # sends a period, across its replicas
 
     @property
     def is_class(self) -> bool:
@@ -76,6 +79,7 @@ def handler(
     resources: dict[str, float] | None = None,
     queue_depth: int | None = None,
     concurrency: int = 1,
+    rate_limit: str | None = None,
     name: str | None = None,
 ) -> Callable[[F], Handler]: ...
 
@@ -89,6 +93,7 @@ def handler(
     resources: dict[str, float] | None = None,
     queue_depth: int | None = None,
     concurrency: int = 1,
+    rate_limit: str | None = None,
     name: str | None = None,
 ) -> Any:
     """Declare a handler. Use bare (`@handler`: its capability is its name) or with
@@ -102,7 +107,10 @@ def handler(
 
     `concurrency` is how many assignments each replica runs at once. Above 1 the handler
     must be an `async def`: its waits overlap on one event loop (a sync handler runs one
-    at a time; give it more replicas instead)."""
+    at a time; give it more replicas instead).
+
+    `rate_limit` ("60/min", "10/s", "1000/h") caps the assignments sent to the handler
+    in any such period, across its replicas: the coordinator holds the rest back."""
 
     def wrap(obj: Any) -> Handler:
         if not callable(obj):
@@ -140,6 +148,7 @@ def handler(
             resources=dict(resources or {}),
             queue_depth=depth,
             concurrency=concurrency,
+            rate_limit=RateLimit.parse(rate_limit, own_name) if rate_limit else None,
         )
 
     if target is not None:

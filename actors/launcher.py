@@ -266,7 +266,8 @@ def _launch(
     # environment would be. Workers never see the store, nor the key.
     coordinator = remote_coordinator.options(**options).remote(
         run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV),
-        store_patience_s, {h.name: h.concurrency for h in spec.handlers})
+        store_patience_s, {h.name: h.concurrency for h in spec.handlers},
+        {h.name: h.rate_limit for h in spec.handlers if h.rate_limit is not None})
     actors = [coordinator, *handles]
     if detach:
         try:

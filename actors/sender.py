@@ -18,7 +18,8 @@ from typing import Any
 
 from baton.events.model import Assignment
 
-from .pool import Pool, Replica
+from .pool import BATCH_MAX, Pool, Replica
+from .ratelimit import Throttle
 
 Send = Callable[[Any, list[Assignment]], Any]  # (worker handle, batch) -> the call's ref
 
@@ -41,9 +42,10 @@ def alone(assignment: Assignment) -> bool:
 class Sender:
     """The queues of dispatched work by handler, and the calls out, by their ref."""
 
-    def __init__(self, pool: Pool, send: Send):
+    def __init__(self, pool: Pool, send: Send, throttles: dict[str, Throttle] | None = None):
         self.pool = pool
         self.send = send
+        self.throttles = throttles or {}  # by handler: those with a rate limit
         self.waiting: dict[str, deque[Assignment]] = {name: deque() for name in pool.workers}
         self.pending: dict[Any, Call] = {}  # by the ref of the call's answer
         self.calls = 0  # sent so far
@@ -62,10 +64,12 @@ class Sender:
         """Send what waits, a batch a call, to each replica with room. `timed_send` is
         told of each timed assignment as it goes out: its time starts then."""
         for handler, waiting in self.waiting.items():
+            throttle = self.throttles.get(handler)
             while True:
                 while waiting and waiting[0].id not in in_flight:
                     waiting.popleft()
-                if not waiting:
+                allowed = throttle.room() if throttle is not None else BATCH_MAX
+                if not waiting or allowed < 1:
                     break
                 head = waiting[0]
                 retry = head.attempt > 1
@@ -77,10 +81,12 @@ class Sender:
                     if head.timeout_s is not None:
                         timed_send(head)
                 else:
-                    size = self.pool.batch_size(handler)
+                    size = min(self.pool.batch_size(handler), allowed)
                     if idle:
                         size = min(size, -(-len(waiting) // idle))
                     batch = self._next_batch(waiting, size, in_flight)
+                if throttle is not None:
+                    throttle.took(len(batch))
                 ref = self.send(self.pool.sent(replica, alone=retry), batch)
                 self.pending[ref] = Call(tuple(a.id for a in batch), replica)
                 self.calls += 1
@@ -99,6 +105,11 @@ class Sender:
                 batch.append(assignment)
             waiting.popleft()
         return batch
+
+    def next_send_in(self) -> float | None:
+        """Seconds until a rate limit lets held work go (None when none holds any)."""
+        held = [t.next_in() for handler, t in self.throttles.items() if self.waiting[handler]]
+        return min((s for s in held if s is not None), default=None)
 
     def answered(self, ref: Any) -> Call:
         """The call whose answer `ref` is, no longer out."""

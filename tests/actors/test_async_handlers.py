@@ -1,6 +1,7 @@
-"""Async handlers on a real local Ray: an `async def` runs on an async worker, up to its
+"""Handlers' limits on a real local Ray: an `async def` runs on an async worker, up to its
 `concurrency` assignments at once on each replica, seen in the recorded start and end
-times; timeouts and stuck-worker replacement keep their meaning."""
+times; timeouts and stuck-worker replacement keep their meaning; a rate limit holds
+sends back; a duration budget stops a run through its recorded timer."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from baton.events.schema import (
     TimerFired,
     WorkerReplaced,
 )
+from baton.events.store import arrow
+from baton.projections.metrics import run_stats
 from baton.replay import verify
 from tests.fixtures import ray_specs
 
@@ -93,3 +96,16 @@ def test_a_duration_budget_fires_through_a_recorded_timer(store_url: str) -> Non
     fired = kinds.index("BudgetTimerFired")
     assert kinds.count("BudgetTimerFired") == 1 and kinds[fired + 1] in (
         "EscalationRaised", "ResultReceived")
+
+
+def test_a_rate_limit_is_never_passed_and_its_wait_is_queue_wait(store_url: str) -> None:
+    """Four a second across two replicas: by the recorded start times, no second holds
+    more than four starts; what was held back shows in stats as queue wait."""
+    result = baton.run(ray_specs.quota_spec(), store=store_url, run_id="quota")
+    assert result.ok and result.progress.accepted == 12
+    started = sorted(e.started_at for e in _executions(store_url, "quota"))
+    assert all(later - earlier >= 0.9 for earlier, later in zip(started, started[4:], strict=False))
+    with open_store(store_url) as store:
+        stats = run_stats(arrow.columns(store, "quota"))
+    [handler] = stats.handlers
+    assert handler.queue_wait_s.p95 is not None and handler.queue_wait_s.p95 > 1.0

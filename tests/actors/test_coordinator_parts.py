@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+import baton
 from baton.actors.deadlines import Deadlines
 from baton.actors.pool import Pool, window
+from baton.actors.ratelimit import RateLimit, Throttle
 from baton.actors.runstats import RunStats
 from baton.actors.sender import Sender
 from baton.actors.spec import ImportedSchemas
+from baton.events.errors import BadSpecError
 from baton.events.model import Assignment, Verdict
 from baton.events.schema import AssignmentDispatched, Reason, ResultValidated
 from tests.fixtures.specs import Count, Listing
@@ -49,7 +54,8 @@ def assignment(task: str, attempt: int = 1, timeout_s: float | None = None,
                       capability="c", instructions="", context_digest="", timeout_s=timeout_s)
 
 
-def sender(replicas: int = 1) -> tuple[Sender, list[tuple[str, list[str]]]]:
+def sender(replicas: int = 1, throttles: dict[str, Throttle] | None = None
+           ) -> tuple[Sender, list[tuple[str, list[str]]]]:
     sent: list[tuple[str, list[str]]] = []
 
     def send(worker: Any, batch: list[Assignment]) -> int:
@@ -58,7 +64,7 @@ def sender(replicas: int = 1) -> tuple[Sender, list[tuple[str, list[str]]]]:
 
     pool = Pool({"h": [Worker(f"h{i}") for i in range(replicas)]})
     pool.ran("h", 0.0001)  # a fast handler: many assignments a call
-    return Sender(pool, send), sent
+    return Sender(pool, send, throttles), sent
 
 
 def test_work_goes_in_batches_and_timed_work_and_retries_alone() -> None:
@@ -126,3 +132,39 @@ def test_a_coordinator_finds_schemas_its_spec_did_not_name() -> None:
     assert table.get("tests.fixtures.specs:Count") is Count
     assert table.get("nowhere.module:Gone") is None
     assert "cannot be imported" in table.missing["nowhere.module:Gone"]
+
+
+def test_a_rate_limit_holds_sends_back_until_its_period_lets_them_go() -> None:
+    """Three a second: of five assignments queued, three go (in one call), the rest
+    wait; the sender says when the next may go; a second later two more do."""
+    clock = [100.0]
+    throttle = Throttle(RateLimit.parse("3/s"), now=lambda: clock[0])
+    out, sent = sender(replicas=1, throttles={"h": throttle})
+    work = [assignment(t) for t in "abcde"]
+    for a in work:
+        out.queue(a)
+    out.send_waiting({a.id for a in work}, lambda a: None)
+    assert [ids for _, ids in sent] == [["a#1", "b#1", "c#1"]]
+    assert out.next_send_in() == 1.0
+    out.answered(next(iter(out.pending)))
+    out.send_waiting({a.id for a in work}, lambda a: None)
+    assert len(sent) == 1  # the window is free, the limit is not
+    clock[0] += 1.0
+    out.send_waiting({a.id for a in work}, lambda a: None)
+    assert [ids for _, ids in sent][1] == ["d#1", "e#1"] and out.next_send_in() is None
+
+
+@pytest.mark.parametrize(("written", "expected"), [
+    ("60/min", (60, 60.0)), ("10/s", (10, 1.0)), ("1000/h", (1000, 3600.0)),
+    ("5/10s", (5, 10.0)), ("2/hours", (2, 3600.0))])
+def test_a_rate_limit_is_written_as_people_say_it(written: str,
+                                                  expected: tuple[int, float]) -> None:
+    limit = RateLimit.parse(written)
+    assert (limit.count, limit.period_s) == expected
+
+
+@pytest.mark.parametrize("written", ["0/s", "ten/min", "5/day", "5/0s", "60"])
+def test_a_rate_limit_that_is_not_one_is_refused_saying_how_to_write_it(written: str) -> None:
+    with pytest.raises(BadSpecError, match=r"rate_limit .* (is not one; write N/s, N/min "
+                                           r"or N/h|has no period)"):
+        baton.handler(capabilities=["x"], rate_limit=written)(lambda assignment: {})

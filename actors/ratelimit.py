@@ -1,0 +1,68 @@
+"""Rate limits: a handler that may be sent at most N assignments a period, across all its
+replicas (a model provider's requests per minute, an API's quota). The coordinator
+holds sends back so the limit is never passed; what waits shows as queue wait (from
+dispatch to the handler's start) in `baton stats`.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from baton.events.errors import BadSpecError
+
+_PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0,
+            "h": 3600.0, "hour": 3600.0}
+_WRITTEN = re.compile(r"^\s*(\d+)\s*/\s*(\d*\.?\d*)\s*([a-z]+)\s*$")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` sends in any `period_s` seconds."""
+
+    count: int
+    period_s: float
+
+    @classmethod
+    def parse(cls, written: str, handler: str = "") -> RateLimit:
+        """``"60/min"``, ``"10/s"``, ``"1000/h"``, ``"5/10s"``; BadSpecError otherwise."""
+        found = _WRITTEN.match(written.lower())
+        period = found and _PERIODS.get(found[3].removesuffix("s") if found[3] not in
+                                        _PERIODS else found[3])
+        if not found or not period or int(found[1]) < 1:
+            raise BadSpecError(f"handler {handler!r}: rate_limit {written!r} is not one; "
+                               "write N/s, N/min or N/h (at least 1), e.g. '60/min'")
+        times = float(found[2]) if found[2] else 1.0
+        if times <= 0:
+            raise BadSpecError(f"handler {handler!r}: rate_limit {written!r} has no period")
+        return cls(int(found[1]), period * times)
+
+
+class Throttle:
+    """The sends of one handler in the last period, and how many more may go now."""
+
+    def __init__(self, limit: RateLimit, now: Callable[[], float] = time.monotonic):
+        self.limit = limit
+        self.sent: deque[float] = deque()  # times of sends, oldest first
+        self.now = now
+
+    def room(self) -> int:
+        """How many assignments may be sent now."""
+        cutoff = self.now() - self.limit.period_s
+        while self.sent and self.sent[0] <= cutoff:
+            self.sent.popleft()
+        return self.limit.count - len(self.sent)
+
+    def took(self, sends: int) -> None:
+        at = self.now()
+        self.sent.extend([at] * sends)
+
+    def next_in(self) -> float | None:
+        """Seconds until one more may be sent (0 when one may now; None when none
+        waits on this limit)."""
+        if self.room() > 0:
+            return 0.0
+        return max(0.0, self.sent[0] + self.limit.period_s - self.now())
