@@ -35,7 +35,10 @@ class RateLimit:
         if not found or not period or int(found[1]) < 1:
             raise BadSpecError(f"handler {handler!r}: rate_limit {written!r} is not one; "
                                "write N/s, N/min or N/h (at least 1), e.g. '60/min'")
-        times = float(found[2]) if found[2] else 1.0
+        try:
+            times = float(found[2]) if found[2] else 1.0
+        except ValueError:
+            times = 0.0
         if times <= 0:
             raise BadSpecError(f"handler {handler!r}: rate_limit {written!r} has no period")
         return cls(int(found[1]), period * times)
@@ -61,8 +64,8 @@ class Throttle:
         self.sent.extend([at] * sends)
 
     def next_in(self) -> float | None:
-        """Seconds until one more may be sent (0 when one may now; None when none
-        waits on this limit)."""
+        """Seconds until one more may be sent; None while the limit has room (then it
+        holds nothing back: what waits, waits for a replica)."""
         if self.room() > 0:
-            return 0.0
+            return None
         return max(0.0, self.sent[0] + self.limit.period_s - self.now())

@@ -153,6 +153,12 @@ class AsyncWorker(Worker):
             with collecting() as reported:
                 try:
                     value = await self.call(assignment)
+                except asyncio.CancelledError as error:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this call itself is being cancelled
+                    # The handler's own (a timeout inside it): its failure, no other's.
+                    outcome, size = self._raised(assignment, error, started, reported)
                 except (Exception, SystemExit, KeyboardInterrupt) as error:
                     outcome, size = self._raised(assignment, error, started, reported)
                 else:

@@ -26,6 +26,7 @@ class Spend:
     elapsed: bool = False  # the duration limit's timer has fired
     requested_at: float | None = None  # when the run was requested: its clock's start
     escalation: str | None = None  # the open question about a limit reached
+    asked: Json = None  # which limit it asks about
 
     def add(self, usage: Usage | None) -> None:
         if usage is None:
@@ -92,12 +93,14 @@ class Spend:
 UNIT = {"cost": "dollars", "tokens": "tokens", "duration": "seconds"}
 
 
-def question(spend: Spend, limit: str, escalation_id: str) -> str:
-    """What the person is asked when `limit` is reached."""
+def question(spend: Spend, limit: str) -> str:
+    """What the person is asked when `limit` is reached (the escalation's id, which the
+    inbox shows beside it, is not in it: a fork renumbers it)."""
+    since = " (counted from the run's request)" if limit == "duration" else ""
     return (f"The run has {spend.describe(limit)}: nothing new is dispatched; work in "
-            f"flight finishes. Raise the limit (baton answer {escalation_id} "
-            f"--raise-budget N adds N {UNIT[limit]}) or stop the run (baton answer "
-            f"{escalation_id} --stop: it fails, its accepted outputs kept).")
+            f"flight finishes. Raise the limit (baton answer ESC --raise-budget N adds N "
+            f"{UNIT[limit]}{since}) or stop the run (--stop: it fails, its accepted "
+            "outputs kept).")
 
 
 class Spending(Protocol):
@@ -119,6 +122,8 @@ class Turn(Protocol):
 
     def record(self, decision: Decision) -> None: ...
 
+    def abandon_in_flight(self, rule: str, facts: dict[str, Json]) -> list[str]: ...
+
 
 def halt(turn: Turn, limit: str) -> None:
     """A limit is reached: nothing is dispatched, and a person is asked, once."""
@@ -128,19 +133,21 @@ def halt(turn: Turn, limit: str) -> None:
     esc = escalation_id(s.run_id, s.seq + 1)
     turn.record(EscalationRaised(
         **turn.head("budget.reached", {"limit": limit, **s.spend.facts()}),
-        escalation_id=esc, task_id="", question=question(s.spend, limit, esc)))
+        escalation_id=esc, task_id="", question=question(s.spend, limit)))
 
 
 def answer(turn: Turn, e: HumanAnswered) -> None:
     """A person answered the question about the budget: raise the limit reached by
     `raise_by`, or stop the run (failed; what was accepted stays recorded)."""
     spend = turn.state.spend
-    limit = spend.reached() or LIMITS[0]
+    limit = str(spend.asked or spend.reached() or LIMITS[0])  # the one the question asked
     facts: dict[str, Json] = {"escalation": e.escalation_id, "answered_by": e.answered_by,
                               "note": e.note, "limit": limit, **spend.facts()}
     if e.action == "raise_budget" and e.raise_by is not None:
         turn.record(BudgetRaised(**turn.head("human.raise_budget", {**facts, "by": e.raise_by}),
                                  budget=spend.raised(limit, e.raise_by)))
     elif e.action == "stop":
-        turn.record(RunFailed(**turn.head("human.stop_at_budget", facts),
+        abandoned = turn.abandon_in_flight("human.stop_at_budget", facts)
+        turn.record(RunFailed(**turn.head("human.stop_at_budget",
+                                          {**facts, "abandoned": list(abandoned)}),
                               error=f"stopped at its budget: the run {spend.describe(limit)}"))

@@ -215,19 +215,21 @@ class _Turn:
                 action=e.action, handler=handler, feedback=e.note))
 
     def _on_budget_timer_fired(self, e: BudgetTimerFired) -> None:
-        """Nothing to answer in itself: the duration limit is reached, and `_fill`, which
-        every turn ends with, halts."""
+        """Nothing to answer in itself: the limit is reached, so `_fill` halts."""
 
     def _on_cancel_requested(self, e: CancelRequested) -> None:
+        abandoned = self.abandon_in_flight("cancel.abandon_in_flight", {"note": e.note})
+        self.record(RunFailed(**self.head("run.cancelled", {
+            "note": e.note, "abandoned": abandoned}),
+            error="cancelled" + (f": {e.note}" if e.note else "")))
+
+    def abandon_in_flight(self, rule: str, facts: dict[str, Json]) -> list[str]:
+        """Abandon every attempt in flight (the run is ending); their ids."""
         in_flight = self._in_flight_in_dispatch_order()
         for aid, task_id in in_flight:
-            self.record(RecoveryChosen(
-                **self.head("cancel.abandon_in_flight", {"note": e.note}), task_id=task_id,
-                assignment_id=aid, action="abandon"))
-        self.record(RunFailed(
-            **self.head("run.cancelled", {
-                "note": e.note, "abandoned": [aid for aid, _ in in_flight]}),
-            error="cancelled" + (f": {e.note}" if e.note else "")))
+            self.record(RecoveryChosen(**self.head(rule, facts), task_id=task_id,
+                                       assignment_id=aid, action="abandon"))
+        return [aid for aid, _ in in_flight]
 
     def _on_coordinator_restarted(self, e: CoordinatorRestarted) -> None:
         for aid, task_id in self._in_flight_in_dispatch_order():
@@ -358,7 +360,7 @@ class _Turn:
         then fresh tasks, capability by capability in name order."""
         s = self.state
         limit = s.spend.reached()
-        if limit is not None:
+        if limit is not None and s.open_tasks:  # (with none, the run settles)
             budget.halt(self, limit)
             return
         for handler, queue in s.pinned.items():

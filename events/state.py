@@ -375,8 +375,8 @@ class RunState:
             self.open_tasks = self.open_tasks - 1
 
     def _on_escalation(self, e: EscalationRaised) -> None:
-        if not e.task_id:  # about the run: its budget
-            self.spend.escalation = e.escalation_id
+        if not e.task_id:  # about the run: its budget, and which limit was reached
+            self.spend.escalation, self.spend.asked = e.escalation_id, e.reason.facts["limit"]
             return
         record = self.tasks[e.task_id]
         record.status = "escalated"
@@ -384,12 +384,10 @@ class RunState:
         self.escalations[e.escalation_id] = e.task_id
 
     def _on_completed(self, e: RunCompleted) -> None:
-        self.status = "completed"
-        self.output = e.output
+        self.status, self.output, self.spend.escalation = "completed", e.output, None
 
     def _on_failed(self, e: RunFailed) -> None:
-        self.status = "failed"
-        self.error = e.error
+        self.status, self.error, self.spend.escalation = "failed", e.error, None
 
     def _on_budget_timer(self, e: BudgetTimerFired) -> None:
         self.spend.elapsed = True

@@ -117,3 +117,18 @@ def test_an_async_handlers_queue_holds_at_least_what_it_runs_at_once() -> None:
     with pytest.raises(BadSpecError, match=r"queue_depth \(2\) must be at least its "
                                            r"concurrency \(4\)"):
         baton.handler(concurrency=4, queue_depth=2)(waits)
+
+
+def test_a_handler_that_is_cancelled_inside_fails_alone() -> None:
+    """A CancelledError out of a handler's own waiting (not its call's) fails that
+    assignment; the others of the call are answered as ever."""
+
+    @baton.handler(capabilities=["x"], concurrency=2)
+    async def gives_up(assignment: Assignment) -> dict[str, int]:
+        if assignment.inputs["i"] == 1:
+            raise asyncio.CancelledError("the model call was cancelled")
+        return {"i": assignment.inputs["i"]}
+
+    outcomes = asyncio.run(AsyncWorker(gives_up).run(assignments(3)))
+    assert [type(o).__name__ for o in outcomes] == ["Result", "Failure", "Result"]
+    assert isinstance(outcomes[1], Failure) and outcomes[1].error_type == "CancelledError"

@@ -16,6 +16,7 @@ from baton.events.schema import (
     RunFailed,
     encode,
 )
+from baton.projections.ledger import ledger
 from baton.projections.verification import verify_log
 from baton.testing import Scenario
 from tests.fixtures.golden import budgeted
@@ -99,3 +100,29 @@ def test_a_budgeted_run_replays_exactly() -> None:
     run = budgeted()
     assert verify_log(run.log, DefaultPolicy())[1] is None
     assert run.state.status == "failed" and run.state.spend.tokens == 125
+
+
+def test_a_raise_goes_to_the_limit_the_question_asked_about() -> None:
+    """A token limit is asked about; work in flight then passes the cost limit too. The
+    answer raises tokens, as the question said, and the cost limit asks next."""
+    run = spending(RunBudget(max_tokens=100, max_cost_usd=0.5))
+    run.succeed("a#1", {"count": 1}, usage=Usage(model="m", input_tokens=150, cost_usd=0.1))
+    run.succeed("b#1", {"count": 1}, usage=Usage(model="m", cost_usd=0.6))  # in flight
+    [asked] = [e for e in run.log if isinstance(e, EscalationRaised)]
+    assert asked.reason.facts["limit"] == "tokens"
+    raised = run.answer(asked.escalation_id, "raise_budget", raise_by=1000)
+    assert isinstance(raised[0], BudgetRaised) and raised[0].budget.max_tokens == 1100
+    assert raised[0].budget.max_cost_usd == 0.5
+    assert isinstance(raised[1], EscalationRaised) and raised[1].reason.facts["limit"] == "cost"
+
+
+def test_stop_abandons_what_is_in_flight_and_a_finished_run_asks_nothing() -> None:
+    run = spending(RunBudget(max_tokens=50))
+    run.succeed("a#1", {"count": 1}, usage=PRICED)  # b still in flight
+    [asked] = [e for e in run.log if isinstance(e, EscalationRaised)]
+    stopped = run.answer(asked.escalation_id, "stop")
+    assert [(e.type, getattr(e, "assignment_id", None)) for e in stopped] == [
+        ("RecoveryChosen", "b#1"), ("RunFailed", None)]
+    assert run.state.spend.escalation is None and not run.state.in_flight
+    assert ledger(run.log).escalations == []
+    assert "spending:esc" not in asked.question  # a fork renumbers it: not in the text
