@@ -6,16 +6,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import baton
-from baton import load_spec, open_store
+from baton import DefaultPolicy, Task, Verdict, load_spec, open_store
 from baton.events.errors import BadAnswerError, BadSpecError
 from baton.events.schema import FailureReported, ResultReceived, ResultValidated
 from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections.trace import trace, transcript_lines
-from baton.replay import verify
+from baton.replay import counterfactual, verify
 from tests.fixtures import agents
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -161,3 +162,34 @@ def test_an_agents_transcript_is_kept_sealed_and_read_back_by_trace(
     lines = transcript_lines(step.detail["transcript"])
     assert lines[0].startswith("request user-prompt: Count the apples.")
     assert any(line.startswith("response tool-call:") for line in lines)
+
+
+def test_a_stricter_policy_replays_the_recorded_replies_without_calling_a_model(
+        store_url: str) -> None:
+    """A counterfactual replay of the agents' run under a policy that wants a count of
+    at least four: the recorded replies are fed to it as they were (usage and transcript
+    included), no model is asked anything, and the answers it would not believe leave
+    their tasks escalated where the run accepted them."""
+
+    class Stricter(DefaultPolicy):
+        def validate(self, task: Task, output: Any) -> Verdict:
+            verdict = super().validate(task, output)
+            if verdict.accepted and output["count"] < 4:
+                return Verdict.of(["a count under four is not believed"])
+            return verdict
+
+    assert baton.run(agents.research_spec(), store=store_url, run_id="strict").ok
+    asked_before = len(agents.ASKED)
+    with open_store(store_url) as store:
+        recorded = {e.result.assignment_id: e.result for e in store.read("strict")
+                    if isinstance(e, ResultReceived)}
+        report = counterfactual(store, "strict", Stricter())
+    assert len(agents.ASKED) == asked_before  # no model was called here
+    replayed = {e.result.assignment_id: e.result for e in report.log
+                if isinstance(e, ResultReceived)}
+    assert replayed and all(replayed[aid] == recorded[aid] for aid in replayed)
+    assert any("a count under four is not believed" in line
+               for parting in report.partings for line in parting.replayed)
+    assert report.outcome["status"] == "waiting" and report.outcome["accepted"] == 0
+    assert {(c.task_id, c.replayed) for c in report.changed_tasks} == {
+        (t, "escalated after 2 attempt(s), last on researcher") for t in ("q1", "q2")}
