@@ -21,17 +21,30 @@ class Spend:
 
     budget: RunBudget | None = None
     cost_usd: float = 0.0  # of the usage priced; `unpriced` answers are not in it
-    tokens: int = 0
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
     unpriced: int = 0
     elapsed: bool = False  # the duration limit's timer has fired
     requested_at: float | None = None  # when the run was requested: its clock's start
     escalation: str | None = None  # the open question about a limit reached
     asked: Json = None  # which limit it asks about
 
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def reported(self) -> bool:
+        """Did any answer report usage?"""
+        return bool(self.requests or self.tokens or self.unpriced or self.cost_usd)
+
     def add(self, usage: Usage | None) -> None:
         if usage is None:
             return
-        self.tokens += usage.tokens
+        self.requests += usage.requests
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
         if usage.cost_usd is None:
             self.unpriced += 1
         else:
@@ -73,6 +86,14 @@ class Spend:
         if limit == "tokens":
             return f"spent {self.tokens:,} tokens of its {b.max_tokens:,}"
         return f"ran for its {b.max_duration_s:g}s"
+
+    def summary(self) -> str:
+        """What was spent, in one line (`cost_usd` is at least what was: some answers
+        may be unpriced)."""
+        cost = f"${self.cost_usd:,.4f}" + (f" and {self.unpriced} answer(s) unpriced"
+                                           if self.unpriced else "")
+        return (f"spent {self.requests:,} model requests, {self.input_tokens:,} tokens in, "
+                f"{self.output_tokens:,} out; {cost}")
 
     def facts(self) -> dict[str, Json]:
         """The spend and what is left, for a decision's reason (a run with no budget:

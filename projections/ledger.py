@@ -11,13 +11,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from baton.events.model import Usage
 from baton.events.schema import (
     Envelope,
     EscalationRaised,
     FailureReported,
     RecoveryChosen,
-    ResultReceived,
     ResultValidated,
     RunRequested,
     Stimulus,
@@ -50,33 +48,6 @@ class Escalation:
 
 
 @dataclass
-class Spent:
-    """What a run's work spent on models, summed over the usage its answers reported;
-    `unpriced` of them had no price, so `cost_usd` is at least what was spent."""
-
-    requests: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    unpriced: int = 0
-
-    def add(self, usage: Usage) -> None:
-        self.requests += usage.requests
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        if usage.cost_usd is None:
-            self.unpriced += 1
-        else:
-            self.cost_usd += usage.cost_usd
-
-    def describe(self) -> str:
-        cost = f"${self.cost_usd:,.4f}" + (f" and {self.unpriced} answer(s) unpriced"
-                                           if self.unpriced else "")
-        return (f"spent {self.requests:,} model requests, {self.input_tokens:,} tokens in, "
-                f"{self.output_tokens:,} out; {cost}")
-
-
-@dataclass
 class Ledger:
     """A run as its log tells it, ready to print."""
 
@@ -92,7 +63,7 @@ class Ledger:
     requested_at: float | None = None
     last_recorded_at: float | None = None
     forked_from: str | None = None  # "PARENT@SEQ" for a fork
-    spent: Spent | None = None  # None when no answer reported usage
+    spent: str = ""  # what the work spent, in a line; empty when no answer reported any
 
     @property
     def accepted(self) -> int:
@@ -109,15 +80,10 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
     questions: dict[str, str] = {}
     counts: Counter[str] = Counter()
     requested_at = last_at = None
-    spent = Spent()
     for item in log:
         event, recorded = item if isinstance(item, tuple) else (item, None)
         state.apply(event, recorded)
         counts[type(event).__name__] += 1
-        answer = (event.result if isinstance(event, ResultReceived) else
-                  event.failure if isinstance(event, FailureReported) else None)
-        if answer is not None and answer.usage is not None:
-            spent.add(answer.usage)
         if isinstance(event, Stimulus) and event.recorded_at is not None:
             last_at = event.recorded_at
             if isinstance(event, RunRequested):
@@ -177,6 +143,6 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
         last_recorded_at=last_at,
         forked_from=f"{state.forked_from[0]}@{state.forked_from[1]}" if state.forked_from
         else None,
-        spent=spent if spent != Spent() else None,
+        spent=state.spend.summary() if state.spend.reported else "",
     )
 

@@ -395,7 +395,7 @@ def _print_ledger(book: Ledger, show_all: bool) -> None:
     out.print(f"[bold]{book.run_id}[/]  {styled(book.status)}  {book.goal}")
     out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
     if book.spent:
-        out.print(book.spent.describe(), highlight=False)
+        out.print(book.spent, highlight=False)
     if book.forked_from:
         parent, _, seq = book.forked_from.partition("@")
         out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
