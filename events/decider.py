@@ -23,7 +23,6 @@ from .model import (
     Schemas,
     Task,
     Verdict,
-    as_json,
     escalation_id,
     task_of,
 )
@@ -45,9 +44,7 @@ from .schema import (
     Reason,
     RecoveryChosen,
     ResultReceived,
-    ResultsChecked,
     ResultValidated,
-    RunCompleted,
     RunFailed,
     RunForked,
     RunRequested,
@@ -56,6 +53,7 @@ from .schema import (
     WorkerReplaced,
     WorkerStuck,
 )
+from .settle import settle
 from .state import RunState
 
 # --- decide ----------------------------------------------------------------------------
@@ -114,7 +112,8 @@ class _Turn:
         _ANSWERS[type(self.stimulus)](self, self.stimulus)
         if s.status == "running":
             self._fill()
-            self._settle()
+            while settle(self):  # tasks were sent back: dispatch them (or settle again,
+                self._fill()  # when every one was abandoned)
         return self.out
 
     def head(self, rule: str, facts: dict[str, Json] | None = None,
@@ -166,7 +165,7 @@ class _Turn:
         if task_id is None:
             self._ignore(aid, "failure.not_current")
             return
-        self._recover(self.state.tasks[task_id], aid, e.failure.summary(), e.failure.kind)
+        self.recover(self.state.tasks[task_id], aid, e.failure.summary(), e.failure.kind)
 
     def _on_timer_fired(self, e: TimerFired) -> None:
         task_id = self.state.in_flight.get(e.assignment_id)
@@ -175,7 +174,7 @@ class _Turn:
             return
         record = self.state.tasks[task_id]
         timeout = record.task.budget.timeout_s
-        self._recover(record, e.assignment_id, f"timeout: no answer within {timeout}s", "timeout")
+        self.recover(record, e.assignment_id, f"timeout: no answer within {timeout}s", "timeout")
 
     def _on_worker_stuck(self, e: WorkerStuck) -> None:
         """Replace the process, whatever becomes of the attempt (TimerFired decides that):
@@ -264,9 +263,15 @@ class _Turn:
         model = task.schema_model(self.schemas)
         judged = task if model is None else task.carrying(model)  # the rules find it there
         verdict = self.policy.validate(judged, output)
+        if verdict.sent_back:
+            raise PolicyError(f"policy.validate sent tasks back while judging {task.id!r}: "
+                              "only check, which sees every result, may (reject with "
+                              "Verdict.of)")
         proposed: Sequence[Task] = ()
         if verdict.accepted:
-            proposed = tuple(self.policy.expand(task, output))
+            known = self.state.tasks  # a task done again may propose what it added before:
+            proposed = tuple(t for t in self.policy.expand(task, output)  # those stay as they are
+                             if t.id not in known or known[t.id].task != t)
             problems = proposed and plan_problems(proposed, self.state.tasks,
                                                   self.state.by_capability, self.schemas)
             if problems:
@@ -280,7 +285,7 @@ class _Turn:
         if not verdict.accepted:
             if record.status == "escalated":
                 return  # a person's output was rejected; the escalation stays open
-            self._recover(record, aid, "; ".join(verdict.problems), "rejected")
+            self.recover(record, aid, "; ".join(verdict.problems), "rejected")
             return
         if proposed:
             self.record(PlanChanged(
@@ -288,7 +293,7 @@ class _Turn:
                     "from_task": task.id, "assignment": aid, "added": len(proposed)}),
                 added=proposed))
 
-    def _recover(self, record: TaskRecord, aid: str, problem: str, kind: str) -> None:
+    def recover(self, record: TaskRecord, aid: str | None, problem: str, kind: str) -> None:
         s = self.state
         task = record.task
         handler = record.handler
@@ -415,22 +420,6 @@ class _Turn:
                                   "inputs": sorted(assignment.inputs), **(noted or {})}
         self.record(AssignmentDispatched(
             **self.head(rule, facts, [c.as_fact() for c in weighed]), assignment=assignment))
-
-    def _settle(self) -> None:
-        s = self.state
-        if s.open_tasks:
-            return
-        plan = s.plan_view()
-        verdict = self.policy.check(plan)
-        facts: dict[str, Json] = {"tasks": len(s.tasks), "accepted": s.accepted}
-        self.record(ResultsChecked(**self.head("check.all_settled", facts), verdict=verdict))
-        if verdict.accepted:
-            output = as_json(self.policy.synthesize(plan))
-            self.record(RunCompleted(**self.head("run.completed", facts), output=output))
-        else:
-            self.record(RunFailed(
-                **self.head("run.check_failed", {**facts, "problems": list(verdict.problems)}),
-                error="; ".join(verdict.problems)))
 
 
 # How a turn answers each type of stimulus: every type the schema lists, no other.

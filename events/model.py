@@ -10,7 +10,6 @@ from a log the shell resolves it and hands it to the decider (see `Schemas`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import operator
 import re
@@ -18,60 +17,25 @@ from collections.abc import Callable, Mapping
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from .errors import BadSpecError
-
-Json: TypeAlias = Any
-"""A JSON value: None, bool, int, float, str, list of Json, dict of str to Json."""
-
-
-class Frozen(BaseModel):
-    """Base of every recorded value: immutable, and unknown fields are an error."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickled (Ray's wire, a plan handed to the coordinator) as the class and its
-        # field values in order. pydantic's own pickle carries a dict of them and the
-        # set of fields given, for every model: twice the bytes, and a plan of 100,000
-        # tasks rebuilt with a set each holds a fifth of its memory in those sets.
-        fields = self.__dict__
-        return _rebuilt, (type(self), tuple([fields[name] for name in _layout(type(self))[0]]))
-
-
-def _rebuilt(cls: type[Frozen], values: tuple[Any, ...]) -> Frozen:
-    """A model as `Frozen.__reduce__` pickled it: not validated again (it was when it
-    was built), and every field counted as given, in one set its class's models share
-    (pydantic copies that set before changing it, and frozen models never do)."""
-    names, given = _layout(cls)
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", dict(zip(names, values, strict=True)))
-    object.__setattr__(model, "__pydantic_fields_set__", given)
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
-    return model
+from .values import Frozen as Frozen  # (re-exported: the nouns and their JSON together)
+from .values import Json as Json
+from .values import as_json as as_json
+from .values import canonical_json as canonical_json
+from .values import digest as digest
+from .values import rebuilt
 
 
 def _rebuilt_task(cls: type[Task], values: tuple[Any, ...],
                   model: type[BaseModel] | None) -> Task:
     """A task as `Task.__reduce__` pickled it, with the class it carried."""
-    task = _rebuilt(cls, values)
+    task = rebuilt(cls, values)
     assert isinstance(task, Task)
     if model is not None:
         task.carry(model)
     return task
-
-
-def _layout(cls: type[Frozen]) -> tuple[tuple[str, ...], set[str]]:
-    """A model class's field names in order, and the set of them."""
-    layout = _LAYOUTS.get(cls)
-    if layout is None:
-        layout = _LAYOUTS[cls] = (tuple(cls.model_fields), set(cls.model_fields))
-    return layout
-
-
-_LAYOUTS: dict[type[Frozen], tuple[tuple[str, ...], set[str]]] = {}
 
 
 # --- output schemas, recorded by topic -------------------------------------------------
@@ -97,39 +61,6 @@ def schema_identity(model: type[BaseModel]) -> str:
     except Exception as error:  # a field type with no JSON Schema: identify it by name
         shape = {"unrepresentable": type(error).__name__, "fields": sorted(model.model_fields)}
     return digest(canonical_json(shape))
-
-
-# --- canonical JSON --------------------------------------------------------------------
-
-
-# What json.dumps would build afresh on every call given these arguments.
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def canonical_json(value: Any) -> bytes:
-    """Stable bytes for a JSON value: sorted keys, no spaces (for digests)."""
-    return _CANONICAL.encode(value).encode()
-
-
-def as_json(value: Any) -> Json:
-    """`value` as a reader of the log will decode it (tuples become lists, and so on),
-    so a replay compares like with like. Copies only when it has to."""
-    return value if _is_json(value) else json.loads(json.dumps(value, default=str))
-
-
-def _is_json(value: Any) -> bool:
-    if value is None or isinstance(value, str | bool | int | float):
-        return True
-    if isinstance(value, list):
-        return all(_is_json(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
-    return False
-
-
-def digest(data: bytes) -> str:
-    """A short hex digest of bytes (sha256, 32 hex characters)."""
-    return hashlib.sha256(data).hexdigest()[:32]
 
 
 # --- tasks -----------------------------------------------------------------------------
@@ -428,15 +359,30 @@ class Failure(Frozen):
 
 
 class Verdict(Frozen):
-    """The coordinator's judgement of an output: accepted, or the problems found."""
+    """The coordinator's judgement of an output: accepted, or the problems found. The
+    judgement of the results together (`Policy.check`) may instead send some tasks back
+    to be done again, each with the feedback its next attempt is given."""
 
     accepted: bool
     problems: tuple[str, ...] = ()
+    # task id -> feedback. Absent from the bytes when empty, so logs read as they were.
+    sent_back: dict[str, str] = Field(default_factory=dict, exclude_if=lambda v: not v)
 
     @staticmethod
     def of(problems: list[str] | tuple[str, ...]) -> Verdict:
         """Accepted when there are no problems."""
         return Verdict(accepted=False, problems=tuple(problems)) if problems else ACCEPTED
+
+    @staticmethod
+    def send_back(feedback: Mapping[str, str]) -> Verdict:
+        """From `Policy.check`: do these accepted tasks again, each told why (task id ->
+        feedback); accepted when there are none. The recovery rule chooses how each is
+        redone, and the tasks that used their outputs are done again after them (see
+        `baton.events.settle`)."""
+        if not feedback:
+            return ACCEPTED
+        return Verdict(accepted=False, sent_back=dict(feedback),
+                       problems=tuple(f"{tid}: {why}" for tid, why in feedback.items()))
 
 
 # Frozen, so every accepted output can share one: a policy judges one per result.

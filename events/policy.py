@@ -130,7 +130,9 @@ class Policy(Protocol):
         ...
 
     def check(self, plan: PlanView) -> Verdict:
-        """Judge the results together once all work is settled (coverage, contradictions)."""
+        """Judge the results together once all work is settled (coverage, contradictions):
+        accept them, fail the run (`Verdict.of(problems)`), or send tasks back to be done
+        again with feedback (`Verdict.send_back({task_id: feedback})`)."""
         ...
 
     def synthesize(self, plan: PlanView) -> Json:

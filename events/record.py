@@ -4,7 +4,7 @@ exactly the context its task names (invariant 4), nothing from the plan or its s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 from .model import (
@@ -99,6 +99,38 @@ def next_assignment(record: TaskRecord, handler: str, tasks: Mapping[str, TaskRe
         output_schema=task.output_schema,
         timeout_s=task.budget.timeout_s,
     )
+
+
+def reopened_by(sent_back: Collection[str], tasks: Mapping[str, TaskRecord],
+                dependents: Mapping[str, Collection[str]]) -> list[str]:
+    """The accepted tasks done again when `sent_back` are: those, and every accepted task
+    that used their outputs, at any remove; in plan order."""
+    found: set[str] = set()
+    todo = [tid for tid in sent_back if tasks[tid].status == "accepted"]
+    while todo:
+        task_id = todo.pop()
+        if task_id not in found:
+            found.add(task_id)
+            todo.extend(d for d in dependents.get(task_id, ())
+                        if tasks[d].status == "accepted")
+    return sorted(found, key=lambda tid: tasks[tid].index)
+
+
+def reopen(sent_back: Mapping[str, str], tasks: Mapping[str, TaskRecord],
+           dependents: Mapping[str, Collection[str]]) -> int:
+    """Open again the tasks a check sent back, and the accepted tasks that used their
+    outputs: each blocked on the dependencies it waits for again, its output set aside
+    (the log keeps it). A task sent back that waits on another is told why now; the
+    recovery rule chooses what becomes of the others. How many were reopened."""
+    again = reopened_by(sent_back, tasks, dependents)
+    for task_id in again:
+        tasks[task_id].status, tasks[task_id].output = "blocked", None
+    for task_id in again:
+        record = tasks[task_id]
+        record.blockers = sum(tasks[d].status != "accepted" for d in record.task.dependencies)
+        if record.blockers and task_id in sent_back:
+            record.feedback = (*record.feedback, sent_back[task_id])
+    return len(again)
 
 
 _TALLIES: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}

@@ -17,13 +17,9 @@ from typing import Any, Literal
 
 from .budget import Spend
 from .errors import BadLogError
-from .model import (
-    HandlerInfo,
-    Json,
-    Task,
-)
+from .model import HandlerInfo, Json, Task
 from .policy import PlanView
-from .record import TaskRecord, shared_tally
+from .record import TaskRecord, reopen, shared_tally
 from .schema import (
     EVENT_TYPES,
     GENESIS_DIGEST,
@@ -383,6 +379,11 @@ class RunState:
         record.escalation = e.escalation_id
         self.escalations[e.escalation_id] = e.task_id
 
+    def _on_results_checked(self, e: ResultsChecked) -> None:
+        if e.verdict.sent_back:  # those tasks, and the ones that used them, are open again
+            again = reopen(e.verdict.sent_back, self.tasks, self.dependents)
+            self.accepted, self.open_tasks = self.accepted - again, self.open_tasks + again
+
     def _on_completed(self, e: RunCompleted) -> None:
         self.status, self.output, self.spend.escalation = "completed", e.output, None
 
@@ -417,7 +418,7 @@ class RunState:
         ResultValidated: _on_validated,
         RecoveryChosen: _on_recovery,
         EscalationRaised: _on_escalation,
-        ResultsChecked: _ignore,
+        ResultsChecked: _on_results_checked,
         RunCompleted: _on_completed,
         RunFailed: _on_failed,
     }

@@ -3,10 +3,14 @@
 The planner breaks the question into sub-questions; its accepted plan expands the run
 (a recorded PlanChanged) with one research task per sub-question and a writing task
 that waits for them all. Each researcher answers its sub-question with claims, each
-claim with its sources; an answer whose claims cite nothing is rejected and asked
-again, its prompt now saying why. The writer sees only the question and the accepted
-answers (its allowlisted inputs), and writes the report. Every prompt, answer, token
-and dollar is in the run's log, with the reason each was asked for.
+claim with its sources, and names the figures it rests on (a date, a number, a name);
+an answer whose claims cite nothing is rejected and asked again, its prompt now saying
+why. The writer sees only the question and the accepted answers (its allowlisted
+inputs), and writes the report. When all of that is done, the policy's check reads the
+answers together: an answer that gives a figure another answer gives differently is
+sent back, told which answer disagrees, and the report is written again from the
+corrected answers. Every prompt, answer, token and dollar is in the run's log, with the
+reason each was asked for.
 
 Try it on a fresh machine, with no key and no network (pydantic-ai's TestModel answers
 every agent with made-up data of the right shape):
@@ -52,6 +56,9 @@ class Answer(BaseModel):
 
     sub_question: str
     claims: list[Claim] = Field(min_length=1)
+    figures: dict[str, str] = Field(
+        default_factory=dict, description="the facts the answer rests on, by name: a date, "
+        "a number or a name, e.g. {'year Ray was first released': '2017'}")
 
 
 class Report(BaseModel):
@@ -71,7 +78,8 @@ planner = baton.agent(
 researcher = baton.agent(
     Agent(MODEL, name="researcher", defer_model_check=True,
           instructions="You answer one research sub-question with short factual claims. "
-                       "Every claim names its sources (a URL, a paper or a book)."),
+                       "Every claim names its sources (a URL, a paper or a book). Name "
+                       "the key figures your answer rests on."),
     capabilities=["research"], replicas=2, concurrency=4)
 
 writer = baton.agent(
@@ -83,8 +91,8 @@ writer = baton.agent(
 
 class ResearchTeam(DefaultPolicy):
     """The default rules, plus: the plan expands the run into research and writing, an
-    answer must back every claim with a source, and the output is the report with the
-    sources it rests on."""
+    answer must back every claim with a source, answers must agree on every figure they
+    share, and the output is the report with the sources it rests on."""
 
     def expand(self, task: Task, output: Any) -> list[Task]:
         if task.capability != "plan":
@@ -108,6 +116,27 @@ class ResearchTeam(DefaultPolicy):
         unsourced = [c.text for c in answer.claims if not any(s.strip() for s in c.sources)]
         return Verdict.of([f"the claim {text!r} cites no source; name one for every claim"
                            for text in unsourced])
+
+    def check(self, plan: PlanView) -> Verdict:
+        """Answers that contradict each other: the later one to give a figure differently
+        is sent back, told what the earlier one says (its retry is charged to its
+        attempts, so a researcher that keeps disagreeing ends with a person)."""
+        verdict = super().check(plan)
+        if not verdict.accepted:
+            return verdict
+        first: dict[str, tuple[str, str]] = {}  # figure -> (task, value) that gave it first
+        contradicted: dict[str, list[str]] = {}
+        for tid, out in plan.outputs.items():
+            if not tid.startswith("research-"):
+                continue
+            for name, value in Answer.model_validate(out).figures.items():
+                said_by, said = first.setdefault(" ".join(name.lower().split()), (tid, value))
+                if said_by != tid and said.strip().lower() != value.strip().lower():
+                    contradicted.setdefault(tid, []).append(
+                        f"you give {name!r} as {value!r}, but {said_by} gives {said!r}")
+        return Verdict.send_back({
+            tid: "; ".join(found) + ": check your sources and give what they support"
+            for tid, found in contradicted.items()})
 
     def synthesize(self, plan: PlanView) -> Any:
         report = plan.outputs.get("write")

@@ -16,6 +16,7 @@ from baton.events.schema import (
     EscalationRaised,
     FailureReported,
     RecoveryChosen,
+    ResultsChecked,
     ResultValidated,
     RunRequested,
     Stimulus,
@@ -104,6 +105,11 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
                 outcome[event.task_id] = f"needs {event.reason.facts['dependency']}, abandoned"
             elif event.reason.rule.startswith(("human.", "cancel.")):
                 outcome[event.task_id] = event.reason.rule.replace(".", ": ", 1)
+        elif isinstance(event, ResultsChecked) and event.verdict.sent_back:
+            for task_id, why in event.verdict.sent_back.items():
+                outcome[task_id] = f"sent back: {why}"
+            for task_id in event.reason.facts.get("redone_after", ()):
+                outcome[task_id] = "to be redone: a task it uses was sent back"
         elif isinstance(event, EscalationRaised):
             questions[event.escalation_id] = event.question
             if event.task_id:

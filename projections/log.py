@@ -91,7 +91,9 @@ def describe(event: Envelope) -> str:
         case CancelRequested() | CoordinatorRestarted():
             return event.note
         case ResultsChecked():
-            return "ok" if event.verdict.accepted else "; ".join(event.verdict.problems)
+            problems = "; ".join(event.verdict.problems)
+            sent = "sent back " if event.verdict.sent_back else ""
+            return "ok" if event.verdict.accepted else sent + problems
         case RunCompleted():
             return f"output {short(event.output, 60)}"
         case RunFailed():
@@ -137,6 +139,8 @@ def about_tasks(event: Envelope) -> tuple[str, ...]:
             return (event.task_id,)
         case PlanChanged():
             return tuple(t.id for t in event.added)
+        case ResultsChecked():  # the tasks it sent back, and those redone after them
+            return (*event.verdict.sent_back, *event.reason.facts.get("redone_after", ()))
     return ()
 
 

@@ -23,6 +23,7 @@ from baton.events.schema import (
     PlanChanged,
     RecoveryChosen,
     ResultReceived,
+    ResultsChecked,
     ResultValidated,
     RunCompleted,
     RunFailed,
@@ -59,6 +60,9 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
         raise UnknownTaskError(f"run {events[0].run_id if events else '?'} has no task "
                                f"{task_id!r}; `baton show RUN` lists its tasks")
     accepted = [e for e in about if isinstance(e, ResultValidated) and e.outcome == "accepted"]
+    checks = [e for e in about if isinstance(e, ResultsChecked)]
+    if accepted and checks and checks[-1].seq > accepted[-1].seq:
+        accepted = []  # sent back (or a task it uses was) since: not accepted as it stands
     steps: list[Step] = []
     ending = next((e for e in reversed(events) if isinstance(e, RunCompleted | RunFailed)), None)
     if accepted:
@@ -73,10 +77,14 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
             steps.append(_step(received, detail={"output": received.result.output,
                                                  **_transcript(received.result.transcript)}))
         chosen = [judged.assignment_id]
+        # Why it was done again after an accepted attempt: a check sent it (or a task it
+        # uses) back.
+        steps += [_step(e) for e in checks]
     else:
         # Not accepted: how it ended, and every attempt that led there.
         steps += [_step(e, detail=_failed(e)) for e in reversed(about)
-                  if isinstance(e, RecoveryChosen | ResultValidated | FailureReported)
+                  if isinstance(e, RecoveryChosen | ResultValidated | FailureReported
+                                | ResultsChecked)
                   or type(e).__name__ in ("TimerFired", "EscalationRaised")]
         chosen = [e.assignment.id for e in about if isinstance(e, AssignmentDispatched)]
     dispatches = [e for e in about if isinstance(e, AssignmentDispatched)

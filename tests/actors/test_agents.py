@@ -13,7 +13,13 @@ import pytest
 import baton
 from baton import DefaultPolicy, Task, Verdict, load_spec, open_store
 from baton.events.errors import BadAnswerError, BadSpecError
-from baton.events.schema import FailureReported, ResultReceived, ResultValidated
+from baton.events.schema import (
+    AssignmentDispatched,
+    FailureReported,
+    ResultReceived,
+    ResultsChecked,
+    ResultValidated,
+)
 from baton.events.store.sealing import KEY_ENV, new_key
 from baton.projections.trace import trace, transcript_lines
 from baton.replay import counterfactual, verify
@@ -110,6 +116,38 @@ def test_the_research_team_example_dry_runs_and_refuses_a_wet_run_it_cannot_make
         assert verify(store, "team").reproduced
     assert {"plan", "write"} <= set(tasks) and any(t.startswith("research-") for t in tasks)
     assert all(record.status == "accepted" for record in tasks.values())
+
+
+def test_the_research_teams_check_sends_an_answer_that_contradicts_another_back(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example's own policy, its agents on a scripted model: research-2 dates Ray a
+    year before research-1 does. The check sends research-2 back told what research-1
+    says (its next prompt holds it), the report is written again from the corrected
+    answers, the run completes, replays, and `trace` names the check."""
+    monkeypatch.delenv("BATON_MODEL", raising=False)
+    spec = agents.scripted(load_spec(str(EXAMPLES / "research_team.py")))
+    result = baton.run(spec, store=store_url, run_id="agree")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        log = store.read("agree")
+        assert verify(store, "agree").reproduced
+    checked = [e for e in log if isinstance(e, ResultsChecked)]
+    assert [c.reason.rule for c in checked] == ["check.sent_back", "check.all_settled"]
+    assert list(checked[0].verdict.sent_back) == ["research-2"]
+    assert checked[0].reason.facts["redone_after"] == ["write"]
+    sent = [e.assignment.id for e in log if isinstance(e, AssignmentDispatched)]
+    assert sorted(sent) == ["plan#1", "research-1#1", "research-2#1", "research-2#2",
+                            "write#1", "write#2"]
+    [redo] = [e.result for e in log if isinstance(e, ResultReceived)
+              and e.result.assignment_id == "research-2#2"]
+    assert "you give 'Year Ray was released' as '2016', but research-1 gives '2017'" in (
+        json.dumps(redo.transcript))  # the prompt the model was given
+    assert redo.output["figures"] == {"Year Ray was released": "2017"}
+    [rewrite] = [e.assignment for e in log if isinstance(e, AssignmentDispatched)
+                 and e.assignment.id == "write#2"]
+    assert "2016" not in json.dumps(rewrite.inputs)  # written again from the corrected
+    rules = [step.rule for step in trace(log, "research-2")]
+    assert "check.sent_back" in rules and rules[0] == "run.completed"
 
 
 @pytest.mark.parametrize("answer", ["raise_budget", "stop"])
