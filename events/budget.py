@@ -95,6 +95,22 @@ class Spend:
         return (f"spent {self.requests:,} model requests, {self.input_tokens:,} tokens in, "
                 f"{self.output_tokens:,} out; {cost}")
 
+    def left(self) -> str:
+        """What is left of each limit the budget sets, in one line ('' with no budget)."""
+        b = self.budget
+        if b is None:
+            return ""
+        parts = []
+        if b.max_cost_usd is not None:
+            parts.append(f"${max(0.0, b.max_cost_usd - self.cost_usd):,.4f} of "
+                         f"${b.max_cost_usd:,.4f}")
+        if b.max_tokens is not None:
+            parts.append(f"{max(0, b.max_tokens - self.tokens):,} of {b.max_tokens:,} tokens")
+        if b.max_duration_s is not None:
+            parts.append(f"its {b.max_duration_s:g}s " + (
+                "reached" if self.elapsed else "from the request not yet reached"))
+        return "budget left: " + "; ".join(parts) if parts else ""
+
     def facts(self) -> dict[str, Json]:
         """The spend and what is left, for a decision's reason (a run with no budget:
         none, so logs of runs without one are as they were)."""

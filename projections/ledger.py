@@ -65,6 +65,7 @@ class Ledger:
     last_recorded_at: float | None = None
     forked_from: str | None = None  # "PARENT@SEQ" for a fork
     spent: str = ""  # what the work spent, in a line; empty when no answer reported any
+    budget: str = ""  # what is left of each limit, in a line; empty with no budget
 
     @property
     def accepted(self) -> int:
@@ -150,5 +151,6 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
         forked_from=f"{state.forked_from[0]}@{state.forked_from[1]}" if state.forked_from
         else None,
         spent=state.spend.summary() if state.spend.reported else "",
+        budget=state.spend.left(),
     )
 

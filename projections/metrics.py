@@ -14,13 +14,17 @@ two clocks when the handler runs on another machine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from baton.events.budget import Spend as Folded
 from baton.events.errors import BadInputError
+from baton.events.model import RunBudget
+from baton.events.schema import BudgetRaised, Envelope, RunRequested
 
 COLUMNS = ("run_id", "seq", "type", "cause", "recorded_at", "rule", "assignment_id",
            "handler", "outcome", "started_at", "model", "requests", "input_tokens",
@@ -103,6 +107,9 @@ class RunStats:
     decisions_by_rule: tuple[tuple[str, int], ...]  # by rule name
     handlers: tuple[HandlerStats, ...]  # by handler name
     spend: Spend  # every answer's, a person's excepted (they report none)
+    # A run with a budget: its limits as people last set them, what is left of each, and
+    # that in a line (None: no budget, or none given to `run_stats`).
+    budget: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values for `--json`: an unknown figure is None, never NaN."""
@@ -112,9 +119,10 @@ class RunStats:
         return shown
 
 
-def run_stats(rows: pa.Table) -> RunStats:
+def run_stats(rows: pa.Table, budget: RunBudget | None = None) -> RunStats:
     """The statistics of the run whose events are `rows` (one row per event, as
-    `arrow.table` exports them); BadInputError when `rows` is not one run's events."""
+    `arrow.table` exports them), and what is left of its `budget` (`recorded_budget`
+    reads it); BadInputError when `rows` is not one run's events."""
     run_id = _one_run(rows)
     rows = rows.select(COLUMNS)
     kind = rows.column("type")
@@ -150,7 +158,30 @@ def run_stats(rows: pa.Table) -> RunStats:
         decisions_by_rule=_rules(rows.column("rule")),
         handlers=handlers,
         spend=_spend(spent),
+        budget=_left(budget, _spend(spent), kind, rows.column("seq")) if budget else None,
     )
+
+
+def recorded_budget(rows: pa.Table, read: Callable[[int], Envelope]) -> RunBudget | None:
+    """The budget of the run whose events are `rows`, as people last set it: the last
+    BudgetRaised's, else its request's; `read(seq)` gives the event at seq."""
+    raised = rows.filter(pc.equal(rows.column("type"), "BudgetRaised")).column("seq")
+    event = read(raised[-1].as_py() if len(raised) else 1)
+    return event.budget if isinstance(event, RunRequested | BudgetRaised) else None
+
+
+def _left(budget: RunBudget, spend: Spend, kind: pa.ChunkedArray,
+          seqs: pa.ChunkedArray) -> dict[str, Any]:
+    """The limits, what is left of each, and that in a line (as the decider counts it:
+    the duration limit reached when its timer fired after the budget was last set)."""
+    def last(event_type: str) -> int:
+        return int(pc.max(seqs.filter(pc.equal(kind, event_type))).as_py() or 0)
+
+    folded = Folded(budget=budget, cost_usd=spend.cost_usd, input_tokens=spend.input_tokens,
+                    output_tokens=spend.output_tokens,
+                    elapsed=last("BudgetTimerFired") > last("BudgetRaised"))
+    return {"limits": budget.model_dump(exclude_none=True), **folded.facts(),
+            "left": folded.left()}
 
 
 def _accepted(validated: pa.Table) -> int:

@@ -16,6 +16,7 @@
     retry: "retried", reassign: "reassigned", escalate: "escalated to a person",
     abandon: "abandoned", accept: "accepted", stuck: "worker stuck", replaced: "worker replaced",
     resent: "re-sent after a restart", late: "late answer, ignored",
+    sent_back: "sent back by the check",
   };
   const RUN_MARKS = {
     restart: "coordinator restarted", cancel: "cancel requested", answer: "a person answered",
@@ -139,6 +140,8 @@
     );
     if (S.policy) box.append(card("policy", h("span", { class: "mono", style: "font-size:12px",
       text: S.policy })));
+    if (S.spent || S.budget) box.append(card("spent", h("span", { style: "font-size:13px",
+      text: S.spent || "nothing reported" }), S.budget ? [S.budget] : null));
   }
 
   const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
@@ -239,6 +242,7 @@
       replaced: () => s("rect", { x: -3.5, y: -3.5, width: 7, height: 7, style: "fill:#c0392b" }),
       resent: () => s("circle", { r: 2.5, style: "fill:#111" }),
       late: () => s("circle", { r: 2.5, style: "fill:#9aa3ad" }),
+      sent_back: () => s("path", { d: "M4.5,-4.5L-4.5,0L4.5,4.5Z", style: "fill:#8e44ad" }),
     };
     g.append((shapes[kind] || shapes.late)());
     return g;
@@ -511,8 +515,20 @@
           mono(r.rule), " · seq " + r.seq) : "nothing: " + (a.outcome === "accepted"
           ? "the output was accepted" : "no recovery was chosen for this attempt")),
         a.marks.length ? field("also", a.marks.map(markLine)) : null,
-        a.output ? field("output", h("pre", { text: a.output })) : null));
+        a.usage ? field("spent", spent(a.usage)) : null,
+        a.output ? field("output", h("pre", { text: a.output })) : null,
+        a.transcript.length ? field("transcript", h("pre", { class: "transcript",
+          text: a.transcript.join("\n") }), h("div", { class: "note", text: "in short: `baton " +
+          "trace " + S.run_id + " " + a.task + " --json` has every message whole" })) : null));
     $("details").replaceChildren(box);
+  }
+
+  /** What an answer spent: its model, requests, tokens, and dollars where priced. */
+  function spent(u) {
+    const cost = u.cost_usd === undefined ? "cost unknown (no price for this model)"
+      : "$" + u.cost_usd.toFixed(4);
+    return [u.model, count(u.requests, "request"), (u.input_tokens || 0).toLocaleString() +
+      " tokens in, " + (u.output_tokens || 0).toLocaleString() + " out", cost].join(" · ");
   }
 
   function select(id, fromHash) {

@@ -1,8 +1,10 @@
 """A run's report: one self-contained HTML page to debug it at a desk.
 
-The page holds the run's summary, a timeline (a lane per handler replica, a bar per
-assignment coloured by its outcome, with its recoveries, worker replacements and the
-coordinator's restarts marked), every task with its status, and each task's trace (the
+The page holds the run's summary (with what the work spent and what is left of its
+budget), a timeline (a lane per handler replica, a bar per assignment coloured by its
+outcome, with its recoveries, worker replacements, the check sending it back and the
+coordinator's restarts marked), every task with its status, each assignment's details
+(what its answer spent, an agent's transcript in short), and each task's trace (the
 chain `baton trace` prints). Everything is computed here from the log and embedded as
 JSON in the page's frame (`report.html`); its script (`report.js`, inlined with
 `report.css`) draws it and loads nothing from anywhere, so the file opens from disk
@@ -38,6 +40,7 @@ from baton.events.schema import (
     PlanChanged,
     RecoveryChosen,
     ResultReceived,
+    ResultsChecked,
     ResultValidated,
     RunCompleted,
     RunFailed,
@@ -51,10 +54,12 @@ from baton.events.schema import (
 
 from .ledger import ledger
 from .log import about_tasks, describe, short
-from .trace import trace
+from .trace import trace, transcript_lines
 
 MAX_BARS = 20_000  # attempts drawn; past it, every unaccepted one and a sample of the rest
 MAX_TRACES = 5_000  # tasks whose trace is embedded; unaccepted ones first
+MAX_TRANSCRIPTS = 2_000  # attempts whose transcript is embedded, in short; the first ones
+TRANSCRIPT_LINES = 24  # of each (`baton trace RUN TASK --json` has it whole)
 FAILURE_OUTCOMES = {"error": "failed", "unserializable": "failed", "too_large": "failed",
                     "timeout": "timed out", "worker_lost": "lost"}
 FAILED = frozenset({"rejected", "failed", "timed out", "lost"})  # an attempt that went wrong
@@ -85,6 +90,8 @@ class Attempt:
     recovery: dict[str, Any] | None = None
     output: str = ""
     marks: list[dict[str, Any]] = field(default_factory=list)
+    usage: dict[str, Any] | None = None  # what its answer spent, as its worker reported
+    transcript: list[str] = field(default_factory=list)  # an agent's, a line per part
 
     @property
     def settled(self) -> bool:
@@ -155,6 +162,7 @@ def page_data(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None) -
         "workers_replaced": counts.get("WorkerReplaced", 0),
         "restarts": counts.get("CoordinatorRestarted", 0),
         "open_escalations": [asdict(e) for e in book.escalations],
+        "spent": book.spent, "budget": book.budget,
     }
     tasks = [{"id": t.id, "capability": t.capability, "required": t.required,
               "status": t.status, "attempts": t.attempts, "handler": t.handler,
@@ -200,6 +208,7 @@ def _attempts(events: list[Envelope]) -> tuple[dict[str, Attempt], list[dict[str
     def since_t0(value: float) -> float | None:
         return None if t0 is None else round(value - t0, 6)
 
+    transcripts = MAX_TRANSCRIPTS
     for e in events:
         if isinstance(e, Stimulus) and e.recorded_at is not None:
             clock = e.recorded_at
@@ -227,6 +236,11 @@ def _attempts(events: list[Envelope]) -> tuple[dict[str, Attempt], list[dict[str
                                      "started_at": since_t0(x.started_at),
                                      "ended_at": since_t0(x.ended_at),
                                      "took_s": round(x.ended_at - x.started_at, 6)}
+            if outcome.usage is not None and attempt.usage is None:
+                attempt.usage = outcome.usage.model_dump(exclude_none=True)
+            if outcome.transcript is not None and transcripts and not attempt.transcript:
+                attempt.transcript = transcript_lines(outcome.transcript)[:TRANSCRIPT_LINES]
+                transcripts -= 1
             if attempt.settled or attempt.end_seq is not None:
                 attempt.marks.append(_mark("late", e.seq, now, describe(e)))
                 continue
@@ -273,6 +287,11 @@ def _attempts(events: list[Envelope]) -> tuple[dict[str, Attempt], list[dict[str
             if not attempt.settled:  # cancelled while in flight
                 attempt.outcome, attempt.problem = "abandoned", describe(e)
                 attempt.end_seq, attempt.end_at = e.seq, now
+        elif isinstance(e, ResultsChecked):  # the accepted attempts it sent back
+            for task_id, why in e.verdict.sent_back.items():
+                attempt = found.get(latest.get(task_id, ""))
+                if attempt is not None:
+                    attempt.marks.append(_mark("sent_back", e.seq, now, why))
         elif isinstance(e, EscalationRaised):
             attempt = found.get(latest.get(e.task_id, ""))
             if attempt is not None:

@@ -1,8 +1,10 @@
 """How a run shows while it goes and once it ends: a live bar on a terminal, a plain line
-every few seconds elsewhere, nothing with --json; then a summary, or its JSON."""
+every few seconds elsewhere, nothing with --json; then a summary, or its JSON; and its
+ledger, as `baton show` prints it."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, NoReturn
 
@@ -12,10 +14,12 @@ from rich.table import Table
 
 from baton.actors.progress import RunProgress, RunResult
 from baton.events.errors import EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, RunInterrupted
+from baton.projections.ledger import Ledger, TaskLine
 
 from .common import emit_json, err, out, styled
 
 PLAIN_EVERY_S = 5.0  # between two progress lines, when stderr is not a terminal
+SHOW_ROWS = 40  # tasks `baton show` lists, past which it keeps to those worth a look
 
 
 def stopped(interrupted: RunInterrupted) -> NoReturn:
@@ -130,3 +134,59 @@ def _print_result(result: RunResult) -> None:
                       f"see: baton show {result.run_id}")
     out.print(table)
     out.print(f"\nnext: baton show {result.run_id}")
+
+
+def print_ledger(book: Ledger, show_all: bool) -> None:
+    out.print(f"[bold]{book.run_id}[/]  {styled(book.status)}  {book.goal}")
+    out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
+    for line in (book.spent, book.budget):
+        if line:
+            out.print(line, highlight=False, markup=False)
+    if book.forked_from:
+        parent, _, seq = book.forked_from.partition("@")
+        out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
+                  highlight=False)
+    shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
+    out.print(fitted_table(
+        ("task", "status", "attempts", "handler"), "outcome", 24,
+        [(line.id + ("" if line.required else " (optional)"), line.status,
+          str(line.attempts), line.handler or "-", " ".join(line.outcome.split()))
+         for line in shown]))
+    if len(shown) < len(book.tasks):
+        out.print(f"… {len(book.tasks) - len(shown)} more accepted tasks "
+                  f"(baton show {book.run_id} --all lists every task)")
+    if book.escalations:
+        out.print(f"\n[yellow bold]waiting on people[/] ({len(book.escalations)}):")
+        for esc in book.escalations:
+            out.print(f"  {esc.id}  {esc.question}", highlight=False)
+    if book.error:
+        out.print(f"\n[red]error:[/] {book.error}", highlight=False)
+    if book.status == "completed":
+        out.print("\n[bold]output[/]")
+        out.print_json(json.dumps(book.output, default=str))
+
+
+def fitted_table(
+    headers: tuple[str, ...], last: str, last_min: int, rows: list[tuple[str, ...]]
+) -> Table:
+    """Columns `headers` as wide as their contents, never wrapped (ids must stay whole),
+    and a last column that gets what is left of the line, cut short rather than wrapped.
+    The second column is a status, shown in its colour."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    table = Table(box=None)
+    for header, width in zip(headers, widths, strict=True):
+        table.add_column(header, no_wrap=True, min_width=width)
+    table.add_column(last, no_wrap=True, overflow="ellipsis",
+                     max_width=max(last_min, out.width - sum(widths) - 2 * len(widths) - 2))
+    for first, status, *rest in rows:
+        table.add_row(first, styled(status), *rest)
+    return table
+
+
+def _worth_showing(book: Ledger) -> list[TaskLine]:
+    """Every task that is not simply accepted, then accepted ones up to SHOW_ROWS."""
+    trouble = [t for t in book.tasks if t.status != "accepted" or t.attempts > 1]
+    room = max(0, SHOW_ROWS - len(trouble))
+    fine = [t for t in book.tasks if t.status == "accepted" and t.attempts <= 1][:room]
+    keep = {id(t) for t in trouble + fine}
+    return [t for t in book.tasks if id(t) in keep]

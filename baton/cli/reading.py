@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Annotated, NoReturn
 
 import typer
-from rich.table import Table
 
 from baton import replay as debug
 from baton.actors.spec import load_policy, load_spec
@@ -19,7 +18,7 @@ from baton.events.store import EventStore, live, masked_url, open_store, store_u
 from baton.events.store.heartbeats import standing
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
-from baton.projections.ledger import Ledger, TaskLine, ledger
+from baton.projections.ledger import ledger
 from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import trace as explain
 from baton.projections.trace import transcript_lines
@@ -37,11 +36,9 @@ from .common import (
     out,
     run_log,
     say,
-    styled,
 )
-from .display import ProgressDisplay, finish
+from .display import SHOW_ROWS, ProgressDisplay, finish, fitted_table, print_ledger
 
-SHOW_ROWS = 40
 PARTINGS_SHOWN = 5
 CHANGES_SHOWN = 10
 
@@ -71,7 +68,7 @@ def runs(store: Store = None, as_json: AsJson = False) -> None:
     if not listed:
         out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
         return
-    out.print(_fitted_table(
+    out.print(fitted_table(
         ("run", "status", "requested", "tasks", "events"), "goal", 12,
         [(i.run_id, status, _when(i.requested_at), str(beat.tasks if beat else i.tasks),
           str(i.events), i.goal) for i, status, beat in rows]))
@@ -96,7 +93,7 @@ def show(
     if as_json:
         emit_json(book.as_dict())
     else:
-        _print_ledger(book, show_all)
+        print_ledger(book, show_all)
     raise typer.Exit(EXIT_DONE if book.status == "completed" else EXIT_FAILED)
 
 
@@ -210,7 +207,7 @@ def replay(
     if as_json:
         emit_json(book.as_dict())
     else:
-        _print_ledger(book, show_all=False)
+        print_ledger(book, show_all=False)
 
 
 def _print_verification(report: Verification, as_json: bool) -> NoReturn:
@@ -389,61 +386,6 @@ def trace_(
                 continue
             out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
                       markup=False)
-
-
-def _print_ledger(book: Ledger, show_all: bool) -> None:
-    out.print(f"[bold]{book.run_id}[/]  {styled(book.status)}  {book.goal}")
-    out.print(f"{book.accepted} of {len(book.tasks)} tasks accepted; {book.events} events")
-    if book.spent:
-        out.print(book.spent, highlight=False)
-    if book.forked_from:
-        parent, _, seq = book.forked_from.partition("@")
-        out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
-                  highlight=False)
-    shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
-    out.print(_fitted_table(
-        ("task", "status", "attempts", "handler"), "outcome", 24,
-        [(line.id + ("" if line.required else " (optional)"), line.status,
-          str(line.attempts), line.handler or "-", " ".join(line.outcome.split()))
-         for line in shown]))
-    if len(shown) < len(book.tasks):
-        out.print(f"… {len(book.tasks) - len(shown)} more accepted tasks "
-                  f"(baton show {book.run_id} --all lists every task)")
-    if book.escalations:
-        out.print(f"\n[yellow bold]waiting on people[/] ({len(book.escalations)}):")
-        for esc in book.escalations:
-            out.print(f"  {esc.id}  {esc.question}", highlight=False)
-    if book.error:
-        out.print(f"\n[red]error:[/] {book.error}", highlight=False)
-    if book.status == "completed":
-        out.print("\n[bold]output[/]")
-        out.print_json(json.dumps(book.output, default=str))
-
-
-def _fitted_table(
-    headers: tuple[str, ...], last: str, last_min: int, rows: list[tuple[str, ...]]
-) -> Table:
-    """Columns `headers` as wide as their contents, never wrapped (ids must stay whole),
-    and a last column that gets what is left of the line, cut short rather than wrapped.
-    The second column is a status, shown in its colour."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-    table = Table(box=None)
-    for header, width in zip(headers, widths, strict=True):
-        table.add_column(header, no_wrap=True, min_width=width)
-    table.add_column(last, no_wrap=True, overflow="ellipsis",
-                     max_width=max(last_min, out.width - sum(widths) - 2 * len(widths) - 2))
-    for first, status, *rest in rows:
-        table.add_row(first, styled(status), *rest)
-    return table
-
-
-def _worth_showing(book: Ledger) -> list[TaskLine]:
-    """Every task that is not simply accepted, then accepted ones up to SHOW_ROWS."""
-    trouble = [t for t in book.tasks if t.status != "accepted" or t.attempts > 1]
-    room = max(0, SHOW_ROWS - len(trouble))
-    fine = [t for t in book.tasks if t.status == "accepted" and t.attempts <= 1][:room]
-    keep = {id(t) for t in trouble + fine}
-    return [t for t in book.tasks if id(t) in keep]
 
 
 def _when(stamp: float | None) -> str:

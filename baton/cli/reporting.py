@@ -15,7 +15,7 @@ from rich.text import Text
 from baton.events.errors import BadInputError
 from baton.events.store import arrow, open_store, restore
 from baton.projections import report as page
-from baton.projections.metrics import Quantiles, RunStats, Spend, run_stats
+from baton.projections.metrics import Quantiles, RunStats, Spend, recorded_budget, run_stats
 
 from .common import AsJson, Store, app, emit_json, err, fail, out, progress, run_log
 
@@ -141,11 +141,14 @@ def stats(
     answered too late to count), latency from dispatch to answer and queue wait from
     dispatch to the handler's start (p50/p95/p99), and where workers reported it, what
     the work spent on models (requests, tokens, dollars). Per run: makespan, events,
-    attempts and acceptances per second, the spend, and how often each rule decided.
+    attempts and acceptances per second, the spend and what is left of the run's budget,
+    and how often each rule decided.
     Computed with Arrow over the run's table (as `baton export` writes it).
     """
     with run_log(run_id, store) as log:
-        figures = run_stats(arrow.columns(log, run_id))
+        rows = arrow.columns(log, run_id)
+        figures = run_stats(rows, recorded_budget(
+            rows, lambda seq: log.read(run_id, after=seq - 1, until=seq)[0]))
     if as_json:
         emit_json(figures.as_dict())
         return
@@ -171,6 +174,8 @@ def stats(
     out.print(timing)
     if figures.spend.answers:
         out.print(_spend_table(figures))
+    if figures.budget and figures.budget["left"]:
+        out.print(figures.budget["left"], highlight=False, markup=False)
     rules = Table(box=None, title="decisions by rule", title_justify="left")
     rules.add_column("rule", no_wrap=True)
     rules.add_column("decisions", justify="right")

@@ -18,13 +18,15 @@ from typer.testing import CliRunner
 from baton import HandlerInfo, Task, open_store
 from baton.cli import app
 from baton.cli.reporting import _shown
-from baton.events.schema import AssignmentDispatched
+from baton.events.model import Result, RunBudget, Usage
+from baton.events.schema import AssignmentDispatched, ResultReceived
 from baton.events.store import arrow
 from baton.projections.metrics import run_stats
 from baton.projections.report import html as page_of
 from baton.projections.trace import trace
 from baton.testing import Scenario
 from tests.fixtures.golden import every_event_type
+from tests.fixtures.policies import SendsBack
 from tests.projections.test_report import HOSTILE, seeded_run
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"  # for a person
@@ -221,3 +223,55 @@ def test_every_kind_of_run_draws_in_chromium(tmp_path: Path, chromium: Browser) 
         assert first in page.inner_text("#details h3")
         assert page.locator("#trace li.step").count() >= 2
         page.close()
+
+
+def agents_run(store: Any = None) -> Scenario:
+    """An agent's run with a budget: each answer reports its usage (one model unpriced)
+    and transcript; the check sends task a back once."""
+    run = Scenario([Task(id="a", capability="count"), Task(id="b", capability="count")],
+                   [HandlerInfo(name="researcher", capabilities=("count",))], SendsBack(),
+                   run_id="agents", store=store,
+                   budget=RunBudget(max_cost_usd=1.0, max_tokens=10_000))
+    for aid, output, model, cost in [("a#1", {"count": 1}, "openai:gpt-4o", 0.0006),
+                                     ("b#1", {"count": 2}, "acme:mystery", None),
+                                     ("a#2", {"count": 3, "redone": True}, "openai:gpt-4o",
+                                      0.0006)]:
+        said = [{"kind": "request", "parts": [{"part_kind": "user-prompt",
+                                               "content": f"Count for {aid}."}]},
+                {"kind": "response", "parts": [{"part_kind": "tool-call", "args": output}]}]
+        run.stimulate(ResultReceived, result=Result(
+            assignment_id=aid, output=output, transcript=said, usage=Usage(
+                model=model, requests=1, input_tokens=120, output_tokens=30, cost_usd=cost)))
+    assert run.state.status == "completed"
+    return run
+
+
+def test_show_stats_and_the_report_say_what_an_agents_run_spent_and_has_left(
+        store_url: str, tmp_path: Path, chromium: Browser) -> None:
+    """`baton show` and `baton stats` print the spend and what is left of each limit;
+    the report's summary says so too, and an attempt's panel shows what its answer
+    spent, its transcript in short, and that the check sent it back."""
+    with open_store(store_url) as store:
+        run = agents_run(store)
+    left = "budget left: $0.9988 of $1.0000; 9,550 of 10,000 tokens"
+    shown = CliRunner().invoke(app, ["show", "agents", "--store", store_url]).stdout
+    assert "spent 3 model requests, 360 tokens in, 90 out; $0.0012 and 1 answer(s) " \
+           "unpriced" in shown and left in shown
+    assert left in CliRunner().invoke(app, ["stats", "agents", "--store", store_url]).stdout
+    figures = json.loads(CliRunner().invoke(
+        app, ["stats", "agents", "--store", store_url, "--json"]).stdout)
+    assert figures["budget"]["limits"] == {"max_cost_usd": 1.0, "max_tokens": 10_000}
+    assert figures["budget"]["tokens_left"] == 9_550
+
+    target = tmp_path / "agents.html"
+    target.write_text(page_of(run.log), encoding="utf-8")
+    page, errors, _ = opened(chromium, target, "a=a%231")
+    assert errors == []
+    assert left in page.inner_text("#summary")
+    details = page.inner_text("#details")
+    assert "sent back by the check: cite a source" in details
+    assert "openai:gpt-4o · 1 request · 120 tokens in, 30 out · $0.0006" in details
+    assert "request user-prompt: Count for a#1." in details
+    page.click('#timeline-svg .bar[data-assignment="b#1"]')
+    assert "cost unknown (no price for this model)" in page.inner_text("#details")
+    page.close()
