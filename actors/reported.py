@@ -10,6 +10,7 @@ unknown too, so a sum never reads as less than was spent.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -52,6 +53,32 @@ def report_transcript(messages: Json) -> None:
     reported = _REPORTED.get()
     if reported is not None:
         reported.transcript = messages
+
+
+def bounded(messages: Json, limit: int) -> tuple[Json, int]:
+    """A transcript as it is recorded, and its bytes of JSON. Past `limit` bytes, its
+    first messages (the prompt) and its last (the reply) are kept, as many as fit, with
+    a message between them saying what was left out."""
+    if messages is None:
+        return None, 0
+    size = len(json.dumps(messages, ensure_ascii=False, default=str))
+    if size <= limit:
+        return messages, size
+    every = messages if isinstance(messages, list) else [messages]
+    sizes = [len(json.dumps(m, ensure_ascii=False, default=str)) + 1 for m in every]
+    # The reply, if it takes at most half the limit; then the first messages that fit.
+    last = [every[-1]] if len(every) > 1 and sizes[-1] <= limit // 2 else []
+    room = limit - 400 - (sizes[-1] if last else 0)  # (400: the note's own bytes)
+    head = 0
+    while head < len(every) - len(last) and sizes[head] <= room:
+        room, head = room - sizes[head], head + 1
+    left_out = len(every) - head - len(last)
+    note = {"kind": "omitted", "messages": left_out,
+            "bytes": sum(sizes[head:len(every) - len(last)]),
+            "note": f"the transcript was {size:,} bytes of JSON, past the limit of "
+                    f"{limit:,} (max_output_bytes): {left_out} message(s) left out here"}
+    kept = [*every[:head], note, *last]
+    return kept, len(json.dumps(kept, ensure_ascii=False, default=str))
 
 
 @contextmanager

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from baton.events.model import Assignment, Execution, Failure, Result
 
 from .handlers import Handler
-from .reported import Reported, collecting, total
+from .reported import Reported, bounded, collecting, total
 
 DEFAULT_MAX_OUTPUT_BYTES = 8 * 1024 * 1024
 RETURN_BUDGET_BYTES = 16 * 1024 * 1024  # of outputs in one call's return, about
@@ -40,7 +40,7 @@ def to_outcome(
     and how many bytes of JSON the output is. Either carries what the handler reported
     (what it spent, its transcript)."""
     usage = total(reported.usage) if reported is not None else None
-    transcript = reported.transcript if reported is not None else None
+    transcript, said = bounded(reported.transcript if reported else None, max_output_bytes)
     if isinstance(value, BaseModel):
         value = value.model_dump(mode="json")
     try:
@@ -49,15 +49,15 @@ def to_outcome(
         return Failure(assignment_id=assignment_id, kind="unserializable",
                        error_type=type(error).__name__,
                        message=f"the output cannot be recorded as JSON: {error}",
-                       execution=execution, usage=usage, transcript=transcript), 0
+                       execution=execution, usage=usage, transcript=transcript), said
     if len(encoded) > max_output_bytes:
         return Failure(assignment_id=assignment_id, kind="too_large",
                        message=f"the output is {len(encoded):,} bytes of JSON; the limit is "
                        f"{max_output_bytes:,} (raise it with max_output_bytes)",
-                       execution=execution, usage=usage, transcript=transcript), 0
+                       execution=execution, usage=usage, transcript=transcript), said
     # Round-trip so what the coordinator records is exactly what a replay will read.
     return Result(assignment_id=assignment_id, output=json.loads(encoded),
-                  execution=execution, usage=usage, transcript=transcript), len(encoded)
+                  execution=execution, usage=usage, transcript=transcript), len(encoded) + said
 
 
 class Worker:
@@ -99,12 +99,13 @@ class Worker:
 
     def _raised(self, assignment: Assignment, error: BaseException, started: float,
                 reported: Reported) -> tuple[Failure, int]:
+        transcript, said = bounded(reported.transcript, self.max_output_bytes)
         failure = Failure(assignment_id=assignment.id, kind="error",
                           error_type=type(error).__qualname__, message=str(error),
                           traceback=traceback.format_exc(),
                           execution=self._execution(started), usage=total(reported.usage),
-                          transcript=reported.transcript)
-        return failure, len(failure.message) + len(failure.traceback)
+                          transcript=transcript)
+        return failure, len(failure.message) + len(failure.traceback) + said
 
     def _execution(self, started: float) -> Execution:
         return Execution(node=self.node, pid=self.process_id, replica=self.replica,

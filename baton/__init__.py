@@ -11,7 +11,7 @@ from baton.actors import inbox as _inbox
 from baton.actors.agents import agent
 from baton.actors.handlers import Handler, handler
 from baton.actors.progress import RunResult
-from baton.actors.reported import report_usage
+from baton.actors.reported import report_transcript, report_usage
 from baton.actors.spec import Spec, load_spec
 from baton.events import (
     Assignment,
@@ -122,6 +122,7 @@ __all__ = [
     "load_spec",
     "open_store",
     "replay",
+    "report_transcript",
     "report_usage",
     "resume",
     "run",

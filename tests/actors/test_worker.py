@@ -5,6 +5,7 @@ concurrency at once."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -132,3 +133,27 @@ def test_a_handler_that_is_cancelled_inside_fails_alone() -> None:
     outcomes = asyncio.run(AsyncWorker(gives_up).run(assignments(3)))
     assert [type(o).__name__ for o in outcomes] == ["Result", "Failure", "Result"]
     assert isinstance(outcomes[1], Failure) and outcomes[1].error_type == "CancelledError"
+
+
+def test_a_long_transcript_keeps_its_prompt_and_reply_and_counts_toward_the_return() -> None:
+    """A transcript past max_output_bytes keeps its first messages and its last, with a
+    message saying how many were left out between; its bytes count toward the call's
+    return budget, so two such answers fill a small one."""
+
+    @baton.handler(capabilities=["x"])
+    def chatty(assignment: Assignment) -> dict[str, Any]:
+        baton.report_transcript(
+            [{"kind": "request", "parts": [{"content": f"prompt {assignment.id}"}]}]
+            + [{"kind": "response", "parts": [{"content": "x" * 500}]}] * 40
+            + [{"kind": "response", "parts": [{"content": "the reply"}]}])
+        return {"ok": True}
+
+    outcomes = Worker(chatty, max_output_bytes=4_000, return_budget_bytes=7_000).run(
+        assignments(4))
+    assert len(outcomes) == 2  # 3,500-odd bytes of transcript each
+    said = outcomes[0].transcript
+    assert said[0]["parts"][0]["content"] == "prompt t0#1"
+    assert said[-1]["parts"][0]["content"] == "the reply"
+    [note] = [m for m in said if m["kind"] == "omitted"]
+    assert note["messages"] == 41 - len(said) + 2 and "max_output_bytes" in note["note"]
+    assert len(json.dumps(said)) <= 4_000
