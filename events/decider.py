@@ -269,9 +269,11 @@ class _Turn:
                               "Verdict.of)")
         proposed: Sequence[Task] = ()
         if verdict.accepted:
-            known = self.state.tasks  # a task done again may propose what it added before:
-            proposed = tuple(t for t in self.policy.expand(task, output)  # those stay as they are
-                             if t.id not in known or known[t.id].task != t)
+            proposed = tuple(self.policy.expand(task, output))
+            if proposed:  # a task done again may propose what it added before: kept as is
+                known = self.state.tasks
+                proposed = tuple(t for t in proposed
+                                 if t.id not in known or known[t.id].task != t)
             problems = proposed and plan_problems(proposed, self.state.tasks,
                                                   self.state.by_capability, self.schemas)
             if problems:
