@@ -41,7 +41,7 @@ from .deadlines import Deadlines
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
 from .progress import RunProgress
-from .ratelimit import RateLimit, Throttle
+from .ratelimit import RateLimit, throttles
 from .runstats import RunStats
 from .sender import Sender
 from .spec import ImportedSchemas
@@ -97,7 +97,7 @@ class Coordinator:
         self.snapshot_seq = self.state.seq
         # Dispatched (and recorded), not yet sent, and the calls out to workers.
         self.sender = Sender(self.pool, lambda worker, batch: worker.run.remote(batch),
-                             {h: Throttle(limit) for h, limit in (rate_limits or {}).items()})
+                             throttles(rate_limits, self.store if self.resumed else None, run_id))
         self.deadlines = Deadlines()  # on the monotonic clock
         self.inbox_due = 0.0  # monotonic time of the next look at the inbox
         self.started = time.monotonic()

@@ -6,6 +6,7 @@ sends back; a duration budget stops a run through its recorded timer."""
 from __future__ import annotations
 
 import pytest
+import ray
 
 import baton
 from baton import open_store
@@ -96,6 +97,28 @@ def test_a_duration_budget_fires_through_a_recorded_timer(store_url: str) -> Non
     fired = kinds.index("BudgetTimerFired")
     assert kinds.count("BudgetTimerFired") == 1 and kinds[fired + 1] in (
         "EscalationRaised", "ResultReceived")
+
+
+def test_a_restarted_coordinator_remembers_the_sends_of_the_one_before(
+        store_url: str) -> None:
+    """Three in six seconds, the coordinator killed once the first answers are in: the
+    one Ray restarts counts the starts its workers reported, so by the recorded start
+    times no six seconds hold more than three, across the restart."""
+    killed: list[int] = []
+
+    def kill_early(progress: baton.actors.progress.RunProgress) -> None:
+        if not killed and progress.accepted >= 2:
+            ray.kill(ray.get_actor("baton:slow-quota", namespace="baton"), no_restart=False)
+            killed.append(progress.accepted)
+
+    result = baton.run(ray_specs.slow_quota_spec(), store=store_url, run_id="slow-quota",
+                       on_progress=kill_early, poll_s=0.05)
+    assert killed and result.ok and result.progress.accepted == 7
+    with open_store(store_url) as store:
+        assert [e.type for e in store.read("slow-quota")].count("CoordinatorRestarted") == 1
+    started = sorted(e.started_at for e in _executions(store_url, "slow-quota"))
+    assert all(later - earlier >= 5.9
+               for earlier, later in zip(started, started[3:], strict=False)), started
 
 
 def test_a_rate_limit_is_never_passed_and_its_wait_is_queue_wait(store_url: str) -> None:

@@ -8,16 +8,18 @@ from typing import Any
 import pytest
 
 import baton
+from baton import HandlerInfo, open_store
 from baton.actors.deadlines import Deadlines
 from baton.actors.pool import Pool, window
-from baton.actors.ratelimit import RateLimit, Throttle
+from baton.actors.ratelimit import RateLimit, Throttle, throttles
 from baton.actors.runstats import RunStats
 from baton.actors.sender import Sender
 from baton.actors.spec import ImportedSchemas
 from baton.events.errors import BadSpecError
-from baton.events.model import Assignment, Verdict
+from baton.events.model import Assignment, Execution, Verdict
 from baton.events.schema import AssignmentDispatched, Reason, ResultValidated
-from tests.fixtures.specs import Count, Listing
+from baton.testing import Scenario
+from tests.fixtures.specs import Count, Listing, counting
 
 
 def test_only_the_latest_deadline_of_an_assignment_counts() -> None:
@@ -152,6 +154,24 @@ def test_a_rate_limit_holds_sends_back_until_its_period_lets_them_go() -> None:
     clock[0] += 1.0
     out.send_waiting({a.id for a in work}, lambda a: None)
     assert [ids for _, ids in sent][1] == ["d#1", "e#1"] and out.next_send_in() is None
+
+
+def test_a_run_taken_up_again_remembers_the_starts_of_the_last_period() -> None:
+    """Starts at wall times 0, 50 and 70 under '2/min', read back at wall time 100: the
+    two within the minute count (on this process's clock), so none may go until the one
+    at 50 is a minute old; a handler with no limit, or a fresh run, remembers nothing."""
+    with open_store("memory://") as store:
+        run = Scenario([counting(t) for t in "abc"], [
+            HandlerInfo(name="h", capabilities=("count",), capacity=1)], store=store)
+        for aid, at in (("a#1", 0.0), ("b#1", 50.0), ("c#1", 70.0)):
+            run.succeed(aid, {"count": 1}, execution=Execution(
+                node="n", pid=1, replica=0, started_at=at, ended_at=at + 1))
+        made = throttles({"h": RateLimit.parse("2/min")}, store, "run-1",
+                         now=lambda: 1000.0, wall=lambda: 100.0)
+    assert list(made["h"].sent) == [950.0, 970.0]
+    assert made["h"].room() == 0 and made["h"].next_in() == 10.0
+    assert list(throttles({"h": RateLimit.parse("2/min")}, None)["h"].sent) == []
+    assert throttles(None) == {}
 
 
 @pytest.mark.parametrize(("written", "expected"), [
