@@ -25,6 +25,7 @@ from baton.events.errors import (
     BadSpecError,
     BatonError,
     ClusterUnavailableError,
+    PolicyError,
     RunInterrupted,
 )
 from baton.events.model import Task, require_run_id
@@ -289,7 +290,7 @@ def _launch(
                     on_progress(RunProgress(**ray.get(coordinator.progress.remote())))
                 except RayActorError:
                     continue  # the coordinator is restarting; its run goes on
-        final = RunProgress(**_answer(done))
+        final = RunProgress(**_answer(done, run_id))
     except KeyboardInterrupt:
         raise _interrupted(coordinator, done, handles, url, run_id) from None
     finally:
@@ -344,12 +345,17 @@ def _interrupted(coordinator: ActorHandle[Any], done: ray.ObjectRef[Any] | None,
                           "ends it")
 
 
-def _answer(ref: ray.ObjectRef[Any]) -> Any:
+def _answer(ref: ray.ObjectRef[Any], run_id: str = "") -> Any:
     """What a coordinator call returned; a BatonError it raised reaches the caller as
-    itself (its message says what to fix), without Ray's traceback around it."""
+    itself (its message says what to fix), without Ray's traceback around it. A rule of
+    the policy that broke its contract stopped the run's driving: the message says how
+    to go on once the policy is fixed."""
     try:
         return ray.get(ref)
     except RayTaskError as error:
+        if isinstance(error.cause, PolicyError) and run_id:
+            raise PolicyError(f"{error.cause}. The run is recorded up to the turn before; "
+                              f"fix the policy, then `baton resume {run_id}`") from None
         if isinstance(error.cause, BatonError):
             raise error.cause from None
         raise error.as_instanceof_cause() from None

@@ -148,3 +148,41 @@ def _alive(run_id: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+BROKEN_CHECK = '''
+import baton
+from baton import DefaultPolicy, Task, Verdict
+
+
+@baton.handler(capabilities=["x"], num_cpus=0.5)
+def echo(assignment):
+    return {"attempt": assignment.attempt}
+
+
+class Picky(DefaultPolicy):
+    def check(self, plan):
+        if plan.outputs["a"]["attempt"] > 1:
+            return super().check(plan)
+        return Verdict.send_back({"%s": "do it again"})
+
+
+spec = baton.Spec(goal="a check", tasks=[Task(id="a", capability="x")], handlers=[echo],
+                  policy=Picky())
+'''
+
+
+def test_a_policy_that_breaks_its_contract_says_so_and_the_run_resumes_once_fixed(
+        store_url: str, tmp_path: Path) -> None:
+    """A check that sends back a task the plan does not have: `baton run` ends with one
+    line naming the mistake and the `baton resume` that goes on once the policy is fixed;
+    fixed, the resume completes the run with what was recorded."""
+    spec = tmp_path / "picky.py"
+    spec.write_text(BROKEN_CHECK % "nope")
+    code, _, err = baton("run", str(spec), "--run-id", "picky", "--store", store_url)
+    assert code == 1 and "Traceback" not in err
+    assert "policy.check sent back 'nope'" in err and "`baton resume picky`" in err
+    spec.write_text(BROKEN_CHECK % "a")  # the id it meant: a is redone once, then accepted
+    code, out, err = baton("resume", "picky", "--store", store_url, "--json")
+    assert code == 0, err
+    assert json.loads(out)["output"] == {"a": {"attempt": 2}}
