@@ -47,6 +47,7 @@ from baton.events.schema import (
 )
 from baton.events.state import RunState
 from baton.events.store import EventStore
+from baton.events.tree import ParentLink
 
 
 class Scenario:
@@ -64,6 +65,7 @@ class Scenario:
         at: float | None = None,
         schemas: Schemas = NO_SCHEMAS,
         budget: RunBudget | None = None,
+        parent: ParentLink | None = None,
     ):
         self.run_id = run_id
         self.schemas = schemas  # for tasks given by topic rather than by class
@@ -76,7 +78,7 @@ class Scenario:
             RunRequested, goal=goal, tasks=tuple(tasks), handlers=tuple(handlers),
             policy=f"{kind.__module__}:{kind.__qualname__}", recorded_at=at,
             schemas={topic: schema_identity(model) for topic, model in schemas.items()},
-            budget=budget,
+            budget=budget, parent=parent,
         )
 
     def stimulate(self, kind: type[Stimulus], **fields: Any) -> list[Decision]:

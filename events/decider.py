@@ -55,6 +55,7 @@ from .schema import (
 )
 from .settle import settle
 from .state import RunState
+from .tree import child_run_id
 
 # --- decide ----------------------------------------------------------------------------
 
@@ -420,6 +421,8 @@ class _Turn:
         facts: dict[str, Json] = {"task": record.task.id, "attempt": assignment.attempt,
                                   "capability": assignment.capability,
                                   "inputs": sorted(assignment.inputs), **(noted or {})}
+        if self.state.handlers[handler].subrun:  # the run this assignment starts
+            facts["child_run"] = child_run_id(self.state.run_id, assignment.id)
         self.record(AssignmentDispatched(
             **self.head(rule, facts, [c.as_fact() for c in weighed]), assignment=assignment))
 

@@ -233,6 +233,8 @@ class HandlerInfo(Frozen):
     name: str = Field(min_length=1)
     capabilities: tuple[str, ...]
     capacity: int | None = Field(default=None, ge=1, description="None means unbounded")
+    # Its assignments are runs of their own (absent from the bytes of a plain handler).
+    subrun: bool = Field(default=False, exclude_if=lambda v: not v)
 
 
 # --- one attempt and what came of it ---------------------------------------------------
@@ -337,7 +339,10 @@ class Result(Frozen):
     transcript: Json = _TRANSCRIPT
 
 
-FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large"]
+# child_failed, child_waiting: an assignment to a subrun whose child run failed, or
+# stopped waiting on people.
+FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large",
+                      "child_failed", "child_waiting"]
 
 
 class Failure(Frozen):

@@ -26,6 +26,7 @@ from .model import (
     Task,
     Verdict,
 )
+from .tree import ParentLink
 
 
 class Reason(Frozen):
@@ -84,6 +85,8 @@ class RunRequested(Stimulus):
                                     description="a digest of each output schema's JSON "
                                     "Schema, by topic")
     budget: RunBudget | None = Field(default=None, exclude_if=_empty)  # absent: none
+    # A child run: the parent's run and assignment it answers (absent: a run of its own).
+    parent: ParentLink | None = Field(default=None, exclude_if=_empty)
 
 
 class RunForked(Stimulus):

@@ -48,6 +48,7 @@ from .schema import (
     chain,
     encode,
 )
+from .tree import ParentLink
 
 RunStatus = Literal["new", "running", "completed", "failed"]
 
@@ -68,6 +69,7 @@ class RunState:
         self.spec = ""  # where its spec was loaded from
         self.policy_ref = ""  # where its policy was loaded from, when not the spec's own
         self.forked_from: tuple[str, int] | None = None  # (parent run, parent seq)
+        self.parent: ParentLink | None = None  # a child run: what of its parent it answers
         self.handlers: dict[str, HandlerInfo] = {}
         self.by_capability: dict[str, tuple[str, ...]] = {}
         self.load: dict[str, int] = {}
@@ -180,7 +182,7 @@ class RunState:
         self.requested = e.tasks
         self.policy = e.policy
         self.policy_digest = e.policy_digest
-        self.spec = e.spec
+        self.spec, self.parent = e.spec, e.parent
         self.spend.budget, self.spend.requested_at = e.budget, e.recorded_at
         caps: dict[str, list[str]] = {}
         for h in e.handlers:

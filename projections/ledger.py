@@ -64,6 +64,7 @@ class Ledger:
     requested_at: float | None = None
     last_recorded_at: float | None = None
     forked_from: str | None = None  # "PARENT@SEQ" for a fork
+    parent: str | None = None  # "PARENT ASSIGNMENT" for a child run
     spent: str = ""  # what the work spent, in a line; empty when no answer reported any
     budget: str = ""  # what is left of each limit, in a line; empty with no budget
 
@@ -150,6 +151,7 @@ def ledger(log: Iterable[Envelope | tuple[Envelope, bytes]]) -> Ledger:
         last_recorded_at=last_at,
         forked_from=f"{state.forked_from[0]}@{state.forked_from[1]}" if state.forked_from
         else None,
+        parent=f"{state.parent.run_id} {state.parent.assignment_id}" if state.parent else None,
         spent=state.spend.summary() if state.spend.reported else "",
         budget=state.spend.left(),
     )

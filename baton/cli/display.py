@@ -142,6 +142,9 @@ def print_ledger(book: Ledger, show_all: bool) -> None:
     for line in (book.spent, book.budget):
         if line:
             out.print(line, highlight=False, markup=False)
+    if book.parent:
+        parent, _, assignment = book.parent.partition(" ")
+        out.print(f"a child run: it answers {assignment} of run {parent}", highlight=False)
     if book.forked_from:
         parent, _, seq = book.forked_from.partition("@")
         out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",

@@ -26,6 +26,7 @@ from ..errors import BadLogError
 from ..model import Assignment, HandlerInfo, Json, Task
 from ..record import TaskRecord
 from ..state import RunState
+from ..tree import ParentLink
 
 # The topic snapshots are filed under; the version changes whenever the layout does.
 TOPIC = "baton.RunState:json2"
@@ -65,6 +66,7 @@ class _Head(TypedDict):
     spec: str
     policy_ref: str
     forked_from: tuple[str, int] | None
+    parent: NotRequired[ParentLink | None]  # older snapshots lack it: no parent
     handlers: dict[str, HandlerInfo]
     by_capability: dict[str, tuple[str, ...]]
     load: dict[str, int]
@@ -137,7 +139,7 @@ def decode_state(data: bytes, *, run_id: str, seq: int) -> RunState:
         records[tid] = record
     kept["tasks"] = records
     state = RunState.__new__(RunState)
-    state.__dict__.update({"spend": Spend(), **kept, "frozen": False})
+    state.__dict__.update({"spend": Spend(), "parent": None, **kept, "frozen": False})
     if (state.run_id, state.seq) != (run_id, seq):
         raise BadLogError(f"snapshot holds run {state.run_id!r} at seq {state.seq}, not the "
                           "place it is filed under", run_id=run_id, seq=seq)

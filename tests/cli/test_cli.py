@@ -14,7 +14,9 @@ from urllib.parse import urlparse
 import pytest
 from typer.testing import CliRunner
 
+from baton import open_store
 from baton.cli import app
+from tests.fixtures.golden import every_event_type
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs_cli"
 runner = CliRunner()
@@ -135,6 +137,17 @@ def test_a_postgres_server_that_cannot_be_used_exits_2_with_the_password_masked(
     wrong = postgres_server.replace(f":{parts.password}@", ":not-the-password@")
     code, out, err = baton("show", "some-run", "--store", wrong)
     assert code == 2 and "wrong password" in err and "not-the-password" not in err
+
+
+def test_show_of_a_child_run_names_the_parent_assignment_it_answers(store_url: str) -> None:
+    with open_store(store_url) as store:
+        for run in every_event_type():
+            if run.state.parent is not None:
+                store.append(run.run_id, run.log, 0)
+    code, out, _ = baton("show", "parent.b-1", "--store", store_url)
+    assert code == 0 and "a child run: it answers b#1 of run parent" in out
+    code, out, _ = baton("show", "parent.b-1", "--store", store_url, "--json")
+    assert json.loads(out)["parent"] == "parent b#1"
 
 
 def test_runs_on_an_empty_store_says_how_to_start(store_url: str) -> None:
