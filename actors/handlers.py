@@ -53,6 +53,7 @@ class Handler:
             name=self.name,
             capabilities=self.capabilities,
             capacity=self.replicas * self.queue_depth,
+            subrun=getattr(self.target, "is_subrun", False),  # (a @baton.subrun)
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 import ray
@@ -33,6 +34,7 @@ from baton.events.schema import RunRequested
 from baton.events.store import faults, masked_url, open_store, store_url
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import KEY_ENV
+from baton.events.tree import ParentLink
 
 from . import reservation, worker
 from .agents import prepared
@@ -147,6 +149,7 @@ def run(
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
     store_patience_s: float = STORE_PATIENCE_S,
     model: str | None = None,
+    parent: ParentLink | None = None,
 ) -> RunResult:
     """Run `spec` to its end on Ray and return how it ended.
 
@@ -161,6 +164,7 @@ def run(
     `store_patience_s`; a fault that does not pass, or lasts longer, raises StoreFaultError.
     `model` (else $BATON_MODEL) answers for every agent of the spec (`baton.agent`);
     ``"test"`` is a dry run on pydantic-ai's TestModel, with no key and no network.
+    `parent` makes it a child run, answering that assignment of another (a subrun).
     """
     spec.validate()
     url = store_url(store)
@@ -176,7 +180,7 @@ def run(
                            policy=policy, policy_digest=policy_digest,
                            spec=absolute_ref(spec.source) if spec.source else "",
                            schemas=schema_identities(schemas_of(spec.tasks)),
-                           budget=spec.budget)
+                           budget=spec.budget, parent=parent)
     return _launch(spec, url, address, run_id, request, detach, on_progress, poll_s,
                    max_output_bytes, store_patience_s=store_patience_s, model=model)
 
@@ -243,6 +247,9 @@ def _launch(
     schemas = schemas_of((*spec.tasks, *planned))
     # Its agents: which model answers, and every output schema they may be asked for.
     spec = prepared(spec, model, {**schemas_from_files(), **schemas})
+    spec = replace(spec, handlers=[  # its subruns: the run their children belong to
+        replace(h, target=h.target.within(run_id, url, os.environ.get(KEY_ENV)))
+        if getattr(h.target, "is_subrun", False) else h for h in spec.handlers])
     ensure_ray(address)
     for module in modules_from_files():
         ray.cloudpickle.register_pickle_by_value(module)

@@ -100,7 +100,8 @@ class Worker:
     def _raised(self, assignment: Assignment, error: BaseException, started: float,
                 reported: Reported) -> tuple[Failure, int]:
         transcript, said = bounded(reported.transcript, self.max_output_bytes)
-        failure = Failure(assignment_id=assignment.id, kind="error",
+        failure = Failure(assignment_id=assignment.id,
+                          kind=getattr(error, "failure_kind", "error"),
                           error_type=type(error).__qualname__, message=str(error),
                           traceback=traceback.format_exc(),
                           execution=self._execution(started), usage=total(reported.usage),

@@ -13,6 +13,7 @@ from baton.actors.handlers import Handler, handler
 from baton.actors.progress import RunResult
 from baton.actors.reported import report_transcript, report_usage
 from baton.actors.spec import Spec, load_spec
+from baton.actors.subrun import subrun
 from baton.events import (
     Assignment,
     BadInputError,
@@ -126,4 +127,5 @@ __all__ = [
     "report_usage",
     "resume",
     "run",
+    "subrun",
 ]

@@ -1,0 +1,134 @@
+"""Subruns: a handler whose assignment is a run of its own (`@baton.subrun`).
+
+The decorated function takes the assignment and returns the child's Spec, built from the
+assignment's inputs only (the same allowlist as any worker's). Each assignment starts
+its child run, with its own coordinator and its own log in the parent's store, under a
+run id derived from the parent's and the assignment's (`events.tree.child_run_id`), then
+waits for it: the child's output is the parent's result for that assignment, validated
+by the parent's policy like any output, and a child that fails is a failure of it
+(kind `child_failed`). A dispatch sent again (the parent's coordinator restarted) finds
+the child already there and waits for it, or resumes it; it never starts a second one.
+
+The call waits on the child's coordinator, not on its own worker, so a child whose
+coordinator Ray restarts goes on, and the parent sees nothing but the delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from baton.events.errors import BadSpecError
+from baton.events.model import Assignment
+from baton.events.store import open_store
+from baton.events.store.sealing import KEY_ENV
+from baton.events.tree import ParentLink, child_run_id
+
+from .handlers import Handler, handler
+
+POLL_S = 0.25  # between two looks at a child run that is still going
+
+
+class ChildRunFailedError(Exception):
+    """A subrun's child run failed: the parent's assignment fails (child_failed)."""
+
+    failure_kind = "child_failed"  # (the worker reports the failure as this kind)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What a subrun needs of the run it belongs to, to start its children beside it."""
+
+    run_id: str
+    store_url: str
+    sealing_key: str | None = None  # the children's logs are sealed as the parent's
+
+
+class SubrunCall:
+    """A subrun handler's target: each call is one child run, started or found."""
+
+    is_subrun = True  # (read by Handler.info: the coordinator records it)
+
+    def __init__(self, build: Callable[[Assignment], Any], context: RunContext | None = None):
+        self.build = build
+        self.context = context
+        self.__name__ = getattr(build, "__name__", "subrun")
+
+    def within(self, run_id: str, store_url: str, sealing_key: str | None) -> SubrunCall:
+        """The same subrun in run `run_id` (the launcher's, for each run it starts)."""
+        return SubrunCall(self.build, RunContext(run_id, store_url, sealing_key))
+
+    async def __call__(self, assignment: Assignment) -> Any:
+        if self.context is None:
+            raise RuntimeError("a subrun runs inside a Baton run; baton.run(spec) starts one")
+        spec = self.build(assignment)
+        return await asyncio.to_thread(_run_child, spec, assignment, self.context)
+
+
+def _run_child(spec: Any, assignment: Assignment, context: RunContext) -> Any:
+    from .launcher import resume, run
+    from .spec import Spec
+
+    if not isinstance(spec, Spec):
+        raise TypeError(f"a subrun returns the child's baton.Spec, not {type(spec).__name__}")
+    child = child_run_id(context.run_id, assignment.id)
+    if context.sealing_key:  # the launcher seals a child's log with this process's key
+        os.environ[KEY_ENV] = context.sealing_key
+    with open_store(context.store_url) as log:
+        started = log.last_seq(child) > 0
+        ended = started and log.state(child).status != "running"
+    if not started:
+        run(spec, store=context.store_url, run_id=child, detach=True,
+            parent=ParentLink(run_id=context.run_id, assignment_id=assignment.id))
+    elif not ended and not _alive(child):
+        resume(child, store=context.store_url, spec=spec, detach=True)
+    return _outcome(child, context.store_url)
+
+
+def _alive(run_id: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(f"baton:{run_id}", namespace="baton")
+    except ValueError:
+        return False
+    return True
+
+
+def _outcome(child: str, store_url: str) -> Any:
+    """Wait for the child run to end; its output, or ChildRunFailedError saying why."""
+    with open_store(store_url) as log:
+        while True:
+            state = log.state(child)
+            if state.status == "completed":
+                return state.output
+            if state.status == "failed":
+                raise ChildRunFailedError(f"child run {child} failed: {state.error}")
+            time.sleep(POLL_S)
+
+
+def subrun(
+    *,
+    capabilities: Sequence[str] | None = None,
+    replicas: int = 1,
+    concurrency: int = 16,
+    num_cpus: float = 0.25,
+    name: str | None = None,
+) -> Callable[[Callable[[Assignment], Any]], Handler]:
+    """Declare a handler whose assignments are runs of their own:
+    ``@baton.subrun(capabilities=["audit_package"])`` on a function that takes the
+    assignment and returns the child's `baton.Spec`. `concurrency` is how many child
+    runs one replica waits on at once (it only waits: the children have their own
+    coordinators and workers)."""
+
+    def wrap(build: Callable[[Assignment], Any]) -> Handler:
+        if not callable(build):
+            raise BadSpecError(f"@subrun decorates a function, not {build!r}")
+        return handler(capabilities=capabilities, replicas=replicas, num_cpus=num_cpus,
+                       concurrency=concurrency, name=name or build.__name__)(SubrunCall(build))
+
+    return wrap
