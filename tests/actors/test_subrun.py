@@ -4,6 +4,7 @@ coordinator and log, linked both ways to the parent's assignment."""
 from __future__ import annotations
 
 import pytest
+import ray
 
 import baton
 from baton import open_store
@@ -50,3 +51,57 @@ def test_a_child_that_fails_fails_the_parents_attempt_and_a_retry_starts_another
         for child in ("doomed.pkg-1", "doomed.pkg-2"):
             assert store.state(child).status == "failed"
             assert verify(store, child).reproduced
+
+
+def test_the_parents_coordinator_killed_finds_its_child_and_starts_no_second(
+        store_url: str) -> None:
+    """The parent's coordinator is killed while its child runs: Ray restarts it, it
+    sends the same attempt again, and the subrun finds the child already there and
+    waits for it. One child, completed once; both logs verify."""
+    killed: list[bool] = []
+
+    def kill_once_the_child_runs(progress: baton.actors.progress.RunProgress) -> None:
+        if killed:
+            return
+        with open_store(store_url) as store:
+            if store.last_seq("slow.pkg-a-1") >= 3:  # the child has dispatched its work
+                ray.kill(ray.get_actor("baton:slow", namespace="baton"), no_restart=False)
+                killed.append(True)
+
+    result = baton.run(ray_specs.slow_nested_spec(), store=store_url, run_id="slow",
+                       on_progress=kill_once_the_child_runs, poll_s=0.1)
+    assert killed and result.ok, result.error
+    assert result.output == {"pkg-a": {"text-0": {"words": 2}, "text-1": {"words": 1}}}
+    with open_store(store_url) as store:
+        log = store.read("slow")
+        assert [e.type for e in log].count("CoordinatorRestarted") == 1
+        assert not store.last_seq("slow.pkg-a-2")  # no second child
+        child = store.read("slow.pkg-a-1")
+        assert [e.type for e in child].count("RunRequested") == 1
+        assert store.state("slow.pkg-a-1").status == "completed"
+        assert verify(store, "slow").reproduced and verify(store, "slow.pkg-a-1").reproduced
+
+
+def test_a_childs_coordinator_killed_is_restarted_and_the_parent_only_waits(
+        store_url: str) -> None:
+    """The child's coordinator is killed mid-run: Ray restarts it, it takes its run up
+    from its log, and the parent sees nothing but the delay."""
+    killed: list[bool] = []
+
+    def kill_the_childs_coordinator(progress: baton.actors.progress.RunProgress) -> None:
+        if killed:
+            return
+        with open_store(store_url) as store:
+            if store.last_seq("kid.pkg-a-1") >= 3:
+                ray.kill(ray.get_actor("baton:kid.pkg-a-1", namespace="baton"),
+                         no_restart=False)
+                killed.append(True)
+
+    result = baton.run(ray_specs.slow_nested_spec(), store=store_url, run_id="kid",
+                       on_progress=kill_the_childs_coordinator, poll_s=0.1)
+    assert killed and result.ok, result.error
+    with open_store(store_url) as store:
+        assert "CoordinatorRestarted" not in [e.type for e in store.read("kid")]
+        child = [e.type for e in store.read("kid.pkg-a-1")]
+        assert child.count("CoordinatorRestarted") == 1 and child[-1] == "RunCompleted"
+        assert verify(store, "kid.pkg-a-1").reproduced
