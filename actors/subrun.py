@@ -16,6 +16,7 @@ coordinator Ray restarts goes on, and the parent sees nothing but the delay.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -76,6 +77,11 @@ def _run_child(spec: Any, assignment: Assignment, context: RunContext) -> Any:
     if not isinstance(spec, Spec):
         raise TypeError(f"a subrun returns the child's baton.Spec, not {type(spec).__name__}")
     child = child_run_id(context.run_id, assignment.id)
+    # Ray warns, for each worker of a detached run, that its placement group's end ends
+    # it: that is the point (a run's workers go with its reservation). And it warns of a
+    # blocking get in an async actor: this runs in a thread of its own, not on the loop.
+    logging.getLogger("ray.actor").setLevel(logging.ERROR)
+    os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
     if context.sealing_key:  # the launcher seals a child's log with this process's key
         os.environ[KEY_ENV] = context.sealing_key
     with open_store(context.store_url) as log:
