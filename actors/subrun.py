@@ -71,6 +71,7 @@ class SubrunCall:
 
 
 def _run_child(spec: Any, assignment: Assignment, context: RunContext) -> Any:
+    from .cluster import coordinator_alive
     from .launcher import resume, run
     from .spec import Spec
 
@@ -90,19 +91,9 @@ def _run_child(spec: Any, assignment: Assignment, context: RunContext) -> Any:
     if not started:
         run(spec, store=context.store_url, run_id=child, detach=True,
             parent=ParentLink(run_id=context.run_id, assignment_id=assignment.id))
-    elif not ended and not _alive(child):
+    elif not ended and not coordinator_alive(child):
         resume(child, store=context.store_url, spec=spec, detach=True)
     return _outcome(child, context.store_url)
-
-
-def _alive(run_id: str) -> bool:
-    import ray
-
-    try:
-        ray.get_actor(f"baton:{run_id}", namespace="baton")
-    except ValueError:
-        return False
-    return True
 
 
 def _outcome(child: str, store_url: str) -> Any:
