@@ -271,7 +271,8 @@ def _launch(
     remote_coordinator: Any = ray.remote(Coordinator)
     # The coordinator seals what it records with the launcher's key: a constructor
     # argument, kept by Ray to restart it, and shown in no listing of actors as a runtime
-    # environment would be. Workers never see the store, nor the key.
+    # environment would be. Workers never see the store, nor the key (but a subrun's, which
+    # starts child runs in the store, sealed with it).
     coordinator = remote_coordinator.options(**options).remote(
         run_id, url, spec.policy, workers, schemas, detach, os.environ.get(KEY_ENV),
         store_patience_s, {h.name: h.concurrency for h in spec.handlers},

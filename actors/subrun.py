@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,38 +67,57 @@ class SubrunCall:
     async def __call__(self, assignment: Assignment) -> Any:
         if self.context is None:
             raise RuntimeError("a subrun runs inside a Baton run; baton.run(spec) starts one")
-        spec = self.build(assignment)
-        return await asyncio.to_thread(_run_child, spec, assignment, self.context)
+        # In a thread: building the spec and launching the child block, and the other
+        # children this replica waits on go on meanwhile.
+        return await asyncio.to_thread(_run_child, self.build, assignment, self.context)
 
 
-def _run_child(spec: Any, assignment: Assignment, context: RunContext) -> Any:
+# One claim per child in this process: a dispatch sent again (its coordinator restarted)
+# while the first call is still starting the child waits for it, then finds the child.
+_CLAIMS: dict[str, threading.Lock] = {}
+_CLAIMING = threading.Lock()
+
+
+def _run_child(build: Callable[[Assignment], Any], assignment: Assignment,
+               context: RunContext) -> Any:
     from .cluster import coordinator_alive
     from .launcher import resume, run
     from .spec import Spec
 
+    spec = build(assignment)
     if not isinstance(spec, Spec):
         raise TypeError(f"a subrun returns the child's baton.Spec, not {type(spec).__name__}")
     child = child_run_id(context.run_id, assignment.id)
+    link = ParentLink(run_id=context.run_id, assignment_id=assignment.id)
     # Ray warns, for each worker of a detached run, that its placement group's end ends
     # it: that is the point (a run's workers go with its reservation). And it warns of a
     # blocking get in an async actor: this runs in a thread of its own, not on the loop.
     logging.getLogger("ray.actor").setLevel(logging.ERROR)
     os.environ["RAY_WARN_BLOCKING_GET_INSIDE_ASYNC"] = "0"
-    if context.sealing_key:  # the launcher seals a child's log with this process's key
+    # The launcher seals a child's log with this process's key: the parent's, or none.
+    if context.sealing_key:
         os.environ[KEY_ENV] = context.sealing_key
-    with open_store(context.store_url) as log:
+    else:
+        os.environ.pop(KEY_ENV, None)
+    with _CLAIMING:
+        claim = _CLAIMS.setdefault(child, threading.Lock())
+    with claim, open_store(context.store_url) as log:
         started = log.last_seq(child) > 0
-        ended = started and log.state(child).status != "running"
-    if not started:
-        run(spec, store=context.store_url, run_id=child, detach=True,
-            parent=ParentLink(run_id=context.run_id, assignment_id=assignment.id))
-    elif not ended and not coordinator_alive(child):
-        resume(child, store=context.store_url, spec=spec, detach=True)
+        found = log.state(child) if started else None
+        if found is not None and found.parent != link:
+            raise BadSpecError(f"run {child} is already in the store, and is not the child "
+                               f"of {link.assignment_id} of run {link.run_id}")
+        if found is None:
+            run(spec, store=context.store_url, run_id=child, detach=True, parent=link)
+        elif found.status == "running" and not coordinator_alive(child):
+            resume(child, store=context.store_url, spec=spec, detach=True)
     return _outcome(child, context.store_url)
 
 
 def _outcome(child: str, store_url: str) -> Any:
-    """Wait for the child run to end; its output, or ChildRunFailedError saying why."""
+    """Wait for the child run to end; its output, or ChildRunFailedError saying why. A
+    child waiting on people is waited for: a person's answer lets it finish (`baton
+    inbox` lists its question)."""
     with open_store(store_url) as log:
         while True:
             state = log.state(child)
@@ -105,7 +125,7 @@ def _outcome(child: str, store_url: str) -> Any:
                 return state.output
             if state.status == "failed":
                 raise ChildRunFailedError(f"child run {child} failed: {state.error}")
-            time.sleep(POLL_S)
+            time.sleep(POLL_S * (8 if state.phase == "waiting" else 1))
 
 
 def subrun(

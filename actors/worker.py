@@ -18,12 +18,12 @@ import json
 import os
 import time
 import traceback
-from typing import Any
+from typing import Any, get_args
 
 import ray
 from pydantic import BaseModel
 
-from baton.events.model import Assignment, Execution, Failure, Result
+from baton.events.model import Assignment, Execution, Failure, FailureKind, Result
 
 from .handlers import Handler
 from .reported import Reported, bounded, collecting, total
@@ -100,8 +100,9 @@ class Worker:
     def _raised(self, assignment: Assignment, error: BaseException, started: float,
                 reported: Reported) -> tuple[Failure, int]:
         transcript, said = bounded(reported.transcript, self.max_output_bytes)
+        kind = getattr(error, "failure_kind", "error")  # (a subrun's child_failed)
         failure = Failure(assignment_id=assignment.id,
-                          kind=getattr(error, "failure_kind", "error"),
+                          kind=kind if kind in get_args(FailureKind) else "error",
                           error_type=type(error).__qualname__, message=str(error),
                           traceback=traceback.format_exc(),
                           execution=self._execution(started), usage=total(reported.usage),

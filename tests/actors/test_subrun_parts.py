@@ -1,0 +1,50 @@
+"""A subrun's own checks, without Ray: a run already in the store under a child's id
+must be that child; a build that returns no Spec says so; a failure's kind is taken
+from an exception only when it is one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import baton
+from baton import Assignment, Spec, Task
+from baton.actors.subrun import RunContext, _run_child
+from baton.actors.worker import Worker
+from baton.events.errors import BadSpecError
+from baton.events.tree import ParentLink
+from baton.testing import Scenario
+from tests.fixtures.specs import counting, handlers
+
+ASSIGNMENT = Assignment(id="b.c#1", task_id="b.c", attempt=1, handler="team",
+                        capability="audit", instructions="", context_digest="-")
+
+
+def test_a_run_under_the_childs_id_that_answers_another_parent_is_refused(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    with baton.open_store(url) as store:  # a.b's task c: the same id as a's task b.c
+        Scenario([counting("x")], handlers("h"), run_id="a.b.c-1", store=store,
+                 parent=ParentLink(run_id="a.b", assignment_id="c#1"))
+    spec = Spec(goal="g", tasks=[Task(id="x", capability="count")], handlers=[])
+    with pytest.raises(BadSpecError, match=r"is not the child of b\.c#1 of run a"):
+        _run_child(lambda a: spec, ASSIGNMENT, RunContext("a", url))
+
+
+def test_a_build_that_returns_no_spec_fails_its_assignment_saying_so(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match=r"returns the child's baton\.Spec, not dict"):
+        _run_child(lambda a: {"goal": "g"}, ASSIGNMENT,
+                   RunContext("a", f"sqlite:///{tmp_path / 'b.db'}"))
+
+
+def test_a_failures_kind_comes_from_its_exception_only_when_it_is_one() -> None:
+    class Odd(Exception):
+        failure_kind = "exploded"
+
+    @baton.handler(capabilities=["x"])
+    def odd(assignment: Assignment) -> None:
+        raise Odd("?")
+
+    [failure] = Worker(odd).run([ASSIGNMENT])
+    assert failure.kind == "error"
