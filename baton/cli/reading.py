@@ -16,6 +16,7 @@ from baton.events.errors import EXIT_DONE, EXIT_FAILED, BadInputError, BatonErro
 from baton.events.schema import ENDINGS, EVENT_TYPES, Event
 from baton.events.store import EventStore, live, masked_url, open_store, store_url
 from baton.events.store.heartbeats import standing
+from baton.events.store.index import tree_order
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import ledger
@@ -47,31 +48,36 @@ CHANGES_SHOWN = 10
 def runs(store: Store = None, as_json: AsJson = False) -> None:
     """List the runs in a store, newest first, with their status.
 
-    Read from the store's runs index, which takes in what was recorded since it was
-    last read; it stays fast with many thousands of runs.
+    A nested run's children (the runs its subrun assignments started) are listed under
+    it, indented, and theirs under them. Read from the store's runs index, which takes
+    in what was recorded since it was last read; it stays fast with many thousands of
+    runs.
     """
     url = store_url(store)
     with open_store(url) as log:
-        listed, beats = log.runs(), log.heartbeats()
+        listed, beats = tree_order(log.runs()), log.heartbeats()
     # The index knows how a run ended; its coordinator's heartbeat, how one still going
     # stands (waiting, stalled) and how many tasks its plan has now.
     now = time.time()
-    rows = [(i, standing(i.status, beats.get(i.run_id), now, exact=False), beats.get(i.run_id))
-            for i in listed]
+    rows = [(depth, i, standing(i.status, beats.get(i.run_id), now, exact=False),
+             beats.get(i.run_id)) for depth, i in listed]
     if as_json:
         emit_json([{"run_id": i.run_id, "status": status, "goal": i.goal,
                     "tasks": beat.tasks if beat else i.tasks, "events": i.events,
                     "requested_at": i.requested_at,
-                    "last_heartbeat": beat.at if beat else None}
-                   for i, status, beat in rows])
+                    "last_heartbeat": beat.at if beat else None,
+                    "parent": i.parent, "parent_assignment": i.parent_assignment,
+                    "depth": depth}
+                   for depth, i, status, beat in rows])
         return
     if not listed:
         out.print(f"no runs in {masked_url(url)} yet; start one with: baton run SPEC")
         return
     out.print(fitted_table(
         ("run", "status", "requested", "tasks", "events"), "goal", 12,
-        [(i.run_id, status, _when(i.requested_at), str(beat.tasks if beat else i.tasks),
-          str(i.events), i.goal) for i, status, beat in rows]))
+        [("  " * (depth - 1) + "└ " * bool(depth) + i.run_id, status, _when(i.requested_at),
+          str(beat.tasks if beat else i.tasks), str(i.events), i.goal)
+         for depth, i, status, beat in rows]))
 
 
 @app.command()

@@ -23,7 +23,7 @@ from .backend import Backend, CountingRecorder, PackingRecorder, log_page
 from .chunks import ColumnChunks
 from .codec import Codec
 from .heartbeats import Heartbeat
-from .index import RunInfo, RunsIndex
+from .index import RunInfo, RunsIndex, family
 from .mapper import Mapper, Recorded
 from .repository import Repository
 from .rows import LogRow, Packed
@@ -303,6 +303,10 @@ class EventStore:
     def runs(self) -> list[RunInfo]:
         """Every run in the store, newest first: `RunsIndex.runs`."""
         return self.index.runs()
+
+    def tree(self, run_id: str) -> list[tuple[int, RunInfo]]:
+        """The runs under `run_id`, with their depths: `index.family`."""
+        return family(self.runs(), run_id)
 
     def column_chunks(self, run_id: str) -> list[tuple[int, int, bytes]]:
         """The run's kept query columns: `ColumnChunks.kept`."""

@@ -20,7 +20,10 @@ from ..errors import BadLogError
 from ..schema import ENDINGS, RunRequested
 from .mapper import Mapper
 
-TRACKED_AS = "baton.runs"  # the index's name in the tracking table
+# The index's table, and its name in the tracking table. A new shape of row takes new
+# names: a store made by an older Baton then builds the new index from its logs.
+TABLE = "baton_runs_v2"
+TRACKED_AS = "baton.runs.v2"
 READ_WHOLE = "RunRequested"  # the one type whose body the index reads; of the rest, the head
 
 
@@ -35,6 +38,8 @@ class RunInfo:
     position: int  # of its RunRequested in the store-wide order
     status: str = "running"  # running, completed or failed
     events: int = 1
+    parent: str | None = None  # the run it is a child of (events.tree), if any
+    parent_assignment: str | None = None  # the parent's assignment it answers
 
 
 Changed = tuple[str, str | None, int]  # run id, its new ending if it ended, its last seq
@@ -89,17 +94,53 @@ class Batch:
         return added, [(rid, ending, seq) for rid, (ending, seq) in self.changed.items()]
 
 
+def family(listed: Sequence[RunInfo], root: str) -> list[tuple[int, RunInfo]]:
+    """The runs under `root` (its children, theirs, and so on), each with its depth (1
+    for a child): depth first, each run's children oldest first."""
+    return _below(_children(listed), root, 1)
+
+
+def tree_order(listed: Sequence[RunInfo]) -> list[tuple[int, RunInfo]]:
+    """Every run listed, each top run (newest first) followed by the runs under it, with
+    depths (0 at the top). A child whose parent is not listed is shown at the top."""
+    known = {info.run_id for info in listed}
+    children = _children(listed)
+    return [shown for info in listed if info.parent is None or info.parent not in known
+            for shown in [(0, info), *_below(children, info.run_id, 1)]]
+
+
+def _children(listed: Sequence[RunInfo]) -> dict[str, list[RunInfo]]:
+    children: dict[str, list[RunInfo]] = {}
+    for info in sorted(listed, key=lambda i: i.position):
+        if info.parent is not None:
+            children.setdefault(info.parent, []).append(info)
+    return children
+
+
+def _below(children: dict[str, list[RunInfo]], root: str,
+           depth: int) -> list[tuple[int, RunInfo]]:
+    found: list[tuple[int, RunInfo]] = []
+    below = [(depth, child) for child in reversed(children.get(root, []))]
+    while below:
+        depth, info = below.pop()
+        found.append((depth, info))
+        below += [(depth + 1, child) for child in reversed(children.get(info.run_id, []))]
+    return found
+
+
 def info_of(row: Any) -> RunInfo:
     return RunInfo(run_id=row[0], goal=row[1], tasks=row[2], requested_at=row[3],
-                   position=row[4], status=row[5], events=row[6])
+                   position=row[4], status=row[5], events=row[6], parent=row[7],
+                   parent_assignment=row[8])
 
 
-COLUMNS = "run_id, goal, tasks, requested_at, position, status, events"
+COLUMNS = "run_id, goal, tasks, requested_at, position, status, events, parent, " \
+          "parent_assignment"
 
 
 def inserted(added: Iterable[RunInfo]) -> list[tuple[Any, ...]]:
-    return [(i.run_id, i.goal, i.tasks, i.requested_at, i.position, i.status, i.events)
-            for i in added]
+    return [(i.run_id, i.goal, i.tasks, i.requested_at, i.position, i.status, i.events,
+             i.parent, i.parent_assignment) for i in added]
 
 
 def as_columns(rows: Iterable[Sequence[Any]]) -> list[list[Any]]:
@@ -164,5 +205,7 @@ class RunsIndex:
             return RunInfo(run_id, f"unreadable at seq 1: {error.detail}", 0, None,
                            position, status="unreadable")
         assert isinstance(event, RunRequested)  # decode checked the record's type
+        link = event.parent
         return RunInfo(run_id, self.mapper.sealer.seal_text(event.goal), len(event.tasks),
-                       event.recorded_at, position)
+                       event.recorded_at, position, parent=link.run_id if link else None,
+                       parent_assignment=link.assignment_id if link else None)

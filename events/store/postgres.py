@@ -35,7 +35,7 @@ from ..errors import BadStoreURLError, ConcurrencyConflictError, StoreUnavailabl
 from . import faults
 from .backend import Backend
 from .heartbeats import PostgresHeartbeats
-from .index import COLUMNS, READ_WHOLE, Changed, RunInfo, as_columns, info_of, inserted
+from .index import COLUMNS, READ_WHOLE, TABLE, Changed, RunInfo, as_columns, info_of, inserted
 from .rows import LogRow
 from .urls import masked_url
 
@@ -303,18 +303,20 @@ class PostgresRunsView(PostgresTrackingRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         table = SQL("{}.{}").format(Identifier(self.datastore.schema),
-                                    Identifier("baton_runs"))
+                                    Identifier(TABLE))
         self.sql_create_statements += [
             SQL("CREATE TABLE IF NOT EXISTS {} (run_id text PRIMARY KEY, goal text, "
                 "tasks bigint, requested_at double precision, position bigint, "
-                "status text, events bigint)").format(table),
-            SQL("CREATE INDEX IF NOT EXISTS baton_runs_position ON {} (position)"
+                "status text, events bigint, parent text, parent_assignment text)"
                 ).format(table),
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (position)").format(
+                Identifier(f"{TABLE}_position"), table),
         ]
         # A page's rows go in as arrays, one statement each, not one statement a row.
         self.insert_statement = SQL(
             f"INSERT INTO {{}} ({COLUMNS}) SELECT * FROM unnest(%s::text[], %s::text[], "
-            "%s::bigint[], %s::double precision[], %s::bigint[], %s::text[], %s::bigint[])"
+            "%s::bigint[], %s::double precision[], %s::bigint[], %s::text[], %s::bigint[], "
+            "%s::text[], %s::text[])"
         ).format(table)
         self.update_statement = SQL(
             "UPDATE {} AS r SET status = COALESCE(c.ending, r.status), events = c.seq "

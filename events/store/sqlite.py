@@ -23,7 +23,7 @@ from eventsourcing.sqlite import (
 from ..errors import BadStoreURLError
 from .backend import Backend, check_expected
 from .heartbeats import SQLiteHeartbeats
-from .index import COLUMNS, READ_WHOLE, Changed, RunInfo, info_of, inserted
+from .index import COLUMNS, READ_WHOLE, TABLE, Changed, RunInfo, info_of, inserted
 from .rows import LogRow, Packed
 
 
@@ -164,10 +164,10 @@ class SQLiteRunsView(SQLiteTrackingRecorder):
 
     def construct_create_table_statements(self) -> list[str]:
         return [*super().construct_create_table_statements(),
-                "CREATE TABLE IF NOT EXISTS baton_runs (run_id TEXT PRIMARY KEY, goal TEXT, "
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (run_id TEXT PRIMARY KEY, goal TEXT, "
                 "tasks INTEGER, requested_at REAL, position INTEGER, status TEXT, "
-                "events INTEGER)",
-                "CREATE INDEX IF NOT EXISTS baton_runs_position ON baton_runs (position)"]
+                "events INTEGER, parent TEXT, parent_assignment TEXT)",
+                f"CREATE INDEX IF NOT EXISTS {TABLE}_position ON {TABLE} (position)"]
 
     def record(self, added: Sequence[RunInfo], changed: Sequence[Changed],
                tracking: Tracking) -> None:
@@ -177,12 +177,12 @@ class SQLiteRunsView(SQLiteTrackingRecorder):
 
     def _write(self, c: SQLiteCursor, added: Sequence[RunInfo],
                changed: Sequence[Changed]) -> None:
-        c.executemany(f"INSERT INTO baton_runs ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        c.executemany(f"INSERT INTO {TABLE} ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       inserted(added))
-        c.executemany("UPDATE baton_runs SET status = COALESCE(?, status), events = ? "
+        c.executemany(f"UPDATE {TABLE} SET status = COALESCE(?, status), events = ? "
                       "WHERE run_id = ?", [(ending, seq, rid) for rid, ending, seq in changed])
 
     def listed(self) -> list[RunInfo]:
         with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {COLUMNS} FROM baton_runs ORDER BY position DESC")
+            c.execute(f"SELECT {COLUMNS} FROM {TABLE} ORDER BY position DESC")
             return [info_of(row) for row in c.fetchall()]

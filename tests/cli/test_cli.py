@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 
 from baton import open_store
 from baton.cli import app
+from baton.events.tree import ParentLink
+from baton.testing import Scenario
 from tests.fixtures.golden import every_event_type
+from tests.fixtures.specs import counting, handlers
 
 SPECS = Path(__file__).resolve().parents[1] / "fixtures" / "specs_cli"
 runner = CliRunner()
@@ -148,6 +151,30 @@ def test_show_of_a_child_run_names_the_parent_assignment_it_answers(store_url: s
     assert code == 0 and "a child run: it answers b#1 of run parent" in out
     code, out, _ = baton("show", "parent.b-1", "--store", store_url, "--json")
     assert json.loads(out)["parent"] == "parent b#1"
+
+
+def test_runs_lists_each_child_run_under_its_parent(store_url: str) -> None:
+    """Newest first at the top; a run's children indented under it, with their links."""
+    def recorded(run_id: str, parent: ParentLink | None = None) -> None:
+        run = Scenario([counting("a")], handlers("h"), run_id=run_id, parent=parent)
+        run.succeed("a#1", {"count": 1})
+        store.append(run_id, run.log, 0)
+
+    with open_store(store_url) as store:
+        recorded("top")
+        recorded("top.a-1", ParentLink(run_id="top", assignment_id="a#1"))
+        recorded("top.a-1.a-1", ParentLink(run_id="top.a-1", assignment_id="a#1"))
+        recorded("later")
+    code, out, _ = baton("runs", "--store", store_url)
+    shown = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert code == 0 and shown == [["later", "completed"], ["top", "completed"],
+                                   ["└", "top.a-1"], ["└", "top.a-1.a-1"]], out
+    assert "  └ top.a-1.a-1" in out
+    code, out, _ = baton("runs", "--store", store_url, "--json")
+    assert [(r["run_id"], r["parent"], r["parent_assignment"], r["depth"])
+            for r in json.loads(out)] == [("later", None, None, 0), ("top", None, None, 0),
+                                          ("top.a-1", "top", "a#1", 1),
+                                          ("top.a-1.a-1", "top.a-1", "a#1", 2)]
 
 
 def test_runs_on_an_empty_store_says_how_to_start(store_url: str) -> None:

@@ -16,13 +16,15 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from baton import BadLogError, ConcurrencyConflictError, open_store
 from baton.events.schema import Envelope
 from baton.events.store import EventStore
+from baton.events.store.index import TABLE, TRACKED_AS
+from baton.events.tree import ParentLink, child_run_id
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
 
 
-def recorded_run(run_id: str = "run-1") -> list[Envelope]:
+def recorded_run(run_id: str = "run-1", parent: ParentLink | None = None) -> list[Envelope]:
     run = Scenario([counting("a"), counting("b", depends_on=("a",))], handlers("h"),
-                   run_id=run_id, goal=f"goal of {run_id}")
+                   run_id=run_id, goal=f"goal of {run_id}", parent=parent)
     run.succeed("a#1", {"count": 1})
     run.succeed("b#1", {"count": 2})
     return run.log
@@ -98,14 +100,34 @@ class StoreContract(ABC):
         log = recorded_run("later")
         store.append("later", log[:3], 0)
         assert [(r.status, r.events) for r in store.runs()] == [("running", 3)]
-        before = store.index.view.max_tracking_id("baton.runs")
+        before = store.index.view.max_tracking_id(TRACKED_AS)
         store.append("later", log[3:6], 3)
         assert [(r.status, r.events) for r in store.runs()] == [("running", 6)]
-        assert store.index.view.max_tracking_id("baton.runs") > before
+        assert store.index.view.max_tracking_id(TRACKED_AS) > before
         store.append("done", recorded_run("done"), 0)
         for _ in range(2):  # read again: nothing is taken in twice
             listed = {r.run_id: (r.status, r.events) for r in store.runs()}
             assert listed == {"later": ("running", 6), "done": ("completed", len(log))}
+
+    def test_the_runs_index_knows_each_childs_parent(self, store: EventStore) -> None:
+        """A child run is listed with the run and assignment it answers, and a run's tree
+        is its children, theirs, and so on, depth first."""
+        def child_of(parent: str, task: str) -> str:
+            run_id = child_run_id(parent, f"{task}#1")
+            link = ParentLink(run_id=parent, assignment_id=f"{task}#1")
+            store.append(run_id, recorded_run(run_id, link), 0)
+            return run_id
+
+        store.append("top", recorded_run("top"), 0)
+        first = child_of("top", "a")
+        grandchild = child_of(first, "b")
+        second = child_of("top", "b")
+        store.append("other", recorded_run("other"), 0)
+        listed = {r.run_id: (r.parent, r.parent_assignment) for r in store.runs()}
+        assert listed[grandchild] == (first, "b#1") and listed["top"] == (None, None)
+        assert [(depth, r.run_id) for depth, r in store.tree("top")] == [
+            (1, first), (2, grandchild), (1, second)]
+        assert store.tree("other") == [] and store.tree("no-such-run") == []
 
     @pytest.mark.unverifiable("one", "two")  # cut mid-turn or broken on purpose
     def test_the_notification_log_follows_every_run_in_order(self, store: EventStore) -> None:
@@ -228,6 +250,21 @@ class TestSQLiteStore(SharedStoreContract):
         with self.open() as again:
             assert again.read("run-1") == log
             assert again.state("run-1").digest == digest
+
+    def test_a_store_an_older_baton_made_builds_todays_index_from_its_logs(self) -> None:
+        """An index of an older shape (no parent column) is left aside: today's is built
+        from the logs, so a child recorded before lists its parent."""
+        link = ParentLink(run_id="top", assignment_id="a#1")
+        with self.open() as store:
+            store.append("top.a-1", recorded_run("top.a-1", link), 0)
+            assert [r.parent for r in store.runs()] == ["top"]
+        with sqlite3.connect(self.path) as db:  # as an older Baton left it
+            db.execute(f"DROP TABLE {TABLE}")
+            db.execute("DELETE FROM tracking WHERE application_name = ?", (TRACKED_AS,))
+            db.execute("CREATE TABLE baton_runs (run_id TEXT PRIMARY KEY, goal TEXT)")
+        with self.open() as store:
+            assert [(r.run_id, r.parent, r.status) for r in store.runs()] == [
+                ("top.a-1", "top", "completed")]
 
     @pytest.mark.unverifiable("run-1")  # cut mid-turn or broken on purpose
     def test_an_edited_event_is_caught_by_the_digest_chain(self) -> None:

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from baton import BadLogError, EncryptionKeyError, open_store
 from baton.cli import app
 from baton.events.store import EventStore
+from baton.events.store.index import TABLE
 from baton.events.store.sealing import KEY_ENV, new_key
 from baton.replay import verify
 from baton.testing import Scenario
@@ -86,7 +87,7 @@ def test_a_sealed_postgres_store_holds_nothing_readable(postgres_url: str, key: 
             (schema,))]
         dumped = "".join(str(db.execute(f'SELECT * FROM "{schema}"."{table}"').fetchall())
                          for table in tables)
-    assert "baton_runs" in tables and "stored_events" in tables
+    assert TABLE in tables and "stored_events" in tables
     assert SECRET not in dumped and SECRET.encode().hex() not in dumped
 
 
