@@ -36,7 +36,7 @@ from baton.events.store import faults, masked_url, open_store
 from baton.events.store.heartbeats import BEAT_EVERY_S, Heartbeat, this_process
 from baton.events.store.sealing import Sealer
 
-from . import inbox, reservation
+from . import cluster, inbox, reservation
 from .deadlines import Deadlines
 from .outage import STORE_PATIENCE_S, Patience
 from .pool import Pool, Replica
@@ -107,10 +107,10 @@ class Coordinator:
         self.beat_due = 0.0  # monotonic time of the next heartbeat
         self.stopping = False  # asked to stop driving (its driver was interrupted)
         self.who = this_process()
-        if self.state.seq:
-            _settled()  # a run taken up again: its folded state lives as long as the run
-        if detached and self.state.seq:
-            self._drive_in_background()  # restarted by Ray: take the run up again
+        if self.state.seq:  # a run taken up again: its folded state lives as long as it
+            _settled()
+            if detached:  # restarted by Ray: take the run up again
+                self._drive_in_background()
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -192,13 +192,13 @@ class Coordinator:
             self._send()  # to replicas with room again, or back from the dead
             self._take_up_inbox()
             self._beat()
+        inbox.cancel_orphans(self.store, self.state, cluster.coordinator_alive)  # if failed
         self._beat(force=True, phase="stopped" if self.stopping else None)
         return self.progress_now().as_dict()
 
     def stop(self) -> None:
-        """Stop driving once the turn under way is recorded and its effects done;
-        nothing more is recorded (what is in flight stays so, for `baton resume`).
-        Callable while `drive` runs."""
+        """Stop driving once the turn under way is recorded and its effects done; what
+        is in flight stays so, for `baton resume`. Callable while `drive` runs."""
         self.stopping = True
 
     def _beat(self, force: bool = False, phase: str | None = None) -> None:

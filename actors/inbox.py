@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -198,6 +199,40 @@ def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, set[str]]:
     answered = {e.escalation_id for e in entries if isinstance(e, HumanAnswered)}
     phase = state.phase
     return state, ("running" if phase == "waiting" and entries else phase), answered
+
+
+def cancel(store: EventStore, run_id: str, note: str, alive: Callable[[str], bool]) -> None:
+    """Cancel `run_id`: ask its coordinator, or, when none is `alive`, cancel it in its
+    log at once."""
+    entry = request_cancel(store, run_id, note)
+    if not alive(run_id):
+        cancel_in_place(store, run_id, entry)
+
+
+def cancel_children(store: EventStore, run_id: str, why: str,
+                    alive: Callable[[str], bool]) -> list[str]:
+    """Cancel the runs under `run_id` that are still going, each in its own log, saying
+    `why`. Top down, so that every parent is asked before its children end: one that
+    ends, failed, would otherwise have its parent start another in its place."""
+    going = [child.run_id for _, child in store.tree(run_id)
+             if child.status == "running" and not cancel_requested(store, child.run_id)]
+    for child in going:
+        cancel(store, child, f"{why} (run {child} is under it)", alive)
+    return going
+
+
+def cancel_orphans(store: EventStore, state: RunState, alive: Callable[[str], bool]) -> None:
+    """Once run `state` failed, cancel the runs its subruns started that are still going:
+    nothing waits for them now. A store that refuses leaves them to `baton cancel`."""
+    if state.status == "failed" and any(h.subrun for h in state.handlers.values()):
+        with suppress(BatonError):
+            cancel_children(store, state.run_id, f"its parent run {state.run_id} failed",
+                            alive)
+
+
+def cancel_requested(store: EventStore, run_id: str) -> bool:
+    """Has anyone asked to cancel `run_id`? (A cancelled run is never taken up again.)"""
+    return any(isinstance(e, CancelRequested) for e in pending(store, run_id, 0))
 
 
 def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> None:

@@ -31,6 +31,7 @@ from baton.events.store.sealing import KEY_ENV
 from baton.events.tree import ParentLink, child_run_id
 
 from .handlers import Handler, handler
+from .inbox import cancel_requested
 
 POLL_S = 0.25  # between two looks at a child run that is still going
 
@@ -107,6 +108,9 @@ def _run_child(build: Callable[[Assignment], Any], assignment: Assignment,
         if found is not None and found.parent != link:
             raise BadSpecError(f"run {child} is already in the store, and is not the child "
                                f"of {link.assignment_id} of run {link.run_id}")
+        if found is None and cancel_requested(log, context.run_id):
+            raise ChildRunFailedError(f"run {context.run_id} is being cancelled: its child "
+                                      f"run {child} is not started")
         if found is None:
             run(spec, store=context.store_url, run_id=child, detach=True, parent=link)
         elif found.status == "running" and not coordinator_alive(child):

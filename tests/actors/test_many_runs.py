@@ -10,7 +10,7 @@ import pytest
 import baton
 from baton import Spec, Task, open_store
 from baton.actors.progress import RunProgress, RunResult
-from baton.cli.operating import _status
+from baton.cli.watching import status_of
 from baton.events.schema import Event, RunRequested, Stimulus
 from baton.replay import verify
 from tests.fixtures import ray_specs
@@ -96,7 +96,7 @@ def test_more_runs_than_the_cluster_holds_at_once_take_turns_and_all_complete(
         seen = queued.setdefault(progress.run_id, [])
         seen.append(progress.waiting_for)
         if len(seen) == 2:  # its launcher has beaten for it by now
-            statuses[progress.run_id] = _status(progress.run_id, store_url)["status"]
+            statuses[progress.run_id] = status_of(progress.run_id, store_url)["status"]
 
     run_ids = [f"turn-{n}" for n in range(5)]
     with ThreadPoolExecutor(max_workers=len(run_ids)) as pool:

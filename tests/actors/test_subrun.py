@@ -3,14 +3,25 @@ coordinator and log, linked both ways to the parent's assignment."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import ray
+from typer.testing import CliRunner
 
 import baton
 from baton import load_spec, open_store
-from baton.events.schema import AssignmentDispatched, FailureReported, RunRequested
+from baton.actors.cluster import coordinator_alive
+from baton.actors.inbox import request_cancel
+from baton.cli import app
+from baton.events.schema import (
+    AssignmentDispatched,
+    CancelRequested,
+    FailureReported,
+    RunRequested,
+)
 from baton.events.tree import ParentLink
 from baton.replay import verify
 from tests.fixtures import ray_specs
@@ -108,6 +119,63 @@ def test_a_childs_coordinator_killed_is_restarted_and_the_parent_only_waits(
         child = [e.type for e in store.read("kid.pkg-a-1")]
         assert child.count("CoordinatorRestarted") == 1 and child[-1] == "RunCompleted"
         assert verify(store, "kid.pkg-a-1").reproduced
+
+
+def test_cancel_of_a_parent_cancels_its_child_and_starts_no_other(store_url: str) -> None:
+    """`baton cancel PARENT` while its child runs: the child's coordinator takes its
+    cancel up, the parent's takes its own, and the subrun starts no child in the failed
+    one's place. Both logs say why; both verify."""
+    baton.run(ray_specs.slow_nested_spec(), store=store_url, run_id="stop", detach=True)
+    with open_store(store_url) as store:
+        until(lambda: store.last_seq("stop.pkg-a-1") >= 3)  # the child works
+        code = CliRunner().invoke(app, ["cancel", "stop", "--store", store_url]).exit_code
+        assert code == 0
+        until(lambda: all(store.state(r).status == "failed" for r in ("stop", "stop.pkg-a-1")))
+        assert not store.last_seq("stop.pkg-a-2")
+        [asked] = [e for e in store.read("stop.pkg-a-1") if isinstance(e, CancelRequested)]
+        assert asked.note == "run stop was cancelled (run stop.pkg-a-1 is under it)"
+        until(lambda: not coordinator_alive("stop"))
+        assert verify(store, "stop").reproduced and verify(store, "stop.pkg-a-1").reproduced
+
+
+def test_a_parent_that_fails_cancels_the_children_still_going(store_url: str) -> None:
+    """The parent fails while its child still works (here, cancelled in its own inbox
+    alone, as a person stopping it at its budget would end it): its coordinator cancels
+    the child, which nothing would wait for now."""
+    baton.run(ray_specs.slow_nested_spec(), store=store_url, run_id="orphan", detach=True)
+    with open_store(store_url) as store:
+        until(lambda: store.last_seq("orphan.pkg-a-1") >= 3)  # the child works
+        request_cancel(store, "orphan", "stop here")
+        until(lambda: store.state("orphan.pkg-a-1").status == "failed")
+        [asked] = [e for e in store.read("orphan.pkg-a-1") if isinstance(e, CancelRequested)]
+        assert asked.note == "its parent run orphan failed (run orphan.pkg-a-1 is under it)"
+        assert store.state("orphan").status == "failed"
+        until(lambda: not coordinator_alive("orphan.pkg-a-1"))
+        assert verify(store, "orphan.pkg-a-1").reproduced
+
+
+def test_resume_of_a_stalled_parent_resumes_its_stalled_child(store_url: str) -> None:
+    """Parent and child both left without a coordinator (killed for good, as when a
+    cluster goes away): `baton resume PARENT` sends the child's assignment again, and the
+    subrun resumes the child from its log rather than starting another."""
+    baton.run(ray_specs.slow_nested_spec(), store=store_url, run_id="halt", detach=True)
+    with open_store(store_url) as store:
+        until(lambda: store.last_seq("halt.pkg-a-1") >= 3)
+        for run_id in ("halt", "halt.pkg-a-1"):
+            ray.kill(ray.get_actor(f"baton:{run_id}", namespace="baton"), no_restart=True)
+        result = baton.resume("halt", store=store_url, spec=ray_specs.slow_nested_spec())
+        assert result.ok, result.error
+        child = [e.type for e in store.read("halt.pkg-a-1")]
+        assert child.count("CoordinatorRestarted") == 1 and child[-1] == "RunCompleted"
+        assert not store.last_seq("halt.pkg-a-2")
+        assert verify(store, "halt").reproduced and verify(store, "halt.pkg-a-1").reproduced
+
+
+def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_the_nested_audit_example_runs_a_child_per_package(

@@ -1,0 +1,72 @@
+"""Operating a tree of runs through the CLI, from the logs alone: status counts the
+runs under a run, cancel reaches them, wait waits for them."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from baton import open_store
+from baton.actors.inbox import inbox_id
+from baton.cli import app
+from baton.events.schema import CancelRequested, RunFailed
+from baton.events.tree import ParentLink
+from baton.testing import Scenario
+from tests.fixtures.specs import counting, handlers
+
+runner = CliRunner()
+TREE = ("top", "top.a-1", "top.a-1.a-1")
+
+
+def baton(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.stdout + result.stderr
+
+
+def record_tree(url: str) -> None:
+    """A run, its child and its grandchild, each with its one assignment in flight and
+    no coordinator (as after a cluster that went away)."""
+    with open_store(url) as store:
+        for parent, run_id in zip((None, *TREE), TREE, strict=False):
+            link = ParentLink(run_id=parent, assignment_id="a#1") if parent else None
+            run = Scenario([counting("a")], handlers("h"), run_id=run_id, parent=link)
+            store.append(run_id, run.log, 0)
+        done = Scenario([counting("a")], handlers("h"), run_id="top.b-1",
+                        parent=ParentLink(run_id="top", assignment_id="b#1"))
+        done.succeed("a#1", {"count": 1})
+        store.append("top.b-1", done.log, 0)
+
+
+def test_status_counts_the_runs_under_a_run_and_names_those_not_completed(
+        store_url: str) -> None:
+    record_tree(store_url)
+    code, shown = baton("status", "top", "--store", store_url)
+    assert code == 1, shown  # stalled: nobody drives it
+    assert "with the 3 run(s) under it (1 completed, 2 stalled): 1 of 4 tasks accepted, " \
+           "3 in flight" in shown
+    assert "└ top.a-1  stalled  (for a#1); baton resume top.a-1" in shown
+    assert "    └ top.a-1.a-1  stalled" in shown and "top.b-1" not in shown
+    code, shown = baton("status", "top", "--store", store_url, "--json")
+    tree = json.loads(shown)["tree"]
+    assert [(r["run_id"], r["depth"], r["status"]) for r in tree["runs"]] == [
+        ("top.a-1", 1, "stalled"), ("top.a-1.a-1", 2, "stalled"), ("top.b-1", 1, "completed")]
+    assert (tree["tasks"], tree["accepted"], tree["in_flight"]) == (4, 1, 3)
+
+
+def test_cancel_reaches_every_run_under_it_still_going_each_in_its_own_log(
+        store_url: str) -> None:
+    record_tree(store_url)
+    code, shown = baton("cancel", "top", "--note", "wrong input", "--store", store_url)
+    assert code == 0 and "cancel recorded for top (now failed), and for the 2 run(s) " \
+                         "under it still going" in shown, shown
+    with open_store(store_url) as store:
+        for run_id in TREE:
+            assert isinstance(store.read(run_id)[-1], RunFailed), run_id
+        (asked,) = store.read(inbox_id("top.a-1.a-1"))
+        assert isinstance(asked, CancelRequested)
+        assert asked.note == "run top was cancelled (run top.a-1.a-1 is under it)"
+        assert store.read(inbox_id("top.b-1")) == []  # completed: left as it was
+    code, shown = baton("wait", "top", "--store", store_url, "--json")
+    assert code == 1 and {r["status"] for r in json.loads(shown)["tree"]["runs"]} == {
+        "failed", "completed"}
