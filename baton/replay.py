@@ -3,6 +3,7 @@
     from baton import open_store, replay
     with open_store("sqlite:///.baton/baton.db") as store:
         report = replay.verify(store, "run-…")           # every decision reproduced?
+        tree = replay.verify_tree(store, "run-…")        # and every run under it, linked?
         state = replay.state_at(store, "run-…", 120)     # the run as it stood at seq 120
         what_if = replay.counterfactual(store, "run-…", MyPolicy())
         new = replay.fork(store, "run-…", at=119, spec="fixed.py")
@@ -40,6 +41,7 @@ from baton.projections.diff import RunDiff
 from baton.projections.diff import diff as diff_runs
 from baton.projections.fork import copy_prefix, record_fork
 from baton.projections.trace import trace
+from baton.projections.tree import BrokenLink, TreeVerification, broken_links, trace_down
 from baton.projections.verification import (
     Divergence,
     Verification,
@@ -49,6 +51,7 @@ from baton.projections.verification import (
 )
 
 __all__ = [
+    "BrokenLink",
     "Counterfactual",
     "Divergence",
     "Fork",
@@ -56,6 +59,7 @@ __all__ = [
     "PolicyError",
     "RunDiff",
     "TaskChange",
+    "TreeVerification",
     "Verification",
     "counterfactual",
     "diff_runs",
@@ -63,8 +67,10 @@ __all__ = [
     "recorded_policy",
     "state_at",
     "trace",
+    "trace_down",
     "verify",
     "verify_log",
+    "verify_tree",
 ]
 
 
@@ -98,6 +104,17 @@ def verify(
     schemas = ImportedSchemas()
     report = verify_run(store, run_id, policy_for, until=until, schemas=schemas)
     return replace(report, notes=tuple(notes + schema_notes(origins, schemas)))
+
+
+def verify_tree(store: EventStore, run_id: str) -> TreeVerification:
+    """`verify` for `run_id` and every run under it (the children its subruns started,
+    theirs, and so on), each with its own recorded policy; and the links between them:
+    each child's request names an assignment its parent dispatched to it, and each result
+    a parent received from a child is byte for byte the child's final output."""
+    store.require_run(run_id)
+    runs = [run_id, *(info.run_id for _, info in store.tree(run_id))]
+    return TreeVerification(tuple(verify(store, run) for run in runs),
+                            tuple(broken_links(store.read, runs)))
 
 
 def load_schemas_of(origins: list[RunRequested | RunForked], notes: list[str]) -> None:

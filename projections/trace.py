@@ -45,6 +45,8 @@ class Step:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     state_digest: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""  # the run whose log it is in
+    depth: int = 0  # 0 in the run traced; 1 in a child run it started, and so on
 
 
 def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
@@ -68,21 +70,21 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
     if accepted:
         judged = accepted[-1]
         if isinstance(ending, RunCompleted):
-            steps.append(_step(ending, detail=_uses(ending.output, task_id)))
-        steps.append(_step(judged))
+            steps.append(step_of(ending, detail=_uses(ending.output, task_id)))
+        steps.append(step_of(judged))
         received = next((e for e in events if isinstance(e, ResultReceived)
                          and e.result.assignment_id == judged.assignment_id
                          and e.seq < judged.seq), None)
         if received is not None:
-            steps.append(_step(received, detail={"output": received.result.output,
+            steps.append(step_of(received, detail={"output": received.result.output,
                                                  **_transcript(received.result.transcript)}))
         chosen = [judged.assignment_id]
         # Why it was done again after an accepted attempt: a check sent it (or a task it
         # uses) back.
-        steps += [_step(e) for e in checks]
+        steps += [step_of(e) for e in checks]
     else:
         # Not accepted: how it ended, and every attempt that led there.
-        steps += [_step(e, detail=_failed(e)) for e in reversed(about)
+        steps += [step_of(e, detail=_failed(e)) for e in reversed(about)
                   if isinstance(e, RecoveryChosen | ResultValidated | FailureReported
                                 | ResultsChecked)
                   or type(e).__name__ in ("TimerFired", "EscalationRaised")]
@@ -93,11 +95,11 @@ def trace(log: Iterable[Envelope], task_id: str) -> list[Step]:
         dispatches = dispatches[:1]
     for event in dispatches:
         a = event.assignment
-        steps.append(_step(event, detail={
+        steps.append(step_of(event, detail={
             "handler": a.handler, "attempt": a.attempt, "inputs": a.inputs,
             "context_digest": a.context_digest, "feedback": list(a.feedback)}))
     steps.sort(key=lambda s: -s.seq)
-    steps.append(_step(created))
+    steps.append(step_of(created))
     return steps
 
 
@@ -139,9 +141,10 @@ def _uses(output: Any, task_id: str) -> dict[str, Any]:
                     "(the accepted output below is what it was given)"}
 
 
-def _step(event: Envelope, detail: dict[str, Any] | None = None) -> Step:
+def step_of(event: Envelope, detail: dict[str, Any] | None = None) -> Step:
+    """The event as a step of a trace, with the reason it was decided for, if any."""
     step = Step(seq=event.seq, type=type(event).__name__, what=describe(event),
-                detail=detail or {})
+                detail=detail or {}, run_id=event.run_id)
     if isinstance(event, Decision):
         step.rule = event.reason.rule
         step.facts = dict(event.reason.facts)

@@ -21,8 +21,8 @@ from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
 from baton.projections.ledger import ledger
 from baton.projections.trace import as_dicts as trace_dicts
-from baton.projections.trace import trace as explain
 from baton.projections.trace import transcript_lines
+from baton.projections.tree import TreeVerification, trace_down
 from baton.projections.verification import Verification
 
 from .common import (
@@ -178,6 +178,10 @@ def replay(
         "replay with it instead of the recorded policy.")] = None,
     spec: Annotated[str | None, typer.Option(
         "--spec", metavar="SPEC", help="Like --policy, with this spec's policy.")] = None,
+    tree: Annotated[bool, typer.Option(
+        "--tree", help="With --verify: every run under RUN too (each with its own recorded "
+        "policy), and each result a parent took from a child run byte for byte the child's "
+        "output.")] = False,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -186,10 +190,17 @@ def replay(
     \b
     baton replay RUN --until 120       the ledger as it stood after seq 120
     baton replay RUN --verify          every decision reproduced? (exit 1 if not)
+    baton replay RUN --verify --tree   and every run under it, and their links
     baton replay RUN --policy f.py:P   the same facts, decided by policy P
     """
     if policy and spec:
         raise BadInputError("give --policy or --spec, not both")
+    if tree:
+        if not verify or policy or spec or until is not None:
+            raise BadInputError("--tree goes with --verify alone: each run of the tree is "
+                                "verified whole, with the policy it recorded")
+        with run_log(run_id, store) as log:
+            _print_tree_verification(debug.verify_tree(log, run_id), as_json)
     if until is not None and (policy or spec) and not verify:
         raise BadInputError("--until goes with --verify or alone; a replay under another "
                             "policy runs over the whole log")
@@ -228,6 +239,24 @@ def _print_verification(report: Verification, as_json: bool) -> NoReturn:
         else:
             out.print(f"{report.run_id}: replay diverges\n{report.divergence.describe()}",
                       highlight=False, markup=False)
+    raise typer.Exit(EXIT_DONE if report.reproduced else EXIT_FAILED)
+
+
+def _print_tree_verification(report: TreeVerification, as_json: bool) -> NoReturn:
+    if as_json:
+        emit_json(report.as_dict())
+    else:
+        for run in report.reports:
+            for note in run.notes:
+                err.print(f"[yellow]note:[/] {run.run_id}: {note}", highlight=False)
+            say(f"{run.run_id}: replayed {run.events} events; every decision reproduced"
+                if run.divergence is None else
+                f"{run.run_id}: replay diverges\n{run.divergence.describe()}")
+        for link in report.broken:
+            say(f"broken link: {link.describe()}")
+        if not report.broken:
+            say(f"every result taken from a child run is its output, byte for byte "
+                f"({len(report.reports) - 1} run(s) under {report.reports[0].run_id})")
     raise typer.Exit(EXIT_DONE if report.reproduced else EXIT_FAILED)
 
 
@@ -362,7 +391,9 @@ def diff_(
 @app.command(name="trace")
 def trace_(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run id.")],
-    task: Annotated[str, typer.Argument(metavar="TASK", help="The task id.")],
+    path: Annotated[list[str], typer.Argument(
+        metavar="TASK...", help="The task id; then, for a task a subrun did, a task of "
+        "the child run it started, and so on down.")],
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -371,27 +402,37 @@ def trace_(
     Each step names the rule that fired, the facts it read, and the state digest it
     looked at; the assignment shows its handler, routing reason, candidates weighed and
     the inputs it was given, and an agent's answer its transcript (a line a message
-    part; whole with --json), so a wrong answer leads to the prompt that produced it."""
+    part; whole with --json), so a wrong answer leads to the prompt that produced it.
+    A task done by a subrun shows the child run inside, under the dispatch that started
+    it: `baton trace RUN TASK CHILD_TASK` follows one of the child's tasks on down."""
     with run_log(run_id, store) as log:
-        steps = explain(log.read(run_id), task)
+        steps = trace_down(log.read, run_id, path)
     if as_json:
         return emit_json(trace_dicts(steps))
+    place = run_id
     for step in steps:
+        pad = "  " * step.depth
+        if step.run_id != place and step.depth:
+            out.print(f"{pad}in child run {step.run_id}:", highlight=False, markup=False)
+        place = step.run_id
         rule = f"  [{step.rule}]" if step.rule else ""
-        out.print(f"{step.seq:>6}  {step.type:<21} {step.what}{rule}", highlight=False,
+        seq = f"{step.seq:>6}" if step.seq else f"{'':>6}"
+        out.print(f"{pad}{seq}  {step.type:<21} {step.what}{rule}", highlight=False,
                   markup=False)
         if step.state_digest:
-            out.print(f"{'':8}state {step.state_digest}", highlight=False)
+            out.print(f"{pad}{'':8}state {step.state_digest}", highlight=False)
         for name, value in {**step.detail, **({"facts": step.facts} if step.facts else {}),
                             **({"candidates": step.candidates} if step.candidates else {})
                             }.items():
             if name in ("traceback", "transcript"):  # where to look: a line each
-                out.print(f"{'':8}{name}:\n" + "\n".join(f"{'':10}{line}" for line in (
+                out.print(f"{pad}{'':8}{name}:\n" + "\n".join(f"{pad}{'':10}{line}" for line in (
                     transcript_lines(value) if name == "transcript" else
                     str(value).rstrip().splitlines())), highlight=False, markup=False)
                 continue
-            out.print(f"{'':8}{name}: {readable.short(value, 110)}", highlight=False,
+            out.print(f"{pad}{'':8}{name}: {readable.short(value, 110)}", highlight=False,
                       markup=False)
+    if any(s.depth == len(path) for s in steps):
+        say(f"\nfollow a task of a child run down: baton trace {run_id} {' '.join(path)} TASK")
 
 
 def _when(stamp: float | None) -> str:

@@ -14,6 +14,7 @@ from baton.events.schema import CancelRequested, RunFailed
 from baton.events.tree import ParentLink
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
+from tests.fixtures.tree import record_tree as three_levels
 
 runner = CliRunner()
 TREE = ("top", "top.a-1", "top.a-1.a-1")
@@ -70,3 +71,35 @@ def test_cancel_reaches_every_run_under_it_still_going_each_in_its_own_log(
     code, shown = baton("wait", "top", "--store", store_url, "--json")
     assert code == 1 and {r["status"] for r in json.loads(shown)["tree"]["runs"]} == {
         "failed", "completed"}
+
+
+def test_trace_goes_down_the_tree_and_replay_verifies_it_whole(store_url: str) -> None:
+    with open_store(store_url) as store:
+        three_levels(store)
+    code, shown = baton("trace", "top", "pkg", "mod", "t", "--store", store_url)
+    assert code == 0, shown
+    assert "  in child run top.pkg-1:" in shown and "    in child run top.pkg-1.mod-2:" in shown
+    assert "t#1 -> counter" in shown
+    code, shown = baton("trace", "top", "pkg", "--store", store_url)
+    assert "mod#2 -> team" in shown
+    assert "follow a task of a child run down: baton trace top pkg TASK" in shown
+    code, shown = baton("replay", "top", "--verify", "--tree", "--store", store_url)
+    assert code == 0, shown
+    for run_id in ("top", "top.pkg-1", "top.pkg-1.mod-1", "top.pkg-1.mod-2"):
+        assert f"{run_id}: replayed" in shown
+    assert "every result taken from a child run is its output, byte for byte (3 run(s) " \
+           "under top)" in shown
+    code, shown = baton("replay", "top", "--tree", "--store", store_url)
+    assert code == 2 and "--tree goes with --verify alone" in shown
+    code, shown = baton("trace", "top", "pkg", "mod", "t", "u", "--store", store_url)
+    assert code == 2 and "task 't' of run top.pkg-1.mod-2 started no child run" in shown
+
+
+def test_replay_verify_tree_names_a_result_that_is_not_its_childs_output(
+        store_url: str) -> None:
+    with open_store(store_url) as store:
+        three_levels(store, top_takes={"mod": {"t": {"count": 8}}})
+    code, shown = baton("replay", "top", "--verify", "--tree", "--store", store_url, "--json")
+    assert code == 1
+    [broken] = json.loads(shown)["broken_links"]
+    assert broken["child"] == "top.pkg-1" and "not the child's output" in broken["problem"]
