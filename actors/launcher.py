@@ -44,6 +44,7 @@ from .cluster import (
     ensure_ray,
 )
 from .coordinator import Coordinator
+from .handlers import Handler
 from .outage import STORE_PATIENCE_S
 from .pool import NAMESPACE, window, worker_name
 from .progress import RunProgress, RunResult
@@ -108,9 +109,9 @@ def _start_workers(
                              for i in range(h.replicas)]
             hosting = remote_async_worker if h.is_async else remote_worker
             everyone += [
-                hosting.options(**options,
-                                      **reservation.placed(group, spec.handlers, h, replica),
-                                      name=name, namespace=NAMESPACE).remote(
+                hosting.options(**options, **_beside_the_store(h),
+                                **reservation.placed(group, spec.handlers, h, replica),
+                                name=name, namespace=NAMESPACE).remote(
                     h, max_output_bytes, replica, worker.RETURN_BUDGET_BYTES)
                 for replica, name in enumerate(names[h.name])
             ]
@@ -306,6 +307,16 @@ def _launch(
         reservation.release(run_id)
     return RunResult(run_id=run_id, status=final.status, output=final.output,
                      error=final.error, progress=final, store=masked_url(url))
+
+
+def _beside_the_store(h: Handler) -> dict[str, Any]:
+    """Where a subrun's replicas go: they open the store to start and watch their
+    children, so beside a SQLite file they stay on this node (as coordinators do)."""
+    context = getattr(h.target, "context", None)
+    if context is None or not context.store_url.startswith("sqlite:") or reservation.bundle(h):
+        return {}
+    node = ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
 
 
 def _waiting_reported(run_id: str, url: str,

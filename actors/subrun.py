@@ -137,14 +137,15 @@ def subrun(
     capabilities: Sequence[str] | None = None,
     replicas: int = 1,
     concurrency: int = 16,
-    num_cpus: float = 0.25,
+    num_cpus: float = 0.0,
     name: str | None = None,
 ) -> Callable[[Callable[[Assignment], Any]], Handler]:
     """Declare a handler whose assignments are runs of their own:
     ``@baton.subrun(capabilities=["audit_package"])`` on a function that takes the
     assignment and returns the child's `baton.Spec`. `concurrency` is how many child
-    runs one replica waits on at once (it only waits: the children have their own
-    coordinators and workers)."""
+    runs one replica waits on at once. A replica only waits (the children have their own
+    coordinators and workers), so it reserves no CPU: a parent waiting on its children
+    never holds what they need to run."""
 
     def wrap(build: Callable[[Assignment], Any]) -> Handler:
         if not callable(build):

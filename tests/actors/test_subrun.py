@@ -4,6 +4,7 @@ coordinator and log, linked both ways to the parent's assignment."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from baton.events.schema import (
     AssignmentDispatched,
     CancelRequested,
     FailureReported,
+    ResultValidated,
     RunRequested,
 )
 from baton.events.tree import ParentLink
-from baton.replay import verify
+from baton.replay import trace_down, verify
 from tests.fixtures import ray_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -169,6 +171,54 @@ def test_resume_of_a_stalled_parent_resumes_its_stalled_child(store_url: str) ->
         assert child.count("CoordinatorRestarted") == 1 and child[-1] == "RunCompleted"
         assert not store.last_seq("halt.pkg-a-2")
         assert verify(store, "halt").reproduced and verify(store, "halt.pkg-a-1").reproduced
+
+
+def test_a_three_level_tree_survives_a_failing_grandchild_and_two_killed_coordinators(
+        store_url: str) -> None:
+    """Packages, their modules, their texts: a run, its children, their children. The
+    flaky module's first grandchild fails and the child's retry starts another; a
+    child's coordinator and then the top one are killed mid-run. The whole tree
+    completes, every task accepted once in its log, the tree verifies, and the trace of
+    a top-level figure names the grandchild handler that produced it."""
+    kills: list[str] = []
+
+    def kill(run_id: str) -> None:
+        ray.kill(ray.get_actor(f"baton:{run_id}", namespace="baton"), no_restart=False)
+        kills.append(run_id)
+
+    def kill_mid_run(progress: baton.actors.progress.RunProgress) -> None:
+        with open_store(store_url) as store:
+            if not kills and store.last_seq("tree.pkg-a-1.mod-x-1") >= 3:
+                kill("tree.pkg-a-1")  # a child's, while its grandchildren work
+            elif kills == ["tree.pkg-a-1"] and store.last_seq("tree.pkg-b-1.mod-z-1") >= 3:
+                kill("tree")  # the top one, while the other child's grandchild works
+
+    result = baton.run(ray_specs.three_level_spec(), store=store_url, run_id="tree",
+                       on_progress=kill_mid_run, poll_s=0.1)
+    assert kills == ["tree.pkg-a-1", "tree"] and result.ok, (kills, result.error)
+    assert result.output == {
+        "pkg-a": {"mod-x": {"text-0": {"words": 2}, "text-1": {"words": 1}},
+                  "mod-y": {"text-0": {"words": 3}}},
+        "pkg-b": {"mod-z": {"text-0": {"words": 1}, "text-1": {"words": 2}}}}
+    with open_store(store_url) as store:
+        runs = {info.run_id: info.status for _, info in store.tree("tree")}
+        assert runs == {"tree.pkg-a-1": "completed", "tree.pkg-a-1.mod-x-1": "completed",
+                        "tree.pkg-a-1.mod-y-1": "failed", "tree.pkg-a-1.mod-y-2": "completed",
+                        "tree.pkg-b-1": "completed", "tree.pkg-b-1.mod-z-1": "completed"}
+        for run_id in ["tree", *runs]:
+            log = store.read(run_id)
+            accepted = Counter(e.assignment_id.rsplit("#", 1)[0] for e in log
+                               if isinstance(e, ResultValidated) and e.outcome == "accepted")
+            done = run_id != "tree.pkg-a-1.mod-y-1"  # (the grandchild that failed)
+            assert accepted == Counter(list(store.state(run_id).tasks) if done else []), run_id
+            restarted = [e.type for e in log].count("CoordinatorRestarted")
+            assert restarted == (run_id in kills), run_id
+        assert CliRunner().invoke(app, ["replay", "tree", "--verify", "--tree", "--store",
+                                        store_url]).exit_code == 0
+        steps = trace_down(store.read, "tree", ["pkg-a", "mod-y", "text-0"])
+        [made] = [s for s in steps if s.depth == 2 and s.type == "AssignmentDispatched"]
+        assert (made.run_id, made.detail["handler"]) == ("tree.pkg-a-1.mod-y-2",
+                                                        "count_or_break")
 
 
 def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
