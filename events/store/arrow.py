@@ -29,7 +29,8 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from ..errors import BadLogError
-from ..schema import ENDINGS
+from ..schema import ENDINGS, RunRequested
+from ..tree import ParentLink
 from . import chunks
 from .rows import LogRow, Packed
 
@@ -61,8 +62,13 @@ SCHEMA = pa.schema([
     pa.field("input_tokens", pa.int64()),
     pa.field("output_tokens", pa.int64()),
     pa.field("cost_usd", pa.float64()),
+    # The run a child run answers, and the assignment of it (events.tree): on every row
+    # of the child's, so a tree is one join away.
+    pa.field("parent_run", pa.string()),
+    pa.field("parent_assignment", pa.string()),
     pa.field("data", pa.binary(), nullable=False),
-], metadata={b"baton": b"events/3"})  # events/1 lacked node … ended_at; 2, model … cost
+], metadata={b"baton": b"events/4"})  # 1 lacked node … ended_at; 2, model … cost; 3, parent
+LINKED = ["parent_run", "parent_assignment"]  # of the run, not read out of each event
 
 _RAN = ["node", "pid", "replica", "started_at", "ended_at"]
 _EXECUTION = pa.struct([(name, SCHEMA.field(name).type) for name in _RAN])
@@ -83,7 +89,7 @@ _READ = pa.schema([
                            ("execution", _EXECUTION), ("usage", _USAGE)])),
 ])
 _OPTIONS = pj.ParseOptions(explicit_schema=_READ, unexpected_field_behavior="ignore")
-DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data")]
+DERIVED = [f.name for f in SCHEMA if f.name not in ("run_id", "seq", "data", *LINKED)]
 DERIVED_SCHEMA = pa.schema([(name, SCHEMA.field(name).type) for name in DERIVED])
 PAGE = 50_000  # events read into one batch
 # Events' bytes are all different and their min and max say nothing: a dictionary of
@@ -100,8 +106,8 @@ def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
 
 
 def columns(store: EventStore, run_id: str) -> pa.Table:
-    """The run's rows without their data (what statistics read): from the columns kept
-    beside its log, reading and deriving only the events no chunk covers."""
+    """The run's rows without their data or its parent (what statistics read): from the
+    columns kept beside its log, reading and deriving only the events no chunk covers."""
     def data(first: int, end: int) -> list[bytes]:
         return [r.data for r in store.read_raw(run_id, after=first - 1, until=end - 1)]
 
@@ -113,7 +119,8 @@ def columns(store: EventStore, run_id: str) -> pa.Table:
     return pa.table([pa.repeat(pa.scalar(run_id, pa.string()), last),
                      _seqs(1, last),
                      *derived.columns],
-                    schema=pa.schema([SCHEMA.field(name) for name in SCHEMA.names[:-1]]))
+                    schema=pa.schema([SCHEMA.field(name) for name in ("run_id", "seq",
+                                                                       *DERIVED)]))
 
 
 def keep_derived(store: EventStore, run_id: str, kept: list[tuple[int, int, bytes]],
@@ -159,7 +166,9 @@ def batches(store: EventStore, run_ids: Iterable[str]) -> Iterator[pa.RecordBatc
         for run_id in run_ids:
             # One thread takes the pages in turn, so each page's rows carry the time of
             # the one before.
-            kept = _Kept(run_id, store.column_chunks(run_id))
+            first = store.read(run_id, until=1)
+            link = first[0].parent if first and isinstance(first[0], RunRequested) else None
+            kept = _Kept(run_id, store.column_chunks(run_id), link)
             ahead: Future[pa.RecordBatch] | None = None
             pages: Iterable[Packed | Sequence[LogRow]] | None = store.read_packed(
                 run_id, size=PAGE)
@@ -267,8 +276,10 @@ class _Kept:
     """A run's query columns kept beside its log (chunks.py), and the columns of any
     range of its events: from them, and derived from the events' data where none is."""
 
-    def __init__(self, run_id: str, kept: list[tuple[int, int, bytes]]):
+    def __init__(self, run_id: str, kept: list[tuple[int, int, bytes]],
+                 parent: ParentLink | None = None):
         self.run_id = run_id
+        self.parent = (parent.run_id, parent.assignment_id) if parent else (None, None)
         self.chunks = kept  # (first seq, events, lines), in seq order; parsed when needed
         self.parsed: dict[int, pa.Table | None] = {}
         self.recorded_at = pa.scalar(None, pa.float64())  # of the rows given so far
@@ -282,6 +293,7 @@ class _Kept:
             [pa.repeat(pa.scalar(self.run_id, pa.string()), len(data)),
              _seqs(first, len(data)),
              *(column.combine_chunks() for column in derived.columns),
+             *(pa.repeat(pa.scalar(value, pa.string()), len(data)) for value in self.parent),
              data],
             schema=SCHEMA)
 

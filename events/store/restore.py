@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 
 from ..errors import BadInputError, BadLogError, RunExistsError
 from ..state import RunState
-from .arrow import DERIVED, SCHEMA, derive
+from .arrow import DERIVED, LINKED, SCHEMA, derive
 from .event_store import EventStore
 
 
@@ -19,8 +19,9 @@ def runs_in(rows: pa.Table) -> dict[str, pa.Table]:
     if missing:
         raise BadInputError(f"not a Baton export: no {', '.join(missing)} column (baton export "
                             "writes them)")
-    rows = rows.select(SCHEMA.names if set(SCHEMA.names) <= set(rows.column_names)
-                       else ["run_id", "seq", "data"])
+    # An older export lacks the newer columns: they are derived; what it has is checked
+    # where it has all the derived ones.
+    rows = rows.select([name for name in SCHEMA.names if name in rows.column_names])
     rows = rows.set_column(0, "run_id", pc.cast(rows.column("run_id"), pa.string()))
     rows = rows.sort_by([("run_id", "ascending"), ("seq", "ascending")])
     found: dict[str, pa.Table] = {}
@@ -93,6 +94,12 @@ def check(run_id: str, rows: pa.Table, store: EventStore) -> None:
     state = RunState()
     for seq, raw in zip(seqs, data, strict=True):
         state.apply(store.mapper.codec.decode(raw, run_id=run_id, seq=seq), raw)
+    link = state.parent
+    for name, value in zip(LINKED, (link.run_id, link.assignment_id) if link else (None, None),
+                           strict=True):
+        if name in rows.column_names and set(rows.column(name).to_pylist()) != {value}:
+            raise BadLogError(f"the rows' {name} is not the run's: the export was edited",
+                              run_id=run_id, seq=1)
 
 
 def _differs(a: pa.ChunkedArray, b: pa.ChunkedArray) -> pa.ChunkedArray:

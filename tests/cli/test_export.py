@@ -17,6 +17,7 @@ from baton.events.store.sealing import KEY_ENV, new_key
 from baton.replay import verify
 from tests.events.store.test_hostile import recorded_run
 from tests.fixtures.golden import every_event_type
+from tests.fixtures.tree import record_tree
 
 
 def invoke(*args: str) -> tuple[int, str]:
@@ -210,3 +211,27 @@ def test_importing_again_an_export_of_many_runs_finishes_the_one_left_half_done(
     assert code == 0, shown
     assert f"imported {first}" not in shown and "imported retried" in shown
     assert logs(target) == logs(source)
+
+
+def test_an_export_of_a_tree_keeps_each_runs_parent_as_columns(tmp_path: Path) -> None:
+    """Every row of a child run names the run and assignment it answers; the export
+    imports back whole, and an edited link is refused."""
+    url = f"sqlite:///{tmp_path / 'tree.db'}"
+    with open_store(url) as store:
+        record_tree(store)
+    out = tmp_path / "tree.parquet"
+    assert invoke("export", "--all", "-o", str(out), "--store", url)[0] == 0
+    links = duckdb.sql(f"SELECT DISTINCT run_id, parent_run, parent_assignment FROM '{out}' "
+                       "ORDER BY run_id").fetchall()
+    assert links == [("top", None, None), ("top.pkg-1", "top", "pkg#1"),
+                     ("top.pkg-1.mod-1", "top.pkg-1", "mod#1"),
+                     ("top.pkg-1.mod-2", "top.pkg-1", "mod#2")]
+    code, shown = invoke("import", str(out), "--store", f"sqlite:///{tmp_path / 'a.db'}")
+    assert code == 0, shown
+    table = pq.read_table(out)
+    edited = table.set_column(table.schema.get_field_index("parent_run"), "parent_run",
+                              pc.replace_substring(table.column("parent_run"), "top", "elsewhere"))
+    pq.write_table(edited, tmp_path / "edited.parquet")
+    code, shown = invoke("import", str(tmp_path / "edited.parquet"),
+                         "--store", f"sqlite:///{tmp_path / 'b.db'}")
+    assert code == 1 and "parent_run is not the run's: the export was edited" in shown
