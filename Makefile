@@ -43,6 +43,7 @@ bench: $(STAMP)
 	.ci/postgres run $(BIN)/python benchmarks/many_runs.py
 	$(BIN)/python benchmarks/export.py
 	$(BIN)/python benchmarks/async_handlers.py
+	.ci/postgres run $(BIN)/python benchmarks/nested.py
 
 DEMO_RUN := audit-$(shell date +%Y%m%d-%H%M%S)
 

@@ -20,6 +20,7 @@ from baton.events.errors import (
     BadLogError,
     BadSpecError,
     BatonError,
+    ConcurrencyConflictError,
     EncryptionKeyError,
 )
 from baton.events.model import Json, Task, escalation_parts
@@ -58,16 +59,19 @@ def open_escalations(
     store: EventStore, run_id: str | None = None,
     unreadable: Callable[[str, BatonError], None] | None = None,
 ) -> list[OpenEscalation]:
-    """Open escalations of one run, or of every run in the store that is not finished.
-    Of every run, one that cannot be read (a damaged log, another key) is passed to
-    `unreadable` and skipped, when it is given; otherwise its error is raised."""
-    run_ids = [run_id] if run_id else [r.run_id for r in store.runs()]
+    """Open escalations of one run and the runs under it still going (a child waiting
+    on people keeps its parent's assignment in flight), or of every run in the store
+    that is not finished. Of those, one that cannot be read (a damaged log, another key)
+    is passed to `unreadable` and skipped, when it is given; otherwise its error is
+    raised (always, for the run asked about)."""
+    run_ids = ([run_id, *(i.run_id for _, i in store.tree(run_id) if i.status == "running")]
+               if run_id else [r.run_id for r in store.runs()])
     found: list[OpenEscalation] = []
     for rid in run_ids:
         try:
             found += _open_in(store, rid)
         except (BadLogError, EncryptionKeyError) as error:
-            if unreadable is None or run_id:
+            if unreadable is None or rid == run_id:
                 raise
             unreadable(rid, error)
     return found
@@ -202,11 +206,18 @@ def run_phase(store: EventStore, run_id: str) -> tuple[RunState, str, set[str]]:
 
 
 def cancel(store: EventStore, run_id: str, note: str, alive: Callable[[str], bool]) -> None:
-    """Cancel `run_id`: ask its coordinator, or, when none is `alive`, cancel it in its
-    log at once."""
-    entry = request_cancel(store, run_id, note)
-    if not alive(run_id):
-        cancel_in_place(store, run_id, entry)
+    """Cancel `run_id`: ask its coordinator (once: a request already there stands), or,
+    when none is `alive`, cancel it in its log at once. Another canceller at the same
+    moment (a parent's coordinator, a second `baton cancel`) is no error."""
+    entry = requested(store, run_id)
+    if entry is None:
+        try:
+            entry = request_cancel(store, run_id, note)
+        except ConcurrencyConflictError:  # the other one asked first: theirs stands
+            entry = requested(store, run_id)
+    if entry is not None and not alive(run_id):
+        with suppress(ConcurrencyConflictError):  # the other one took it in first
+            cancel_in_place(store, run_id, entry)
 
 
 def cancel_children(store: EventStore, run_id: str, why: str,
@@ -214,25 +225,29 @@ def cancel_children(store: EventStore, run_id: str, why: str,
     """Cancel the runs under `run_id` that are still going, each in its own log, saying
     `why`. Top down, so that every parent is asked before its children end: one that
     ends, failed, would otherwise have its parent start another in its place."""
-    going = [child.run_id for _, child in store.tree(run_id)
-             if child.status == "running" and not cancel_requested(store, child.run_id)]
+    going = [child.run_id for _, child in store.tree(run_id) if child.status == "running"]
     for child in going:
         cancel(store, child, f"{why} (run {child} is under it)", alive)
     return going
 
 
 def cancel_orphans(store: EventStore, state: RunState, alive: Callable[[str], bool]) -> None:
-    """Once run `state` failed, cancel the runs its subruns started that are still going:
-    nothing waits for them now. A store that refuses leaves them to `baton cancel`."""
-    if state.status == "failed" and any(h.subrun for h in state.handlers.values()):
-        with suppress(BatonError):
-            cancel_children(store, state.run_id, f"its parent run {state.run_id} failed",
-                            alive)
+    """Once run `state` has ended, cancel the runs its subruns started that are still
+    going (children of attempts given up, or of the whole run when it failed): nothing
+    waits for them now. A store that refuses leaves a child to `baton cancel`."""
+    if state.status == "running" or not any(h.subrun for h in state.handlers.values()):
+        return
+    why = f"its parent run {state.run_id} {state.status}"
+    for _, child in store.tree(state.run_id):
+        if child.status == "running":
+            with suppress(BatonError):
+                cancel(store, child.run_id, f"{why} (run {child.run_id} is under it)", alive)
 
 
-def cancel_requested(store: EventStore, run_id: str) -> bool:
-    """Has anyone asked to cancel `run_id`? (A cancelled run is never taken up again.)"""
-    return any(isinstance(e, CancelRequested) for e in pending(store, run_id, 0))
+def requested(store: EventStore, run_id: str) -> CancelRequested | None:
+    """The request to cancel `run_id`, if anyone has made one (a cancelled run is never
+    taken up again)."""
+    return next((e for e in pending(store, run_id, 0) if isinstance(e, CancelRequested)), None)
 
 
 def cancel_in_place(store: EventStore, run_id: str, entry: CancelRequested) -> None:

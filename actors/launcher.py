@@ -312,8 +312,8 @@ def _launch(
 def _beside_the_store(h: Handler) -> dict[str, Any]:
     """Where a subrun's replicas go: they open the store to start and watch their
     children, so beside a SQLite file they stay on this node (as coordinators do)."""
-    context = getattr(h.target, "context", None)
-    if context is None or not context.store_url.startswith("sqlite:") or reservation.bundle(h):
+    if not getattr(h.target, "is_subrun", False) or reservation.bundle(h) or \
+            not h.target.context.store_url.startswith("sqlite:"):
         return {}
     node = ray.get_runtime_context().get_node_id()
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}

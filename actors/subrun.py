@@ -21,19 +21,22 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from baton.events.errors import BadSpecError
 from baton.events.model import Assignment
+from baton.events.schema import RunCompleted, RunFailed
 from baton.events.store import open_store
 from baton.events.store.sealing import KEY_ENV
 from baton.events.tree import ParentLink, child_run_id
 
 from .handlers import Handler, handler
-from .inbox import cancel_requested
+from .inbox import requested
 
-POLL_S = 0.25  # between two looks at a child run that is still going
+POLL_S = 0.5  # between two looks at a child run that is still going
+QUIET_POLL_S = 2.0  # between two looks at one that has not moved (it waits on people)
 
 
 class ChildRunFailedError(Exception):
@@ -56,21 +59,32 @@ class SubrunCall:
 
     is_subrun = True  # (read by Handler.info: the coordinator records it)
 
-    def __init__(self, build: Callable[[Assignment], Any], context: RunContext | None = None):
+    def __init__(self, build: Callable[[Assignment], Any], concurrency: int,
+                 context: RunContext | None = None):
         self.build = build
+        self.concurrency = concurrency
         self.context = context
+        self.threads: ThreadPoolExecutor | None = None  # made in the replica's process
         self.__name__ = getattr(build, "__name__", "subrun")
 
     def within(self, run_id: str, store_url: str, sealing_key: str | None) -> SubrunCall:
         """The same subrun in run `run_id` (the launcher's, for each run it starts)."""
-        return SubrunCall(self.build, RunContext(run_id, store_url, sealing_key))
+        return SubrunCall(self.build, self.concurrency, RunContext(run_id, store_url,
+                                                                    sealing_key))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "threads": None}
 
     async def __call__(self, assignment: Assignment) -> Any:
         if self.context is None:
             raise RuntimeError("a subrun runs inside a Baton run; baton.run(spec) starts one")
-        # In a thread: building the spec and launching the child block, and the other
-        # children this replica waits on go on meanwhile.
-        return await asyncio.to_thread(_run_child, self.build, assignment, self.context)
+        # In a thread of its own: building the spec and launching the child block, and
+        # every other child this replica waits on goes on meanwhile (asyncio's default
+        # pool would hold only a few at once).
+        if self.threads is None:
+            self.threads = ThreadPoolExecutor(self.concurrency, thread_name_prefix="subrun")
+        return await asyncio.get_running_loop().run_in_executor(
+            self.threads, _run_child, self.build, assignment, self.context)
 
 
 # One claim per child in this process: a dispatch sent again (its coordinator restarted)
@@ -108,7 +122,7 @@ def _run_child(build: Callable[[Assignment], Any], assignment: Assignment,
         if found is not None and found.parent != link:
             raise BadSpecError(f"run {child} is already in the store, and is not the child "
                                f"of {link.assignment_id} of run {link.run_id}")
-        if found is None and cancel_requested(log, context.run_id):
+        if found is None and requested(log, context.run_id):
             raise ChildRunFailedError(f"run {context.run_id} is being cancelled: its child "
                                       f"run {child} is not started")
         if found is None:
@@ -119,17 +133,26 @@ def _run_child(build: Callable[[Assignment], Any], assignment: Assignment,
 
 
 def _outcome(child: str, store_url: str) -> Any:
-    """Wait for the child run to end; its output, or ChildRunFailedError saying why. A
-    child waiting on people is waited for: a person's answer lets it finish (`baton
-    inbox` lists its question)."""
+    """Wait for the child run to end; its output, or ChildRunFailedError saying why.
+
+    Each look reads where the child's log ends; only once it has stopped growing is its
+    last event read, to see whether that is its end. So a child of any size costs the
+    same to watch, and one that waits on people is looked at less often: a person's
+    answer lets it finish (`baton inbox PARENT` lists its question)."""
+    seen = checked = 0
     with open_store(store_url) as log:
         while True:
-            state = log.state(child)
-            if state.status == "completed":
-                return state.output
-            if state.status == "failed":
-                raise ChildRunFailedError(f"child run {child} failed: {state.error}")
-            time.sleep(POLL_S * (8 if state.phase == "waiting" else 1))
+            last = log.last_seq(child)
+            if last == seen != checked:
+                checked = last
+                ending = log.read(child, after=last - 1)[-1]
+                if isinstance(ending, RunCompleted):
+                    return ending.output
+                if isinstance(ending, RunFailed):
+                    raise ChildRunFailedError(f"child run {child} failed: {ending.error}")
+            quiet = last == seen == checked
+            seen = last
+            time.sleep(QUIET_POLL_S if quiet else POLL_S)
 
 
 def subrun(
@@ -151,6 +174,7 @@ def subrun(
         if not callable(build):
             raise BadSpecError(f"@subrun decorates a function, not {build!r}")
         return handler(capabilities=capabilities, replicas=replicas, num_cpus=num_cpus,
-                       concurrency=concurrency, name=name or build.__name__)(SubrunCall(build))
+                       concurrency=concurrency, name=name or build.__name__)(
+            SubrunCall(build, concurrency))
 
     return wrap

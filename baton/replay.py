@@ -41,7 +41,13 @@ from baton.projections.diff import RunDiff
 from baton.projections.diff import diff as diff_runs
 from baton.projections.fork import copy_prefix, record_fork
 from baton.projections.trace import trace
-from baton.projections.tree import BrokenLink, TreeVerification, broken_links, trace_down
+from baton.projections.tree import (
+    BrokenLink,
+    TreeVerification,
+    broken_links,
+    runs_under,
+    trace_down,
+)
 from baton.projections.verification import (
     Divergence,
     Verification,
@@ -107,12 +113,12 @@ def verify(
 
 
 def verify_tree(store: EventStore, run_id: str) -> TreeVerification:
-    """`verify` for `run_id` and every run under it (the children its subruns started,
+    """`verify` for `run_id` and every run under it (the children its answers came from,
     theirs, and so on), each with its own recorded policy; and the links between them:
     each child's request names an assignment its parent dispatched to it, and each result
     a parent received from a child is byte for byte the child's final output."""
     store.require_run(run_id)
-    runs = [run_id, *(info.run_id for _, info in store.tree(run_id))]
+    runs = [run_id, *runs_under(store.read, run_id)]
     return TreeVerification(tuple(verify(store, run) for run in runs),
                             tuple(broken_links(store.read, runs)))
 

@@ -234,10 +234,11 @@ class _Turn:
     def _on_coordinator_restarted(self, e: CoordinatorRestarted) -> None:
         for aid, task_id in self._in_flight_in_dispatch_order():
             a = self.state.tasks[task_id].assignment
+            facts: dict[str, Json] = {"assignment": aid, "handler": a.handler if a else None}
+            if a and self.state.handlers[a.handler].subrun:  # this run's (a fork's own)
+                facts["child_run"] = child_run_id(self.state.run_id, aid)
             self.record(AssignmentDispatched(
-                **self.head("restart.redispatch_same_attempt", {
-                    "assignment": aid, "handler": a.handler if a else None}),
-                assignment=a))
+                **self.head("restart.redispatch_same_attempt", facts), assignment=a))
 
     def _in_flight_in_dispatch_order(self) -> list[tuple[str, str]]:
         s = self.state

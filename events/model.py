@@ -339,10 +339,10 @@ class Result(Frozen):
     transcript: Json = _TRANSCRIPT
 
 
-# child_failed, child_waiting: an assignment to a subrun whose child run failed, or
-# stopped waiting on people.
+# child_failed: an assignment to a subrun whose child run failed. (A child waiting on
+# people is no failure: its parent's assignment stays in flight until it is answered.)
 FailureKind = Literal["error", "timeout", "worker_lost", "unserializable", "too_large",
-                      "child_failed", "child_waiting"]
+                      "child_failed"]
 
 
 class Failure(Frozen):

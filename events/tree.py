@@ -37,3 +37,9 @@ def child_run_id(parent_run_id: str, assignment_id: str) -> str:
         return child
     tag = digest(f"{parent_run_id}/{assignment_id}".encode())[:12]
     return f"{parent_run_id[:40]}.{readable[:30]}-{attempt[:8]}-{tag}"
+
+
+def answers(run_id: str, link: ParentLink) -> bool:
+    """Is `run_id` the child its link names? A fork of a child run copies the child's
+    request, link and all, and is no child of that parent."""
+    return run_id == child_run_id(link.run_id, link.assignment_id)

@@ -161,4 +161,7 @@ def gist(event: Envelope) -> str:
     and with escalation ids (RUN:esc-N) not naming the run."""
     text = event.model_dump_json(exclude={"run_id", "state_digest", "recorded_at",
                                           "inbox_seq"})
+    if isinstance(event, AssignmentDispatched) and "child_run" in event.reason.facts:
+        text = text.replace(f'"child_run":"{event.reason.facts["child_run"]}"',
+                            '"child_run":"(RUN\'s)"')  # the subrun's child of this run
     return text.replace(f'"{event.run_id}:esc-', '"RUN:esc-')

@@ -23,6 +23,7 @@
     validated: "a person's output judged", fork: "forked", end: "run ended",
   };
   const TASK_ROWS = 1000;
+  const CHILDREN_LISTED = 50; // child runs the summary links to
   const ROW = 14, GAP = 3, PAD_Y = 6, AXIS = 24, PAD_X = 14, MAX_ROWS = 6, MIN_W = 3;
 
   const $ = (id) => document.getElementById(id);
@@ -142,6 +143,15 @@
       text: S.policy })));
     if (S.spent || S.budget) box.append(card("spent", h("span", { style: "font-size:13px",
       text: S.spent || "nothing reported" }), S.budget ? [S.budget] : null));
+    const page = (run) => h("a", { class: "mono", href: encodeURIComponent(run.href),
+      text: run.run_id });
+    if (S.parent) box.append(card("a child run of", page(S.parent),
+      ["it answers " + S.parent.assignment_id]));
+    if (S.children.length) box.append(card("child runs", S.children.length.toLocaleString(),
+      [...S.children.slice(0, CHILDREN_LISTED).map((c) => h("div", {},
+        c.assignment_id + " \u2192 ", page(c), c.outcome ? " (" + c.outcome + ")" : "")),
+       S.children.length > CHILDREN_LISTED ? "\u2026 and " +
+         (S.children.length - CHILDREN_LISTED) + " more" : null]));
   }
 
   const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);

@@ -51,10 +51,12 @@ from baton.events.schema import (
     WorkerReplaced,
     WorkerStuck,
 )
+from baton.events.tree import answers
 
 from .ledger import ledger
 from .log import about_tasks, describe, short
 from .trace import trace, transcript_lines
+from .tree import children_of
 
 MAX_BARS = 20_000  # attempts drawn; past it, every unaccepted one and a sample of the rest
 MAX_TRACES = 5_000  # tasks whose trace is embedded; unaccepted ones first
@@ -98,13 +100,15 @@ class Attempt:
         return self.outcome != "in flight"
 
 
-def html(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None) -> str:
+def html(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None,
+         pages: Mapping[str, str] | None = None) -> str:
     """The report of the run whose events `log` holds, as one HTML document.
 
     `stats`, when given, is shown as tables: each key a heading, each value a list of
-    rows (dicts), a dict of rows, a dict of values, or a value.
+    rows (dicts), a dict of rows, a dict of values, or a value. The page links to the
+    run's parent and children by the file names `pages` gives (default: RUN.html).
     """
-    data = page_data(log, stats)
+    data = page_data(log, stats, pages)
     title = f"baton report: {data['summary']['run_id']}"
     asset = resources.files(__package__)
     # The page's frame holds no braces but these four fields.
@@ -128,11 +132,17 @@ def embedded(value: Any) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def page_data(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What the page shows, as plain JSON-ready data: summary, lanes and attempts,
-    run-level marks, tasks, traces, and the stats given."""
+def page_data(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None,
+              pages: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What the page shows, as plain JSON-ready data: summary (with the pages of the
+    run's parent and children), lanes and attempts, run-level marks, tasks, traces, and
+    the stats given."""
     events = list(log)
+    children = children_of(events)
+    page = {**{run: f"{run}.html" for run in children.values()}, **(pages or {})}
     book = ledger(events)
+    link = next((e.parent for e in events if isinstance(e, RunRequested)), None)
+    link = link if link and answers(book.run_id, link) else None  # (a fork's: not so)
     attempts, marks, clocked, t0 = _attempts(events)
     drawn, note = _drawn(attempts)
     end = _end(events, attempts, clocked, t0)
@@ -163,6 +173,11 @@ def page_data(log: Iterable[Envelope], stats: Mapping[str, Any] | None = None) -
         "restarts": counts.get("CoordinatorRestarted", 0),
         "open_escalations": [asdict(e) for e in book.escalations],
         "spent": book.spent, "budget": book.budget,
+        "parent": link and {"run_id": link.run_id, "assignment_id": link.assignment_id,
+                            "href": page.get(link.run_id, f"{link.run_id}.html")},
+        "children": [{"run_id": child, "assignment_id": a_id, "href": page[child],
+                      "outcome": attempts[a_id].outcome if a_id in attempts else None}
+                     for a_id, child in children.items()],
     }
     tasks = [{"id": t.id, "capability": t.capability, "required": t.required,
               "status": t.status, "attempts": t.attempts, "handler": t.handler,

@@ -19,8 +19,10 @@ from baton.events.schema import (
     ResultReceived,
     RunCompleted,
     RunFailed,
+    RunForked,
     RunRequested,
 )
+from baton.events.tree import child_run_id
 from baton.events.values import canonical_json
 
 from .trace import Step, step_of, trace
@@ -35,23 +37,34 @@ def trace_down(read: Read, run_id: str, path: Sequence[str], depth: int = 0) -> 
     a subrun's, each child run it started is shown inside, under the dispatch that
     started it: traced on down along the rest of `path` (the last attempt's child), or
     in short (how it ended, and who did each of its tasks) where the path stops."""
-    steps = [replace(step, depth=depth) for step in trace(read(run_id), path[0])]
-    started = [(i, s.facts["child_run"]) for i, s in enumerate(steps)
-               if s.type == "AssignmentDispatched" and "child_run" in s.facts]
+    log = read(run_id)
+    steps = [replace(step, depth=depth) for step in trace(log, path[0])]
+    # The child each attempt took its answer from: the last named for it (a fork's own,
+    # when it sent again what was in flight where it was made), under the oldest step
+    # that dispatched it (a restart sends the same attempt again).
+    children = children_of(log)
+    under: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if step.type == "AssignmentDispatched" and "child_run" in step.facts:
+            under[children[f"{path[0]}#{step.detail['attempt']}"]] = i
+    started = sorted((at, child) for child, at in under.items())  # the newest first
     if len(path) > 1 and not started:
         raise UnknownTaskError(f"task {path[0]!r} of run {run_id} started no child run: "
                                f"`baton trace {run_id} {path[0]}` ends there")
-    # Steps are newest first: the first child named is the last attempt's. Each is put
-    # in from the last step up, so the places of those above it stay as they were.
+    # Each child is put in from the last step up, so the places above it stay as they were.
     for at, child in reversed(started):
-        log = read(child)
-        if not log:
+        child_log = read(child)
+        followed = len(path) > 1 and at == started[0][0]  # the last attempt's child
+        if followed and not child_log:
+            raise UnknownTaskError(f"child run {child} (of task {path[0]!r} of run {run_id}) "
+                                   "is not in this store")
+        if followed:
+            below = trace_down(read, child, path[1:], depth + 1)
+        elif not child_log:
             below = [Step(seq=0, type="ChildRun", run_id=child, depth=depth + 1,
                           what=f"child run {child} is not in this store")]
-        elif len(path) > 1 and at == started[0][0]:
-            below = trace_down(read, child, path[1:], depth + 1)
         else:
-            below = _in_short(log, depth + 1)
+            below = _in_short(child_log, depth + 1)
         steps[at:at] = below
     return steps
 
@@ -131,9 +144,32 @@ def broken_links(read: Read, runs: Sequence[str]) -> list[BrokenLink]:
 
 
 def children_of(log: Sequence[Envelope]) -> dict[str, str]:
-    """The child run each of the run's subrun assignments started, by assignment id."""
-    return {e.assignment.id: str(e.reason.facts["child_run"]) for e in log
-            if isinstance(e, AssignmentDispatched) and "child_run" in e.reason.facts}
+    """The child run each of the run's subrun assignments took its answer from (or is
+    waiting on), by assignment id: the last named for it. A fork's copy of its parent's
+    dispatches names children of the fork's id, as its decider would; the children that
+    ran them are the parent's (the run the next RunForked names), and those are given."""
+    owner = log[-1].run_id if log else ""
+    found: dict[str, str] = {}
+    for event in reversed(log):
+        if isinstance(event, RunForked):
+            owner = event.parent_run_id
+        elif isinstance(event, AssignmentDispatched) and "child_run" in event.reason.facts:
+            found.setdefault(event.assignment.id, child_run_id(owner, event.assignment.id))
+    return dict(reversed(found.items()))  # in the order of their last dispatches
+
+
+def runs_under(read: Read, run_id: str) -> list[str]:
+    """Every run whose answers `run_id`'s took, and theirs, and so on: depth first. (A
+    fork's include its parent's children that answered before the fork.)"""
+    found: list[str] = []
+    below = list(reversed(children_of(read(run_id)).values()))
+    while below:
+        run = below.pop()
+        log = read(run)
+        if log and run not in found:  # (one not in the store: broken_links says so)
+            found.append(run)
+            below += reversed(children_of(log).values())
+    return found
 
 
 def _received(run_id: str, event: ResultReceived, child: str,

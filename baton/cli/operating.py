@@ -109,7 +109,8 @@ def resume(
 @app.command()
 def inbox(
     run_id: Annotated[str | None, typer.Argument(
-        metavar="[RUN]", help="One run (default: every unfinished run).")] = None,
+        metavar="[RUN]", help="One run and the runs under it (default: every unfinished "
+        "run).")] = None,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -197,12 +198,6 @@ def answer(
                   f"up within a second; if none is alive: baton resume {run_id}")
 
 
-
-
-
-
-
-
 @app.command()
 def cancel(
     run_id: Annotated[str, typer.Argument(metavar="RUN", help="The run to stop.")],
@@ -233,22 +228,6 @@ def cancel(
         out.print(f"cancel recorded for {run_id} (now {report['status']})"
                   + (f", and for the {len(children)} run(s) under it still going"
                      if children else ""))
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 @app.command()

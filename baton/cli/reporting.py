@@ -16,6 +16,7 @@ from baton.events.errors import BadInputError
 from baton.events.store import arrow, open_store, restore
 from baton.projections import report as page
 from baton.projections.metrics import Quantiles, RunStats, Spend, recorded_budget, run_stats
+from baton.projections.tree import runs_under
 
 from .common import AsJson, Store, app, emit_json, err, fail, out, progress, run_log
 
@@ -103,6 +104,9 @@ def report(
     output: Annotated[Path | None, typer.Option(
         "-o", "--output", metavar="FILE.html",
         help="Where to write the page [default: RUN.html].")] = None,
+    tree: Annotated[bool, typer.Option(
+        "--tree", help="Also write a page for every run under RUN (the children its "
+        "subruns started, theirs…), beside the first, named CHILD.html.")] = False,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -113,20 +117,31 @@ def report(
     every task with its status, and each task's trace. Hover over a bar for its
     assignment; click it for the rule and facts that routed it, its validation and state
     digest, and its task's trace. Everything is inside the file: nothing is loaded from
-    the network.
+    the network. A nested run's page links to its parent's and its children's pages
+    (RUN.html beside it; --tree writes them all).
     """
     target = output if output is not None else Path(f"{run_id}.html")
+    written: list[tuple[str, Path, int]] = []
     with run_log(run_id, store) as log:
-        figures = run_stats(arrow.columns(log, run_id))
-        document = page.html(log.read(run_id), _shown(figures))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(document, encoding="utf-8")
-    except OSError as error:
-        fail(BadInputError(f"cannot write the report to {target}: {error.strerror or error}"))
+        runs = [run_id, *runs_under(log.read, run_id)] if tree else [run_id]
+        pages = {run_id: target.name, **{run: f"{run}.html" for run in runs[1:]}}
+        for run in runs:
+            figures = run_stats(arrow.columns(log, run))
+            document = page.html(log.read(run), _shown(figures), pages)
+            path = target.with_name(pages[run])
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(document, encoding="utf-8")
+            except OSError as error:
+                fail(BadInputError(f"cannot write the report to {path}: "
+                                   f"{error.strerror or error}"))
+            written.append((run, path, len(document.encode())))
     if as_json:
-        emit_json({"run_id": run_id, "path": str(target), "bytes": len(document.encode())})
-    err.print(f"wrote the report of {run_id} to {target}", highlight=False, markup=False)
+        emit_json({"run_id": run_id, "path": str(target), "bytes": written[0][2],
+                   "pages": [{"run_id": r, "path": str(p), "bytes": n} for r, p, n in written]})
+    err.print(f"wrote the report of {run_id} to {target}"
+              + (f", and of the {len(written) - 1} run(s) under it beside it"
+                 if len(written) > 1 else ""), highlight=False, markup=False)
 
 
 @app.command()

@@ -21,7 +21,7 @@ from baton.events.errors import (
 )
 from baton.events.schema import ENDINGS
 from baton.events.store import EventStore, live, open_store, store_url
-from baton.events.store.heartbeats import STALE_AFTER_S, standing
+from baton.events.store.heartbeats import STALE_AFTER_S, Heartbeat, standing
 
 from .common import Address, AsJson, Store, app, emit_json, err, fail, out, styled
 from .display import store_outage
@@ -104,33 +104,35 @@ def wait(
 ) -> None:
     """Wait until a run completes, fails, or waits on people; exit 0 only if it completed.
 
-    Then the runs under it still going are waited for in the same way (those of a
-    cancelled or failed nested run are being cancelled). On PostgreSQL it is told of
+    The runs under it are waited for too (those of a cancelled or failed nested run are
+    being cancelled), and a run whose work in flight is all children that wait on people
+    waits with them. On PostgreSQL it is told of
     each event as it is recorded (LISTEN/NOTIFY); on SQLite it reads the log again four
     times a second. A run whose coordinator went quiet without stopping is given 90 s to
     come back (Ray may be restarting it on another node) before `wait` says it stalled.
     """
     url = store_url(store)
     deadline = None if timeout is None else time.monotonic() + timeout
-    report = status_of(run_id, url)
-    if not _settled(report):
+    report = status_of(run_id, url, tree=True)
+    if not _tree_settled(report):
         report = _wait_for_change(run_id, url, report, deadline)
-    if _settled(report):
-        report = _wait_for_tree(run_id, url, deadline)
-    going = [r["run_id"] for r in report.get("tree", {"runs": []})["runs"]
-             if not _settled(r)]
+    going = [r["run_id"] for r in report["tree"]["runs"] if r["status"] in GOING]
     if as_json:
         emit_json(report)
-    elif report["status"] in GOING:
-        err.print(f"{run_id} is still {report['status']} after {timeout:g}s")
+    elif not _tree_settled(report):
+        err.print(f"{run_id} is still {report['status']} after {timeout or 0:g}s"
+                  + (f"; so are the runs under it: {', '.join(going)}" if going else ""))
+    elif report["status"] in GOING:  # held by children that wait on people, or stalled
+        out.print(f"{run_id} waits on the runs under it: "
+                  + ", ".join(f"{r['run_id']} {r['status']}" for r in report["tree"]["runs"]
+                              if r["status"] in ("waiting", "stalled"))
+                  + f"; see baton status {run_id}", highlight=False)
     else:
         out.print(f"{run_id} {styled(report['status'])}"
                   + (f": {report['error']}" if report["error"] else "")
                   + (f"; see baton inbox {run_id}" if report["status"] == "waiting" else "")
                   + (f"; {_no_coordinator(report)}; `baton resume {run_id}` continues it"
-                     if report["status"] == "stalled" else "")
-                  + (f"; {len(going)} run(s) under it still going after {timeout:g}s: "
-                     + ", ".join(going) if going else ""), highlight=False)
+                     if report["status"] == "stalled" else ""), highlight=False)
     raise typer.Exit(EXIT_DONE if report["status"] == "completed" else EXIT_FAILED)
 
 
@@ -169,7 +171,8 @@ def _no_coordinator(report: dict[str, Any]) -> str:
 
 def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
                      deadline: float | None) -> dict[str, Any]:
-    """Follow the run's log until its status is no longer running, or the deadline."""
+    """Follow the run's log until it and the runs under it have stopped moving
+    (`_tree_settled`), or the deadline."""
     with open_store(url) as log:
         seen = stale = report["events"]
         again = time.monotonic() + STALE_AFTER_S / 3
@@ -178,28 +181,30 @@ def _wait_for_change(run_id: str, url: str, report: dict[str, Any],
                 seen = event.seq
             ended = event is not None and event.type in ENDINGS
             # Whether only people can move the run on shows in its state, not in one
-            # event: look again once things have been quiet for a moment; and now and
-            # then, for a coordinator that has stopped reporting.
+            # event, and runs under it move in logs of their own: look again once things
+            # have been quiet for a moment; and now and then.
             if ended or (event is None and (seen != stale or time.monotonic() > again)):
-                report, stale = status_of(run_id, url), seen
+                report, stale = status_of(run_id, url, tree=True), seen
                 again = time.monotonic() + STALE_AFTER_S / 3
-                if _settled(report):
+                if _tree_settled(report):
                     return report
             if deadline is not None and time.monotonic() >= deadline:
                 return report
     return report
 
 
-def _wait_for_tree(run_id: str, url: str, deadline: float | None) -> dict[str, Any]:
-    """Wait for each run under `run_id` still going to settle (or the deadline); how
-    the run and its tree stand then."""
-    with open_store(url) as log:
-        going = [info.run_id for _, info in log.tree(run_id) if info.status == "running"]
-    for child in going:
-        report = status_of(child, url)
-        if not _settled(report):
-            _wait_for_change(child, url, report, deadline)
-    return status_of(run_id, url, tree=True)
+def _tree_settled(report: dict[str, Any]) -> bool:
+    """Have the run and every run under it stopped moving? A run whose work in flight
+    is all children that have stopped (waiting on people, stalled) stops with them."""
+    below = report["tree"]["runs"]
+    child = {(r["parent"], r["parent_assignment"]): r for r in below}
+
+    def still(run: dict[str, Any]) -> bool:
+        held = [child.get((run["run_id"], a)) for a in run.get("in_flight_ids", ())]
+        return _settled(run) or (run["status"] == "running" and bool(held) and all(
+            c is not None and still(c) for c in held))
+
+    return all(still(run) for run in [report, *below])
 
 
 def _settled(report: dict[str, Any]) -> bool:
@@ -226,13 +231,20 @@ def attached_and_alive(run_id: str, address: str | None) -> bool:
 
 def status_of(run_id: str, url: str, tree: bool = False) -> dict[str, Any]:
     """How the run stands: from its log, its inbox, and its coordinator's heartbeat;
-    with `tree`, also how each run under it stands, and the counts over them all."""
+    with `tree`, also how each run under it stands, and the counts over them all. A run
+    with runs under it also lists its assignments in flight (`in_flight_ids`), to tell
+    whether they are all children that wait."""
     with open_store(url) as log:
-        report = _standing(log, run_id)
+        beats = log.heartbeats()
+        family = log.tree(run_id) if tree else []
+        parents = {info.parent for _, info in family}
+        report = _standing(log, run_id, beats, ids=run_id in parents)
         if tree:
-            below = [{**_standing(log, info.run_id, output=False), "depth": depth,
-                      "parent": info.parent, "parent_assignment": info.parent_assignment}
-                     for depth, info in log.tree(run_id)]
+            below = [{**_standing(log, info.run_id, beats, output=False,
+                                  ids=info.run_id in parents),
+                      "depth": depth, "parent": info.parent,
+                      "parent_assignment": info.parent_assignment}
+                     for depth, info in family]
             whole = [report, *below]
             report["tree"] = {
                 "runs": below,
@@ -241,8 +253,9 @@ def status_of(run_id: str, url: str, tree: bool = False) -> dict[str, Any]:
     return report
 
 
-def _standing(log: EventStore, run_id: str, output: bool = True) -> dict[str, Any]:
-    beat = log.heartbeats().get(run_id)
+def _standing(log: EventStore, run_id: str, beats: dict[str, Heartbeat], *,
+              output: bool = True, ids: bool = False) -> dict[str, Any]:
+    beat = beats.get(run_id)
     try:
         state, phase, answered = people.run_phase(log, run_id)
     except UnknownRunError:
@@ -258,4 +271,5 @@ def _standing(log: EventStore, run_id: str, output: bool = True) -> dict[str, An
             "in_flight": len(state.in_flight), "escalations": sorted(state.escalations),
             "answered": sorted(answered), "events": state.seq,
             "coordinator": asdict(beat) if beat else None,
-            "error": state.error, **({"output": state.output} if output else {})}
+            "error": state.error, **({"output": state.output} if output else {}),
+            **({"in_flight_ids": sorted(state.in_flight)} if ids else {})}

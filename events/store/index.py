@@ -18,6 +18,7 @@ from eventsourcing.persistence import ApplicationRecorder, IntegrityError, Notif
 
 from ..errors import BadLogError
 from ..schema import ENDINGS, RunRequested
+from ..tree import answers
 from .mapper import Mapper
 
 # The index's table, and its name in the tracking table. A new shape of row takes new
@@ -205,7 +206,7 @@ class RunsIndex:
             return RunInfo(run_id, f"unreadable at seq 1: {error.detail}", 0, None,
                            position, status="unreadable")
         assert isinstance(event, RunRequested)  # decode checked the record's type
-        link = event.parent
+        link = event.parent if event.parent and answers(run_id, event.parent) else None
         return RunInfo(run_id, self.mapper.sealer.seal_text(event.goal), len(event.tasks),
                        event.recorded_at, position, parent=link.run_id if link else None,
                        parent_assignment=link.assignment_id if link else None)

@@ -25,7 +25,7 @@ from baton.events.schema import (
     RunRequested,
 )
 from baton.events.tree import ParentLink
-from baton.replay import trace_down, verify
+from baton.replay import fork, trace_down, verify, verify_tree
 from tests.fixtures import ray_specs
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_cluster")]
@@ -219,6 +219,31 @@ def test_a_three_level_tree_survives_a_failing_grandchild_and_two_killed_coordin
         [made] = [s for s in steps if s.depth == 2 and s.type == "AssignmentDispatched"]
         assert (made.run_id, made.detail["handler"]) == ("tree.pkg-a-1.mod-y-2",
                                                         "count_or_break")
+
+
+def test_a_fork_of_a_parent_reuses_the_children_finished_before_it(store_url: str) -> None:
+    """Forked after pkg-a's child answered and before pkg-b's did: resumed, the fork
+    takes pkg-a's answer from its log and starts a child of its own for pkg-b only; its
+    tree verifies, and its trace of pkg-b leads to its own child."""
+    result = baton.run(ray_specs.uneven_nested_spec(), store=store_url, run_id="orig")
+    assert result.ok, result.error
+    with open_store(store_url) as store:
+        log = store.read("orig")
+        [a_in] = [e.seq for e in log if isinstance(e, ResultValidated)
+                  and e.assignment_id == "pkg-a#1"]
+        [b_in] = [e.seq for e in log if isinstance(e, ResultValidated)
+                  and e.assignment_id == "pkg-b#1"]
+        assert a_in < b_in
+        made = fork(store, "orig", a_in, new_run_id="forked",
+                    spec="tests.fixtures.ray_specs:uneven_nested_spec")
+    again = baton.resume("forked", store=store_url, spec=made.spec)
+    assert again.ok and again.output == result.output, again.error
+    with open_store(store_url) as store:
+        assert [info.run_id for _, info in store.tree("forked")] == ["forked.pkg-b-1"]
+        assert not store.last_seq("forked.pkg-a-1")
+        assert verify_tree(store, "forked").reproduced
+        steps = trace_down(store.read, "forked", ["pkg-b", "text-0"])
+        assert {s.run_id for s in steps if s.depth == 1} == {"forked.pkg-b-1"}
 
 
 def until(condition: Callable[[], bool], timeout_s: float = 60.0) -> None:

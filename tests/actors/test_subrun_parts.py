@@ -10,11 +10,12 @@ import pytest
 
 import baton
 from baton import Assignment, Spec, Task
-from baton.actors.subrun import RunContext, _run_child
+from baton.actors.subrun import ChildRunFailedError, RunContext, _outcome, _run_child
 from baton.actors.worker import Worker
 from baton.events.errors import BadSpecError
 from baton.events.tree import ParentLink
 from baton.testing import Scenario
+from tests.fixtures.policies import GiveUpAtOnce
 from tests.fixtures.specs import counting, handlers
 
 ASSIGNMENT = Assignment(id="b.c#1", task_id="b.c", attempt=1, handler="team",
@@ -48,3 +49,17 @@ def test_a_failures_kind_comes_from_its_exception_only_when_it_is_one() -> None:
 
     [failure] = Worker(odd).run([ASSIGNMENT])
     assert failure.kind == "error"
+
+
+def test_the_outcome_of_a_child_is_read_from_its_last_event(tmp_path: Path) -> None:
+    """A completed child gives its output; a failed one, ChildRunFailedError with why."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    with baton.open_store(url) as store:
+        done = Scenario([counting("x")], handlers("h"), run_id="p.a-1", store=store)
+        done.succeed("x#1", {"count": 3})
+        failed = Scenario([counting("x")], handlers("h"), GiveUpAtOnce(), run_id="p.a-2",
+                          store=store)
+        failed.fail("x#1", "no")
+    assert _outcome("p.a-1", url) == {"x": {"count": 3}}
+    with pytest.raises(ChildRunFailedError, match=r"child run p\.a-2 failed: required task"):
+        _outcome("p.a-2", url)

@@ -27,6 +27,7 @@ from baton.projections.trace import trace
 from baton.testing import Scenario
 from tests.fixtures.golden import every_event_type
 from tests.fixtures.policies import SendsBack
+from tests.fixtures.tree import record_tree
 from tests.projections.test_report import HOSTILE, seeded_run
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "report.png"  # for a person
@@ -274,4 +275,33 @@ def test_show_stats_and_the_report_say_what_an_agents_run_spent_and_has_left(
     assert "request user-prompt: Count for a#1." in details
     page.click('#timeline-svg .bar[data-assignment="b#1"]')
     assert "cost unknown (no price for this model)" in page.inner_text("#details")
+    page.close()
+
+
+def test_the_report_of_a_tree_links_each_run_to_its_parent_and_children(
+        store_url: str, tmp_path: Path, chromium: Browser) -> None:
+    """`--tree` writes a page per run, side by side: the top one's summary links to its
+    child, whose page links back to it and on to the grandchildren (the failed one
+    marked so), each link opening the page beside it."""
+    with open_store(store_url) as store:
+        record_tree(store)
+    target = tmp_path / "pages" / "audit.html"
+    done = report("top", "--tree", "-o", str(target), "--store", store_url, "--json")
+    assert done.exit_code == 0, done.output
+    written = sorted(p.name for p in target.parent.iterdir())
+    assert written == ["audit.html", "top.pkg-1.html", "top.pkg-1.mod-1.html",
+                       "top.pkg-1.mod-2.html"]
+    page, errors, asked = opened(chromium, target)
+    assert errors == [] and asked == [target.as_uri()]
+    assert "child runs" in page.inner_text("#summary")
+    page.click('#summary a[href="top.pkg-1.html"]')
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.url == (target.parent / "top.pkg-1.html").as_uri()
+    summary = page.inner_text("#summary")
+    assert "a child run of" in summary and "it answers pkg#1" in summary
+    assert "mod#1 → top.pkg-1.mod-1 (failed)" in summary
+    assert "mod#2 → top.pkg-1.mod-2 (accepted)" in summary
+    page.click('#summary a[href="audit.html"]')
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.url == target.as_uri()
     page.close()

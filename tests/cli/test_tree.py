@@ -4,16 +4,20 @@ runs under a run, cancel reaches them, wait waits for them."""
 from __future__ import annotations
 
 import json
+import time
 
 from typer.testing import CliRunner
 
 from baton import open_store
-from baton.actors.inbox import inbox_id
+from baton.actors.inbox import inbox_id, request_cancel
 from baton.cli import app
+from baton.events.model import Task
 from baton.events.schema import CancelRequested, RunFailed
+from baton.events.store.heartbeats import Heartbeat
 from baton.events.tree import ParentLink
 from baton.testing import Scenario
 from tests.fixtures.specs import counting, handlers
+from tests.fixtures.tree import TEAM
 from tests.fixtures.tree import record_tree as three_levels
 
 runner = CliRunner()
@@ -103,3 +107,39 @@ def test_replay_verify_tree_names_a_result_that_is_not_its_childs_output(
     assert code == 1
     [broken] = json.loads(shown)["broken_links"]
     assert broken["child"] == "top.pkg-1" and "not the child's output" in broken["problem"]
+
+
+def test_inbox_of_a_run_lists_the_questions_of_the_runs_under_it(store_url: str) -> None:
+    """A child waiting on a person keeps its parent's assignment in flight: the parent's
+    inbox shows the child's question, and status names the child as waiting."""
+    with open_store(store_url) as store:
+        Scenario([Task(id="pkg", capability="audit")], TEAM, run_id="top", store=store)
+        child = Scenario([counting("t")], handlers("h"), run_id="top.pkg-1", store=store,
+                         parent=ParentLink(run_id="top", assignment_id="pkg#1"))
+        child.fail("t#1", "no")
+        child.fail("t#2", "no again")
+        assert child.state.escalations
+    code, shown = baton("inbox", "top", "--store", store_url, "--json")
+    assert code == 0 and [e["run_id"] for e in json.loads(shown)] == ["top.pkg-1"]
+    code, shown = baton("status", "top", "--store", store_url)
+    assert "└ top.pkg-1  waiting  (for pkg#1); baton inbox top.pkg-1" in shown, shown
+    # The parent's coordinator is alive and waits: so does `baton wait`, no longer.
+    with open_store(store_url) as store:
+        store.beat(Heartbeat("top", time.time(), "running", 1, 0, "pid 1 on here"))
+    started = time.monotonic()
+    code, shown = baton("wait", "top", "--timeout", "30", "--store", store_url)
+    assert code == 1 and time.monotonic() - started < 10, shown
+    assert "top waits on the runs under it: top.pkg-1 waiting; see baton status top" in shown
+
+
+def test_cancel_again_takes_in_the_request_a_dead_coordinator_left(store_url: str) -> None:
+    """A child asked to cancel whose coordinator died first is cancelled in its log by
+    the next `baton cancel`, with the one request it has."""
+    record_tree(store_url)
+    with open_store(store_url) as store:
+        request_cancel(store, "top.a-1", "first try")
+    assert baton("cancel", "top", "--store", store_url)[0] == 0
+    with open_store(store_url) as store:
+        assert isinstance(store.read("top.a-1")[-1], RunFailed)
+        [asked] = store.read(inbox_id("top.a-1"))
+        assert asked.note == "first try"

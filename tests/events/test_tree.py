@@ -67,4 +67,4 @@ def test_runs_and_handlers_outside_a_tree_are_stored_as_before() -> None:
     run = Scenario([counting("a")], handlers("h"))
     assert b'"parent"' not in encode(run.log[0]) and b'"subrun"' not in encode(run.log[0])
     assert run.state.parent is None
-    assert Failure(assignment_id="a#1", kind="child_waiting").kind == "child_waiting"
+    assert Failure(assignment_id="a#1", kind="child_failed").kind == "child_failed"

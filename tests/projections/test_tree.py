@@ -10,6 +10,7 @@ import pytest
 from baton import open_store
 from baton.events.errors import UnknownTaskError
 from baton.events.model import Task
+from baton.events.schema import Envelope
 from baton.events.store import EventStore
 from baton.events.tree import ParentLink
 from baton.replay import trace_down, verify_tree
@@ -54,6 +55,20 @@ def test_a_trace_that_stops_at_a_subrun_shows_its_child_in_short(store: EventSto
     with pytest.raises(UnknownTaskError, match=r"task 't' of run top\.pkg-1\.mod-2 started "
                                                "no child run"):
         trace_down(store.read, "top", ["pkg", "mod", "t", "deeper"])
+
+
+def test_a_child_not_in_the_store_is_said_so_and_cannot_be_followed(
+        store: EventStore) -> None:
+    record_tree(store)
+
+    def read(run_id: str) -> list[Envelope]:
+        return [] if run_id == "top.pkg-1" else store.read(run_id)
+
+    steps = trace_down(read, "top", ["pkg"])
+    assert [s.what for s in steps if s.depth == 1] == ["child run top.pkg-1 is not in this store"]
+    with pytest.raises(UnknownTaskError, match=r"child run top\.pkg-1 \(of task 'pkg' of run "
+                                               r"top\) is not in this store"):
+        trace_down(read, "top", ["pkg", "mod"])
 
 
 def test_verify_tree_verifies_every_log_and_that_each_result_is_its_childs_output(

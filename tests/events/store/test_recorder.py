@@ -123,7 +123,11 @@ class StoreContract(ABC):
         grandchild = child_of(first, "b")
         second = child_of("top", "b")
         store.append("other", recorded_run("other"), 0)
+        # A fork of a child copies its request, link and all: it is no child of top.
+        store.append("a-copy", recorded_run("a-copy", ParentLink(run_id="top",
+                                                                 assignment_id="a#1")), 0)
         listed = {r.run_id: (r.parent, r.parent_assignment) for r in store.runs()}
+        assert listed["a-copy"] == (None, None)
         assert listed[grandchild] == (first, "b#1") and listed["top"] == (None, None)
         assert [(depth, r.run_id) for depth, r in store.tree("top")] == [
             (1, first), (2, grandchild), (1, second)]
