@@ -28,6 +28,7 @@ from baton.events.policy import DefaultPolicy, schema_problems
 from baton.events.schema import ENDINGS, CancelRequested, Event, HumanAction, HumanAnswered
 from baton.events.state import RunState
 from baton.events.store import EventStore
+from baton.events.tree import child_run_id
 
 from .spec import schema_of
 
@@ -234,14 +235,22 @@ def cancel_children(store: EventStore, run_id: str, why: str,
 def cancel_orphans(store: EventStore, state: RunState, alive: Callable[[str], bool]) -> None:
     """Once run `state` has ended, cancel the runs its subruns started that are still
     going (children of attempts given up, or of the whole run when it failed): nothing
-    waits for them now. A store that refuses leaves a child to `baton cancel`."""
-    if state.status == "running" or not any(h.subrun for h in state.handlers.values()):
+    waits for them now. Found from the run's own tasks, not the runs index (which a
+    coordinator would have to bring up to date first); each child cancels its own in
+    turn. A store that refuses leaves a child to `baton cancel`."""
+    capable = {c for h in state.handlers.values() if h.subrun for c in h.capabilities}
+    if state.status == "running" or not capable:
         return
     why = f"its parent run {state.run_id} {state.status}"
-    for _, child in store.tree(state.run_id):
-        if child.status == "running":
+    for record in state.tasks.values():
+        if record.task.capability not in capable:
+            continue
+        for attempt in range(1, record.attempts + 1):
+            child = child_run_id(state.run_id, f"{record.task.id}#{attempt}")
             with suppress(BatonError):
-                cancel(store, child.run_id, f"{why} (run {child.run_id} is under it)", alive)
+                last = store.last_seq(child)
+                if last and store.read(child, after=last - 1)[-1].type not in ENDINGS:
+                    cancel(store, child, f"{why} (run {child} is under it)", alive)
 
 
 def requested(store: EventStore, run_id: str) -> CancelRequested | None:

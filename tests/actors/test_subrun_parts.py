@@ -10,6 +10,7 @@ import pytest
 
 import baton
 from baton import Assignment, Spec, Task
+from baton.actors.inbox import cancel_orphans, inbox_id
 from baton.actors.subrun import ChildRunFailedError, RunContext, _outcome, _run_child
 from baton.actors.worker import Worker
 from baton.events.errors import BadSpecError
@@ -17,6 +18,7 @@ from baton.events.tree import ParentLink
 from baton.testing import Scenario
 from tests.fixtures.policies import GiveUpAtOnce
 from tests.fixtures.specs import counting, handlers
+from tests.fixtures.tree import TEAM
 
 ASSIGNMENT = Assignment(id="b.c#1", task_id="b.c", attempt=1, handler="team",
                         capability="audit", instructions="", context_digest="-")
@@ -63,3 +65,26 @@ def test_the_outcome_of_a_child_is_read_from_its_last_event(tmp_path: Path) -> N
     assert _outcome("p.a-1", url) == {"x": {"count": 3}}
     with pytest.raises(ChildRunFailedError, match=r"child run p\.a-2 failed: required task"):
         _outcome("p.a-2", url)
+
+
+def test_a_run_that_ends_cancels_the_child_of_an_attempt_it_gave_up(tmp_path: Path) -> None:
+    """The first attempt timed out while its child still ran; the retry's child answered
+    and the run completed. Its end cancels the first child (its answer no longer
+    counts) and leaves the second as it was."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    with baton.open_store(url) as store:
+        for attempt in (1, 2):
+            child = Scenario([counting("t")], handlers("h"), run_id=f"top.pkg-{attempt}",
+                             store=store,
+                             parent=ParentLink(run_id="top", assignment_id=f"pkg#{attempt}"))
+        child.succeed("t#1", {"count": 1})
+        top = Scenario([Task(id="pkg", capability="audit")], TEAM, run_id="top", store=store)
+        top.time_out("pkg#1")
+        top.succeed("pkg#2", child.state.output)
+        assert top.state.status == "completed"
+        cancel_orphans(store, top.state, alive=lambda run_id: False)
+        assert store.state("top.pkg-1").status == "failed"
+        [asked] = store.read(inbox_id("top.pkg-1"))
+        assert asked.note == "its parent run top completed (run top.pkg-1 is under it)"
+        assert store.state("top.pkg-2").status == "completed"
+        assert store.read(inbox_id("top.pkg-2")) == []
