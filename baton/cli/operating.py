@@ -18,6 +18,7 @@ from baton.events.errors import (
     BatonError,
     RunInterrupted,
 )
+from baton.events.schema import ENDINGS
 from baton.events.store import open_store, store_url
 from baton.events.store.sealing import KEY_ENV, new_key
 
@@ -209,8 +210,8 @@ def cancel(
     """Cancel a run: in-flight work is abandoned and the run fails, recorded so.
 
     The runs its subruns started that are still going are cancelled too, each recorded
-    in its own log. A live coordinator takes the request up within a second; a run
-    nobody is driving is cancelled in its log at once.
+    in its own log (those of a run that has ended, alone). A live coordinator takes the
+    request up within a second; a run nobody is driving is cancelled in its log at once.
     """
     from .watching import attached_and_alive, status_of  # (registered after these)
 
@@ -219,8 +220,14 @@ def cancel(
         def alive(run: str) -> bool:
             return attached_and_alive(run, address)
 
-        people.cancel(log, run_id, note, alive)
+        last = log.require_run(run_id)
+        ended = ENDINGS.get(log.read(run_id, after=last - 1)[-1].type)
+        if ended is None:
+            people.cancel(log, run_id, note, alive)
         children = people.cancel_children(log, run_id, f"run {run_id} was cancelled", alive)
+        if ended is not None and not children:
+            raise BadInputError(f"run {run_id} has already {ended}, and no run under it is "
+                                "still going: there is nothing to cancel")
     report = status_of(run_id, url)
     if as_json:
         emit_json({**report, "children_cancelled": children})

@@ -75,6 +75,9 @@ def test_cancel_reaches_every_run_under_it_still_going_each_in_its_own_log(
     code, shown = baton("wait", "top", "--store", store_url, "--json")
     assert code == 1 and {r["status"] for r in json.loads(shown)["tree"]["runs"]} == {
         "failed", "completed"}
+    code, shown = baton("cancel", "top", "--store", store_url)
+    assert code == 2 and "run top has already failed, and no run under it is still going: " \
+                         "there is nothing to cancel" in shown
 
 
 def test_trace_goes_down_the_tree_and_replay_verifies_it_whole(store_url: str) -> None:
