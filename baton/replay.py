@@ -4,7 +4,8 @@
     with open_store("sqlite:///.baton/baton.db") as store:
         report = replay.verify(store, "run-…")           # every decision reproduced?
         tree = replay.verify_tree(store, "run-…")        # and every run under it, linked?
-        state = replay.state_at(store, "run-…", 120)     # the run as it stood at seq 120
+        book = replay.ledger_at(store, "run-…", 120)     # its ledger as it stood at seq 120
+        state = replay.state_at(store, "run-…", 120)     # its whole state there
         what_if = replay.counterfactual(store, "run-…", MyPolicy())
         new = replay.fork(store, "run-…", at=119, spec="fixed.py")
     import baton
@@ -40,6 +41,7 @@ from baton.projections.counterfactual import counterfactual as _counterfactual
 from baton.projections.diff import RunDiff
 from baton.projections.diff import diff as diff_runs
 from baton.projections.fork import copy_prefix, record_fork
+from baton.projections.moment import ledger_at
 from baton.projections.trace import trace
 from baton.projections.tree import (
     BrokenLink,
@@ -70,6 +72,7 @@ __all__ = [
     "counterfactual",
     "diff_runs",
     "fork",
+    "ledger_at",
     "recorded_policy",
     "state_at",
     "trace",

@@ -46,10 +46,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def every_run_verified(request: pytest.FixtureRequest,
                        monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """After each test, replay every run in every store the test opened and require that
-    each decision is reproduced (invariant 7), with the policy the run recorded."""
+    each decision is reproduced (invariant 7), with the policy the run recorded; and
+    that its ledger read from the timeline at many seqs is the one its log folds to."""
     from baton.events.errors import EncryptionKeyError
     from baton.events.store import EventStore, open_store
     from baton.replay import verify
+    from tests.moments import assert_moments_match
 
     opened: list[EventStore] = []
     original = EventStore.__init__
@@ -91,6 +93,7 @@ def every_run_verified(request: pytest.FixtureRequest,
                 assert report.reproduced, (
                     f"run {info.run_id} in {store.url} does not replay:\n"
                     + report.divergence.describe())  # type: ignore[union-attr]
+                assert_moments_match(log, info.run_id)
 
 
 @pytest.fixture

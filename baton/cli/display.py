@@ -14,7 +14,7 @@ from rich.table import Table
 
 from baton.actors.progress import RunProgress, RunResult
 from baton.events.errors import EXIT_DONE, EXIT_FAILED, EXIT_INTERRUPTED, RunInterrupted
-from baton.projections.ledger import Ledger, TaskLine
+from baton.projections.ledger import Ledger
 
 from .common import emit_json, err, out, styled
 
@@ -149,7 +149,8 @@ def print_ledger(book: Ledger, show_all: bool) -> None:
         parent, _, seq = book.forked_from.partition("@")
         out.print(f"forked from {parent} at seq {seq} (baton diff {parent} {book.run_id})",
                   highlight=False)
-    shown = book.tasks if show_all or len(book.tasks) <= SHOW_ROWS else _worth_showing(book)
+    shown = (book.tasks if show_all or len(book.tasks) <= SHOW_ROWS
+             else book.worth_showing(SHOW_ROWS))
     out.print(fitted_table(
         ("task", "status", "attempts", "handler"), "outcome", 24,
         [(line.id + ("" if line.required else " (optional)"), line.status,
@@ -184,12 +185,3 @@ def fitted_table(
     for first, status, *rest in rows:
         table.add_row(first, styled(status), *rest)
     return table
-
-
-def _worth_showing(book: Ledger) -> list[TaskLine]:
-    """Every task that is not simply accepted, then accepted ones up to SHOW_ROWS."""
-    trouble = [t for t in book.tasks if t.status != "accepted" or t.attempts > 1]
-    room = max(0, SHOW_ROWS - len(trouble))
-    fine = [t for t in book.tasks if t.status == "accepted" and t.attempts <= 1][:room]
-    keep = {id(t) for t in trouble + fine}
-    return [t for t in book.tasks if id(t) in keep]

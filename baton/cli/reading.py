@@ -19,7 +19,7 @@ from baton.events.store.heartbeats import standing
 from baton.events.store.index import tree_order
 from baton.projections import log as readable
 from baton.projections.counterfactual import Counterfactual, TaskChange
-from baton.projections.ledger import ledger
+from baton.projections.ledger import Ledger
 from baton.projections.trace import as_dicts as trace_dicts
 from baton.projections.trace import transcript_lines
 from baton.projections.tree import TreeVerification, trace_down
@@ -95,9 +95,10 @@ def show(
     Exit code 0 when the run completed, 1 otherwise.
     """
     with run_log(run_id, store) as log:
-        book = ledger(log.read_recorded(run_id))
-    if as_json:
-        emit_json(book.as_dict())
+        book = debug.ledger_at(log, run_id)
+        shown = _with_outputs(log, book) if as_json else None
+    if shown is not None:
+        emit_json(shown)
     else:
         print_ledger(book, show_all)
     raise typer.Exit(EXIT_DONE if book.status == "completed" else EXIT_FAILED)
@@ -188,7 +189,8 @@ def replay(
     """Show a run's state at a seq, verify its decisions, or replay it under another policy.
 
     \b
-    baton replay RUN --until 120       the ledger as it stood after seq 120
+    baton replay RUN --until 120       the ledger as it stood after seq 120 (read at
+                                       once from the run's timeline, however long)
     baton replay RUN --verify          every decision reproduced? (exit 1 if not)
     baton replay RUN --verify --tree   and every run under it, and their links
     baton replay RUN --policy f.py:P   the same facts, decided by policy P
@@ -204,6 +206,7 @@ def replay(
     if until is not None and (policy or spec) and not verify:
         raise BadInputError("--until goes with --verify or alone; a replay under another "
                             "policy runs over the whole log")
+    shown: dict[str, object] | None = None
     with run_log(run_id, store) as log:
         chosen = (load_policy(policy) if policy else
                   load_spec(spec).policy if spec else None)
@@ -212,19 +215,26 @@ def replay(
         elif chosen is not None:
             what_if = debug.counterfactual(log, run_id, chosen)
         else:
-            last = log.last_seq(run_id)
-            if until is not None and not 1 <= until <= last:
-                raise BadInputError(f"run {run_id!r} has events 1 to {last}; --until {until} "
-                                    "is not one of them")
-            book = ledger(log.read_recorded(run_id, until=until))
+            book = debug.ledger_at(log, run_id, until)
+            shown = _with_outputs(log, book) if as_json else None
     if verify:
         _print_verification(report, as_json)
     if chosen is not None:
         _print_counterfactual(what_if, as_json)
-    if as_json:
-        emit_json(book.as_dict())
+    if shown is not None:
+        emit_json(shown)
     else:
         print_ledger(book, show_all=False)
+
+
+def _with_outputs(log: EventStore, book: Ledger) -> dict[str, object]:
+    """The ledger as JSON, each task with its output as it stood then (the state at
+    that seq has them; the ledger read from the timeline does not)."""
+    state = debug.state_at(log, book.run_id, book.events)
+    shown = book.as_dict()
+    for task in shown["tasks"]:
+        task["output"] = state.tasks[task["id"]].output
+    return shown
 
 
 def _print_verification(report: Verification, as_json: bool) -> NoReturn:

@@ -108,12 +108,13 @@ def table(store: EventStore, run_ids: Iterable[str]) -> pa.Table:
 def columns(store: EventStore, run_id: str) -> pa.Table:
     """The run's rows without their data or its parent (what statistics read): from the
     columns kept beside its log, reading and deriving only the events no chunk covers."""
-    def data(first: int, end: int) -> list[bytes]:
-        return [r.data for r in store.read_raw(run_id, after=first - 1, until=end - 1)]
+    def uncovered(seq: int, end: int) -> pa.Table:
+        return derive([r.data for r in store.read_raw(run_id, after=seq - 1, until=end - 1)],
+                      run_id=run_id, first_seq=seq)
 
     last = store.require_every_seq(run_id)
     kept = store.column_chunks(run_id)
-    derived = _Kept(run_id, kept).columns(1, last, data)
+    derived = _Kept(run_id, kept).columns(1, last, uncovered)
     if last and derived.column("type")[-1].as_py() in ENDINGS:
         keep_derived(store, run_id, kept, derived)
     return pa.table([pa.repeat(pa.scalar(run_id, pa.string()), last),
@@ -121,6 +122,29 @@ def columns(store: EventStore, run_id: str) -> pa.Table:
                      *derived.columns],
                     schema=pa.schema([SCHEMA.field(name) for name in ("run_id", "seq",
                                                                        *DERIVED)]))
+
+
+def columns_between(store: EventStore, run_id: str, first: int, last: int,
+                    recorded_at: float | None = None) -> pa.Table:
+    """The query columns (DERIVED) of the run's seqs first … last, from the chunks
+    kept near them; the events no chunk covers are decoded (so a damaged one is named,
+    as a fold names it) and their columns taken as the coordinator takes them.
+    `recorded_at` is the time of the stimulus before `first`, which the decisions
+    opening the stretch carry."""
+    def decoded(seq: int, end: int) -> pa.Table:
+        events = store.read(run_id, after=seq - 1, until=end - 1)
+        lines = [chunks.line(event) for event in events]
+        if all(lines):
+            parsed = _parsed("\n".join(lines).encode(), len(lines))  # type: ignore[arg-type]
+            if parsed is not None:
+                return _timed(parsed)
+        # A text with a line break, which no line holds: read out of the records.
+        return derive([r.data for r in store.read_raw(run_id, after=seq - 1, until=end - 1)],
+                      run_id=run_id, first_seq=seq)
+
+    reader = _Kept(run_id, store.columns.kept(run_id, near=(first, last)))
+    reader.recorded_at = pa.scalar(recorded_at, pa.float64())
+    return reader.columns(first, last - first + 1, decoded)
 
 
 def keep_derived(store: EventStore, run_id: str, kept: list[tuple[int, int, bytes]],
@@ -287,8 +311,8 @@ class _Kept:
     def rows(self, page: Packed | Sequence[LogRow]) -> pa.RecordBatch:
         """Export rows for the run's next consecutive records."""
         first, data = _binary(page, self.run_id)
-        derived = self.columns(first, len(data), lambda seq, end: (
-            data.slice(seq - first, end - seq).to_pylist()))
+        derived = self.columns(first, len(data), lambda seq, end: derive(
+            data.slice(seq - first, end - seq).to_pylist(), run_id=self.run_id, first_seq=seq))
         return pa.RecordBatch.from_arrays(
             [pa.repeat(pa.scalar(self.run_id, pa.string()), len(data)),
              _seqs(first, len(data)),
@@ -314,9 +338,9 @@ class _Kept:
                 offset += rows
 
     def columns(self, first: int, count: int,
-                data: Callable[[int, int], list[bytes]]) -> pa.Table:
-        """The columns of seqs first … first + count - 1; `data(seq, end)` gives the
-        bytes of seqs seq … end - 1."""
+                uncovered: Callable[[int, int], pa.Table]) -> pa.Table:
+        """The columns of seqs first … first + count - 1; `uncovered(seq, end)` gives
+        those of seqs seq … end - 1, which no chunk covers."""
         parts: list[pa.Table] = []
         seq, end = first, first + count
         for start, rows, _ in self.chunks:
@@ -331,12 +355,12 @@ class _Kept:
             if chunk is None:  # damaged: derived like any event no chunk covers
                 continue
             if start > seq:
-                parts.append(derive(data(seq, start), run_id=self.run_id, first_seq=seq))
+                parts.append(uncovered(seq, start))
                 seq = start
             parts.append(chunk.slice(seq - start, stop - seq))
             seq = stop
         if seq < end:
-            parts.append(derive(data(seq, end), run_id=self.run_id, first_seq=seq))
+            parts.append(uncovered(seq, end))
         # Each part was derived on its own: the decisions opening one are timed by the
         # stimulus that ends the one before.
         carried = []

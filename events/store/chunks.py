@@ -37,6 +37,7 @@ from .sealing import Sealer
 TOPIC = "baton.columns:csv2"  # changes whenever a chunk's layout does (csv1: no usage)
 SIZE = 4096  # events a chunk covers
 KEPT_AT_CLOSE = 64  # fewer pending events than this are left for readers to derive
+NEAR = 4  # chunks before a stretch that a reader of it looks for one reaching into it
 
 
 @dataclass
@@ -105,12 +106,18 @@ class ColumnChunks:
             return False
         return True
 
-    def kept(self, run_id: str) -> list[tuple[int, int, bytes]]:
+    def kept(self, run_id: str, *, near: tuple[int, int] | None = None
+             ) -> list[tuple[int, int, bytes]]:
         """The run's kept chunks: (first seq, events, lines), in seq order, none
-        overlapping; the events between them are for the reader to derive."""
+        overlapping; the events between them are for the reader to derive. `near`
+        (first, last): only those filed from NEAR chunks before `first` to `last`, for
+        a reader of that stretch (a longer chunk reaching into it is left out: its
+        events are derived)."""
         found: list[tuple[int, int, bytes]] = []
         covered = 0
-        for stored in self.recorder.select_events(stream(run_id)):
+        after, until = (None, None) if near is None else (max(0, near[0] - NEAR * SIZE),
+                                                           near[1])
+        for stored in self.recorder.select_events(stream(run_id), gt=after, lte=until):
             first = stored.originator_version
             if stored.topic != TOPIC or first <= covered:
                 continue
