@@ -57,7 +57,6 @@ from .stimuli import (
 
 INBOX_POLL_S = 1.0
 RESTART_GRACE_S = 60.0  # how long timed work waits to be sent, with no replica up, at most
-SNAPSHOT_EVERY = 20_000  # events, at least, between two snapshots of the run's state
 
 
 class Coordinator:
@@ -94,7 +93,6 @@ class Coordinator:
         self.pool = Pool.named(workers, concurrency)
         self.state = self.patience.call(lambda: self.store.state(run_id), 0)
         self.resumed = self.state.seq > 0  # the log was there before this actor
-        self.snapshot_seq = self.state.seq
         # Dispatched (and recorded), not yet sent, and the calls out to workers.
         self.sender = Sender(self.pool, lambda worker, batch: worker.run.remote(batch),
                              throttles(rate_limits, self.store if self.resumed else None, run_id))
@@ -347,10 +345,8 @@ class Coordinator:
             elif isinstance(event, WorkerReplaced):
                 self._replace(event)
         self._send()
-        if snapshot_due(self.state.seq, self.snapshot_seq):
-            with faults.ignored():  # a cache: one refused is taken at a later turn
-                self.store.save_snapshot(self.state)
-                self.snapshot_seq = self.state.seq
+        with faults.ignored():  # a cache: one refused is taken at a later turn
+            if self.store.keep_state(self.state):
                 _settled()
 
     def _dispatch(self, decision: AssignmentDispatched) -> None:
@@ -433,13 +429,6 @@ class Coordinator:
     def peak_memory_mb(self) -> float:
         """The coordinator process's peak resident memory, in MB."""
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def snapshot_due(seq: int, last: int) -> bool:
-    """Is a snapshot of the state due at `seq`, the last one having been taken at `last`?
-    They are spaced geometrically, so keeping them costs O(1) per event, and a restart
-    folds at most a third of the log on top of the latest one."""
-    return seq - last >= max(SNAPSHOT_EVERY, last // 2)
 
 
 def _settled() -> None:

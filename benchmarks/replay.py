@@ -7,8 +7,8 @@ would have taken them. Then, each beside what it replaces or is measured against
 - ledger_at: the ledger at random seqs (seeded), read from the run's timeline (target:
   <= 200 ms), beside folding the log to those seqs, as `replay --until` did before; and
   the first read, which derives the timeline and keeps it;
-- state_at: the state at random seqs, from the nearest snapshot plus the tail (target:
-  <= 500 ms, stretch 50 ms);
+- state_at: the state at random seqs, from the nearest full snapshot, the deltas after it
+  and the tail (target: <= 500 ms, stretch 50 ms), beside folding the log to those seqs;
 - verify: every stimulus re-decided and every decision compared with its stored bytes
   (target: >= 100,000 events/s), beside the eventsourcing library's own Aggregate
   reconstructing an aggregate of as many events from SQLite.
@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 
 from baton import HandlerInfo, Task, open_store
-from baton.actors.coordinator import snapshot_due
 from baton.events.decider import decide_in_place
 from baton.events.model import Execution, Result
 from baton.events.policy import DefaultPolicy
@@ -37,7 +36,7 @@ from baton.replay import ledger_at, state_at, verify
 from workload import eventsourcing_reference, machine, scratch_dir
 
 SAMPLES = 12
-FOLDED = 3  # of those seqs, how many the fold's ledger is measured at (it takes seconds)
+FOLDED = 3  # of those seqs, how many the fold is measured at (it takes seconds)
 EPOCH = 1_800_000_000.0  # when a timed run begins
 
 
@@ -49,7 +48,7 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
     plan = tuple(Task(id=f"t{i}", capability="work", inputs={"item": i}) for i in range(tasks))
     handlers = tuple(HandlerInfo(name=f"w{j}", capabilities=("work",), capacity=8)
                      for j in range(2))
-    state, policy, snapshot_at = RunState(), DefaultPolicy(), 0
+    state, policy = RunState(), DefaultPolicy()
     with open_store(url) as store, collector_paused():
         pending = decide_in_place(state, RunRequested(run_id=run_id, seq=1, tasks=plan,
                                                       handlers=handlers,
@@ -67,9 +66,7 @@ def record_run(url: str, run_id: str, events: int, *, timed: bool = False) -> in
                 store.append(run_id, [e for e, _ in pending], state.seq - len(pending),
                              [b for _, b in pending])
                 pending = []
-                if snapshot_due(state.seq, snapshot_at):  # the coordinator's schedule
-                    store.save_snapshot(state)
-                    snapshot_at = state.seq
+                store.keep_state(state)  # as a coordinator keeps them
         assert state.status == "completed"
     return state.seq
 
@@ -90,6 +87,8 @@ def main() -> None:
             folded = [timed(lambda seq=seq: ledger(store.read_recorded("bench", until=seq)))
                       for seq in seqs[::SAMPLES // FOLDED][:FOLDED]]
             states = [timed(lambda seq=seq: state_at(store, "bench", seq)) for seq in seqs]
+            unkept = [timed(lambda seq=seq: store.state("bench", until=seq, from_snapshot=False))
+                      for seq in seqs[::SAMPLES // FOLDED][:FOLDED]]
             started = time.perf_counter()
             report = verify(store, "bench", DefaultPolicy())
             verifying = time.perf_counter() - started
@@ -103,7 +102,9 @@ def main() -> None:
           f"{before / median:>6,.0f}x   (before: the log folded to the seq, "
           f"{len(folded)} of the seqs)")
     print(f"{'  first read, ms':<28} {first:>10,.1f}   (derives the timeline and keeps it)")
-    print(f"{'state_at, ms':<28} {statistics.median(states):>10,.1f} {max(states):>10,.1f}")
+    median, before = statistics.median(states), statistics.median(unkept)
+    print(f"{'state_at, ms':<28} {median:>10,.1f} {max(states):>10,.1f} {before:>10,.0f} "
+          f"{before / median:>6,.0f}x   (before: the log folded to the seq)")
     print(f"{'verify, events/s':<28} {rate:>10,.0f} {'':>10} {reference:>10,.0f} "
           f"{rate / reference:>6.2f}x   (against: eventsourcing's Aggregate reconstruction)")
     print(f"median of {SAMPLES} random seqs; targets on 1,000,000 events: ledger_at <= 200 ms, "

@@ -18,13 +18,13 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
 from baton import HandlerInfo, Task
-from baton.actors.coordinator import snapshot_due
 from baton.events.decider import decide_in_place
 from baton.events.model import Result
 from baton.events.policy import DefaultPolicy
 from baton.events.schema import Envelope, ResultReceived, RunRequested
 from baton.events.state import RunState
 from baton.events.store import collector_paused
+from baton.events.store.repository import full_due
 
 
 def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], float]:
@@ -39,7 +39,7 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
     request = RunRequested(run_id=run_id, seq=1, tasks=plan, handlers=handlers)
     log: list[Envelope] = [event for event, _ in decide_in_place(state, request, policy)]
     # The collector is kept from rescanning what lives long as the coordinator keeps it:
-    # frozen once the plan is in, and again at each of its snapshots' seqs.
+    # frozen once the plan is in, and again at each of its full snapshots' seqs.
     gc.freeze()
     frozen_at = state.seq
     while state.in_flight:
@@ -48,7 +48,7 @@ def generate_run(tasks: int, run_id: str = "bench") -> tuple[list[Envelope], flo
                                   result=Result(assignment_id=aid, output={"lines": 42}))
         log.append(received)
         log.extend(event for event, _ in decide_in_place(state, received, policy)[1:])
-        if snapshot_due(state.seq, frozen_at):
+        if full_due(state.seq, frozen_at):
             gc.freeze()
             frozen_at = state.seq
     seconds = time.perf_counter() - started

@@ -35,6 +35,7 @@ class TaskRecord:
         "lost",
         "output",
         "pinned",
+        "queued_at",
         "received",
         "status",
         "task",
@@ -55,6 +56,7 @@ class TaskRecord:
         self.feedback: tuple[str, ...] = ()
         self.pinned: str | None = None  # handler the next attempt must go to
         self.token = 0  # which queue entry is live; older entries are stale
+        self.queued_at = 0  # the run's count of enqueues when this task last joined a queue
         self.received: Json = None  # output awaiting validation
         self.output: Json = None  # accepted output
         self.escalation: str | None = None
@@ -117,11 +119,11 @@ def reopened_by(sent_back: Collection[str], tasks: Mapping[str, TaskRecord],
 
 
 def reopen(sent_back: Mapping[str, str], tasks: Mapping[str, TaskRecord],
-           dependents: Mapping[str, Collection[str]]) -> int:
+           dependents: Mapping[str, Collection[str]]) -> list[str]:
     """Open again the tasks a check sent back, and the accepted tasks that used their
     outputs: each blocked on the dependencies it waits for again, its output set aside
     (the log keeps it). A task sent back that waits on another is told why now; the
-    recovery rule chooses what becomes of the others. How many were reopened."""
+    recovery rule chooses what becomes of the others. The tasks reopened."""
     again = reopened_by(sent_back, tasks, dependents)
     for task_id in again:
         tasks[task_id].status, tasks[task_id].output = "blocked", None
@@ -130,7 +132,7 @@ def reopen(sent_back: Mapping[str, str], tasks: Mapping[str, TaskRecord],
         record.blockers = sum(tasks[d].status != "accepted" for d in record.task.dependencies)
         if record.blockers and task_id in sent_back:
             record.feedback = (*record.feedback, sent_back[task_id])
-    return len(again)
+    return again
 
 
 _TALLIES: dict[tuple[tuple[str, int], ...], tuple[tuple[str, int], ...]] = {}

@@ -87,6 +87,8 @@ class RunState:
         self.output: Json = None
         self.error = ""
         self.spend = Spend()  # against the run's budget, if it has one
+        self.enqueued = 0  # how many times a task has joined a queue: each one's place
+        self.changed: set[str] | None = None  # tasks changed since the last snapshot, if kept
         self.frozen = False
 
     # --- reading -----------------------------------------------------------------------
@@ -115,18 +117,15 @@ class RunState:
         """An independent, unfrozen copy (O(tasks))."""
         clone = RunState()
         clone.__dict__.update(self.__dict__)
-        clone.handlers = dict(self.handlers)
-        clone.by_capability = dict(self.by_capability)
-        clone.load = dict(self.load)
-        clone.streak = dict(self.streak)
+        clone.handlers, clone.by_capability = dict(self.handlers), dict(self.by_capability)
+        clone.load, clone.streak = dict(self.load), dict(self.streak)
+        clone.in_flight, clone.escalations = dict(self.in_flight), dict(self.escalations)
         clone.tasks = {tid: r.copy() for tid, r in self.tasks.items()}
         clone.dependents = {tid: deque(d) for tid, d in self.dependents.items()}
         clone.ready = {c: deque(q) for c, q in self.ready.items()}
         clone.pinned = {h: deque(q) for h, q in self.pinned.items()}
-        clone.in_flight = dict(self.in_flight)
-        clone.escalations = dict(self.escalations)
         clone.spend = self.spend.copy()
-        clone.frozen = False
+        clone.changed, clone.frozen = None, False
         return clone
 
     def freeze(self) -> RunState:
@@ -221,14 +220,21 @@ class RunState:
                 if dep_record is None or dep_record.status != "accepted":
                     blockers += 1
             record = TaskRecord(task, len(self.tasks), blockers)
-            self.tasks[task.id] = record
+            self.tasks[task.id] = self._touch(record)
             self.open_tasks = self.open_tasks + 1
             if blockers == 0:
                 self._enqueue(record, self.ready[task.capability])
 
+    def _touch(self, record: TaskRecord) -> TaskRecord:
+        """`record`, noted as changed for the next snapshot (when they are kept)."""
+        if self.changed is not None:
+            self.changed.add(record.task.id)
+        return record
+
     def _enqueue(self, record: TaskRecord, queue: deque[tuple[str, int]]) -> None:
-        record.status = "queued"
+        self._touch(record).status = "queued"
         record.token = record.token + 1
+        self.enqueued = record.queued_at = self.enqueued + 1
         queue.append((record.task.id, record.token))
         self.queued = self.queued + 1
 
@@ -251,22 +257,18 @@ class RunState:
 
     def _on_dispatched(self, e: AssignmentDispatched) -> None:
         a = e.assignment
-        record = self.tasks[a.task_id]
+        record = self._touch(self.tasks[a.task_id])
         if record.current == a.id:
             return  # the same attempt dispatched again after a restart
         if record.status == "queued":
             self.queued = self.queued - 1
             queue = self.pinned[record.pinned] if record.pinned else self.ready[a.capability]
             self._dequeue(queue, record)
-        record.status = "in_flight"
-        record.assignment = a
-        record.attempts = a.attempt
-        record.handler = a.handler
-        record.pinned = None
+        record.status, record.assignment, record.attempts = "in_flight", a, a.attempt
+        record.handler, record.pinned, record.received = a.handler, None, None
         tried = dict(record.tried)
         tried[a.handler] = tried.get(a.handler, 0) + 1
         record.tried = shared_tally(tuple(tried.items()))
-        record.received = None
         self.load[a.handler] = self.load[a.handler] + 1
         self.in_flight[a.id] = a.task_id
 
@@ -274,26 +276,23 @@ class RunState:
         self.spend.add(e.result.usage)  # stale or not: it was spent
         task_id = self.in_flight.get(e.result.assignment_id)
         if task_id is not None:
-            self.tasks[task_id].received = e.result.output
+            self._touch(self.tasks[task_id]).received = e.result.output
 
     def _note_inbox(self, e: HumanAnswered | CancelRequested) -> None:
         if e.inbox_seq is not None:
             self.inbox_seen = max(self.inbox_seen, e.inbox_seq)
 
-    def _on_cancel_requested(self, e: CancelRequested) -> None:
-        self._note_inbox(e)
-
     def _on_human_answered(self, e: HumanAnswered) -> None:
         self._note_inbox(e)
         task_id = self.escalations.get(e.escalation_id)
         if task_id is not None and e.action == "accept":
-            self.tasks[task_id].received = e.output
+            self._touch(self.tasks[task_id]).received = e.output
 
     def _release(self, assignment: str | None) -> None:
         task_id = self.in_flight.get(assignment) if assignment else None
         if task_id is None or assignment is None:
             return
-        record = self.tasks[task_id]
+        record = self._touch(self.tasks[task_id])
         handler = record.handler
         assert handler is not None
         del self.in_flight[assignment]
@@ -323,7 +322,7 @@ class RunState:
         if record is not None and record.handler and e.failure.kind == "worker_lost":
             lost = dict(record.lost)
             lost[record.handler] = lost.get(record.handler, 0) + 1
-            record.lost = tuple(lost.items())
+            self._touch(record).lost = tuple(lost.items())
 
     def _on_timer(self, e: TimerFired) -> None:
         self._failed_attempt(e.assignment_id)
@@ -331,7 +330,7 @@ class RunState:
     def _on_validated(self, e: ResultValidated) -> None:
         if e.outcome == "ignored":
             return
-        record = self.tasks[e.task_id]
+        record = self._touch(self.tasks[e.task_id])
         if e.outcome == "rejected":
             self._failed_attempt(e.assignment_id)
             self._release(e.assignment_id)
@@ -349,12 +348,12 @@ class RunState:
             dependent = self.tasks.get(dep_id)
             if dependent is None or dependent.status != "blocked":
                 continue
-            dependent.blockers = dependent.blockers - 1
+            self._touch(dependent).blockers = dependent.blockers - 1
             if dependent.blockers == 0:
                 self._enqueue(dependent, self.ready[dependent.task.capability])
 
     def _on_recovery(self, e: RecoveryChosen) -> None:
-        record = self.tasks[e.task_id]
+        record = self._touch(self.tasks[e.task_id])
         self._release(e.assignment_id)
         if e.action in ("retry", "reassign"):
             assert e.handler is not None
@@ -376,15 +375,17 @@ class RunState:
         if not e.task_id:  # about the run: its budget, and which limit was reached
             self.spend.escalation, self.spend.asked = e.escalation_id, e.reason.facts["limit"]
             return
-        record = self.tasks[e.task_id]
+        record = self._touch(self.tasks[e.task_id])
         record.status = "escalated"
         record.escalation = e.escalation_id
         self.escalations[e.escalation_id] = e.task_id
 
     def _on_results_checked(self, e: ResultsChecked) -> None:
         if e.verdict.sent_back:  # those tasks, and the ones that used them, are open again
-            again = reopen(e.verdict.sent_back, self.tasks, self.dependents)
-            self.accepted, self.open_tasks = self.accepted - again, self.open_tasks + again
+            again = [self._touch(self.tasks[task_id]) for task_id in
+                     reopen(e.verdict.sent_back, self.tasks, self.dependents)]
+            self.accepted, self.open_tasks = (self.accepted - len(again),
+                                              self.open_tasks + len(again))
 
     def _on_completed(self, e: RunCompleted) -> None:
         self.status, self.output, self.spend.escalation = "completed", e.output, None
@@ -409,7 +410,7 @@ class RunState:
         FailureReported: _on_failure,
         TimerFired: _on_timer,
         HumanAnswered: _on_human_answered,
-        CancelRequested: _on_cancel_requested,
+        CancelRequested: _note_inbox,
         CoordinatorRestarted: _ignore,
         BudgetTimerFired: _on_budget_timer,
         BudgetRaised: _on_budget_raised,

@@ -297,8 +297,13 @@ class EventStore:
         return self.repository.state(run_id, until=until, from_snapshot=from_snapshot)
 
     def save_snapshot(self, state: RunState) -> None:
-        """Keep `state` for later folds to start from: `Repository.save_snapshot`."""
+        """Keep `state` for later folds to start from, now: `Repository.save_snapshot`."""
         self.repository.save_snapshot(state)
+
+    def keep_state(self, state: RunState) -> bool:
+        """Keep a snapshot of `state` if one is due (True: a full one):
+        `Repository.keep`."""
+        return self.repository.keep(state)
 
     def runs(self) -> list[RunInfo]:
         """Every run in the store, newest first: `RunsIndex.runs`."""

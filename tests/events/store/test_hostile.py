@@ -208,10 +208,10 @@ def test_a_snapshot_of_another_run_is_refused() -> None:
     """A snapshot filed under this run but holding another's state: the fold from it
     fails naming the run and the snapshot's seq."""
     other = stored([CODEC.encode(e) for e in recorded_run("other")], run_id="other")
-    theirs = snapshot.encode_state(other.state("other", until=6))
+    topic, theirs = snapshot.encode(other.state("other", until=6))
     with stored(RECORDS) as store:
         assert store.repository.snapshots is not None
-        store.repository.snapshots.insert_events([StoredEvent(RUN, 6, snapshot.TOPIC, theirs)])
+        store.repository.snapshots.insert_events([StoredEvent(RUN, 6, topic, theirs)])
         with pytest.raises(BadLogError) as error:
             store.state(RUN)
         assert error.value.run_id == RUN and error.value.seq == 6

@@ -1,0 +1,214 @@
+"""A state read back from a chain of snapshots (snapshot.py), its task records each made
+a TaskRecord only when touched.
+
+A run of a third of a million tasks has as many records, and decoding every one was
+most of what loading its state cost: seconds. `Records` is such a state's `tasks`: a
+record is decoded the first time it is looked up (its snapshot's records file is read a
+batch at a time); a walk over them all (the plan view at a run's end, a copy, the next
+full snapshot) decodes the rest, and from then on it is a dict in plan order like any.
+The queues and the dependents are rebuilt whole from the snapshots' lines: a queue holds
+its live entries in the order they joined it (the stale entries a fold leaves behind
+were only ever skipped).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..model import Assignment, Task
+from ..record import TaskRecord, shared_tally
+from ..state import RunState
+from .snapshot import BLOCK, Head, Layer, head_fields
+
+Queue = deque[tuple[str, int]]
+
+
+def restore(layers: list[Layer]) -> RunState:
+    """The state a chain of snapshots holds (its full one first, then its deltas)."""
+    chain = Chain(layers)
+    head = layers[-1].head
+    state = RunState.__new__(RunState)
+    state.__dict__.update(head_fields(head))
+    state.tasks = Records(chain)
+    state.ready, state.pinned = chain.queues(head)
+    state.dependents = chain.dependents()
+    state.changed, state.frozen = None, False
+    return state
+
+
+class Chain:
+    """The records a chain of snapshots holds: for each place in plan order, the layer
+    with its latest version and its row there, and where its task is."""
+
+    def __init__(self, layers: list[Layer]):
+        self.layers = layers
+        self.count = layers[-1].head["tasks"]
+        self.in_full = layers[0].head["tasks"]
+        self.layer_of = [0] * self.count  # the full snapshot's rows are in plan order
+        self.row_of = list(range(self.count))
+        self.task_at: dict[int, tuple[int, int]] = {}  # of a place past the full one's
+        for k, layer in enumerate(layers[1:], start=1):
+            new_from = layer.head.get("new_from", self.count)
+            for row, place in enumerate(layer.line.column("index").to_pylist()):
+                self.layer_of[place], self.row_of[place] = k, row
+                if place >= new_from:
+                    self.task_at[place] = (k, row)
+        self._batches: dict[tuple[int, int], dict[str, list[Any]]] = {}
+
+    @cached_property
+    def ids(self) -> list[str]:
+        """Every task id, in plan order."""
+        ids: list[str] = self.layers[0].line.column("id").to_pylist()
+        ids.extend(self._field(*self.task_at[place], "id", line=True)
+                   for place in range(self.in_full, self.count))
+        return ids
+
+    @cached_property
+    def places(self) -> dict[str, int]:
+        return dict(zip(self.ids, range(self.count), strict=True))
+
+    def record(self, place: int) -> TaskRecord:
+        """The record at `place`, decoded from its latest version."""
+        fields = self._batch(self.layer_of[place], self.row_of[place] // BLOCK)
+        at = self.row_of[place] % BLOCK
+        record = TaskRecord.__new__(TaskRecord)
+        layer, row = (0, place) if place < self.in_full else self.task_at[place]
+        record.task = Task.model_validate_json(self._field(layer, row, "task"))
+        for name in ("index", "status", "blockers", "attempts", "handler", "pinned",
+                     "token", "escalation", "queued_at"):
+            setattr(record, name, fields[name][at])
+        assignment = fields["assignment"][at]
+        record.assignment = None if assignment is None else (
+            Assignment.model_validate_json(assignment))
+        tried, lost = fields["tried"][at], fields["lost"][at]
+        record.tried = shared_tally(tuple((h, n) for h, n in json.loads(tried))) if tried else ()
+        record.lost = tuple((h, n) for h, n in json.loads(lost)) if lost else ()
+        record.feedback = tuple(fields["feedback"][at])
+        received, output = fields["received"][at], fields["output"][at]
+        record.received = None if received is None else json.loads(received)
+        record.output = None if output is None else json.loads(output)
+        return record
+
+    def _field(self, layer: int, row: int, name: str, *, line: bool = False) -> Any:
+        if line:
+            return self.layers[layer].line.column(name)[row].as_py()
+        return self._batch(layer, row // BLOCK)[name][row % BLOCK]
+
+    def _batch(self, layer: int, number: int) -> dict[str, list[Any]]:
+        """A batch of a layer's records file, as lists by column (decoded once)."""
+        found = self._batches.get((layer, number))
+        if found is None:
+            batch = self.layers[layer].records.get_batch(number)
+            found = self._batches[layer, number] = {
+                name: batch.column(name).to_pylist() for name in batch.schema.names}
+        return found
+
+    def queues(self, head: Head) -> tuple[dict[str, Queue], dict[str, Queue]]:
+        """The ready and pinned queues: the records queued, each in its queue, in the
+        order they joined."""
+        parts = []
+        later: pa.Array = pa.array([], pa.int32())  # places a later layer holds
+        for layer in reversed(self.layers):
+            line = layer.line
+            current = pc.invert(pc.is_in(line.column("index"), value_set=later))
+            parts.append(line.filter(pc.and_(current, pc.equal(line.column("status"),
+                                                               "queued"))))
+            later = pa.concat_arrays([later, line.column("index").combine_chunks()])
+        waiting = pa.concat_tables(parts)
+        waiting = waiting.take(pc.sort_indices(waiting.column("queued_at")))
+        pinned = waiting.column("pinned")
+        ready = {capability: self._queue(waiting.filter(pc.and_(
+            pc.is_null(pinned), pc.equal(waiting.column("capability"), capability))))
+            for capability in head["ready"]}
+        return ready, {handler: self._queue(waiting.filter(pc.fill_null(
+            pc.equal(pinned, handler), False))) for handler in head["pinned"]}
+
+    @staticmethod
+    def _queue(entries: pa.Table) -> Queue:
+        return deque(zip(entries.column("id").to_pylist(),
+                         entries.column("token").to_pylist(), strict=True))
+
+    def dependents(self) -> dict[str, deque[str]]:
+        """Each task's dependents, in plan order (each task's dependencies are in the
+        snapshot that first held it)."""
+        found: dict[str, deque[str]] = {}
+        for layer in self.layers:
+            line = layer.line.filter(pc.fill_null(
+                pc.greater(pc.list_value_length(layer.line.column("dependencies")), 0), False))
+            for task_id, dependencies in zip(line.column("id").to_pylist(),
+                                             line.column("dependencies").to_pylist(),
+                                             strict=True):
+                for dependency in dependencies:
+                    found.setdefault(dependency, deque()).append(task_id)
+        return found
+
+
+class Records(dict[str, TaskRecord]):
+    """A state's task records, decoded from its snapshots as they are touched. Looking a
+    task up is a dict's own lookup once it has been touched; only walking over them all,
+    or asking for a task never touched, goes through the chain."""
+
+    def __init__(self, chain: Chain):
+        super().__init__()
+        self.chain = chain
+        self.whole = False
+        self.added = 0  # records added after the snapshots
+
+    def __missing__(self, task_id: str) -> TaskRecord:
+        place = None if self.whole else self.chain.places.get(task_id)
+        if place is None:
+            raise KeyError(task_id)
+        record = self.chain.record(place)
+        dict.__setitem__(self, task_id, record)
+        return record
+
+    def __contains__(self, task_id: object) -> bool:
+        return dict.__contains__(self, task_id) or (
+            not self.whole and task_id in self.chain.places)
+
+    def get(self, task_id: str, default: Any = None) -> Any:
+        if task_id in self:  # (dict.get would not ask __missing__)
+            return self[task_id]
+        return default
+
+    def __setitem__(self, task_id: str, record: TaskRecord) -> None:
+        if task_id not in self:
+            self.added += 1
+        dict.__setitem__(self, task_id, record)
+
+    def __len__(self) -> int:
+        return dict.__len__(self) if self.whole else self.chain.count + self.added
+
+    def __iter__(self) -> Iterator[str]:
+        return dict.__iter__(self._whole())
+
+    def keys(self) -> KeysView[str]:  # type: ignore[override]
+        return dict.keys(self._whole())
+
+    def values(self) -> ValuesView[TaskRecord]:  # type: ignore[override]
+        return dict.values(self._whole())
+
+    def items(self) -> ItemsView[str, TaskRecord]:  # type: ignore[override]
+        return dict.items(self._whole())
+
+    def _whole(self) -> Records:
+        """Decode every record not yet touched, and order them all by plan."""
+        if not self.whole:
+            ids = self.chain.ids
+            kept = [(task_id, dict.get(self, task_id) or self.chain.record(place))
+                    for place, task_id in enumerate(ids)]
+            places = self.chain.places
+            added = [(task_id, record) for task_id, record in dict.items(self)
+                     if task_id not in places]
+            dict.clear(self)
+            dict.update(self, kept)
+            dict.update(self, added)
+            self.whole = True
+        return self
