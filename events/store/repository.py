@@ -3,8 +3,8 @@
 A snapshot is a cache of the log: losing one costs time, never facts. It is data only
 (snapshot.py), so reading one back runs no code, whoever wrote it, and it is sealed as
 the log's records are. The repository also keeps them, on a schedule (`keep`): a delta
-every DELTA events, a full snapshot when the chain since the last one has grown by half
-the run, so the state at any seq is a full snapshot, the deltas after it, and at most
+every DELTA events, a full snapshot when the run has doubled since the last one, so
+the state at any seq is a full snapshot, the deltas after it, and at most
 DELTA events of log to fold.
 """
 
@@ -130,8 +130,9 @@ class Repository:
 
 def full_due(seq: int, full: int) -> bool:
     """Is a full snapshot due at `seq`, the last having been taken at `full`? They are
-    spaced geometrically, so keeping them costs O(1) an event however long the run."""
-    return seq - full >= max(FULL_EVERY, full // 2)
+    spaced geometrically (each when the run has doubled since the last), so keeping them
+    costs O(1) an event however long the run, and a chain is at most half the run."""
+    return seq - full >= max(FULL_EVERY, full)
 
 
 @contextmanager

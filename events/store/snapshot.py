@@ -137,20 +137,28 @@ def encode(state: RunState, base: tuple[int, int, int] | None = None) -> tuple[s
                          key=lambda record: record.index)
         head["full"], head["base"], head["new_from"] = base[0], base[1], base[2]
         new_from = base[2]
+    if base is None:  # every task's dependencies, from the state's dependents
+        waits: dict[str, list[str]] = {}
+        for dependency, dependents in state.dependents.items():
+            for dependent in dependents:
+                waits.setdefault(dependent, []).append(dependency)
     return (FULL if base is None else DELTA,
             _framed(_HEAD.dump_json(head),  # type: ignore[arg-type]
-                    _stream(_line(records, new_from)),
+                    _stream(_line(records, new_from, waits if base is None else None)),
                     _file(_records(records, new_from))))
 
 
-def _line(records: list[TaskRecord], new_from: int) -> pa.Table:
+def _line(records: list[TaskRecord], new_from: int,
+          waits: dict[str, list[str]] | None) -> pa.Table:
+    """What rebuilding the queues and dependents reads of `records`: each new one's
+    dependencies (from `waits`, when every record is there)."""
     return pa.table({
         "index": [r.index for r in records], "id": [r.task.id for r in records],
         "status": [r.status for r in records], "token": [r.token for r in records],
         "queued_at": [r.queued_at for r in records], "pinned": [r.pinned for r in records],
         "capability": [r.task.capability for r in records],
-        "dependencies": [list(r.task.dependencies) if r.index >= new_from else None
-                         for r in records],
+        "dependencies": [waits.get(r.task.id, []) for r in records] if waits is not None
+        else [list(r.task.dependencies) if r.index >= new_from else None for r in records],
     }, schema=LINE)
 
 
