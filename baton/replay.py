@@ -29,10 +29,8 @@ from baton.actors.spec import (
     load_spec,
     policy_identity,
     require_handlers,
-    same_policy,
 )
-from baton.events.errors import BadSpecError, PolicyError
-from baton.events.model import schema_identity
+from baton.events.errors import BadInputError, BadSpecError, PolicyError
 from baton.events.policy import Policy
 from baton.events.schema import RunForked, RunRequested
 from baton.events.store import EventStore
@@ -56,6 +54,11 @@ from baton.projections.verification import (
     state_at,
     verify_log,
     verify_run,
+)
+from baton.recorded import (
+    Replaying,
+    load_schemas_of,
+    recorded_policy,
 )
 
 __all__ = [
@@ -84,35 +87,28 @@ __all__ = [
 
 
 def verify(
-    store: EventStore, run_id: str, policy: Policy | None = None, *, until: int | None = None
+    store: EventStore, run_id: str, policy: Policy | None = None, *, until: int | None = None,
+    parallel: int = 0, address: str | None = None,
 ) -> Verification:
     """Re-decide every stimulus in `run_id`'s log and compare with what was recorded.
 
     Without `policy`, each stretch of the log is replayed with the policy that decided
     it: the run's recorded spec (or policy), and for a fork, the fork's from its
     RunForked on. With `policy`, it decides throughout, and the notes say where it is
-    not the policy that ran (by qualified name and a hash of its source)."""
-    notes: list[str] = []
-    origins: list[RunRequested | RunForked] = []
-
-    def policy_for(origin: RunRequested | RunForked) -> Policy:
-        origins.append(origin)
-        if policy is not None:
-            load_schemas_of([origin], notes)
-        chosen = recorded_policy(origin) if policy is None else policy
-        name, source = policy_identity(chosen)
-        if same_policy((origin.policy, origin.policy_digest), (name, source)) is False:
-            where = ("the run" if isinstance(origin, RunRequested)
-                     else f"the fork from seq {origin.seq}")
-            how = "replaying with" if policy is not None else "its recorded spec now gives"
-            notes.append(f"{where} was decided by {origin.policy} (source "
-                         f"{origin.policy_digest or 'not recorded'}); {how} {name} (source "
-                         f"{source}), so a divergence may come from that difference")
-        return chosen
-
-    schemas = ImportedSchemas()
-    report = verify_run(store, run_id, policy_for, until=until, schemas=schemas)
-    return replace(report, notes=tuple(notes + schema_notes(origins, schemas)))
+    not the policy that ran (by qualified name and a hash of its source). With
+    `parallel` > 1, the log is verified in that many pieces at once on Ray workers (at
+    `address`, else this machine's cluster or a new local one): baton/parallel.py."""
+    if parallel > 1:
+        if policy is not None or until is not None:
+            raise BadInputError("a parallel verify replays the whole log with the policies "
+                                "it recorded: leave out --policy, --spec and --until")
+        from baton.parallel import verify_in_pieces
+        return verify_in_pieces(store, run_id, parallel, address,
+                                serially=lambda: verify(store, run_id))
+    replaying = Replaying(policy)
+    report = verify_run(store, run_id, replaying.policy_for, until=until,
+                        schemas=replaying.schemas)
+    return replace(report, notes=replaying.notes())
 
 
 def verify_tree(store: EventStore, run_id: str) -> TreeVerification:
@@ -124,53 +120,6 @@ def verify_tree(store: EventStore, run_id: str) -> TreeVerification:
     runs = [run_id, *runs_under(store.read, run_id)]
     return TreeVerification(tuple(verify(store, run) for run in runs),
                             tuple(broken_links(store.read, runs)))
-
-
-def load_schemas_of(origins: list[RunRequested | RunForked], notes: list[str]) -> None:
-    """Load the specs a run recorded, so the output schemas they define import: a spec
-    loaded from a file defines them in a module that only loading it makes."""
-    for origin in origins:
-        if origin.spec:
-            try:
-                load_spec(origin.spec)
-            except BadSpecError as error:
-                notes.append(f"the run's spec {origin.spec} did not load, so its output "
-                             f"schemas may not resolve: {error}")
-
-
-def schema_notes(origins: list[RunRequested | RunForked], schemas: ImportedSchemas
-                 ) -> list[str]:
-    """Where the output schemas a replay used are not the ones the run recorded."""
-    notes = []
-    requests = [o for o in origins if isinstance(o, RunRequested)]
-    for topic, recorded in (requests[0].schemas if requests else {}).items():
-        model = schemas.get(topic)
-        if model is None:
-            why = schemas.missing.get(topic, "not imported")
-            notes.append(f"output schema {topic} does not load here ({why}), so no output "
-                         "of its tasks could be judged as it was")
-        elif schema_identity(model) != recorded:
-            notes.append(f"output schema {topic} changed since the run (its JSON Schema "
-                         f"hashed {recorded}, now {schema_identity(model)}), so a divergence "
-                         "may come from that difference")
-    return notes
-
-
-def recorded_policy(origin: RunRequested | RunForked) -> Policy:
-    """The policy that decided a run (or a fork, from its RunForked on), loaded again
-    from where it was recorded."""
-    ref = origin.policy_ref if isinstance(origin, RunForked) else ""
-    if ref:
-        return load_policy(ref)
-    if origin.spec:
-        return load_spec(origin.spec).policy
-    if origin.policy:
-        try:
-            return load_policy(origin.policy)
-        except BadSpecError as error:
-            raise BadSpecError(f"run {origin.run_id!r} records no spec, and its policy "
-                               f"{origin.policy} does not load: {error}") from None
-    raise BadSpecError(f"run {origin.run_id!r} records neither its spec nor its policy")
 
 
 def counterfactual(store: EventStore, run_id: str, policy: Policy) -> Counterfactual:

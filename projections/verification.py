@@ -124,15 +124,18 @@ def verify_log(
     Python's cyclic collector is paused meanwhile, as for a fold: replaying makes many
     long-lived objects and no cycles, and its rescans cost a fifth of the time."""
     with collector_paused():
-        return _verified(log, policy, policy_for, decode or _codec_decode, complete, schemas)
+        count, divergence, _ = _verified(log, policy, policy_for, decode or _codec_decode,
+                                         complete, schemas, RunState())
+        return count, divergence
 
 
 def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyFor | None,
-              decode: Callable[[Recorded], Envelope], complete: bool,
-              schemas: Schemas) -> tuple[int, Divergence | None]:
-    state = RunState()
+              decode: Callable[[Recorded], Envelope], complete: bool, schemas: Schemas,
+              state: RunState) -> tuple[int, Divergence | None, str]:
+    """Re-decide the stimuli of `log`, which follows `state`: (the seq of the last event
+    read, the first divergence or None, the digest of the state the log led to)."""
     pending: list[tuple[Envelope, bytes]] = []  # decisions replay expects next in the log
-    count = 0  # events read; the last one read had seq `count`
+    count = state.seq  # the last event read had seq `count`
     items = iter(log)
     while True:
         try:
@@ -141,20 +144,20 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
             break
         except BadLogError as error:  # the store found a gap in what it holds
             return count, Divergence(error.seq or count + 1, "gap", digest=state.digest,
-                                     problem=error.detail)
+                                     problem=error.detail), state.digest
         count += 1
         event, seq, type_name, recorded = _unpacked(item)
         if seq != count:
             problem = "repeats an earlier seq" if seq < count else "has a gap"
             return count, Divergence(
                 seq, "repeat" if seq < count else "gap", recorded=event,
-                problem=f"expected seq {count}, found {seq}: the log {problem}")
+                problem=f"expected seq {count}, found {seq}: the log {problem}"), state.digest
         try:
             if type_name in STIMULUS_TYPES:
                 if pending:
                     extra = pending[-1][0]
                     return count, Divergence(extra.seq, "extra", replayed=extra,
-                                             digest=_digest(extra))
+                                             digest=_digest(extra)), state.digest
                 stimulus = event or decode(item)  # type: ignore[arg-type]
                 assert isinstance(stimulus, Stimulus)
                 if isinstance(stimulus, RunRequested | RunForked) and policy_for is not None:
@@ -171,14 +174,15 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
                     raise BadLogError("the log does not open with a stimulus",
                                       run_id=getattr(event, "run_id", ""), seq=seq)
                 event = event or decode(item)  # type: ignore[arg-type]
-                return count, Divergence(seq, "missing", recorded=event, digest=state.digest)
+                return count, Divergence(seq, "missing", recorded=event,
+                                         digest=state.digest), state.digest
             expected, replayed = pending.pop()
             if replayed == recorded or (recorded is None and expected == event):
                 continue
             event = event or decode(item)  # type: ignore[arg-type]
         except BadLogError as error:
             return count, Divergence(seq, "log", recorded=event, digest=state.digest,
-                                     problem=error.detail)
+                                     problem=error.detail), state.digest
         assert isinstance(event, Decision) and isinstance(expected, Decision)
         if event.state_digest != expected.state_digest:
             return count, Divergence(
@@ -186,14 +190,15 @@ def _verified(log: Iterable[LogItem], policy: Policy | None, policy_for: PolicyF
                 problem=f"{type(event).__name__} recorded state digest {event.state_digest}, "
                         f"but the log before it hashes to {expected.state_digest}: an event "
                         f"before seq {seq} was altered, removed or reordered after it was "
-                        "written")
+                        "written"), state.digest
         return count, Divergence(seq, "decision", event, expected,
                                  _differing(event, expected) or ("encoding",),
-                                 digest=expected.state_digest)
+                                 digest=expected.state_digest), state.digest
     if pending and complete:
         extra = pending[-1][0]
-        return count, Divergence(extra.seq, "extra", replayed=extra, digest=_digest(extra))
-    return count, None
+        return count, Divergence(extra.seq, "extra", replayed=extra,
+                                 digest=_digest(extra)), state.digest
+    return count, None, state.digest
 
 
 def _decided(
@@ -264,6 +269,19 @@ def verify_run(
                                    decode=store.decode, complete=until in (None, last),
                                    schemas=schemas)
     return Verification(run_id, count, divergence)
+
+
+def verify_piece(
+    store: EventStore, run_id: str, state: RunState, until: int, policy_for: PolicyFor,
+    policy: Policy | None, *, complete: bool, schemas: Schemas = NO_SCHEMAS,
+) -> tuple[int, Divergence | None, str]:
+    """Re-decide the stimuli of `run_id`'s log after `state` (the run at some seq that
+    ends a turn, decided from there by `policy`) up to `until`: (the seq of the last
+    event read, the first divergence or None, the digest of the state it led to).
+    `state` is folded on."""
+    with collector_paused():
+        return _verified(store.read_raw(run_id, after=state.seq, until=until), policy,
+                         policy_for, store.decode, complete, schemas, state)
 
 
 def state_at(store: EventStore, run_id: str, seq: int | None = None) -> RunState:

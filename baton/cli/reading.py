@@ -183,6 +183,12 @@ def replay(
         "--tree", help="With --verify: every run under RUN too (each with its own recorded "
         "policy), and each result a parent took from a child run byte for byte the child's "
         "output.")] = False,
+    parallel: Annotated[int, typer.Option(
+        "--parallel", metavar="N", min=0, help="With --verify: cut the log at its snapshots "
+        "into N pieces, verified at once on Ray workers (see --address), each from the "
+        "snapshot it begins at; the pieces must join. The same report as a serial verify.")
+    ] = 0,
+    address: Address = None,
     store: Store = None,
     as_json: AsJson = False,
 ) -> None:
@@ -193,10 +199,13 @@ def replay(
                                        once from the run's timeline, however long)
     baton replay RUN --verify          every decision reproduced? (exit 1 if not)
     baton replay RUN --verify --tree   and every run under it, and their links
+    baton replay RUN --verify --parallel 4   in 4 pieces at once, on Ray
     baton replay RUN --policy f.py:P   the same facts, decided by policy P
     """
     if policy and spec:
         raise BadInputError("give --policy or --spec, not both")
+    if parallel and (not verify or tree):
+        raise BadInputError("--parallel goes with --verify (of one run, not --tree)")
     if tree:
         if not verify or policy or spec or until is not None:
             raise BadInputError("--tree goes with --verify alone: each run of the tree is "
@@ -211,7 +220,8 @@ def replay(
         chosen = (load_policy(policy) if policy else
                   load_spec(spec).policy if spec else None)
         if verify:
-            report = debug.verify(log, run_id, chosen, until=until)
+            report = debug.verify(log, run_id, chosen, until=until, parallel=parallel,
+                                  address=address)
         elif chosen is not None:
             what_if = debug.counterfactual(log, run_id, chosen)
         else:
