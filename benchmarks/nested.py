@@ -32,10 +32,8 @@ import ray
 
 import baton
 from baton import Assignment, Spec, Task
-from baton.actors.cluster import ensure_ray
-from workload import machine, scratch_dir, scratch_schema
+from workload import cluster, machine, scratch_dir, scratch_schema
 
-REPO = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -131,23 +129,6 @@ def row(label: str, rate: float, flat: float, seen: dict[str, tuple[float, float
     top_cpu = sum(c for c, _ in top.values())
     return (f"{label:<12} {rate:>9,.0f} {rate / flat:>6.2f} {len(seen):>6} {top_cpu:>9.1f} "
             f"{mean:>10.1f} {peak:>9.0f} {per_cpu_s:>10,.0f}")
-
-
-def cluster(nodes: int) -> Any:
-    """`nodes` nodes on loopback sharing this machine's cores; None for one local Ray."""
-    if nodes == 1:
-        ensure_ray()
-        return None
-    from ray.cluster_utils import Cluster
-
-    cores = os.cpu_count() or 2
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": cores // nodes})
-    for _ in range(nodes - 1):
-        made.add_node(num_cpus=max(1, cores // nodes))
-    made.wait_for_nodes()
-    ray.init(address=made.address, namespace="baton",
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "benchmarks")}})
-    return made
 
 
 def main() -> None:

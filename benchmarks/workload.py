@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -113,3 +114,24 @@ def eventsourcing_reference(events: int, batch: int) -> tuple[float, float]:
 
 def machine() -> str:
     return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+
+
+def cluster(nodes: int) -> Any:
+    """`nodes` nodes on loopback sharing this machine's cores; None for one local Ray."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from baton.actors.cluster import ensure_ray
+
+    if nodes == 1:
+        ensure_ray()
+        return None
+
+    cores = os.cpu_count() or 2
+    made = Cluster(initialize_head=True, head_node_args={"num_cpus": cores // nodes})
+    for _ in range(nodes - 1):
+        made.add_node(num_cpus=max(1, cores // nodes))
+    made.wait_for_nodes()
+    ray.init(address=made.address, namespace="baton",
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+    return made
