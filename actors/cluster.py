@@ -65,6 +65,12 @@ def ensure_ray(address: str | None = None) -> None:
         "include_dashboard": False,
         "configure_logging": True,
     }
+    if address and ":" in address and "://" not in address and not _answers(address):
+        # ray.init would wait minutes for a head that is not there.
+        raise ClusterUnavailableError(
+            f"no Ray cluster answers at {address}: nothing listens there. Start one "
+            "(`ray start --head`), or leave out --address (and RAY_ADDRESS) to use this "
+            "machine's")
     try:
         if address:
             try:

@@ -8,6 +8,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -232,6 +233,25 @@ def test_an_address_ray_cannot_use_is_one_line_and_exit_2(store_url: str) -> Non
     assert "Traceback" not in done.stderr
     [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert "Ray cannot use the address 'lcoal'" in line and "HOST:PORT" in line
+
+
+def test_an_address_where_no_cluster_answers_is_one_line_at_once(store_url: str) -> None:
+    """`--address HOST:PORT` where nothing listens: one line in seconds, not Ray's own
+    wait of minutes for a head that is not there; for a run and a parallel verify."""
+    script = Path(sys.executable).with_name("baton")
+    env = {**os.environ, "PYTHONPATH": str(SPECS.parents[2])}
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{unused.getsockname()[1]}"
+    with open_store(store_url) as store:
+        Scenario([counting("a")], handlers("h"), run_id="r", store=store)
+    for args in (["run", str(SPECS / "good.py")], ["replay", "r", "--verify", "--parallel", "2"]):
+        started = time.monotonic()
+        done = subprocess.run([str(script), *args, "--address", dead, "--store", store_url],
+                              env=env, capture_output=True, text=True, check=False, timeout=60)
+        assert done.returncode == 2 and time.monotonic() - started < 30, done.stderr
+        [line] = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+        assert f"no Ray cluster answers at {dead}" in line, line
 
 
 @pytest.mark.slow
