@@ -3,12 +3,15 @@
 
 The log is cut where the run kept a snapshot at the end of a turn (so a piece begins
 with a stimulus, and from the state the snapshot holds), into as many pieces of about
-equal length as there are workers. Each worker verifies its piece as a serial verify
-would, with the policy the run recorded for it. The pieces join when each one's last
-state digest is the digest the next one began from: the snapshot it began from is then
-the state of the very log before it. The first divergence is the first piece's that has
-one, with the report a serial verify gives; should two pieces not join (a snapshot that
-is not its log's), the log is verified serially instead, and the notes say why.
+equal work as there are workers. Each worker verifies its piece as a serial verify
+would, with the policy the run recorded for it; a cut ends a turn, so a decision replay
+makes that the log lacks is found by the piece before it, as a serial verify finds it.
+The pieces join when each one's last state digest is the digest the next one began
+from: the snapshot it began from was taken of this very log before it. (What the
+snapshot holds beyond its digest is trusted: the coordinator wrote it from its own fold,
+sealed with the store's key when there is one.) The first divergence is the first
+piece's that has one, with the report a serial verify gives; should two pieces not join,
+the log is verified serially instead, and the notes say why.
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def cut_points(store: EventStore, run_id: str, last: int, pieces: int) -> list[i
 
 
 def _piece(url: str, key: str | None, run_id: str, after: int, until: int,
-           last: int) -> Piece:
+           last: int) -> Piece:  # (`last`: the log's, as the piece was cut from it)
     """On a worker: verify seqs after + 1 … until, from the state at `after`."""
     with open_store(url, sealer=Sealer(key) if key else None) as store:
         state = store.state(run_id, until=after) if after else RunState()
@@ -124,6 +127,6 @@ def _piece(url: str, key: str | None, run_id: str, after: int, until: int,
         replaying = Replaying()
         count, divergence, digest = verify_piece(
             store, run_id, state, until, replaying.policy_for,
-            policy_at(state) if after else None, complete=until == last,
+            policy_at(state) if after else None, complete=True,
             schemas=replaying.schemas)
         return Piece(after, count, divergence, began, digest, replaying.notes())

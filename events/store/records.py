@@ -14,6 +14,7 @@ were only ever skipped).
 from __future__ import annotations
 
 import json
+import threading
 from collections import deque
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
 from functools import cached_property
@@ -160,14 +161,20 @@ class Records(dict[str, TaskRecord]):
         self.chain = chain
         self.whole = False
         self.added = 0  # records added after the snapshots
+        # A coordinator reads its state from two threads (its progress, and its drive):
+        # a record decoded, or the walk that decodes the rest, is one step.
+        self.decoding = threading.RLock()
 
     def __missing__(self, task_id: str) -> TaskRecord:
-        place = None if self.whole else self.chain.places.get(task_id)
-        if place is None:
-            raise KeyError(task_id)
-        record = self.chain.record(place)
-        dict.__setitem__(self, task_id, record)
-        return record
+        with self.decoding:
+            if dict.__contains__(self, task_id):
+                return dict.__getitem__(self, task_id)
+            place = None if self.whole else self.chain.places.get(task_id)
+            if place is None:
+                raise KeyError(task_id)
+            record = self.chain.record(place)
+            dict.__setitem__(self, task_id, record)
+            return record
 
     def __contains__(self, task_id: object) -> bool:
         return dict.__contains__(self, task_id) or (
@@ -200,15 +207,19 @@ class Records(dict[str, TaskRecord]):
 
     def _whole(self) -> Records:
         """Decode every record not yet touched, and order them all by plan."""
-        if not self.whole:
-            ids = self.chain.ids
-            kept = [(task_id, dict.get(self, task_id) or self.chain.record(place))
-                    for place, task_id in enumerate(ids)]
-            places = self.chain.places
-            added = [(task_id, record) for task_id, record in dict.items(self)
-                     if task_id not in places]
-            dict.clear(self)
-            dict.update(self, kept)
-            dict.update(self, added)
-            self.whole = True
+        with self.decoding:
+            if not self.whole:
+                self._decode_all()
         return self
+
+    def _decode_all(self) -> None:
+        ids = self.chain.ids
+        kept = [(task_id, dict.get(self, task_id) or self.chain.record(place))
+                for place, task_id in enumerate(ids)]
+        places = self.chain.places
+        added = [(task_id, record) for task_id, record in dict.items(self)
+                 if task_id not in places]
+        dict.clear(self)
+        dict.update(self, kept)
+        dict.update(self, added)
+        self.whole = True

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from eventsourcing.persistence import AggregateRecorder, IntegrityError, StoredEvent
 
+from ..errors import BadLogError
 from ..schema import Event
 from ..state import RunState
 from . import snapshot
@@ -117,7 +118,10 @@ class Repository:
             if not layers and at == latest.head["full"] and stored.topic == snapshot.FULL:
                 layers.append(self._layer(run_id, stored))
             elif layers and stored.topic == snapshot.DELTA:
-                layer = latest if at == latest.seq else self._layer(run_id, stored)
+                try:
+                    layer = latest if at == latest.seq else self._layer(run_id, stored)
+                except BadLogError:
+                    break  # a damaged link: the chain ends before it (the log folds on)
                 if layer.base == layers[-1].seq:  # else a delta of another chain
                     layers.append(layer)
         return layers

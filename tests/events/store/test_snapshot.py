@@ -4,6 +4,7 @@ as a chain of deltas, its records decoded only when touched; a pickle is never r
 from __future__ import annotations
 
 import pickle
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,26 @@ def test_records_are_decoded_only_when_touched() -> None:
     assert plain(again) == plain(run.state)
 
 
+def test_two_threads_walking_the_records_see_the_same_whole() -> None:
+    """A coordinator reads its state from two threads: walks that decode the records
+    not yet touched, at once, keep what was touched and changed since."""
+    run = Scenario([counting(f"t{i}") for i in range(3_000)], handlers("h"))
+    _, data = snapshot.encode(run.state)
+    again = restore([read_back(data, run.state)])
+    touched = again.tasks["t7"]
+    touched.feedback = ("changed since the snapshot",)
+    walks: list[list[TaskRecord]] = []
+    threads = [threading.Thread(target=lambda: walks.append(list(again.tasks.values())))
+               for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(walks) == 4 and all(len(walk) == 3_000 for walk in walks)
+    assert all(walk[7] is touched for walk in walks)
+    assert [r.index for r in walks[0]] == list(range(3_000))
+
+
 def test_outputs_that_are_empty_or_false_read_back_as_they_were() -> None:
     outputs = [0, "", [], {}, False, None, 1.5, {"a": [None, ""]}]
     run = Scenario([Task(id=f"t{i}", capability="echo") for i in range(len(outputs))],
@@ -111,6 +132,16 @@ def test_a_chain_keeps_deltas_between_full_snapshots(
         for event in run.log:
             folded.apply(event)
             assert plain(store.state("run-1", until=folded.seq)) == plain(folded), folded.seq
+        # A damaged delta inside the latest chain ends the chain there: the log is
+        # folded on from the link before it.
+        kept = store.repository.kept["run-1"]
+        taken = {s.originator_version for s in store.repository.snapshots.select_events(
+            "run-1")}
+        inside = [seq for seq in range(kept.full + 1, kept.last) if seq not in taken]
+        assert inside, "the latest chain holds deltas"
+        store.repository.snapshots.insert_events([StoredEvent(
+            "run-1", inside[len(inside) // 2], snapshot.DELTA, b"not a snapshot")])
+        assert plain(store.state("run-1")) == plain(folded)
         taken = {s.originator_version for s in store.repository.snapshots.select_events(
             "run-1")}
         free = max(seq for seq in range(1, folded.seq + 1) if seq not in taken)
