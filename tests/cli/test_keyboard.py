@@ -35,7 +35,7 @@ def test_ctrl_c_stops_the_run_in_one_line_records_no_lost_worker_and_resume_fini
     terminal, the run printed plain progress lines meanwhile."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)  # a Ray of its own, whose processes share its terminal
-    driver = subprocess.Popen([BATON, "run", str(SPECS / "slow.py"), "--run-id", "ctrlc",
+    driver = subprocess.Popen([BATON, "run", str(SPECS / "interruptible.py"), "--run-id", "ctrlc",
                                "--store", store_url], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
