@@ -35,9 +35,17 @@ def test_ctrl_c_stops_the_run_in_one_line_records_no_lost_worker_and_resume_fini
     terminal, the run printed plain progress lines meanwhile."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("RAY_ADDRESS", None)  # a Ray of its own, whose processes share its terminal
-    driver = subprocess.Popen([BATON, "run", str(SPECS / "interruptible.py"), "--run-id", "ctrlc",
-                               "--store", store_url], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # A terminal's foreground job starts with SIGINT at its default. A shell's background job
+    # (pytest under `cmd &` in a script) starts with it ignored, and its children inherit
+    # that: Python then never raises KeyboardInterrupt. Give the driver a terminal's start.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        driver = subprocess.Popen([BATON, "run", str(SPECS / "slow.py"), "--run-id",
+                                   "ctrlc", "--store", store_url], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
     try:
         until(lambda: driver.poll() is not None or accepted("ctrlc", store_url) >= 4,
               seconds=120)
