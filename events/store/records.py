@@ -13,7 +13,6 @@ were only ever skipped).
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import deque
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
@@ -22,13 +21,16 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic_core import from_json
 
 from ..model import Assignment, Task
 from ..record import TaskRecord, shared_tally
 from ..state import RunState
-from .snapshot import BLOCK, Head, Layer, head_fields
+from .snapshot import BLOCK, LINE, Head, Layer, head_fields
 
 Queue = deque[tuple[str, int]]
+_TASK = Task.__pydantic_validator__.validate_json  # (model_validate_json, less a call)
+_ASSIGNMENT = Assignment.__pydantic_validator__.validate_json
 
 
 def restore(layers: list[Layer]) -> RunState:
@@ -52,23 +54,21 @@ class Chain:
         self.layers = layers
         self.count = layers[-1].head["tasks"]
         self.in_full = layers[0].head["tasks"]
-        self.layer_of = [0] * self.count  # the full snapshot's rows are in plan order
-        self.row_of = list(range(self.count))
-        self.task_at: dict[int, tuple[int, int]] = {}  # of a place past the full one's
-        for k, layer in enumerate(layers[1:], start=1):
-            new_from = layer.head.get("new_from", self.count)
-            for row, place in enumerate(layer.line.column("index").to_pylist()):
-                self.layer_of[place], self.row_of[place] = k, row
-                if place >= new_from:
-                    self.task_at[place] = (k, row)
+        stacked = _stacked(layers)
+        # The latest version of each place a delta holds (the full snapshot holds the
+        # rest, in plan order), and of each place past the full one's, where its task is.
+        self.changes = _latest(stacked)
+        self.latest: dict[int, tuple[int, int]] = _where(self.changes)
+        self.new = stacked.filter(stacked.column("new")).sort_by("index")
+        self.task_at = _where(self.new)
         self._batches: dict[tuple[int, int], dict[str, list[Any]]] = {}
+        self._tallies: dict[bytes, tuple[tuple[str, int], ...]] = {}
 
     @cached_property
     def ids(self) -> list[str]:
         """Every task id, in plan order."""
         ids: list[str] = self.layers[0].line.column("id").to_pylist()
-        ids.extend(self._field(*self.task_at[place], "id", line=True)
-                   for place in range(self.in_full, self.count))
+        ids.extend(self.new.column("id").to_pylist())
         return ids
 
     @cached_property
@@ -77,30 +77,37 @@ class Chain:
 
     def record(self, place: int) -> TaskRecord:
         """The record at `place`, decoded from its latest version."""
-        fields = self._batch(self.layer_of[place], self.row_of[place] // BLOCK)
-        at = self.row_of[place] % BLOCK
+        layer, row = self.latest.get(place, (0, place))
+        fields, at = self._batch(layer, row // BLOCK), row % BLOCK
         record = TaskRecord.__new__(TaskRecord)
         layer, row = (0, place) if place < self.in_full else self.task_at[place]
-        record.task = Task.model_validate_json(self._field(layer, row, "task"))
-        for name in ("index", "status", "blockers", "attempts", "handler", "pinned",
-                     "token", "escalation", "queued_at"):
-            setattr(record, name, fields[name][at])
+        record.task = _TASK(self._batch(layer, row // BLOCK)["task"][row % BLOCK])
+        record.index, record.status = fields["index"][at], fields["status"][at]
+        record.blockers, record.attempts = fields["blockers"][at], fields["attempts"][at]
+        record.handler, record.pinned = fields["handler"][at], fields["pinned"][at]
+        record.token, record.queued_at = fields["token"][at], fields["queued_at"][at]
+        record.escalation = fields["escalation"][at]
         assignment = fields["assignment"][at]
-        record.assignment = None if assignment is None else (
-            Assignment.model_validate_json(assignment))
-        tried, lost = fields["tried"][at], fields["lost"][at]
-        record.tried = shared_tally(tuple((h, n) for h, n in json.loads(tried))) if tried else ()
-        record.lost = tuple((h, n) for h, n in json.loads(lost)) if lost else ()
+        record.assignment = None if assignment is None else _ASSIGNMENT(assignment)
+        record.tried, record.lost = self._tally(fields["tried"][at]), self._tally(
+            fields["lost"][at])
         record.feedback = tuple(fields["feedback"][at])
         received, output = fields["received"][at], fields["output"][at]
-        record.received = None if received is None else json.loads(received)
-        record.output = None if output is None else json.loads(output)
+        # pydantic's JSON reader: as the log's events are read (and ten times json's speed)
+        record.received = None if received is None else from_json(received)
+        record.output = None if output is None else from_json(output)
         return record
 
-    def _field(self, layer: int, row: int, name: str, *, line: bool = False) -> Any:
-        if line:
-            return self.layers[layer].line.column(name)[row].as_py()
-        return self._batch(layer, row // BLOCK)[name][row % BLOCK]
+    def _tally(self, data: bytes | None) -> tuple[tuple[str, int], ...]:
+        """Handlers tried (or lost) as a record holds them; nearly every record of a
+        large run holds one of a few, so each is decoded once."""
+        if data is None:
+            return ()
+        found = self._tallies.get(data)
+        if found is None:
+            found = self._tallies[data] = shared_tally(tuple(
+                (handler, count) for handler, count in from_json(data)))
+        return found
 
     def _batch(self, layer: int, number: int) -> dict[str, list[Any]]:
         """A batch of a layer's records file, as lists by column (decoded once)."""
@@ -114,15 +121,11 @@ class Chain:
     def queues(self, head: Head) -> tuple[dict[str, Queue], dict[str, Queue]]:
         """The ready and pinned queues: the records queued, each in its queue, in the
         order they joined."""
-        parts = []
-        later: pa.Array = pa.array([], pa.int32())  # places a later layer holds
-        for layer in reversed(self.layers):
-            line = layer.line
-            current = pc.invert(pc.is_in(line.column("index"), value_set=later))
-            parts.append(line.filter(pc.and_(current, pc.equal(line.column("status"),
-                                                               "queued"))))
-            later = pa.concat_arrays([later, line.column("index").combine_chunks()])
-        waiting = pa.concat_tables(parts)
+        full = self.layers[0].line
+        current = full.filter(pc.invert(pc.is_in(full.column("index"),
+                                                 value_set=self.changes.column("index"))))
+        lines = pa.concat_tables([current, self.changes.select(LINE.names)])
+        waiting = lines.filter(pc.equal(lines.column("status"), "queued"))
         waiting = waiting.take(pc.sort_indices(waiting.column("queued_at")))
         pinned = waiting.column("pinned")
         ready = {capability: self._queue(waiting.filter(pc.and_(
@@ -149,6 +152,40 @@ class Chain:
                 for dependency in dependencies:
                     found.setdefault(dependency, deque()).append(task_id)
         return found
+
+
+def _stacked(layers: list[Layer]) -> pa.Table:
+    """The deltas' lines, one table, each row with its layer, its row there, and whether
+    its place is new there (its task is then in that layer's records)."""
+    count = layers[-1].head["tasks"]
+    parts = [_STACKED.empty_table()]
+    for k, layer in enumerate(layers[1:], start=1):
+        line, rows = layer.line, layer.line.num_rows
+        parts.append(line.append_column("layer", pa.array([k] * rows, pa.int32()))
+                     .append_column("row", pa.array(range(rows), pa.int32()))
+                     .append_column("new", pc.greater_equal(
+                         line.column("index"), layer.head.get("new_from", count))))
+    return pa.concat_tables(parts)
+
+
+def _latest(stacked: pa.Table) -> pa.Table:
+    """Of the rows of each place, the latest layer's."""
+    ordered = stacked.sort_by([("index", "ascending"), ("layer", "descending")])
+    places = ordered.column("index").combine_chunks()
+    if len(places) < 2:
+        return ordered
+    first = pc.not_equal(places.slice(1), places.slice(0, len(places) - 1))
+    return ordered.filter(pa.concat_arrays([pa.array([True]), first]))
+
+
+def _where(rows: pa.Table) -> dict[int, tuple[int, int]]:
+    """Place -> (layer, row) of `rows`."""
+    where = zip(rows.column("layer").to_pylist(), rows.column("row").to_pylist(), strict=True)
+    return dict(zip(rows.column("index").to_pylist(), where, strict=True))
+
+
+_STACKED = LINE.append(pa.field("layer", pa.int32())).append(
+    pa.field("row", pa.int32())).append(pa.field("new", pa.bool_()))
 
 
 class Records(dict[str, TaskRecord]):

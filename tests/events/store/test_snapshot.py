@@ -97,15 +97,18 @@ def test_two_threads_walking_the_records_see_the_same_whole() -> None:
     assert [r.index for r in walks[0]] == list(range(3_000))
 
 
-def test_outputs_that_are_empty_or_false_read_back_as_they_were() -> None:
-    outputs = [0, "", [], {}, False, None, 1.5, {"a": [None, ""]}]
+def test_outputs_that_are_empty_false_or_unusual_read_back_as_they_were() -> None:
+    """Down to their types: an int stays an int (however big), a float a float."""
+    outputs = [0, "", [], {}, False, None, 1.5, {"a": [None, ""]}, 2**70, 1.0, 0.1, 1e300,
+               "é ☃ \u2028 \"", {"k": {"deep": [1, 2.5, "x", True]}}]
     run = Scenario([Task(id=f"t{i}", capability="echo") for i in range(len(outputs))],
-                   [HandlerInfo(name="echo", capabilities=("echo",), capacity=8)])
+                   [HandlerInfo(name="echo", capabilities=("echo",), capacity=32)])
     for assignment, output in zip(run.in_flight, outputs, strict=True):
         run.succeed(assignment.id, output)
     _, data = snapshot.encode(run.state)
     again = restore([read_back(data, run.state)])
-    assert [again.tasks[f"t{i}"].output for i in range(len(outputs))] == outputs
+    assert [repr(again.tasks[f"t{i}"].output) for i in range(len(outputs))] == list(
+        map(repr, outputs))
     assert plain(again) == plain(run.state)
 
 
