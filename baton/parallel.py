@@ -95,8 +95,8 @@ def cut_points(store: EventStore, run_id: str, last: int, pieces: int) -> list[i
     """Where to cut the log into `pieces` of about equal work: at the snapshot nearest
     before each mark that ends a turn (the event after it is a stimulus). A piece that
     begins at a snapshot decodes each task record as it first touches it, and the last
-    piece every one by the run's end: RECORD_WEIGHT events' work a task, so the marks
-    fall that much later."""
+    piece every one by the run's end, where it also judges the whole plan:
+    RECORD_WEIGHT events' work a task, so the marks fall that much later."""
     latest = store.repository.snapshots.select_events(run_id, desc=True, limit=1)
     tasks = (snapshot.decode(store.sealer.open(latest[0].state, run_id=run_id,
                                                seq=latest[0].originator_version,
