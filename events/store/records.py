@@ -13,6 +13,7 @@ were only ever skipped).
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import deque
 from collections.abc import ItemsView, Iterator, KeysView, ValuesView
@@ -93,9 +94,8 @@ class Chain:
             fields["lost"][at])
         record.feedback = tuple(fields["feedback"][at])
         received, output = fields["received"][at], fields["output"][at]
-        # pydantic's JSON reader: as the log's events are read (and ten times json's speed)
-        record.received = None if received is None else from_json(received)
-        record.output = None if output is None else from_json(output)
+        record.received = None if received is None else _json(received)
+        record.output = None if output is None else _json(output)
         return record
 
     def _tally(self, data: bytes | None) -> tuple[tuple[str, int], ...]:
@@ -152,6 +152,16 @@ class Chain:
                 for dependency in dependencies:
                     found.setdefault(dependency, deque()).append(task_id)
         return found
+
+
+def _json(data: bytes) -> Any:
+    """A value the snapshot holds as JSON: read by pydantic's reader, as the log's events
+    are (ten times json's speed), or by json's past the 200 levels of nesting pydantic's
+    stops at (the log reads those with json too)."""
+    try:
+        return from_json(data)
+    except ValueError:
+        return json.loads(data)
 
 
 def _stacked(layers: list[Layer]) -> pa.Table:

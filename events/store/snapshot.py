@@ -24,6 +24,7 @@ Each is three parts, framed by their lengths:
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from typing import Any, NotRequired
 
@@ -218,7 +219,7 @@ def decode(data: bytes, *, run_id: str, seq: int) -> Layer:
     when it is not one, or holds another place's state."""
     try:
         head_json, line, records = _unframed(data, 3)
-        head = _HEAD.validate_json(head_json)
+        head = _head(head_json)
         layer = Layer(seq, head, pa.ipc.open_stream(line).read_all(),
                       pa.ipc.open_file(pa.py_buffer(records)))
         if not (layer.line.schema.equals(LINE) and layer.records.schema.equals(RECORDS)):
@@ -234,6 +235,17 @@ def decode(data: bytes, *, run_id: str, seq: int) -> Layer:
         raise BadLogError(f"snapshot holds run {head['run_id']!r} at seq {head['seq']}, not "
                           "the place it is filed under", run_id=run_id, seq=seq)
     return layer
+
+
+def _head(data: bytes) -> Head:
+    try:
+        return _HEAD.validate_json(data)
+    except ValidationError as error:
+        if error.errors()[0]["type"] != "json_invalid":
+            raise
+    # pydantic's JSON reader stops at 200 levels of nesting, where a run's output may
+    # go deeper: read as the log's codec reads such an event, with json's reader
+    return _HEAD.validate_python(json.loads(data))
 
 
 def head_fields(head: Head) -> dict[str, Any]:

@@ -97,10 +97,18 @@ def test_two_threads_walking_the_records_see_the_same_whole() -> None:
     assert [r.index for r in walks[0]] == list(range(3_000))
 
 
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def test_outputs_that_are_empty_false_or_unusual_read_back_as_they_were() -> None:
-    """Down to their types: an int stays an int (however big), a float a float."""
+    """Down to their types: an int stays an int (however big), a float a float; and
+    nested deeper than pydantic's JSON reader goes, as the log reads them."""
     outputs = [0, "", [], {}, False, None, 1.5, {"a": [None, ""]}, 2**70, 1.0, 0.1, 1e300,
-               "é ☃ \u2028 \"", {"k": {"deep": [1, 2.5, "x", True]}}]
+               "é ☃ \u2028 \"", {"k": {"deep": [1, 2.5, "x", True]}}, nested(230)]
     run = Scenario([Task(id=f"t{i}", capability="echo") for i in range(len(outputs))],
                    [HandlerInfo(name="echo", capabilities=("echo",), capacity=32)])
     for assignment, output in zip(run.in_flight, outputs, strict=True):
