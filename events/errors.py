@@ -42,8 +42,11 @@ class BadStoreURLError(BadInputError):
 class UnknownRunError(BadInputError):
     """No run with this id is in the store; `baton runs` lists the ones that are."""
 
-    def __init__(self, run_id: str, store: str):
-        super().__init__(f"no run {run_id!r} in {store}; `baton runs` lists the runs there")
+    def __init__(self, run_id: str, store: str, *, no_file: bool = False):
+        super().__init__(
+            f"no run {run_id!r} in {store}: no store file is there (check --store, or "
+            "$BATON_STORE)" if no_file else
+            f"no run {run_id!r} in {store}; `baton runs` lists the runs there")
         self.run_id = run_id
 
 

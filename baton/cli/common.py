@@ -25,8 +25,16 @@ from typer.core import TyperGroup
 from baton.events.errors import (
     EXIT_FAILED,
     BatonError,
+    UnknownRunError,
 )
-from baton.events.store import EventStore, faults, open_store
+from baton.events.store import (
+    EventStore,
+    faults,
+    file_missing,
+    masked_url,
+    open_store,
+    store_url,
+)
 
 
 class Commands(TyperGroup):
@@ -116,9 +124,17 @@ StorePatience = Annotated[float, typer.Option(
 @contextmanager
 def run_log(run_id: str, store: str | None) -> Iterator[EventStore]:
     """The store holding `run_id`, open; UnknownRunError when the run is not there."""
+    refuse_missing(run_id, store)
     with open_store(store) as log:
         log.require_run(run_id)
         yield log
+
+
+def refuse_missing(run_id: str, store: str | None) -> None:
+    """UnknownRunError when `store` is a SQLite file that is not there, before opening
+    it would make one: a mistyped path leaves nothing behind."""
+    if file_missing(store):
+        raise UnknownRunError(run_id, masked_url(store_url(store)), no_file=True)
 
 
 def progress(label: str, *, hidden: bool = False) -> Progress:

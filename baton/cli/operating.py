@@ -33,6 +33,7 @@ from .common import (
     emit_json,
     err,
     out,
+    refuse_missing,
 )
 from .display import ProgressDisplay, finish, stopped
 
@@ -216,6 +217,7 @@ def cancel(
     from .watching import attached_and_alive, status_of  # (registered after these)
 
     url = store_url(store)
+    refuse_missing(run_id, url)
     with open_store(url) as log:
         def alive(run: str) -> bool:
             return attached_and_alive(run, address)

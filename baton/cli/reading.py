@@ -35,6 +35,7 @@ from .common import (
     err,
     fail,
     out,
+    refuse_missing,
     run_log,
     say,
 )
@@ -386,6 +387,7 @@ def diff_(
 ) -> None:
     """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
     and how each ended. Exit 0 when they say the same, 1 when they differ."""
+    refuse_missing(run_a, store)
     with open_store(store) as log:
         found = debug.diff_runs(log, run_a, run_b)
     if as_json:

@@ -23,7 +23,18 @@ from baton.events.schema import ENDINGS
 from baton.events.store import EventStore, live, open_store, store_url
 from baton.events.store.heartbeats import STALE_AFTER_S, Heartbeat, standing
 
-from .common import Address, AsJson, Store, app, emit_json, err, fail, out, styled
+from .common import (
+    Address,
+    AsJson,
+    Store,
+    app,
+    emit_json,
+    err,
+    fail,
+    out,
+    refuse_missing,
+    styled,
+)
 from .display import store_outage
 
 GOING = ("running", "queued")  # how a run that may still end by itself stands
@@ -234,6 +245,7 @@ def status_of(run_id: str, url: str, tree: bool = False) -> dict[str, Any]:
     with `tree`, also how each run under it stands, and the counts over them all. A run
     with runs under it also lists its assignments in flight (`in_flight_ids`), to tell
     whether they are all children that wait."""
+    refuse_missing(run_id, url)
     with open_store(url) as log:
         beats = log.heartbeats()
         family = log.tree(run_id) if tree else []

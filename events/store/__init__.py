@@ -12,7 +12,7 @@ from .index import RunInfo
 from .mapper import Recorded
 from .opening import open_store
 from .repository import collector_paused
-from .urls import DEFAULT_URL, masked_url, store_url
+from .urls import DEFAULT_URL, file_missing, masked_url, store_url
 
 __all__ = ["DEFAULT_URL", "Codec", "EventStore", "Notification", "Recorded", "RunInfo",
-           "collector_paused", "masked_url", "open_store", "store_url"]
+           "collector_paused", "file_missing", "masked_url", "open_store", "store_url"]

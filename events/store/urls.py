@@ -32,6 +32,14 @@ def store_url(url: str | None = None) -> str:
     return url
 
 
+def file_missing(url: str | None) -> bool:
+    """Does `url` name a SQLite store whose file is not there? (Opening one creates it:
+    right for a run, litter for a reader with a mistyped path.)"""
+    prefix = "sqlite:///"
+    url = store_url(url)
+    return url.startswith(prefix) and not os.path.isfile(url[len(prefix):])
+
+
 def masked_url(url: str) -> str:
     """`url` with the password, if it has one, shown as ***."""
     parts = urlparse(url)

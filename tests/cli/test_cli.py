@@ -114,8 +114,23 @@ def test_a_bad_spec_is_refused_with_exit_2_before_anything_runs(
 
 def test_show_of_an_unknown_run_says_where_it_looked(store_url: str) -> None:
     """An unknown run id exits 2 and points at `baton runs`."""
+    with open_store(store_url):  # a store there, without the run
+        pass
     code, _, err = baton("show", "nope", "--store", store_url)
     assert code == 2 and "no run 'nope'" in err and "baton runs" in err
+
+
+def test_reading_a_run_from_a_store_file_that_is_not_there_makes_no_file(
+    tmp_path: Path
+) -> None:
+    """A mistyped SQLite path: each command that reads a run says no store file is
+    there, exit 2, and leaves nothing behind (opening it would have made an empty one)."""
+    url = f"sqlite:///{tmp_path}/typo/baton.db"
+    for args in (["show", "r"], ["status", "r"], ["replay", "r", "--verify"],
+                 ["trace", "r", "t"], ["cancel", "r"], ["diff", "r", "s"], ["wait", "r"]):
+        code, _, err = baton(*args, "--store", url)
+        assert code == 2 and "no run 'r'" in err and "no store file is there" in err, args
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_store_url_baton_cannot_open_exits_2() -> None:
