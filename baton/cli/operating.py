@@ -33,7 +33,7 @@ from .common import (
     emit_json,
     err,
     out,
-    refuse_missing,
+    run_log,
 )
 from .display import ProgressDisplay, finish, stopped
 
@@ -217,12 +217,11 @@ def cancel(
     from .watching import attached_and_alive, status_of  # (registered after these)
 
     url = store_url(store)
-    refuse_missing(run_id, url)
-    with open_store(url) as log:
+    with run_log(run_id, url) as log:
         def alive(run: str) -> bool:
             return attached_and_alive(run, address)
 
-        last = log.require_run(run_id)
+        last = log.last_seq(run_id)
         ended = ENDINGS.get(log.read(run_id, after=last - 1)[-1].type)
         if ended is None:
             people.cancel(log, run_id, note, alive)

@@ -35,7 +35,6 @@ from .common import (
     err,
     fail,
     out,
-    refuse_missing,
     run_log,
     say,
 )
@@ -387,8 +386,7 @@ def diff_(
 ) -> None:
     """Show where two runs' logs part (a fork and its parent, or two runs of one plan)
     and how each ended. Exit 0 when they say the same, 1 when they differ."""
-    refuse_missing(run_a, store)
-    with open_store(store) as log:
+    with run_log(run_a, store) as log:
         found = debug.diff_runs(log, run_a, run_b)
     if as_json:
         emit_json(found.as_dict())
